@@ -1,0 +1,56 @@
+# parcelflow: `make run` shows the whole pipeline working, `make test` proves it.
+# Both create the virtualenv and install everything on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.DEFAULT_GOAL := help
+.PHONY: help install run up test lint format types unit integration e2e schemas bench bench-receiver bench-planner bench-labeler clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(STAMP) ## create .venv and install parcelflow with its dev tools
+
+run: $(STAMP) ## start broker, simulator, every worker; send 200 demo orders; print a summary; stop
+	$(BIN)/parcelflow run
+
+up: $(STAMP) ## the same as run, but keep everything running until Ctrl-C
+	$(BIN)/parcelflow up
+
+test: $(STAMP) lint types ## lint, types, then unit, integration and end-to-end tests
+	$(BIN)/pytest tests/unit tests/integration tests/e2e
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## apply ruff's formatting and safe fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+types: $(STAMP) ## mypy, strict on workers/ and schemas/
+	$(BIN)/mypy
+
+unit: $(STAMP) ## the fast tests only (no broker)
+	$(BIN)/pytest tests/unit
+
+integration: $(STAMP) ## tests on a real broker
+	$(BIN)/pytest tests/integration
+
+e2e: $(STAMP) ## the whole stack as `make run` runs it
+	$(BIN)/pytest tests/e2e
+
+schemas: $(STAMP) ## regenerate schemas/json from the models
+	$(BIN)/python -m schemas.export
+
+clean: ## remove run output (var/) and caches, keep .venv
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

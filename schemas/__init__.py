@@ -1,0 +1,1 @@
+"""Pydantic models of every parcelflow topic and the topic registry."""

@@ -1,0 +1,69 @@
+"""Label jobs, labels and label failures."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from schemas.common import Address, Dimensions, Id, Model, Weight
+from schemas.order import LineItem
+
+
+class Parcel(Model):
+    box_id: Id
+    items: list[LineItem] = Field(min_length=1)
+    weight: Weight
+    dimensions: Dimensions
+
+
+class LabelJob(Model):
+    """One shipment to label (``kind="create"``), or the cancellation of one."""
+
+    job_id: Id = Field(description="Deterministic from order id and boxes; idempotency key.")
+    event_id: Id
+    kind: Literal["create", "cancel"] = "create"
+    order_id: Id
+    shop_id: Id
+    recipient: Address | None = None
+    parcels: list[Parcel] = Field(default_factory=list)
+    unpacked_items: list[LineItem] = Field(
+        default_factory=list, description="Units of the order left out of a short shipment."
+    )
+    created_at_ms: int = Field(ge=0)
+
+
+class ParcelLabel(Model):
+    box_id: Id
+    tracking_id: str
+    document_path: str = ""
+    document_sha256: str = ""
+
+
+class LabelResult(Model):
+    event_id: Id = Field(description="label-<job_id>.")
+    job_id: Id
+    order_id: Id
+    carrier: str
+    service: str
+    shipment_id: str
+    parcels: list[ParcelLabel]
+    attempts: int = Field(ge=1)
+    latency_ms: int = Field(ge=0, description="From job creation to label.")
+    call_ms: int = Field(ge=0, description="Duration of the successful label call.")
+    tracking_available: bool = Field(
+        False, description="Shipium offers no tracking for TikTok Shop shipments."
+    )
+    labeled_at_ms: int = Field(ge=0)
+
+
+class LabelFailure(Model):
+    event_id: Id = Field(description="failure-<job_id>.")
+    job_id: Id
+    order_id: Id
+    error_code: str
+    message: str
+    retriable: bool
+    attempts: int = Field(ge=0)
+    job: LabelJob = Field(description="The job as it was, so it can be replayed.")
+    failed_at_ms: int = Field(ge=0)

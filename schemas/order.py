@@ -1,0 +1,48 @@
+"""Orders on ``orders.v1``: one line item per unit, as TikTok models them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field
+
+from schemas.common import Address, Id, Model
+
+
+class OrderStatus(StrEnum):
+    UNPAID = "UNPAID"
+    ON_HOLD = "ON_HOLD"
+    AWAITING_SHIPMENT = "AWAITING_SHIPMENT"
+    AWAITING_COLLECTION = "AWAITING_COLLECTION"
+    PARTIALLY_SHIPPING = "PARTIALLY_SHIPPING"
+    IN_TRANSIT = "IN_TRANSIT"
+    DELIVERED = "DELIVERED"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+
+    @classmethod
+    def parse(cls, raw: str) -> OrderStatus:
+        """TikTok spells cancellation CANCEL in webhooks and CANCELLED in the order API."""
+        return cls.CANCELLED if raw == "CANCEL" else cls(raw)
+
+
+class LineItem(Model):
+    """One unit of an order: TikTok gives every unit its own line item id."""
+
+    item_id: Id
+    sku_id: Id
+    seller_sku: str = ""
+    product_id: Id
+    product_name: str = ""
+
+
+class Order(Model):
+    event_id: Id = Field(description="Stable per source event (dedupe).")
+    order_id: Id
+    shop_id: Id
+    status: OrderStatus
+    line_items: list[LineItem] = Field(default_factory=list)
+    recipient: Address | None = None
+    update_time: int = Field(ge=0, description="Unix seconds of the order's last change.")
+    source: Literal["tiktok", "upstream"] = "upstream"

@@ -1,0 +1,76 @@
+"""The one registry of topics: names, what they hold, and how they are keyed.
+
+Every topic is keyed by the TikTok order id (the shop id where an event has no order),
+and every topic is created with the same partition count, so ``orders.v1`` and
+``warehouse.boxes.v1`` are co-partitioned for the planner's join.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from schemas.alert import Alert
+from schemas.box import BoxClosed
+from schemas.label import LabelFailure, LabelJob, LabelResult
+from schemas.order import Order
+from schemas.plan import ParcelPlan
+from schemas.rejected import RejectedRecord
+from schemas.webhook import WebhookRecord
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    model: type[BaseModel]
+    key: str
+    description: str
+
+    def full_name(self, namespace: str = "") -> str:
+        return f"{namespace}{self.name}"
+
+
+WEBHOOKS = TopicSpec(
+    "tiktok.webhooks.v1", WebhookRecord, "shop id", "Verified TikTok webhooks, as sent."
+)
+ORDERS = TopicSpec("orders.v1", Order, "order id", "Orders with one line item per unit.")
+BOXES = TopicSpec("warehouse.boxes.v1", BoxClosed, "order id", "Box-closed events.")
+PLANS = TopicSpec("parcel-plans.v1", ParcelPlan, "order id", "Item ids per box, or rejection.")
+LABEL_JOBS = TopicSpec("label-jobs.v1", LabelJob, "order id", "One shipment to label.")
+LABELS = TopicSpec("labels.v1", LabelResult, "order id", "Labels made.")
+LABEL_FAILURES = TopicSpec(
+    "label-failures.v1", LabelFailure, "order id", "Label jobs that failed for good."
+)
+ALERTS = TopicSpec("alerts.v1", Alert, "shop id", "Operational alerts.")
+
+
+def _rejected(source: TopicSpec) -> TopicSpec:
+    base = source.name.removesuffix(".v1")
+    return TopicSpec(
+        f"{base}.rejected.v1", RejectedRecord, source.key, f"Dead letters of {source.name}."
+    )
+
+
+WEBHOOKS_REJECTED = _rejected(WEBHOOKS)
+ORDERS_REJECTED = _rejected(ORDERS)
+BOXES_REJECTED = _rejected(BOXES)
+LABEL_JOBS_REJECTED = _rejected(LABEL_JOBS)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    WEBHOOKS,
+    ORDERS,
+    BOXES,
+    PLANS,
+    LABEL_JOBS,
+    LABELS,
+    LABEL_FAILURES,
+    ALERTS,
+    WEBHOOKS_REJECTED,
+    ORDERS_REJECTED,
+    BOXES_REJECTED,
+    LABEL_JOBS_REJECTED,
+)
+
+# Topics the planner joins: they must have the same partition count and key.
+COPARTITIONED: tuple[TopicSpec, ...] = (ORDERS, BOXES)

@@ -1,0 +1,1 @@
+"""parcelflow's processes: receiver, enricher, planner, labeler, and the devstack."""

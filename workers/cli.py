@@ -1,0 +1,178 @@
+"""``parcelflow``: one command, a subcommand per process.
+
+parcelflow receiver | enricher | planner | labeler | simulator   run one process
+parcelflow run      start everything, send demo traffic, print a summary, stop
+parcelflow up       the same, but keep running until Ctrl-C
+parcelflow config   print every setting as a Markdown table
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, SecretStr
+
+from workers.settings import Settings
+
+
+def worker(name: str) -> Any:
+    def start(settings: Settings, args: argparse.Namespace) -> int:
+        from workers import logs
+
+        logs.configure(settings.log_level)
+        if name == "receiver":
+            from workers.receiver.app import run as run_receiver
+
+            run_receiver(settings)
+        elif name == "enricher":
+            from workers.enricher.worker import run as run_enricher
+
+            asyncio.run(run_enricher(settings))
+        elif name == "planner":
+            from workers.planner.app import run as run_planner
+
+            run_planner(settings)
+        elif name == "labeler":
+            from workers.labeler.worker import run as run_labeler
+
+            asyncio.run(run_labeler(settings))
+        elif name == "simulator":
+            from workers.simulator.app import run as run_simulator
+
+            run_simulator(settings)
+        return 0
+
+    return start
+
+
+def demo(settings: Settings, args: argparse.Namespace, keep_running: bool) -> int:
+    from workers.devstack.demo import Progress, Summary, send, watch
+    from workers.devstack.demo_data import make_demo
+    from workers.devstack.stack import Stack, StackError
+
+    started = time.monotonic()
+    run_dir = Path(args.run_dir) / time.strftime("%Y%m%d-%H%M%S")
+    overrides = {
+        "SIM_LABEL_LATENCY_MEDIAN_S": str(args.label_latency),
+        "LABELER_MAX_IN_FLIGHT": str(args.max_in_flight),
+    }
+    stack = Stack(run_dir, overrides)
+    print(f"parcelflow: starting the stack (logs in {run_dir})", file=sys.stderr, flush=True)
+    try:
+        with stack.running():
+            orders = make_demo(
+                args.orders,
+                seed=args.seed,
+                run_id=int(time.time()) % 100_000,
+                now_s=int(time.time()),
+            )
+            boxes = sum(len(o.boxes) for o in orders)
+            print(
+                f"parcelflow: sending {len(orders)} orders in {boxes} boxes",
+                file=sys.stderr,
+                flush=True,
+            )
+            run_settings = stack.settings
+            sent_at = time.monotonic()
+            asyncio.run(
+                send(
+                    orders,
+                    run_settings,
+                    stack.receiver_url,
+                    stack.simulator_url,
+                    stack.env["PARCELFLOW_INGEST_TOKEN"],
+                )
+            )
+            sent_s = time.monotonic() - sent_at
+            progress = Progress(expected={o.order_id for o in orders})
+            asyncio.run(watch(run_settings, progress, timeout_s=args.timeout))
+            summary = Summary(len(orders), boxes, progress, time.monotonic() - started, sent_s)
+            if keep_running:
+                print("\n".join(summary.lines()))
+                print(
+                    f"parcelflow: running; receiver {stack.receiver_url}, Ctrl-C stops everything",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                wait_for_signal()
+    except StackError as exc:
+        print(f"parcelflow: the stack did not start: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("parcelflow: interrupted, everything stopped", file=sys.stderr)
+        return 130
+    summary.wall_s = time.monotonic() - started
+    print("\n".join(summary.lines()), flush=True)
+    return 0 if summary.progress.pending == 0 else 1
+
+
+def wait_for_signal() -> None:
+    received = []
+    signal.signal(signal.SIGTERM, lambda *_: received.append(1))
+    try:
+        while not received:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return
+
+
+def config_table(settings: Settings, args: argparse.Namespace) -> int:
+    print("| variable | default | meaning |\n|---|---|---|")
+    for name, info in Settings.model_fields.items():
+        default = info.default
+        if default is None:
+            shown: object = "(unset)"
+        elif isinstance(default, SecretStr):
+            shown = default.get_secret_value() or "(empty)"
+        elif isinstance(default, BaseModel):
+            shown = default.model_dump_json()
+        else:
+            shown = "(empty)" if default == "" else default
+        print(f"| `PARCELFLOW_{name.upper()}` | `{shown}` | {info.description} |")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="parcelflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = root.add_subparsers(dest="command", required=True)
+    for name in ("receiver", "enricher", "planner", "labeler", "simulator"):
+        sub.add_parser(name, help=f"run the {name}").set_defaults(func=worker(name))
+    for name, keep in (("run", False), ("up", True)):
+        p = sub.add_parser(
+            name, help="start everything and send demo traffic" + (", keep running" if keep else "")
+        )
+        p.add_argument("--orders", type=int, default=200, help="demo orders to send (200)")
+        p.add_argument(
+            "--timeout", type=float, default=300.0, help="seconds to wait for labels (300)"
+        )
+        p.add_argument(
+            "--label-latency", type=float, default=2.0, help="median label call seconds (2.0)"
+        )
+        p.add_argument("--max-in-flight", type=int, default=64, help="labeler calls in flight (64)")
+        p.add_argument("--seed", type=int, default=7, help="seed of the demo data (7)")
+        p.add_argument("--run-dir", default="var/run", help="where logs and labels go (var/run)")
+        p.set_defaults(func=lambda s, a, keep=keep: demo(s, a, keep))
+    sub.add_parser("config", help="print every setting as a Markdown table").set_defaults(
+        func=config_table
+    )
+    return root
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    settings = Settings()
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(args.func(settings, args))
+
+
+if __name__ == "__main__":
+    main()

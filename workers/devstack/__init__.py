@@ -1,0 +1,1 @@
+"""Run everything on one machine: embedded broker, simulator, workers, demo traffic."""

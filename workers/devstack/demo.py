@@ -1,0 +1,170 @@
+"""Demo traffic: signed TikTok webhooks and box-closed events over HTTP, then watch labels.
+
+``send`` plays the orders against a running stack; ``watch`` follows labels.v1 and
+label-failures.v1 until every order has one or the time is up, printing progress;
+``Summary`` is what ``parcelflow run`` prints at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from schemas.codec import decode, encode
+from schemas.label import LabelFailure, LabelResult
+from schemas.plan import ParcelPlan
+from schemas.topics import LABEL_FAILURES, LABELS, PLANS
+from workers.devstack.demo_data import DemoOrder, webhook
+from workers.kafka import Topics
+from workers.settings import Settings
+from workers.tiktok.signing import webhook_signature
+
+
+@dataclass
+class Progress:
+    expected: set[str]
+    labels: dict[str, LabelResult] = field(default_factory=dict)
+    failures: dict[str, LabelFailure] = field(default_factory=dict)
+    plans: dict[str, ParcelPlan] = field(default_factory=dict)
+    duplicate_labels: int = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self.expected - self.labels.keys() - self.failures.keys())
+
+
+@dataclass
+class Summary:
+    orders: int
+    boxes: int
+    progress: Progress
+    wall_s: float
+    sent_s: float
+
+    def lines(self) -> list[str]:
+        p = self.progress
+        latencies = sorted(r.latency_ms for r in p.labels.values())
+
+        def pct(q: int) -> str:
+            if len(latencies) < 2:
+                return f"{latencies[0] / 1000:.2f}s" if latencies else "n/a"
+            cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+            return f"{cuts[q - 1] / 1000:.2f}s"
+
+        planned = sum(1 for x in p.plans.values() if x.status == "planned")
+        rejected = len(p.plans) - planned
+        rate = len(p.labels) / self.wall_s if self.wall_s else 0.0
+        return [
+            f"orders sent:        {self.orders} (in {self.sent_s:.1f}s)",
+            f"boxes sent:         {self.boxes}",
+            f"parcel plans:       {planned} planned, {rejected} rejected",
+            f"labels:             {len(p.labels)} ({rate:.1f} labels/s over the run)",
+            f"label failures:     {len(p.failures)}",
+            f"duplicate labels:   {p.duplicate_labels}",
+            f"label latency:      p50 {pct(50)}, p95 {pct(95)} (job created -> label stored)",
+            f"wall time:          {self.wall_s:.1f}s",
+            f"summary: orders={self.orders} labels={len(p.labels)} "
+            f"failures={len(p.failures)} pending={p.pending}",
+        ]
+
+
+async def send(
+    orders: list[DemoOrder],
+    settings: Settings,
+    receiver_url: str,
+    simulator_url: str,
+    ingest_token: str,
+    concurrency: int = 32,
+) -> None:
+    """Load the orders into the fake TikTok, then send their webhooks and boxes."""
+    secret = settings.tiktok_app_secret.get_secret_value()
+    limit = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession() as http:
+        body = orjson.dumps([o.tiktok for o in orders])
+        async with http.put(f"{simulator_url}/_sim/tiktok/orders", data=body) as response:
+            response.raise_for_status()
+
+        async def post(url: str, data: bytes, headers: dict[str, str]) -> None:
+            async with limit:
+                for attempt in range(5):
+                    async with http.post(url, data=data, headers=headers) as response:
+                        if response.status in (200, 202):
+                            return
+                        if response.status != 503 or attempt == 4:
+                            text = await response.text()
+                            raise RuntimeError(f"{url} answered {response.status}: {text}")
+                    await asyncio.sleep(0.5 * (attempt + 1))
+
+        async def one(order: DemoOrder) -> None:
+            raw = orjson.dumps(webhook(order, int(time.time())))
+            signature = webhook_signature(settings.tiktok_app_key, secret, raw)
+            await post(f"{receiver_url}/webhooks/tiktok", raw, {"Authorization": signature})
+            bearer = {"Authorization": f"Bearer {ingest_token}", "content-type": "application/json"}
+            for box in order.boxes:
+                await post(f"{receiver_url}/v1/boxes", encode(box), bearer)
+
+        await asyncio.gather(*(one(o) for o in orders))
+
+
+async def watch(
+    settings: Settings, progress: Progress, timeout_s: float, every_s: float = 2.0, out: bool = True
+) -> None:
+    """Follow the result topics until nothing is pending or the time is up."""
+    names = Topics(settings)
+    consumer = AIOKafkaConsumer(
+        names(LABELS),
+        names(LABEL_FAILURES),
+        names(PLANS),
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    started = time.monotonic()
+    last_print = 0.0
+    try:
+        while progress.pending and time.monotonic() - started < timeout_s:
+            batches = await consumer.getmany(timeout_ms=250)
+            for messages in batches.values():
+                for m in messages:
+                    take(progress, m.topic, m.value, names)
+            now = time.monotonic()
+            if out and now - last_print >= every_s:
+                last_print = now
+                done = len(progress.labels) + len(progress.failures)
+                print(
+                    f"  [{now - started:5.1f}s] labels "
+                    f"{len(progress.labels)}/{len(progress.expected)}"
+                    f"  failures {len(progress.failures)}  plans {len(progress.plans)}"
+                    f"  pending {len(progress.expected) - done}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    finally:
+        await consumer.stop()
+
+
+def take(progress: Progress, topic: str, value: bytes | None, names: Topics) -> None:
+    if topic == names(LABELS):
+        label = decode(LabelResult, value)
+        if isinstance(label, LabelResult):
+            known = progress.labels.get(label.order_id)
+            if known is not None and known.shipment_id != label.shipment_id:
+                progress.duplicate_labels += 1
+            progress.labels[label.order_id] = label
+    elif topic == names(LABEL_FAILURES):
+        failure = decode(LabelFailure, value)
+        if isinstance(failure, LabelFailure):
+            progress.failures[failure.order_id] = failure
+    else:
+        plan = decode(ParcelPlan, value)
+        if isinstance(plan, ParcelPlan):
+            progress.plans[plan.event_id] = plan

@@ -1,0 +1,189 @@
+"""Start the embedded broker, the simulator and every worker as separate processes.
+
+Each process gets its settings through ``PARCELFLOW_`` variables, fresh random
+credentials per run (nothing here works against real TikTok or Shipium), and its own
+log file in the run directory. Everything started is stopped by process id: SIGTERM,
+then SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from workers.broker.embedded import EmbeddedBroker, free_port
+from workers.settings import Settings
+
+WORKERS = ("simulator", "receiver", "enricher", "planner", "labeler")
+READY_MARKERS = {
+    "enricher": b"enricher_ready",
+    "labeler": b"labeler_ready",
+    "planner": b"Worker]: Ready",
+}
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass
+class Process:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    log: IO[bytes]
+
+    def tail(self, lines: int = 20) -> str:
+        text = self.log_path.read_bytes().decode(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+@dataclass
+class Stack:
+    run_dir: Path
+    overrides: dict[str, str] = field(default_factory=dict)
+    workers: tuple[str, ...] = WORKERS
+    broker: EmbeddedBroker | None = None
+    processes: list[Process] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def build_env(self, bootstrap: str) -> dict[str, str]:
+        receiver_port, sim_port = free_port(), free_port()
+        sim = f"http://127.0.0.1:{sim_port}"
+        values = {
+            "KAFKA_BOOTSTRAP": bootstrap,
+            "KAFKA_EMBEDDED": "true",
+            "RECEIVER_PORT": str(receiver_port),
+            "SIM_PORT": str(sim_port),
+            "TIKTOK_API_BASE": sim,
+            "TIKTOK_AUTH_BASE": sim,
+            "SHIPIUM_BASE_URL": sim,
+            "TIKTOK_APP_KEY": f"devapp{secrets.token_hex(4)}",
+            "TIKTOK_APP_SECRET": secrets.token_hex(20),
+            "TIKTOK_ACCESS_TOKEN": f"TTP_{secrets.token_urlsafe(24)}",
+            "TIKTOK_REFRESH_TOKEN": f"TTP_{secrets.token_urlsafe(24)}",
+            "TIKTOK_SHOP_CIPHER": f"ROW_{secrets.token_urlsafe(12)}",
+            "SHIPIUM_API_KEY": secrets.token_hex(16),
+            "INGEST_TOKEN": secrets.token_urlsafe(24),
+            "PLANNER_DATA_DIR": str(self.run_dir / "planner"),
+            "LABEL_DIR": str(self.run_dir / "labels"),
+        }
+        values.update(self.overrides)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PARCELFLOW_")}
+        env.update({f"PARCELFLOW_{k}": v for k, v in values.items()})
+        return env
+
+    @property
+    def settings(self) -> Settings:
+        """The settings every process of this stack runs with."""
+        values = {
+            k.removeprefix("PARCELFLOW_").lower(): v
+            for k, v in self.env.items()
+            if k.startswith("PARCELFLOW_")
+        }
+        return Settings.model_validate(values)
+
+    @property
+    def receiver_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['PARCELFLOW_RECEIVER_PORT']}"
+
+    @property
+    def simulator_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['PARCELFLOW_SIM_PORT']}"
+
+    def start(self, say: bool = True, timeout_s: float = 60.0) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        self.broker = EmbeddedBroker(log_path=self.run_dir / "broker.log").start()
+        self.env = self.build_env(self.broker.bootstrap)
+        if say:
+            print(f"  broker     ready at {self.broker.bootstrap}", file=sys.stderr)
+        for name in self.workers:
+            self.spawn(name)
+        for process in self.processes:
+            self.wait_ready(process, started + timeout_s)
+            if say:
+                print(
+                    f"  {process.name:<10} ready after {time.monotonic() - started:4.1f}s"
+                    f" (pid {process.proc.pid})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    def spawn(self, name: str) -> Process:
+        log_path = self.run_dir / f"{name}.log"
+        log = log_path.open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", name],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches us, and we stop the workers in order
+        )
+        process = Process(name, proc, log_path, log)
+        self.processes.append(process)
+        return process
+
+    def wait_ready(self, process: Process, deadline: float) -> None:
+        url = {"simulator": self.simulator_url, "receiver": self.receiver_url}.get(process.name)
+        marker = READY_MARKERS.get(process.name)
+        while time.monotonic() < deadline:
+            if process.proc.poll() is not None:
+                raise StackError(
+                    f"{process.name} exited with code {process.proc.returncode}:\n{process.tail()}"
+                )
+            if url is not None and healthy(f"{url}/healthz"):
+                return
+            if marker is not None and marker in process.log_path.read_bytes():
+                return
+            time.sleep(0.1)
+        raise StackError(f"{process.name} was not ready in time:\n{process.tail()}")
+
+    def stop_process(self, process: Process, grace_s: float = 10.0) -> None:
+        if process.proc.poll() is None:
+            process.proc.terminate()
+            try:
+                process.proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                process.proc.kill()
+                process.proc.wait()
+        process.log.close()
+
+    def stop(self) -> None:
+        """Stop the workers (intake first), then the broker. Safe to call twice."""
+        order = {
+            name: n
+            for n, name in enumerate(("receiver", "enricher", "planner", "labeler", "simulator"))
+        }
+        for process in sorted(self.processes, key=lambda p: order.get(p.name, 99)):
+            self.stop_process(process)
+        self.processes.clear()
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+
+    @contextmanager
+    def running(self, say: bool = True) -> Iterator[Stack]:
+        try:
+            self.start(say=say)
+            yield self
+        finally:
+            self.stop()
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=0.5) as response:  # noqa: S310 (local http only)
+            return bool(response.status == 200)
+    except OSError:
+        return False

@@ -1,0 +1,1 @@
+"""The enricher: TikTok webhooks in, orders with their line items out."""

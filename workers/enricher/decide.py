@@ -1,0 +1,59 @@
+"""What one webhook asks of the enricher. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from schemas.order import Order, OrderStatus
+from schemas.webhook import WebhookRecord, WebhookType
+from workers.tiktok import wire
+
+
+class Action(Enum):
+    FETCH = "fetch"  # Get Order Detail, then publish the order with its line items
+    CANCEL = "cancel"  # publish a cancellation; no API call needed
+    SKIP = "skip"  # nothing for the planner (kept in tiktok.webhooks.v1)
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    order_id: str = ""
+    reason: str = ""
+
+
+FETCH_TYPES = {WebhookType.RECIPIENT_ADDRESS_UPDATE, WebhookType.CANCELLATION_STATUS_CHANGE}
+
+
+def decide(record: WebhookRecord) -> Decision:
+    hook = record.webhook
+    order_id = str(hook.data.get(wire.WEBHOOK_ORDER_ID, ""))
+    if hook.type == WebhookType.ORDER_STATUS_CHANGE:
+        if not order_id:
+            return Decision(Action.SKIP, reason="order status change without order_id")
+        raw_status = str(hook.data.get(wire.WEBHOOK_ORDER_STATUS, ""))
+        try:
+            status = OrderStatus.parse(raw_status)
+        except ValueError:
+            return Decision(Action.SKIP, order_id, f"unknown order status {raw_status!r}")
+        if status is OrderStatus.CANCELLED:
+            return Decision(Action.CANCEL, order_id)
+        if status is OrderStatus.AWAITING_SHIPMENT:
+            return Decision(Action.FETCH, order_id)
+        return Decision(Action.SKIP, order_id, f"status {status} needs no label work")
+    if hook.type in FETCH_TYPES and order_id:
+        return Decision(Action.FETCH, order_id)
+    return Decision(Action.SKIP, order_id, f"webhook type {hook.type} needs no order detail")
+
+
+def cancellation(record: WebhookRecord, order_id: str) -> Order:
+    hook = record.webhook
+    return Order(
+        event_id=f"tiktok-{record.event_id}",
+        order_id=order_id,
+        shop_id=hook.shop_id,
+        status=OrderStatus.CANCELLED,
+        update_time=int(hook.data.get(wire.WEBHOOK_UPDATE_TIME) or hook.timestamp),
+        source="tiktok",
+    )

@@ -1,0 +1,1 @@
+"""The labeler: label jobs in, labels out, with bounded calls in flight."""

@@ -1,0 +1,94 @@
+"""Parse Shipium's label response and errors. Pure."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+
+from workers.errors import ApiError
+
+
+class ShipiumError(ApiError):
+    pass
+
+
+@dataclass(frozen=True)
+class PackageLabel:
+    tracking_id: str
+    document: bytes
+    document_format: str
+
+
+@dataclass(frozen=True)
+class LabelResponse:
+    shipment_id: str
+    label_id: str
+    carrier: str
+    service: str
+    packages: list[PackageLabel]
+
+
+def _package(carrier_label: dict[str, Any]) -> PackageLabel:
+    images = carrier_label.get("labelImages") or []
+    document, fmt = b"", ""
+    if images:
+        fmt = str(images[0].get("imageFormat", ""))
+        try:
+            document = base64.b64decode(images[0].get("imageContents", ""), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ShipiumError(
+                "label image is not base64", code="bad_response", retriable=False
+            ) from exc
+    return PackageLabel(
+        tracking_id=str(carrier_label["packageScannableId"]),
+        document=document,
+        document_format=fmt,
+    )
+
+
+def parse_label_response(body: dict[str, Any], parcels: int) -> LabelResponse:
+    try:
+        if parcels > 1:
+            labels = [_package(p["carrierLabel"]) for p in body["multiParcelLabels"]]
+        else:
+            labels = [_package(body["carrierLabel"])]
+        result = LabelResponse(
+            shipment_id=str(body["shipiumShipmentId"]),
+            label_id=str(body.get("shipiumLabelId", "")),
+            carrier=str(body.get("carrier", "")),
+            service=str(body.get("serviceMethod", body.get("service", ""))),
+            packages=labels,
+        )
+    except (KeyError, TypeError) as exc:
+        raise ShipiumError(
+            f"unexpected label response: missing {exc}", code="bad_response", retriable=False
+        ) from exc
+    if len(result.packages) != parcels:
+        raise ShipiumError(
+            f"asked for {parcels} parcel labels, got {len(result.packages)}",
+            code="bad_response",
+            retriable=False,
+        )
+    return result
+
+
+def parse_error(
+    status: int, body: dict[str, Any] | None, retry_after_s: float | None
+) -> ShipiumError:
+    """4xx: the request must be fixed (not retriable), but 429 and 401/403 are retried."""
+    message = ""
+    if body:
+        message = str(body.get("message") or body.get("error") or body.get("errors") or "")
+    retriable = status == 429 or status >= 500 or status in (401, 403)
+    code = {401: "unauthorized", 403: "forbidden", 429: "rate_limited"}.get(
+        status, f"http_{status}"
+    )
+    return ShipiumError(
+        message or f"HTTP {status}",
+        code=code,
+        retriable=retriable,
+        status=status,
+        retry_after_s=retry_after_s,
+    )

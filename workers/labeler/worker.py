@@ -1,0 +1,309 @@
+"""The labeler's loop: bounded label calls in flight, backlog left in Kafka.
+
+Each job runs as its own task. When ``labeler_max_in_flight`` calls are running, every
+assigned partition is paused, so the consumer stops fetching and the backlog stays in
+Kafka; below the low-water mark they resume. ``getmany`` keeps being called while
+paused, and heartbeats run in aiokafka's background task, so slow calls never trigger
+a rebalance. Offsets are committed per partition only for the contiguous prefix of jobs
+whose result (label or failure) the broker acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from typing import TypeAlias
+
+import aiohttp
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+
+from schemas.codec import decode
+from schemas.common import now_ms
+from schemas.label import LabelFailure, LabelJob, LabelResult, ParcelLabel
+from schemas.topics import LABEL_FAILURES, LABEL_JOBS, LABEL_JOBS_REJECTED, LABELS
+from workers.errors import ApiError
+from workers.kafka import Topics, dead_letter, ensure_topics, make_consumer, make_producer, publish
+from workers.labeler.documents import store_document
+from workers.labeler.flow import OffsetTracker
+from workers.labeler.shipium.client import ShipiumClient
+from workers.labeler.shipium.response import LabelResponse
+from workers.retry import backoff_delay
+from workers.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+Message: TypeAlias = ConsumerRecord  # ConsumerRecord[bytes, bytes]; aiokafka is untyped
+VOID_IN_SELLER_CENTER = (
+    "labels for TikTok Shop cannot be voided through Shipium: void it in TikTok Seller Center"
+)
+
+
+class Labeler:
+    def __init__(
+        self,
+        settings: Settings,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        shipium: ShipiumClient,
+    ) -> None:
+        self.settings = settings
+        self.consumer = consumer
+        self.producer = producer
+        self.shipium = shipium
+        names = Topics(settings)
+        self.labels_topic = names(LABELS)
+        self.failures_topic = names(LABEL_FAILURES)
+        self.rejected_topic = names(LABEL_JOBS_REJECTED)
+        self.tracker = OffsetTracker()
+        self.tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
+        self.labeled: dict[str, LabelResult] = {}
+        self.cancelled: set[str] = set()
+        self.max_in_flight = settings.labeler_max_in_flight
+        self.low_water = max(1, (self.max_in_flight * 3) // 4)
+        self.paused = False
+
+    # --- one job -----------------------------------------------------------------------
+
+    async def call_with_retries(
+        self, job: LabelJob
+    ) -> tuple[LabelResponse, int, int] | LabelFailure:
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.monotonic()
+            try:
+                response = await self.shipium.create_label(job)
+                return response, attempt, int((time.monotonic() - started) * 1000)
+            except ApiError as err:
+                if not err.retriable or attempt >= self.settings.labeler_max_attempts:
+                    return self.failure(job, err.code, err.message, err.retriable, attempt)
+                delay = backoff_delay(
+                    attempt,
+                    base_s=self.settings.labeler_backoff_base_s,
+                    max_s=self.settings.labeler_backoff_max_s,
+                    retry_after_s=err.retry_after_s,
+                )
+                log.warning(
+                    "label_retry",
+                    job_id=job.job_id,
+                    code=err.code,
+                    attempt=attempt,
+                    delay_s=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+
+    def failure(
+        self, job: LabelJob, code: str, message: str, retriable: bool, attempts: int
+    ) -> LabelFailure:
+        return LabelFailure(
+            event_id=f"failure-{job.job_id}",
+            job_id=job.job_id,
+            order_id=job.order_id,
+            error_code=code,
+            message=message,
+            retriable=retriable,
+            attempts=attempts,
+            job=job,
+            failed_at_ms=now_ms(),
+        )
+
+    def result(
+        self, job: LabelJob, response: LabelResponse, attempts: int, call_ms: int
+    ) -> LabelResult:
+        parcels = []
+        for parcel, package in zip(job.parcels, response.packages, strict=True):
+            path, digest = "", ""
+            if package.document:
+                path, digest = store_document(
+                    self.settings.label_dir,
+                    job.job_id,
+                    parcel.box_id,
+                    package.document,
+                    package.document_format,
+                )
+            parcels.append(
+                ParcelLabel(
+                    box_id=parcel.box_id,
+                    tracking_id=package.tracking_id,
+                    document_path=path,
+                    document_sha256=digest,
+                )
+            )
+        labeled_at = now_ms()
+        return LabelResult(
+            event_id=f"label-{job.job_id}",
+            job_id=job.job_id,
+            order_id=job.order_id,
+            carrier=response.carrier,
+            service=response.service,
+            shipment_id=response.shipment_id,
+            parcels=parcels,
+            attempts=attempts,
+            latency_ms=max(0, labeled_at - job.created_at_ms),
+            call_ms=call_ms,
+            labeled_at_ms=labeled_at,
+        )
+
+    async def handle_job(self, job: LabelJob) -> None:
+        if job.kind == "cancel":
+            self.cancelled.add(job.job_id)
+            if job.job_id in self.labeled:
+                failure = self.failure(job, "void_required", VOID_IN_SELLER_CENTER, False, 0)
+            else:
+                failure = self.failure(
+                    job, "cancelled", "order cancelled before its label was made", False, 0
+                )
+            await publish(self.producer, self.failures_topic, job.order_id, failure)
+            return
+        if job.job_id in self.cancelled:
+            log.info("label_job_dropped_cancelled", job_id=job.job_id)
+            return
+        done = self.labeled.get(job.job_id)
+        if done is not None:
+            await publish(self.producer, self.labels_topic, job.order_id, done)  # same event id
+            return
+        outcome = await self.call_with_retries(job)
+        if isinstance(outcome, LabelFailure):
+            await publish(self.producer, self.failures_topic, job.order_id, outcome)
+            log.warning(
+                "label_failed",
+                job_id=job.job_id,
+                code=outcome.error_code,
+                attempts=outcome.attempts,
+            )
+            return
+        result = self.result(job, *outcome)
+        await publish(self.producer, self.labels_topic, job.order_id, result)
+        self.labeled[job.job_id] = result
+        log.info(
+            "labeled",
+            job_id=job.job_id,
+            order_id=job.order_id,
+            parcels=len(result.parcels),
+            call_ms=result.call_ms,
+        )
+
+    async def process(self, message: Message) -> None:
+        tp = TopicPartition(message.topic, message.partition)
+        job = decode(LabelJob, message.value)
+        try:
+            if isinstance(job, str):
+                await dead_letter(self.producer, self.rejected_topic, message, job, "labeler")
+            else:
+                try:
+                    await self.handle_job(job)
+                except (ValueError, KeyError) as exc:
+                    await dead_letter(
+                        self.producer,
+                        self.rejected_topic,
+                        message,
+                        f"labeler error: {type(exc).__name__}: {exc}",
+                        "labeler",
+                    )
+        except asyncio.CancelledError:
+            raise  # revoked: not finished, not committed, redelivered elsewhere
+        except Exception:
+            log.exception(
+                "label_job_crashed",
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+            )
+            return  # not finished: the partition's commit point stays before it
+        self.tracker.finish(tp, message.offset)
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def flow_control(self) -> None:
+        in_flight = self.tracker.in_flight
+        assigned = self.consumer.assignment()
+        if not self.paused and in_flight >= self.max_in_flight:
+            self.consumer.pause(*assigned)
+            self.paused = True
+        elif self.paused and in_flight <= self.low_water:
+            self.consumer.resume(*assigned)
+            self.paused = False
+
+    async def commit(self) -> None:
+        offsets = self.tracker.committable()
+        if offsets:
+            await self.consumer.commit(offsets)
+
+    def start(self, message: Message) -> None:
+        tp = TopicPartition(message.topic, message.partition)
+        self.tracker.start(tp, message.offset)
+        task = asyncio.create_task(self.process(message))
+        bucket = self.tasks.setdefault(tp, set())
+        bucket.add(task)
+        task.add_done_callback(bucket.discard)
+
+    async def revoke(self, revoked: set[TopicPartition]) -> None:
+        await self.commit()
+        for tp in revoked:
+            for task in self.tasks.pop(tp, set()):
+                task.cancel()
+        self.tracker.forget(revoked)
+        self.paused = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.flow_control()
+            room = max(1, self.max_in_flight - self.tracker.in_flight)
+            batches = await self.consumer.getmany(timeout_ms=100, max_records=room)
+            for messages in batches.values():
+                for message in messages:
+                    self.start(message)
+            await self.commit()
+        await self.drain()
+
+    async def drain(self, timeout_s: float = 10.0) -> None:
+        """On shutdown: let running calls finish briefly, commit what finished."""
+        pending = [t for bucket in self.tasks.values() for t in bucket]
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=timeout_s)
+            for task in still:
+                task.cancel()
+        await self.commit()
+
+
+class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self) -> None:
+        self.labeler: Labeler | None = None
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if self.labeler is not None:
+            await self.labeler.revoke(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info(
+            "partitions_assigned",
+            partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
+        )
+
+
+async def run(settings: Settings) -> None:
+    await ensure_topics(settings)
+    names = Topics(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    listener = Rebalance()
+    consumer = make_consumer(settings, names.group("parcelflow-labeler"))
+    consumer.subscribe([names(LABEL_JOBS)], listener=listener)
+    producer = make_producer(settings)
+    connector = aiohttp.TCPConnector(limit=settings.labeler_max_in_flight)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        await producer.start()
+        await consumer.start()
+        labeler = Labeler(settings, consumer, producer, ShipiumClient(http, settings))
+        listener.labeler = labeler
+        log.info("labeler_ready", topic=names(LABEL_JOBS), max_in_flight=labeler.max_in_flight)
+        try:
+            await labeler.run(stop)
+        finally:
+            await consumer.stop()
+            await producer.stop()

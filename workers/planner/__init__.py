@@ -1,0 +1,1 @@
+"""The planner: joins orders with box-closed events into parcel plans and label jobs."""

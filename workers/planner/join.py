@@ -1,0 +1,227 @@
+"""The join of orders and boxes, as a pure state machine per order id.
+
+``on_order`` and ``on_box`` take the order's state and one event and return the new
+state and what to publish. Nothing here touches Kafka or Faust.
+
+The rules:
+
+- Boxes wait for their order. Once the order is known, a box with a SKU the order does
+  not have, or with more units of a SKU than the whole order has, is rejected at once.
+- The order is released when it is AWAITING_SHIPMENT and either every unit is in a box,
+  or a box says ``last_box``. At release the boxes are allocated in box id order (so any
+  arrival order gives the same plans), every box gets its plan, and one label job is
+  published. A box that does not fit any more is rejected then.
+- A box arriving after release is rejected; a cancellation before release rejects the
+  waiting boxes, after release it publishes a cancel job for the labeler.
+- A redelivered event changes nothing but publishes again what it had published, with
+  the same event ids, so a crash between the state write and the publish loses nothing
+  and consumers dedupe the repeat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, Field
+
+from schemas.box import BoxClosed
+from schemas.label import LabelJob, Parcel
+from schemas.order import Order, OrderStatus
+from schemas.plan import ParcelPlan
+from workers.planner.allocate import allocate, foreign_skus, oversized_skus
+
+
+class OrderState(BaseModel):
+    """Everything the planner keeps for one order id (a Faust table value)."""
+
+    order_id: str
+    order: Order | None = None
+    boxes: dict[str, BoxClosed] = Field(default_factory=dict)
+    plans: dict[str, ParcelPlan] = Field(default_factory=dict)
+    job: LabelJob | None = None
+    cancel_job: LabelJob | None = None
+    first_box_at_ms: int | None = None
+
+    @property
+    def released(self) -> bool:
+        return self.job is not None
+
+
+@dataclass
+class Step:
+    state: OrderState
+    plans: list[ParcelPlan] = field(default_factory=list)
+    jobs: list[LabelJob] = field(default_factory=list)
+
+
+def plan_event_id(order_id: str, box_id: str) -> str:
+    return f"plan-{order_id}-{box_id}"
+
+
+def job_id_for(order_id: str, box_ids: list[str]) -> str:
+    digest = hashlib.sha256("\x1f".join([order_id, *sorted(box_ids)]).encode()).hexdigest()
+    return f"job-{digest[:32]}"
+
+
+def _rejection(box: BoxClosed, reason: str, event_id: str | None = None) -> ParcelPlan:
+    return ParcelPlan(
+        event_id=event_id or plan_event_id(box.order_id, box.box_id),
+        order_id=box.order_id,
+        box_id=box.box_id,
+        status="rejected",
+        reason=reason,
+        weight=box.weight,
+        dimensions=box.dimensions,
+    )
+
+
+def on_order(state: OrderState, order: Order, now_ms: int) -> Step:
+    previous = state.order
+    if previous is not None and order.event_id == previous.event_id:
+        return _republish(state)
+    if previous is not None and order.update_time < previous.update_time:
+        return Step(state)  # an older update arriving late: keep the newer one
+    if previous is not None and not order.line_items:
+        order = order.model_copy(update={"line_items": previous.line_items})
+    state = state.model_copy(update={"order": order})
+    return _evaluate(state, now_ms)
+
+
+def on_box(state: OrderState, box: BoxClosed, now_ms: int) -> Step:
+    known = state.boxes.get(box.box_id)
+    if known is not None:
+        if _same_contents(known, box):
+            return _republish(state, box.box_id)
+        reason = f"box id {box.box_id} was already closed with different contents"
+        event_id = f"{plan_event_id(box.order_id, box.box_id)}-{box.event_id}"
+        return Step(state, plans=[_rejection(box, reason, event_id)])
+    if state.released:
+        assert state.job is not None  # noqa: S101 (released means a job exists)
+        reason = f"box arrived after label job {state.job.job_id} was emitted"
+        plan = _rejection(box, reason)
+        return Step(_with_box(state, box, plan, now_ms), plans=[plan])
+    state = _with_box(state, box, None, now_ms)
+    return _evaluate(state, now_ms)
+
+
+def _same_contents(a: BoxClosed, b: BoxClosed) -> bool:
+    fields = ("order_id", "items", "weight", "dimensions", "last_box")
+    return all(getattr(a, f) == getattr(b, f) for f in fields)
+
+
+def _with_box(
+    state: OrderState, box: BoxClosed, plan: ParcelPlan | None, now_ms: int
+) -> OrderState:
+    plans = dict(state.plans)
+    if plan is not None:
+        plans[box.box_id] = plan
+    return state.model_copy(
+        update={
+            "boxes": {**state.boxes, box.box_id: box},
+            "plans": plans,
+            "first_box_at_ms": state.first_box_at_ms or now_ms,
+        }
+    )
+
+
+def _republish(state: OrderState, box_id: str | None = None) -> Step:
+    plans = list(state.plans.values()) if box_id is None else []
+    if box_id is not None and box_id in state.plans:
+        plans = [state.plans[box_id]]
+    jobs = [j for j in (state.job, state.cancel_job) if j is not None]
+    return Step(state, plans=plans, jobs=jobs)
+
+
+def _evaluate(state: OrderState, now_ms: int) -> Step:
+    order = state.order
+    if order is None:
+        return Step(state)
+    if order.status is OrderStatus.CANCELLED:
+        return _cancel(state, now_ms)
+    if state.released:
+        return Step(state)  # later updates (in transit, delivered...) change nothing
+
+    step = Step(state)
+    plans = dict(state.plans)
+    for box_id, box in sorted(state.boxes.items()):
+        if box_id in plans:
+            continue
+        foreign = foreign_skus(order.line_items, box)
+        oversized = oversized_skus(order.line_items, box)
+        reason = ""
+        if foreign:
+            reason = f"SKU not in order {order.order_id}: {', '.join(foreign)}"
+        elif oversized:
+            reason = f"box holds more units than order {order.order_id} has of: " + ", ".join(
+                oversized
+            )
+        if reason:
+            plans[box_id] = _rejection(box, reason)
+            step.plans.append(plans[box_id])
+    state = state.model_copy(update={"plans": plans})
+    step.state = state
+    if order.status is not OrderStatus.AWAITING_SHIPMENT:
+        return step
+
+    candidates = [b for box_id, b in sorted(state.boxes.items()) if box_id not in plans]
+    allocation = allocate(order.line_items, candidates)
+    short_shipment = any(b.last_box for b in candidates)
+    if not (allocation.complete or short_shipment) or not allocation.assigned:
+        return step
+
+    parcels: list[Parcel] = []
+    for box in candidates:
+        if box.box_id in allocation.rejected:
+            plans[box.box_id] = _rejection(box, allocation.rejected[box.box_id])
+        else:
+            items = allocation.assigned[box.box_id]
+            plans[box.box_id] = ParcelPlan(
+                event_id=plan_event_id(order.order_id, box.box_id),
+                order_id=order.order_id,
+                box_id=box.box_id,
+                status="planned",
+                items=items,
+                weight=box.weight,
+                dimensions=box.dimensions,
+            )
+            parcels.append(
+                Parcel(box_id=box.box_id, items=items, weight=box.weight, dimensions=box.dimensions)
+            )
+        step.plans.append(plans[box.box_id])
+    job_id = job_id_for(order.order_id, [p.box_id for p in parcels])
+    job = LabelJob(
+        job_id=job_id,
+        event_id=job_id,
+        order_id=order.order_id,
+        shop_id=order.shop_id,
+        recipient=order.recipient,
+        parcels=parcels,
+        unpacked_items=allocation.unallocated,
+        created_at_ms=now_ms,
+    )
+    step.jobs.append(job)
+    step.state = state.model_copy(update={"plans": plans, "job": job})
+    return step
+
+
+def _cancel(state: OrderState, now_ms: int) -> Step:
+    step = Step(state)
+    plans = dict(state.plans)
+    for box_id, box in sorted(state.boxes.items()):
+        if box_id not in plans:
+            plans[box_id] = _rejection(box, f"order {state.order_id} is cancelled")
+            step.plans.append(plans[box_id])
+    update: dict[str, object] = {"plans": plans}
+    if state.job is not None and state.cancel_job is None:
+        cancel = state.job.model_copy(
+            update={
+                "kind": "cancel",
+                "event_id": f"cancel-{state.job.job_id}",
+                "created_at_ms": now_ms,
+            }
+        )
+        update["cancel_job"] = cancel
+        step.jobs.append(cancel)
+    step.state = state.model_copy(update=update)
+    return step

@@ -1,0 +1,1 @@
+"""The receiver: TikTok webhooks, upstream orders and box-closed events, over HTTP."""

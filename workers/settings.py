@@ -1,0 +1,127 @@
+"""The one settings object of a parcelflow process.
+
+Every value comes from an environment variable with the ``PARCELFLOW_`` prefix (or its
+default). It is built once in ``main()`` and passed down; nothing else reads the
+environment. Secrets are ``SecretStr``: they print as ``**********``.
+
+No secret has a default that works: a receiver without a TikTok app secret refuses to
+start, and the devstack generates random secrets for each run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.common import Address
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PARCELFLOW_", frozen=True, extra="ignore")
+
+    # --- Kafka -------------------------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers (host:port, comma separated)."
+    )
+    kafka_embedded: bool = Field(
+        False,
+        description="The broker is the embedded Tansu: turns on its ListOffsets(LATEST) "
+        "correction. Set by the devstack; leave false for Apache Kafka.",
+    )
+    topic_namespace: str = Field(
+        "",
+        description="Prefix for every topic and consumer group name (several stacks, or "
+        "tests, on one cluster).",
+    )
+    topic_partitions: int = Field(
+        4, ge=1, description="Partitions for every topic parcelflow creates (co-partitioned)."
+    )
+    topic_replication: int = Field(1, ge=1, description="Replication factor for new topics.")
+    kafka_session_timeout_s: float = Field(
+        6.0,
+        ge=1,
+        description="Consumer group session timeout. The embedded broker holds a group "
+        "join for half of it, so keep it short there.",
+    )
+
+    # --- logging and metrics -----------------------------------------------------------
+    log_level: str = Field("info", description="debug, info, warning or error.")
+    metrics_port: int = Field(
+        0, ge=0, description="Port of a worker's Prometheus /metrics server; 0 turns it off."
+    )
+
+    # --- receiver ----------------------------------------------------------------------
+    receiver_host: str = Field("127.0.0.1", description="Address the receiver listens on.")
+    receiver_port: int = Field(8080, ge=0, description="Port the receiver listens on.")
+    receiver_max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest request body accepted (413 above)."
+    )
+    receiver_ack_timeout_s: float = Field(
+        2.0,
+        gt=0,
+        description="How long the receiver waits for the broker's ack before answering 503 "
+        "(keep it under TikTok's 3 s).",
+    )
+    ingest_token: SecretStr | None = Field(
+        None,
+        description="Bearer token required on /v1/orders and /v1/boxes. Unset: those "
+        "routes answer 503 (closed) unless ingest_open is true.",
+    )
+    ingest_open: bool = Field(
+        False, description="Accept /v1/orders and /v1/boxes without a token (development only)."
+    )
+
+    # --- TikTok Shop -------------------------------------------------------------------
+    tiktok_app_key: str = Field("", description="TikTok Shop app key.")
+    tiktok_app_secret: SecretStr = Field(
+        SecretStr(""), description="TikTok Shop app secret (signs webhooks and API calls)."
+    )
+    tiktok_api_base: str = Field(
+        "https://open-api.tiktokglobalshop.com", description="TikTok Shop Open API base URL."
+    )
+    tiktok_auth_base: str = Field(
+        "https://auth.tiktok-shops.com", description="TikTok Shop token service base URL."
+    )
+    tiktok_access_token: SecretStr = Field(SecretStr(""), description="Shop access token.")
+    tiktok_refresh_token: SecretStr = Field(SecretStr(""), description="Shop refresh token.")
+    tiktok_shop_cipher: str = Field("", description="Shop cipher for Open API calls.")
+    tiktok_batch_size: int = Field(
+        50, ge=1, le=50, description="Order ids per Get Order Detail call."
+    )
+    tiktok_timeout_s: float = Field(10.0, gt=0, description="Timeout of one TikTok API call.")
+
+    # --- planner -----------------------------------------------------------------------
+    planner_app_id: str = Field("parcelflow-planner", description="Faust app id (group id).")
+    planner_data_dir: Path = Field(Path("var/planner"), description="Faust's local data directory.")
+
+    # --- labeler -----------------------------------------------------------------------
+    shipium_base_url: str = Field("https://api.shipium.com", description="Shipium API base URL.")
+    shipium_api_key: SecretStr = Field(SecretStr(""), description="Shipium API key.")
+    shipium_timeout_s: float = Field(60.0, gt=0, description="Timeout of one label call.")
+    labeler_max_in_flight: int = Field(64, ge=1, description="Label calls in flight at most.")
+    labeler_max_attempts: int = Field(5, ge=1, description="Attempts per label job.")
+    labeler_backoff_base_s: float = Field(
+        0.5, gt=0, description="First retry delay; doubles each attempt, with jitter."
+    )
+    labeler_backoff_max_s: float = Field(30.0, gt=0, description="Longest retry delay.")
+    label_dir: Path = Field(Path("var/labels"), description="Where label documents are stored.")
+    ship_from: Address = Field(
+        Address(
+            name="Warehouse", street1="1 Dock Rd", city="Reno", state="NV", postal_code="89502"
+        ),
+        description="Ship-from address, as JSON with the fields of schemas.common.Address.",
+    )
+
+    # --- simulator (devstack) ----------------------------------------------------------
+    sim_host: str = Field("127.0.0.1", description="Address the simulator listens on.")
+    sim_port: int = Field(8090, ge=0, description="Port the simulator listens on.")
+    sim_label_latency_median_s: float = Field(
+        2.0, ge=0, description="Median label call latency (lognormal)."
+    )
+    sim_label_latency_sigma: float = Field(0.35, ge=0, description="Lognormal sigma.")
+    sim_label_per_parcel_s: float = Field(
+        0.5, ge=0, description="Extra latency per additional parcel of a shipment."
+    )
+    sim_seed: int = Field(7, description="Seed for the simulator's random latency.")

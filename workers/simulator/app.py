@@ -1,0 +1,121 @@
+"""The simulator's aiohttp app: TikTok Shop and Shipium on one port, plus /_sim admin routes.
+
+Admin routes (devstack and tests only): ``PUT /_sim/tiktok/orders`` loads orders that
+Get Order Detail will serve, ``POST /_sim/faults`` queues scripted answers,
+``GET /_sim/stats`` and ``GET /_sim/shipium/requests`` show what was called.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from workers.labeler.shipium.request import LABEL_PATH
+from workers.settings import Settings
+from workers.simulator.faults import Fault, FaultQueue
+from workers.simulator.shipium import ShipiumState, create_label
+from workers.simulator.tiktok import TikTokState, order_detail, token_refresh
+from workers.tiktok import wire
+
+
+@dataclass
+class Simulator:
+    tiktok: TikTokState
+    shipium: ShipiumState
+    faults: FaultQueue
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Simulator:
+        return cls(
+            tiktok=TikTokState(
+                app_key=settings.tiktok_app_key,
+                app_secret=settings.tiktok_app_secret.get_secret_value(),
+                access_token=settings.tiktok_access_token.get_secret_value(),
+                refresh_token=settings.tiktok_refresh_token.get_secret_value(),
+                shop_cipher=settings.tiktok_shop_cipher,
+            ),
+            shipium=ShipiumState(
+                api_key=settings.shipium_api_key.get_secret_value(),
+                latency_median_s=settings.sim_label_latency_median_s,
+                latency_sigma=settings.sim_label_latency_sigma,
+                per_parcel_s=settings.sim_label_per_parcel_s,
+                rng=random.Random(settings.sim_seed),
+            ),
+            faults=FaultQueue(),
+        )
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "tiktok": {
+                "calls": self.tiktok.calls,
+                "refreshes": self.tiktok.refreshes,
+                "rejected_signatures": self.tiktok.rejected_signatures,
+                "orders": len(self.tiktok.orders),
+            },
+            "shipium": {
+                "labels": len(self.shipium.requests),
+                "duplicate_partner_shipment_ids": self.shipium.duplicates,
+                "peak_in_flight": self.shipium.peak_in_flight,
+                "in_flight": self.shipium.in_flight,
+            },
+        }
+
+
+SIM = web.AppKey("simulator", Simulator)
+
+
+def json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda o: orjson.dumps(o).decode())
+
+
+def create_app(sim: Simulator) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[SIM] = sim
+
+    async def detail(request: web.Request) -> web.Response:
+        return await order_detail(request, sim.tiktok, sim.faults)
+
+    async def refresh(request: web.Request) -> web.Response:
+        return await token_refresh(request, sim.tiktok)
+
+    async def label(request: web.Request) -> web.Response:
+        return await create_label(request, sim.shipium, sim.faults)
+
+    async def load_orders(request: web.Request) -> web.Response:
+        orders = orjson.loads(await request.read())
+        for order in orders:
+            sim.tiktok.orders[str(order["id"])] = order
+        return json({"loaded": len(orders)})
+
+    async def faults(request: web.Request) -> web.Response:
+        raw = orjson.loads(await request.read())
+        sim.faults.push(raw["api"], [Fault.from_json(f) for f in raw["faults"]])
+        return json({"queued": len(raw["faults"])})
+
+    async def stats(request: web.Request) -> web.Response:
+        return json(sim.stats())
+
+    async def requests(request: web.Request) -> web.Response:
+        return json(sim.shipium.requests)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return json({"status": "ok"})
+
+    app.router.add_get(wire.ORDER_DETAIL_PATH, detail)
+    app.router.add_get(wire.TOKEN_REFRESH_PATH, refresh)
+    app.router.add_post(LABEL_PATH, label)
+    app.router.add_put("/_sim/tiktok/orders", load_orders)
+    app.router.add_post("/_sim/faults", faults)
+    app.router.add_get("/_sim/stats", stats)
+    app.router.add_get("/_sim/shipium/requests", requests)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+def run(settings: Settings) -> None:
+    app = create_app(Simulator.from_settings(settings))
+    web.run_app(app, host=settings.sim_host, port=settings.sim_port, print=None, access_log=None)

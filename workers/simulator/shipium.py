@@ -1,0 +1,132 @@
+"""Fake Shipium label API for carrier "TikTok Shop": slow, lognormal latency, real PDFs."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import math
+import random
+import secrets
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import BasicAuth, web
+
+from workers.simulator.faults import FaultQueue
+from workers.simulator.pdf import label_pdf
+
+ITEM_REFERENCE_FIELD = "orderItemReferenceIdentifier"
+
+
+@dataclass
+class ShipiumState:
+    api_key: str
+    latency_median_s: float
+    latency_sigma: float
+    per_parcel_s: float
+    rng: random.Random
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    shipment_ids: Counter[str] = field(default_factory=Counter)
+    in_flight: int = 0
+    peak_in_flight: int = 0
+
+    @property
+    def duplicates(self) -> int:
+        return sum(n - 1 for n in self.shipment_ids.values() if n > 1)
+
+    def latency(self, parcels: int) -> float:
+        if self.latency_median_s <= 0:
+            return 0.0
+        base = self.latency_median_s * math.exp(self.rng.gauss(0, self.latency_sigma))
+        return base + self.per_parcel_s * max(0, parcels - 1)
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"message": message, "status": status}, status=status, headers=headers)
+
+
+def tracking_id(partner_shipment_id: str, index: int) -> str:
+    digest = hashlib.sha256(f"{partner_shipment_id}/{index}".encode()).hexdigest()[:18].upper()
+    return f"TT{digest}"
+
+
+def package_label(shipment_id: str, index: int, package: dict[str, Any]) -> dict[str, Any]:
+    tracking = tracking_id(shipment_id, index)
+    items = [q.get(ITEM_REFERENCE_FIELD, "?") for q in package.get("orderItemQuantities", [])]
+    pdf = label_pdf(["TikTok Shop", f"Tracking {tracking}", f"Shipment {shipment_id}", *items[:8]])
+    return {
+        "packageScannableId": tracking,
+        "labelImages": [{"imageFormat": "pdf", "imageContents": base64.b64encode(pdf).decode()}],
+    }
+
+
+def validate(body: dict[str, Any]) -> str:
+    shipment = body.get("shipmentParameters")
+    if not isinstance(shipment, dict):
+        return "shipmentParameters is required"
+    if not shipment.get("partnerShipmentId"):
+        return "shipmentParameters.partnerShipmentId is required"
+    packages = shipment.get("multiParcelShipmentParameters") or [shipment]
+    for n, package in enumerate(packages):
+        quantities = package.get("orderItemQuantities") or []
+        if not quantities:
+            return f"package {n}: orderItemQuantities is required for TikTok Shop"
+        if any(not q.get(ITEM_REFERENCE_FIELD) for q in quantities):
+            return f"package {n}: {ITEM_REFERENCE_FIELD} is required for every TikTok Shop item"
+    return ""
+
+
+async def create_label(
+    request: web.Request, state: ShipiumState, faults: FaultQueue
+) -> web.Response:
+    try:
+        auth = BasicAuth.decode(request.headers.get("Authorization", ""))
+    except ValueError:
+        return error(401, "missing or malformed API key")
+    if not secrets.compare_digest(auth.login, state.api_key):
+        return error(401, "invalid API key")
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return error(400, "body is not JSON")
+    problem = validate(body)
+    if problem:
+        return error(400, problem)
+    shipment = body["shipmentParameters"]
+    packages = shipment.get("multiParcelShipmentParameters") or [shipment]
+    state.in_flight += 1
+    state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
+    try:
+        fault = faults.next("shipium")
+        if fault is not None:
+            await asyncio.sleep(fault.delay_s)
+            if fault.status != 200:
+                headers = (
+                    {"Retry-After": str(fault.retry_after)}
+                    if fault.retry_after is not None
+                    else None
+                )
+                return error(fault.status, fault.message, headers)
+        await asyncio.sleep(state.latency(len(packages)))
+    finally:
+        state.in_flight -= 1
+    partner_id = str(shipment["partnerShipmentId"])
+    state.shipment_ids[partner_id] += 1
+    state.requests.append(body)
+    labels = [package_label(partner_id, n, p) for n, p in enumerate(packages)]
+    answer: dict[str, Any] = {
+        "shipiumShipmentId": f"shp_{hashlib.sha256(partner_id.encode()).hexdigest()[:16]}",
+        "carrierSelectionId": f"cs_{secrets.token_hex(8)}",
+        "shipiumLabelId": f"lbl_{secrets.token_hex(8)}",
+        "carrier": "TikTok Shop",
+        "serviceMethod": "TikTok Shop Standard",
+        "partnerShipmentId": partner_id,
+    }
+    if len(packages) > 1:
+        answer["multiParcelLabels"] = [{"carrierLabel": label} for label in labels]
+    else:
+        answer["carrierLabel"] = labels[0]
+    return web.json_response(answer, dumps=lambda o: orjson.dumps(o).decode())

@@ -1,0 +1,69 @@
+"""TikTok Shop Open API (202309) wire format: paths, error codes, order parsing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.common import Address
+from schemas.order import LineItem, Order, OrderStatus
+
+ORDER_DETAIL_PATH = "/order/202309/orders"
+TOKEN_REFRESH_PATH = "/api/v2/token/refresh"  # noqa: S105 (a path, not a secret)
+ACCESS_TOKEN_HEADER = "x-tts-access-token"  # noqa: S105 (a header name)
+
+OK = 0
+ACCESS_TOKEN_EXPIRED = 105002
+BAD_SIGN = 106001
+BAD_CREDENTIALS = 36009004
+RATE_LIMITED = 36009002
+ORDER_ON_HOLD = 21011044
+
+WEBHOOK_ORDER_ID = "order_id"
+WEBHOOK_ORDER_STATUS = "order_status"
+WEBHOOK_UPDATE_TIME = "update_time"
+
+
+def parse_address(raw: dict[str, Any] | None) -> Address | None:
+    if not raw:
+        return None
+    districts = {
+        d.get("address_level", ""): d.get("address_name", "")
+        for d in raw.get("district_info") or []
+    }
+    return Address(
+        name=raw.get("name", ""),
+        phone=raw.get("phone_number", ""),
+        street1=raw.get("address_line1", ""),
+        street2=raw.get("address_line2", ""),
+        city=districts.get("L3", "") or raw.get("city", ""),
+        state=districts.get("L1", "") or raw.get("state", ""),
+        postal_code=raw.get("postal_code", ""),
+        country_code=(raw.get("region_code") or "US")[:2],
+    )
+
+
+def parse_order(raw: dict[str, Any], shop_id: str, event_id: str) -> Order:
+    """One order of Get Order Detail's ``data.orders`` as a parcelflow order."""
+    items = [
+        LineItem(
+            item_id=str(li["id"]),
+            sku_id=str(li["sku_id"]),
+            seller_sku=li.get("seller_sku", "") or "",
+            product_id=str(li["product_id"]),
+            product_name=li.get("product_name", "") or "",
+        )
+        for li in raw.get("line_items") or []
+    ]
+    status = OrderStatus.parse(str(raw["status"]))
+    if status is OrderStatus.AWAITING_SHIPMENT and raw.get("is_on_hold_order"):
+        status = OrderStatus.ON_HOLD
+    return Order(
+        event_id=event_id,
+        order_id=str(raw["id"]),
+        shop_id=shop_id,
+        status=status,
+        line_items=items,
+        recipient=parse_address(raw.get("recipient_address")),
+        update_time=int(raw.get("update_time") or 0),
+        source="tiktok",
+    )
