@@ -284,13 +284,15 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         )
 
 
-async def run(settings: Settings) -> None:
+async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run until ``stop`` is set (by default: until SIGTERM or Ctrl-C)."""
     await ensure_topics(settings)
     names = Topics(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
     listener = Rebalance()
     consumer = make_consumer(settings, names.group("parcelflow-labeler"))
     consumer.subscribe([names(LABEL_JOBS)], listener=listener)

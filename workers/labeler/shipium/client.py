@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import aiohttp
@@ -24,7 +25,12 @@ class ShipiumClient:
     def __init__(self, http: aiohttp.ClientSession, settings: Settings) -> None:
         self.http = http
         self.url = f"{settings.shipium_base_url}{LABEL_PATH}"
-        self.auth = aiohttp.BasicAuth(settings.shipium_api_key.get_secret_value(), "")
+        # HTTP Basic with the API key as the user and no password.
+        key = settings.shipium_api_key.get_secret_value()
+        self.headers = {
+            "Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode(),
+            "content-type": "application/json",
+        }
         self.timeout = aiohttp.ClientTimeout(total=settings.shipium_timeout_s)
         self.ship_from: Address = settings.ship_from
 
@@ -35,9 +41,8 @@ class ShipiumClient:
                 METHOD,
                 self.url,
                 data=body,
-                auth=self.auth,
                 timeout=self.timeout,
-                headers={"content-type": "application/json"},
+                headers=self.headers,
             ) as response:
                 raw = await response.read()
                 status = response.status

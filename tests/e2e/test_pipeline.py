@@ -1,0 +1,109 @@
+"""The whole pipeline as `make run` runs it: separate processes, embedded broker, simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+import pytest
+
+from workers.devstack.demo import Progress, send, watch
+from workers.devstack.demo_data import make_demo
+from workers.devstack.stack import Stack
+from workers.labeler.shipium.request import ITEM_REFERENCE_FIELD
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (local simulator)
+        return orjson.loads(response.read())
+
+
+def children_of(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def test_every_order_gets_exactly_one_label_with_the_item_ids_of_each_box(tmp_path: Path) -> None:
+    orders = make_demo(60, seed=11, run_id=424, now_s=int(time.time()))
+    stack = Stack(tmp_path, {"SIM_LABEL_LATENCY_MEDIAN_S": "0.5"})
+    with stack.running(say=False):
+        settings = stack.settings
+        token = stack.env["PARCELFLOW_INGEST_TOKEN"]
+        asyncio.run(send(orders, settings, stack.receiver_url, stack.simulator_url, token))
+        progress = Progress(expected={o.order_id for o in orders})
+        asyncio.run(watch(settings, progress, timeout_s=120, out=False))
+        requests = get_json(f"{stack.simulator_url}/_sim/shipium/requests")
+        stats = get_json(f"{stack.simulator_url}/_sim/stats")
+        pids = [p.proc.pid for p in stack.processes]
+    assert progress.pending == 0, (
+        f"orders without label: {progress.expected - progress.labels.keys()}"
+    )
+    assert progress.failures == {}
+    assert stats["shipium"]["duplicate_partner_shipment_ids"] == 0
+    assert len(requests) == len(orders), "one label call per order, no more"
+
+    by_order = {o.order_id: o for o in orders}
+    for request in requests:
+        shipment = request["shipmentParameters"]
+        label = next(
+            lb for lb in progress.labels.values() if lb.job_id == shipment["partnerShipmentId"]
+        )
+        demo = by_order[label.order_id]
+        packages = shipment.get("multiParcelShipmentParameters") or [shipment]
+        assert len(packages) == len(demo.boxes) == len(label.parcels)
+        sku_of = {li["id"]: li["seller_sku"] for li in demo.tiktok["line_items"]}
+        seen: list[str] = []
+        boxes = {b.box_id: b for b in demo.boxes}
+        for package, parcel in zip(packages, label.parcels, strict=True):
+            ids = [q[ITEM_REFERENCE_FIELD] for q in package["orderItemQuantities"]]
+            packed = Counter({i.sku: i.quantity for i in boxes[parcel.box_id].items})
+            assert Counter(sku_of[i] for i in ids) == packed, f"box {parcel.box_id}"
+            seen += ids
+        assert sorted(seen) == sorted(sku_of), f"order {demo.order_id}: every unit exactly once"
+    assert not any(
+        psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids
+    )
+
+
+def test_parcelflow_run_prints_the_summary_exits_0_and_leaves_nothing_running(
+    tmp_path: Path,
+) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "workers.cli",
+        "run",
+        "--orders",
+        "20",
+        "--label-latency",
+        "0.3",
+        "--run-dir",
+        str(tmp_path),
+    ]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen: set[int] = set()
+    deadline = time.monotonic() + 180
+    while proc.poll() is None and time.monotonic() < deadline:
+        seen |= {c.pid for c in children_of(proc.pid)}
+        time.sleep(0.2)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert out.decode().splitlines()[-1] == "summary: orders=20 labels=20 failures=0 pending=0"
+    assert len(seen) >= 6, "broker, simulator and four workers ran as processes"
+    alive = [
+        pid for pid in seen if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
+    ]
+    assert alive == [], f"left running: {alive}"

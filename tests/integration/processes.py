@@ -1,0 +1,63 @@
+"""Run a parcelflow worker as a real process for a test; stopped by pid, always."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pydantic import BaseModel, SecretStr
+
+from workers.settings import Settings
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARCELFLOW_")}
+    for name, value in settings.model_dump().items():
+        raw = getattr(settings, name)
+        if raw is None:
+            continue
+        if isinstance(raw, SecretStr):
+            text = raw.get_secret_value()
+        elif isinstance(raw, BaseModel):
+            text = raw.model_dump_json()
+        elif isinstance(raw, bool):
+            text = "true" if raw else "false"
+        else:
+            text = str(value)
+        env[f"PARCELFLOW_{name.upper()}"] = text
+    return env
+
+
+@contextmanager
+def worker_process(
+    name: str, settings: Settings, log_path: Path, ready: bytes, timeout_s: float = 60.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", name],
+            env=settings_env(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + timeout_s
+            while ready not in log_path.read_bytes():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    tail = log_path.read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"{name} did not become ready:\n{tail}")
+                time.sleep(0.1)
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()

@@ -1,0 +1,108 @@
+"""The labeler on a real broker against the simulated Shipium label API."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas.label import LabelFailure, LabelResult
+from schemas.rejected import RejectedRecord
+from schemas.topics import LABEL_FAILURES, LABEL_JOBS, LABEL_JOBS_REJECTED, LABELS
+from tests.integration.kafka_helpers import consume, models, produce
+from tests.integration.sim import start_simulator
+from tests.unit.factories import job
+from workers.labeler.shipium.request import ITEM_REFERENCE_FIELD
+from workers.labeler.worker import run
+from workers.settings import Settings
+from workers.simulator.app import Simulator
+from workers.simulator.faults import Fault
+
+MAX_IN_FLIGHT = 4
+
+
+@pytest.fixture
+async def labeler(
+    make_settings: Callable[..., Settings], serve: Any
+) -> AsyncIterator[tuple[Settings, Simulator]]:
+    base = make_settings(sim_label_latency_median_s=0.3, sim_label_latency_sigma=0.0)
+    url, sim = await start_simulator(serve, base)
+    settings = make_settings(
+        shipium_base_url=url,
+        labeler_max_in_flight=MAX_IN_FLIGHT,
+        labeler_backoff_base_s=0.05,
+        labeler_max_attempts=3,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(settings, stop))
+    yield settings, sim
+    stop.set()
+    await asyncio.wait_for(task, 15)
+
+
+async def test_every_job_gets_one_label_within_the_in_flight_bound(
+    labeler: tuple[Settings, Simulator],
+) -> None:
+    settings, sim = labeler
+    jobs = [job(f"L{n}", parcels=1 + n % 3) for n in range(20)]
+    for j in jobs:
+        await produce(settings, LABEL_JOBS, j.order_id, j)
+    labels = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= 20))
+    assert sorted(lb.job_id for lb in labels) == sorted(j.job_id for j in jobs)
+    assert 1 < sim.shipium.peak_in_flight <= MAX_IN_FLIGHT
+    assert sim.shipium.duplicates == 0
+    for label in labels:
+        source = next(j for j in jobs if j.job_id == label.job_id)
+        assert [p.box_id for p in label.parcels] == [p.box_id for p in source.parcels]
+        for parcel in label.parcels:
+            document = Path(parcel.document_path).read_bytes()
+            assert document.startswith(b"%PDF-")
+            assert hashlib.sha256(document).hexdigest() == parcel.document_sha256
+        assert not label.tracking_available
+    sent = {r["shipmentParameters"]["partnerShipmentId"]: r for r in sim.shipium.requests}
+    three = next(j for j in jobs if len(j.parcels) == 3)
+    packages = sent[three.job_id]["shipmentParameters"]["multiParcelShipmentParameters"]
+    assert [[q[ITEM_REFERENCE_FIELD] for q in p["orderItemQuantities"]] for p in packages] == [
+        [i.item_id for i in p.items] for p in three.parcels
+    ]
+
+
+async def test_retriable_errors_are_retried_then_labeled(
+    labeler: tuple[Settings, Simulator],
+) -> None:
+    settings, sim = labeler
+    sim.faults.push("shipium", [Fault(status=503), Fault(status=429, retry_after=0.1)])
+    await produce(settings, LABEL_JOBS, "R1", job("R1"))
+    labels = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= 1))
+    assert [(lb.job_id, lb.attempts) for lb in labels] == [("job-R1", 3)]
+
+
+async def test_a_4xx_fails_the_job_at_once_with_shipiums_message(
+    labeler: tuple[Settings, Simulator],
+) -> None:
+    settings, sim = labeler
+    sim.faults.push("shipium", [Fault(status=400, message="destinationAddress.postalCode invalid")])
+    await produce(settings, LABEL_JOBS, "F1", job("F1"))
+    failures = models(LabelFailure, await consume(settings, LABEL_FAILURES, lambda v: len(v) >= 1))
+    assert [(f.job_id, f.error_code, f.attempts) for f in failures] == [("job-F1", "http_400", 1)]
+    assert failures[0].message == "destinationAddress.postalCode invalid"
+    assert failures[0].job == job("F1")  # replayable as it was
+
+
+async def test_malformed_job_is_dead_lettered_and_the_worker_goes_on(
+    labeler: tuple[Settings, Simulator],
+) -> None:
+    settings, _ = labeler
+    await produce(settings, LABEL_JOBS, "X", b'{"job_id": 42}')
+    await produce(settings, LABEL_JOBS, "G1", job("G1"))
+    rejected = models(
+        RejectedRecord, await consume(settings, LABEL_JOBS_REJECTED, lambda v: len(v) >= 1)
+    )
+    assert rejected[0].original() == b'{"job_id": 42}'
+    assert "job_id" in rejected[0].reason and rejected[0].worker == "labeler"
+    labels = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= 1))
+    assert [lb.job_id for lb in labels] == ["job-G1"]

@@ -1,0 +1,83 @@
+"""Small builders of valid events for tests."""
+
+from __future__ import annotations
+
+from schemas.box import BoxClosed, BoxItem
+from schemas.common import Address, Dimensions, Weight
+from schemas.label import LabelJob, Parcel
+from schemas.order import LineItem, Order, OrderStatus
+
+
+def line_items(order_id: str, skus: dict[str, int]) -> list[LineItem]:
+    items = []
+    for sku, units in skus.items():
+        for _ in range(units):
+            n = len(items) + 1
+            items.append(
+                LineItem(
+                    item_id=f"{order_id}-{n:03d}",
+                    sku_id=f"id-{sku}",
+                    seller_sku=sku,
+                    product_id=f"prod-{sku}",
+                )
+            )
+    return items
+
+
+def order(
+    order_id: str = "O1",
+    skus: dict[str, int] | None = None,
+    status: OrderStatus = OrderStatus.AWAITING_SHIPMENT,
+    update_time: int = 100,
+    event_id: str | None = None,
+) -> Order:
+    return Order(
+        event_id=event_id or f"ev-{order_id}-{status}-{update_time}",
+        order_id=order_id,
+        shop_id="shop-1",
+        status=status,
+        line_items=line_items(order_id, skus or {"A": 2, "B": 1}),
+        recipient=Address(name="Buyer", street1="1 Main St", city="Austin", state="TX"),
+        update_time=update_time,
+        source="upstream",
+    )
+
+
+def box(
+    box_id: str,
+    contents: dict[str, int],
+    order_id: str = "O1",
+    last_box: bool = False,
+) -> BoxClosed:
+    return BoxClosed(
+        event_id=f"ev-{box_id}",
+        box_id=box_id,
+        order_id=order_id,
+        station_id="PACK-01",
+        items=[BoxItem(sku=s, quantity=q) for s, q in contents.items()],
+        weight=Weight(value=1.5),
+        dimensions=Dimensions(length=10, width=8, height=4),
+        last_box=last_box,
+        closed_at_ms=1,
+    )
+
+
+def job(order_id: str = "O1", parcels: int = 1) -> LabelJob:
+    items = line_items(order_id, {"A": parcels * 2})
+    return LabelJob(
+        job_id=f"job-{order_id}",
+        event_id=f"job-{order_id}",
+        order_id=order_id,
+        shop_id="shop-1",
+        recipient=Address(name="Buyer", street1="1 Main St", city="Austin", state="TX"),
+        parcels=[
+            Parcel(
+                box_id=f"{order_id}-B{n}",
+                items=items[2 * n : 2 * n + 2],
+                weight=Weight(value=2),
+                dimensions=Dimensions(length=10, width=8, height=4),
+            )
+            for n in range(parcels)
+        ],
+        created_at_ms=1_700_000_000_000,
+    )

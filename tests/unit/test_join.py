@@ -1,0 +1,222 @@
+"""The planner's join as a pure state machine: examples, then properties (hypothesis)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.box import BoxClosed
+from schemas.label import LabelJob
+from schemas.order import Order, OrderStatus
+from schemas.plan import ParcelPlan
+from tests.unit.factories import box, order
+from workers.planner.join import OrderState, Step, on_box, on_order
+
+
+def play(events: list[Order | BoxClosed]) -> tuple[OrderState, list[ParcelPlan], list[LabelJob]]:
+    state = OrderState(order_id=events[0].order_id)
+    plans: list[ParcelPlan] = []
+    jobs: list[LabelJob] = []
+    for n, event in enumerate(events):
+        step: Step = (
+            on_order(state, event, n) if isinstance(event, Order) else on_box(state, event, n)
+        )
+        state = step.state
+        plans += step.plans
+        jobs += step.jobs
+    return state, plans, jobs
+
+
+def skus_of(plan: ParcelPlan) -> Counter[str]:
+    return Counter(i.seller_sku for i in plan.items)
+
+
+def test_order_then_boxes_releases_one_job_with_every_item_once() -> None:
+    _state, plans, jobs = play(
+        [order(skus={"A": 2, "B": 1}), box("B1", {"A": 1}), box("B2", {"A": 1, "B": 1})]
+    )
+    assert [j.kind for j in jobs] == ["create"]
+    job = jobs[0]
+    assert [p.box_id for p in job.parcels] == ["B1", "B2"]
+    assert [i.item_id for i in job.parcels[0].items] == ["O1-001"]
+    assert [i.item_id for i in job.parcels[1].items] == ["O1-002", "O1-003"]
+    assert job.unpacked_items == []
+    assert {p.box_id: p.status for p in plans} == {"B1": "planned", "B2": "planned"}
+    assert job.recipient is not None and job.recipient.city == "Austin"
+
+
+def test_boxes_before_order_wait_then_release() -> None:
+    _, plans, jobs = play([box("B1", {"A": 2}), box("B2", {"B": 1}), order()])
+    assert len(jobs) == 1
+    assert sorted(p.box_id for p in plans) == ["B1", "B2"]
+
+
+def test_no_release_until_every_unit_is_packed() -> None:
+    state, plans, jobs = play([order(), box("B1", {"A": 2})])
+    assert jobs == [] and plans == []
+    assert not state.released
+
+
+def test_last_box_releases_a_short_shipment_naming_the_unpacked_units() -> None:
+    _, _, jobs = play([order(), box("B1", {"A": 1}, last_box=True)])
+    assert len(jobs) == 1
+    assert [i.seller_sku for i in jobs[0].unpacked_items] == ["A", "B"]
+
+
+def test_on_hold_order_is_not_released_until_awaiting_shipment() -> None:
+    held = order(status=OrderStatus.ON_HOLD, update_time=1)
+    _, _, jobs = play([held, box("B1", {"A": 2, "B": 1})])
+    assert jobs == []
+    _, _, jobs = play([held, box("B1", {"A": 2, "B": 1}), order(update_time=2)])
+    assert len(jobs) == 1
+
+
+def test_sku_not_in_order_is_rejected_and_other_boxes_go_on() -> None:
+    _, plans, jobs = play([order(), box("B1", {"A": 2}), box("BX", {"Z": 1}), box("B2", {"B": 1})])
+    by_box = {p.box_id: p for p in plans}
+    assert by_box["BX"].status == "rejected"
+    assert "SKU not in order O1: Z" in by_box["BX"].reason
+    assert by_box["B1"].status == by_box["B2"].status == "planned"
+    assert len(jobs) == 1
+
+
+def test_more_units_than_the_order_has_is_rejected() -> None:
+    _, plans, _ = play([order(), box("B1", {"A": 3})])
+    assert plans[0].status == "rejected"
+    assert "more units than order O1 has of: A" in plans[0].reason
+
+
+def test_box_after_release_is_rejected() -> None:
+    _, plans, jobs = play([order(), box("B1", {"A": 2, "B": 1}), box("B2", {"A": 1})])
+    assert len(jobs) == 1
+    late = next(p for p in plans if p.box_id == "B2")
+    assert late.status == "rejected" and "after label job" in late.reason
+
+
+def test_cancel_before_release_rejects_waiting_boxes() -> None:
+    cancelled = order(status=OrderStatus.CANCELLED, update_time=200)
+    _, plans, jobs = play([order(), box("B1", {"A": 1}), cancelled])
+    assert jobs == []
+    assert plans[0].status == "rejected" and "cancelled" in plans[0].reason
+
+
+def test_cancel_after_release_emits_one_cancel_job() -> None:
+    cancelled = order(status=OrderStatus.CANCELLED, update_time=200)
+    _, _, jobs = play([order(), box("B1", {"A": 2, "B": 1}), cancelled, cancelled])
+    # The second cancellation is a redelivery: it republishes the same two events.
+    assert [j.kind for j in jobs] == ["create", "cancel", "create", "cancel"]
+    assert len({j.event_id for j in jobs}) == 2
+    assert jobs[1].job_id == jobs[0].job_id
+
+
+def test_address_change_before_release_is_in_the_job() -> None:
+    base = order()
+    assert base.recipient is not None
+    moved = order(update_time=150).model_copy(
+        update={
+            "event_id": "moved",
+            "recipient": base.recipient.model_copy(update={"city": "Reno"}),
+        }
+    )
+    _, _, jobs = play([order(), box("B1", {"A": 2}), moved, box("B2", {"B": 1})])
+    assert jobs[0].recipient is not None and jobs[0].recipient.city == "Reno"
+
+
+def test_older_order_update_arriving_late_is_ignored() -> None:
+    newer = order(update_time=300, status=OrderStatus.CANCELLED)
+    state, _, _ = play([newer, order(update_time=100)])
+    assert state.order is not None and state.order.status is OrderStatus.CANCELLED
+
+
+def test_redelivered_box_republishes_the_same_plan_and_job() -> None:
+    events: list[Order | BoxClosed] = [order(), box("B1", {"A": 2, "B": 1})]
+    state, plans, jobs = play(events)
+    step = on_box(state, box("B1", {"A": 2, "B": 1}), 99)
+    assert step.state == state  # nothing changes
+    assert [p.event_id for p in step.plans] == [plans[0].event_id]
+    assert [j.event_id for j in step.jobs] == [jobs[0].event_id]
+
+
+def test_box_id_reused_with_other_contents_is_rejected_without_touching_state() -> None:
+    state, _, _ = play([order(), box("B1", {"A": 1})])
+    step = on_box(state, box("B1", {"B": 1}), 5)
+    assert step.state == state
+    assert step.plans[0].status == "rejected" and "different contents" in step.plans[0].reason
+
+
+# --- properties ---------------------------------------------------------------------------
+
+
+@st.composite
+def shipments(draw: st.DrawFn) -> tuple[Order, list[BoxClosed]]:
+    """A random order and a random split of all its units into boxes."""
+    skus = draw(st.dictionaries(st.sampled_from("ABCDE"), st.integers(1, 4), min_size=1))
+    the_order = order("P1", skus=skus)
+    units = [i.seller_sku for i in the_order.line_items]
+    count = draw(st.integers(1, len(units)))
+    owners = draw(st.lists(st.integers(0, count - 1), min_size=len(units), max_size=len(units)))
+    contents: list[Counter[str]] = [Counter() for _ in range(count)]
+    for sku, owner in zip(units, owners, strict=True):
+        contents[owner][sku] += 1
+    boxes = [box(f"P1-B{n}", dict(c), order_id="P1") for n, c in enumerate(contents) if c]
+    return the_order, boxes
+
+
+def final_plans(plans: list[ParcelPlan]) -> dict[str, ParcelPlan]:
+    return {p.event_id: p for p in plans}
+
+
+@settings(max_examples=200, deadline=None)
+@given(shipments(), st.randoms(use_true_random=False), st.integers(0, 3))
+def test_any_interleaving_and_duplication_gives_the_same_plans_and_one_job(
+    shipment: tuple[Order, list[BoxClosed]], rng: object, duplicates: int
+) -> None:
+    the_order, boxes = shipment
+    _reference_state, reference_plans, reference_jobs = play([the_order, *boxes])
+    events: list[Order | BoxClosed] = [the_order, *boxes]
+    events += [rng.choice(events) for _ in range(duplicates)]  # type: ignore[attr-defined]
+    rng.shuffle(events)  # type: ignore[attr-defined]
+    _, plans, jobs = play(events)
+
+    assert final_plans(plans) == final_plans(reference_plans)
+    assert {j.event_id for j in jobs} == {j.event_id for j in reference_jobs}
+    assert len({j.job_id for j in jobs}) == 1
+    job = jobs[0]
+    assigned = [i.item_id for p in job.parcels for i in p.items]
+    assert len(assigned) == len(set(assigned)), "an item id is in two boxes"
+    assert sorted(assigned) == sorted(i.item_id for i in the_order.line_items)
+    by_box = {b.box_id: b for b in boxes}
+    for plan in final_plans(plans).values():
+        assert plan.status == "planned"
+        expected = Counter({i.sku: i.quantity for i in by_box[plan.box_id].items})
+        assert skus_of(plan) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from("ABC"), st.integers(1, 3), min_size=1),
+    st.lists(
+        st.dictionaries(st.sampled_from("ABCD"), st.integers(1, 3), min_size=1),
+        min_size=1,
+        max_size=5,
+    ),
+    st.booleans(),
+)
+def test_arbitrary_boxes_never_assign_an_item_twice_or_exceed_the_order(
+    skus: dict[str, int], box_contents: list[dict[str, int]], last: bool
+) -> None:
+    the_order = order("Q1", skus=skus)
+    boxes = [
+        box(f"Q1-B{n}", c, order_id="Q1", last_box=last and n == len(box_contents) - 1)
+        for n, c in enumerate(box_contents)
+    ]
+    _, plans, jobs = play([*boxes, the_order])
+    planned = [p for p in final_plans(plans).values() if p.status == "planned"]
+    ids = [i.item_id for p in planned for i in p.items]
+    assert len(ids) == len(set(ids))
+    assert len(ids) <= len(the_order.line_items)
+    assert len({j.job_id for j in jobs}) <= 1
+    for plan in final_plans(plans).values():
+        assert plan.status == "planned" or plan.reason

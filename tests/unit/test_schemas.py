@@ -1,0 +1,72 @@
+"""Models, codec and the exported JSON Schemas."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from schemas.box import BoxClosed
+from schemas.codec import decode, encode
+from schemas.export import JSON_DIR, render
+from schemas.order import OrderStatus
+from schemas.topics import ALL_TOPICS, COPARTITIONED
+from tests.unit.factories import box, order
+from workers.cli import parser
+from workers.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_exported_json_schemas_are_up_to_date() -> None:
+    on_disk = {p.name: p.read_bytes() for p in JSON_DIR.glob("*.json")}
+    assert on_disk == render(), "schemas/json is stale: run `make schemas`"
+
+
+def test_every_topic_has_a_versioned_name_and_a_schema() -> None:
+    names = [t.name for t in ALL_TOPICS]
+    assert len(names) == len(set(names))
+    assert all(n.endswith(".v1") for n in names)
+    assert {t.key for t in COPARTITIONED} == {"order id"}
+
+
+def test_round_trip_and_rejections_name_the_field() -> None:
+    original = box("B1", {"A": 2})
+    assert decode(BoxClosed, encode(original)) == original
+    assert decode(BoxClosed, b"{not json") == "not valid JSON"
+    assert decode(BoxClosed, None) == "empty value"
+    bad = encode(original).replace(b'"quantity":2', b'"quantity":0')
+    reason = decode(BoxClosed, bad)
+    assert isinstance(reason, str) and reason.startswith("items.0.quantity:")
+
+
+def test_cancel_is_spelled_two_ways() -> None:
+    assert OrderStatus.parse("CANCEL") is OrderStatus.CANCELLED
+    assert OrderStatus.parse("CANCELLED") is OrderStatus.CANCELLED
+    assert order(status=OrderStatus.parse("CANCEL")).status == "CANCELLED"
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"`(PARCELFLOW_[A-Z0-9_]+)`", readme))
+    expected = {f"PARCELFLOW_{name.upper()}" for name in Settings.model_fields}
+    assert expected <= documented, f"missing from README: {sorted(expected - documented)}"
+
+
+def test_secrets_never_print() -> None:
+    settings = Settings(tiktok_app_secret="s3cr3t-value", shipium_api_key="k3y-value")  # type: ignore[arg-type]
+    assert "s3cr3t-value" not in repr(settings)
+    assert "k3y-value" not in str(settings.model_dump())
+
+
+def test_cli_knows_every_process() -> None:
+    for command in (
+        "receiver",
+        "enricher",
+        "planner",
+        "labeler",
+        "simulator",
+        "run",
+        "up",
+        "config",
+    ):
+        assert parser().parse_args([command]).command == command
