@@ -123,6 +123,34 @@ def wait_for_signal() -> None:
         return
 
 
+def failures_command(settings: Settings, args: argparse.Namespace) -> int:
+    from workers.labeler import operations
+
+    if args.action == "list":
+        for f in asyncio.run(operations.failures(settings)):
+            print(f"{f.job_id}\t{f.order_id}\t{f.error_code}\t{f.attempts}\t{f.message}")
+        return 0
+    if not args.job_id and not args.all:
+        print(
+            "name the jobs to replay with --job-id, or replay every one with --all", file=sys.stderr
+        )
+        return 2
+    replayed = asyncio.run(operations.replay(settings, None if args.all else set(args.job_id)))
+    for f in replayed:
+        print(f"replayed {f.job_id} (order {f.order_id}, failed with {f.error_code})")
+    missing = set(args.job_id or []) - {f.job_id for f in replayed}
+    for job_id in sorted(missing):
+        print(f"not replayed {job_id}: no replayable failure with that job id", file=sys.stderr)
+    return 1 if missing else 0
+
+
+def void_command(settings: Settings, args: argparse.Namespace) -> int:
+    from workers.labeler.operations import VOID_REFUSAL
+
+    print(f"cannot void {args.job_id}: {VOID_REFUSAL}", file=sys.stderr)
+    return 3
+
+
 def config_table(settings: Settings, args: argparse.Namespace) -> int:
     print("| variable | default | meaning |\n|---|---|---|")
     for name, info in Settings.model_fields.items():
@@ -161,6 +189,16 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=7, help="seed of the demo data (7)")
         p.add_argument("--run-dir", default="var/run", help="where logs and labels go (var/run)")
         p.set_defaults(func=lambda s, a, keep=keep: demo(s, a, keep))
+    failures = sub.add_parser("failures", help="list or replay label jobs that failed for good")
+    failures.add_argument("action", choices=["list", "replay"])
+    failures.add_argument("--job-id", action="append", help="a job to replay (repeatable)")
+    failures.add_argument("--all", action="store_true", help="replay every replayable failure")
+    failures.set_defaults(func=failures_command)
+    void = sub.add_parser(
+        "void", help="void a label (refused: TikTok Shop labels are voided in Seller Center)"
+    )
+    void.add_argument("job_id")
+    void.set_defaults(func=void_command)
     sub.add_parser("config", help="print every setting as a Markdown table").set_defaults(
         func=config_table
     )

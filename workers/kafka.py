@@ -6,7 +6,7 @@ import base64
 from collections.abc import Iterable
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import BaseModel
 
@@ -139,3 +139,38 @@ async def dead_letter(
         reason=reason,
         to=topic,
     )
+
+
+async def read_to_end(
+    bootstrap: str, topic: str, partitions: set[int] | None = None
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of ``topic`` (or of these partitions) from the start to the current end.
+
+    Partitions the topic does not have are skipped with an error log line. On the embedded
+    broker, install the end-offsets correction first (workers.broker.offsets).
+    """
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await reader.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        await reader.topics()  # fresh metadata
+        existing = reader.partitions_for_topic(topic) or set()
+        wanted = existing if partitions is None else partitions
+        if wanted - existing:
+            log.error("missing_partitions", topic=topic, missing=sorted(wanted - existing))
+        tps = [TopicPartition(topic, p) for p in sorted(wanted & existing)]
+        ends = await reader.end_offsets(tps) if tps else {}
+        todo = {tp for tp in tps if ends[tp] > 0}
+        reader.assign(sorted(todo))
+        for tp in todo:
+            reader.seek(tp, 0)
+        while todo:
+            batches = await reader.getmany(*todo, timeout_ms=500)
+            for messages in batches.values():
+                records.extend(messages)
+            for tp in list(todo):
+                if await reader.position(tp) >= ends[tp]:
+                    todo.discard(tp)
+    finally:
+        await reader.stop()
+    return records

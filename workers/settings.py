@@ -106,6 +106,12 @@ class Settings(BaseSettings):
         0.5, gt=0, description="First retry delay; doubles each attempt, with jitter."
     )
     labeler_backoff_max_s: float = Field(30.0, gt=0, description="Longest retry delay.")
+    labeler_auth_retry_s: float = Field(
+        30.0,
+        gt=0,
+        description="While Shipium rejects the API key (401/403): no new jobs are taken, "
+        "and the call is retried this often until the key is accepted again.",
+    )
     label_dir: Path = Field(Path("var/labels"), description="Where label documents are stored.")
     ship_from: Address = Field(
         Address(

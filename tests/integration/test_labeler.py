@@ -10,12 +10,15 @@ from typing import Any
 
 import pytest
 
+from schemas.alert import Alert
 from schemas.label import LabelFailure, LabelResult
 from schemas.rejected import RejectedRecord
-from schemas.topics import LABEL_FAILURES, LABEL_JOBS, LABEL_JOBS_REJECTED, LABELS
+from schemas.topics import ALERTS, LABEL_FAILURES, LABEL_JOBS, LABEL_JOBS_REJECTED, LABELS
 from tests.integration.kafka_helpers import consume, models, produce
 from tests.integration.sim import start_simulator
 from tests.unit.factories import job
+from workers.kafka import ensure_topics
+from workers.labeler.operations import replay
 from workers.labeler.shipium.request import ITEM_REFERENCE_FIELD
 from workers.labeler.worker import run
 from workers.settings import Settings
@@ -92,6 +95,11 @@ async def test_a_4xx_fails_the_job_at_once_with_shipiums_message(
     assert failures[0].message == "destinationAddress.postalCode invalid"
     assert failures[0].job == job("F1")  # replayable as it was
 
+    replayed = await replay(settings, {"job-F1", "job-unknown"})  # the address was fixed
+    assert [f.job_id for f in replayed] == ["job-F1"]
+    labels = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= 1))
+    assert [(lb.job_id, lb.attempts) for lb in labels] == [("job-F1", 1)]
+
 
 async def test_malformed_job_is_dead_lettered_and_the_worker_goes_on(
     labeler: tuple[Settings, Simulator],
@@ -106,3 +114,53 @@ async def test_malformed_job_is_dead_lettered_and_the_worker_goes_on(
     assert "job_id" in rejected[0].reason and rejected[0].worker == "labeler"
     labels = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= 1))
     assert [lb.job_id for lb in labels] == ["job-G1"]
+
+
+async def test_rejected_credentials_pause_alert_and_resume_by_themselves(
+    make_settings: Callable[..., Settings], serve: Any
+) -> None:
+    base = make_settings(sim_label_latency_median_s=0.0)
+    url, sim = await start_simulator(serve, base)
+    settings = make_settings(shipium_base_url=url, labeler_auth_retry_s=0.3)
+    sim.faults.push("shipium", [Fault(status=401), Fault(status=403)])
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(settings, stop))
+    try:
+        await produce(settings, LABEL_JOBS, "A1", job("A1"))
+        labels = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= 1))
+        alerts = models(Alert, await consume(settings, ALERTS, lambda v: len(v) >= 1))
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+    assert [(lb.job_id, lb.attempts) for lb in labels] == [("job-A1", 1)]
+    assert [a.kind for a in alerts] == ["shipium_credentials_rejected"]
+    assert await consume(settings, LABEL_FAILURES, lambda v: False, timeout_s=1) == []
+
+
+async def test_a_restarted_labeler_never_calls_twice_for_a_labeled_job(
+    make_settings: Callable[..., Settings], serve: Any
+) -> None:
+    base = make_settings(sim_label_latency_median_s=0.0)
+    url, sim = await start_simulator(serve, base)
+    settings = make_settings(shipium_base_url=url)
+    jobs = [job(f"D{n}") for n in range(6)]
+    await ensure_topics(settings)  # before producing: topics made by the broker differ
+
+    async def run_until(count: int) -> list[LabelResult]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run(settings, stop))
+        try:
+            return models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= count))
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
+
+    for j in jobs:
+        await produce(settings, LABEL_JOBS, j.order_id, j)
+    first = await run_until(6)
+    for j in jobs:  # replayed after a restart: a fresh process, nothing in memory
+        await produce(settings, LABEL_JOBS, j.order_id, j)
+    second = await run_until(12)
+    assert len(sim.shipium.requests) == 6
+    assert sim.shipium.duplicates == 0
+    assert {lb.event_id for lb in second} == {lb.event_id for lb in first}

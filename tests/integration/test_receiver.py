@@ -134,6 +134,16 @@ async def test_boxes_need_the_bearer_token_and_valid_fields(receiver: tuple[str,
     assert [b.box_id for b in stored] == ["B1"]
 
 
+async def test_void_is_refused_with_where_to_void_instead(receiver: tuple[str, Settings]) -> None:
+    url, _ = receiver
+    auth = {"Authorization": "Bearer ingest-test-token"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{url}/v1/labels/job-1/void", headers=auth) as r:
+            assert r.status == 409
+            body = await r.json()
+    assert body["error"] == "void_not_supported" and "TikTok Seller Center" in body["detail"]
+
+
 async def test_healthz(receiver: tuple[str, Settings]) -> None:
     url, _ = receiver
     async with aiohttp.ClientSession() as http, http.get(f"{url}/healthz") as r:

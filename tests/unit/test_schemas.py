@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from schemas.box import BoxClosed
 from schemas.codec import decode, encode
 from schemas.export import JSON_DIR, render
@@ -56,6 +58,12 @@ def test_secrets_never_print() -> None:
     settings = Settings(tiktok_app_secret="s3cr3t-value", shipium_api_key="k3y-value")  # type: ignore[arg-type]
     assert "s3cr3t-value" not in repr(settings)
     assert "k3y-value" not in str(settings.model_dump())
+
+
+def test_void_command_refuses(capsys: pytest.CaptureFixture[str]) -> None:
+    args = parser().parse_args(["void", "job-1"])
+    assert args.func(Settings(), args) == 3
+    assert "TikTok Seller Center" in capsys.readouterr().err
 
 
 def test_cli_knows_every_process() -> None:

@@ -109,11 +109,11 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     consumer = make_consumer(settings, names.group("parcelflow-enricher"), names(WEBHOOKS))
     producer = make_producer(settings)
     async with aiohttp.ClientSession() as http:
-        await producer.start()
-        await consumer.start()
         enricher = Enricher(settings, producer, TikTokClient(http, settings))
-        log.info("enricher_ready", topic=names(WEBHOOKS))
         try:
+            await producer.start()
+            await consumer.start()
+            log.info("enricher_ready", topic=names(WEBHOOKS))
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=500, max_records=500)
                 for tp, messages in batches.items():

@@ -20,14 +20,17 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
+from schemas.alert import Alert
 from schemas.codec import decode
 from schemas.common import now_ms
 from schemas.label import LabelFailure, LabelJob, LabelResult, ParcelLabel
-from schemas.topics import LABEL_FAILURES, LABEL_JOBS, LABEL_JOBS_REJECTED, LABELS
+from schemas.topics import ALERTS, LABEL_FAILURES, LABEL_JOBS, LABEL_JOBS_REJECTED, LABELS
+from workers.broker.offsets import install_end_offsets_correction
 from workers.errors import ApiError
 from workers.kafka import Topics, dead_letter, ensure_topics, make_consumer, make_producer, publish
 from workers.labeler.documents import store_document
 from workers.labeler.flow import OffsetTracker
+from workers.labeler.ledger import Ledger
 from workers.labeler.shipium.client import ShipiumClient
 from workers.labeler.shipium.response import LabelResponse
 from workers.retry import backoff_delay
@@ -36,6 +39,7 @@ from workers.settings import Settings
 log = structlog.get_logger(__name__)
 
 Message: TypeAlias = ConsumerRecord  # ConsumerRecord[bytes, bytes]; aiokafka is untyped
+CREDENTIAL_ERRORS = frozenset({"unauthorized", "forbidden"})
 VOID_IN_SELLER_CENTER = (
     "labels for TikTok Shop cannot be voided through Shipium: void it in TikTok Seller Center"
 )
@@ -57,10 +61,13 @@ class Labeler:
         self.labels_topic = names(LABELS)
         self.failures_topic = names(LABEL_FAILURES)
         self.rejected_topic = names(LABEL_JOBS_REJECTED)
+        self.alerts_topic = names(ALERTS)
         self.tracker = OffsetTracker()
         self.tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
-        self.labeled: dict[str, LabelResult] = {}
+        self.ledger = Ledger(settings.kafka_bootstrap, self.labels_topic)
         self.cancelled: set[str] = set()
+        self.credentials_rejected = False
+        self.ledger_ready = asyncio.Event()  # cleared while an assignment's ledger loads
         self.max_in_flight = settings.labeler_max_in_flight
         self.low_water = max(1, (self.max_in_flight * 3) // 4)
         self.paused = False
@@ -76,8 +83,11 @@ class Labeler:
             started = time.monotonic()
             try:
                 response = await self.shipium.create_label(job)
-                return response, attempt, int((time.monotonic() - started) * 1000)
             except ApiError as err:
+                if err.code in CREDENTIAL_ERRORS:
+                    attempt -= 1  # not the job's fault: it does not use up its attempts
+                    await self.credentials_refused(err)
+                    continue
                 if not err.retriable or attempt >= self.settings.labeler_max_attempts:
                     return self.failure(job, err.code, err.message, err.retriable, attempt)
                 delay = backoff_delay(
@@ -94,6 +104,26 @@ class Labeler:
                     delay_s=round(delay, 2),
                 )
                 await asyncio.sleep(delay)
+            else:
+                if self.credentials_rejected:
+                    self.credentials_rejected = False
+                    log.warning("shipium_credentials_accepted_again")
+                return response, attempt, int((time.monotonic() - started) * 1000)
+
+    async def credentials_refused(self, err: ApiError) -> None:
+        """Stop taking jobs (flow control pauses every partition), alert once, retry later."""
+        if not self.credentials_rejected:
+            self.credentials_rejected = True
+            log.error("shipium_credentials_rejected", code=err.code, status=err.status)
+            alert = Alert(
+                event_id=f"alert-shipium-credentials-{now_ms()}",
+                kind="shipium_credentials_rejected",
+                message=f"Shipium answered {err.status}: check PARCELFLOW_SHIPIUM_API_KEY; "
+                "label jobs wait in Kafka and resume by themselves once it is accepted",
+                at_ms=now_ms(),
+            )
+            await publish(self.producer, self.alerts_topic, "shipium", alert)
+        await asyncio.sleep(self.settings.labeler_auth_retry_s)
 
     def failure(
         self, job: LabelJob, code: str, message: str, retriable: bool, attempts: int
@@ -150,7 +180,7 @@ class Labeler:
     async def handle_job(self, job: LabelJob) -> None:
         if job.kind == "cancel":
             self.cancelled.add(job.job_id)
-            if job.job_id in self.labeled:
+            if self.ledger.get(job.job_id) is not None:
                 failure = self.failure(job, "void_required", VOID_IN_SELLER_CENTER, False, 0)
             else:
                 failure = self.failure(
@@ -161,7 +191,7 @@ class Labeler:
         if job.job_id in self.cancelled:
             log.info("label_job_dropped_cancelled", job_id=job.job_id)
             return
-        done = self.labeled.get(job.job_id)
+        done = self.ledger.get(job.job_id)
         if done is not None:
             await publish(self.producer, self.labels_topic, job.order_id, done)  # same event id
             return
@@ -177,7 +207,7 @@ class Labeler:
             return
         result = self.result(job, *outcome)
         await publish(self.producer, self.labels_topic, job.order_id, result)
-        self.labeled[job.job_id] = result
+        self.ledger.add(result)
         log.info(
             "labeled",
             job_id=job.job_id,
@@ -193,6 +223,7 @@ class Labeler:
             if isinstance(job, str):
                 await dead_letter(self.producer, self.rejected_topic, message, job, "labeler")
             else:
+                await self.ledger_ready.wait()
                 try:
                     await self.handle_job(job)
                 except (ValueError, KeyError) as exc:
@@ -220,10 +251,10 @@ class Labeler:
     def flow_control(self) -> None:
         in_flight = self.tracker.in_flight
         assigned = self.consumer.assignment()
-        if not self.paused and in_flight >= self.max_in_flight:
+        if not self.paused and (in_flight >= self.max_in_flight or self.credentials_rejected):
             self.consumer.pause(*assigned)
             self.paused = True
-        elif self.paused and in_flight <= self.low_water:
+        elif self.paused and in_flight <= self.low_water and not self.credentials_rejected:
             self.consumer.resume(*assigned)
             self.paused = False
 
@@ -278,6 +309,13 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             await self.labeler.revoke(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self.labeler is not None:
+            self.labeler.ledger_ready.clear()
+            try:
+                await self.labeler.ledger.load({tp.partition for tp in assigned})
+            finally:
+                self.labeler.ledger_ready.set()
+            self.labeler.paused = False
         log.info(
             "partitions_assigned",
             partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
@@ -298,13 +336,15 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     consumer.subscribe([names(LABEL_JOBS)], listener=listener)
     producer = make_producer(settings)
     connector = aiohttp.TCPConnector(limit=settings.labeler_max_in_flight)
+    if settings.kafka_embedded:
+        install_end_offsets_correction(settings.kafka_bootstrap)
     async with aiohttp.ClientSession(connector=connector) as http:
-        await producer.start()
-        await consumer.start()
         labeler = Labeler(settings, consumer, producer, ShipiumClient(http, settings))
         listener.labeler = labeler
-        log.info("labeler_ready", topic=names(LABEL_JOBS), max_in_flight=labeler.max_in_flight)
         try:
+            await producer.start()
+            await consumer.start()
+            log.info("labeler_ready", topic=names(LABEL_JOBS), max_in_flight=labeler.max_in_flight)
             await labeler.run(stop)
         finally:
             await consumer.stop()

@@ -25,6 +25,7 @@ from schemas.order import Order
 from schemas.topics import BOXES, ORDERS, WEBHOOKS, WEBHOOKS_REJECTED
 from schemas.webhook import TikTokWebhook, WebhookRecord
 from workers.kafka import Topics, ensure_topics, make_producer, rejected_record
+from workers.labeler.operations import VOID_REFUSAL
 from workers.receiver.validate import Invalid, validate
 from workers.settings import Settings
 from workers.tiktok.signing import verify_webhook
@@ -126,6 +127,20 @@ def ingest(
     return handler
 
 
+async def void_label(request: web.Request) -> web.Response:
+    """TikTok Shop labels cannot be voided through Shipium: a clear refusal, never a 5xx."""
+    if not authorized(request):
+        return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+    return web.json_response(
+        {
+            "error": "void_not_supported",
+            "job_id": request.match_info["job_id"],
+            "detail": VOID_REFUSAL,
+        },
+        status=409,
+    )
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -154,6 +169,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/webhooks/tiktok", tiktok_webhook)
     app.router.add_post("/v1/orders", ingest(Order, lambda n: n(ORDERS)))
     app.router.add_post("/v1/boxes", ingest(BoxClosed, lambda n: n(BOXES)))
+    app.router.add_post("/v1/labels/{job_id}/void", void_label)
     app.router.add_get("/healthz", healthz)
     return app
 

@@ -1,0 +1,50 @@
+"""Operator commands: list and replay failed label jobs; refuse to void a label."""
+
+from __future__ import annotations
+
+from schemas.codec import decode, encode
+from schemas.label import LabelFailure
+from schemas.topics import LABEL_FAILURES, LABEL_JOBS
+from workers.broker.offsets import install_end_offsets_correction
+from workers.kafka import Topics, make_producer, read_to_end
+from workers.settings import Settings
+
+# Failures that are decisions, not errors: replaying them would be wrong.
+NOT_REPLAYABLE = frozenset({"cancelled", "void_required"})
+
+VOID_REFUSAL = (
+    "Labels for TikTok Shop shipments cannot be voided through Shipium or parcelflow: "
+    "void the label in TikTok Seller Center."
+)
+
+
+async def failures(settings: Settings) -> list[LabelFailure]:
+    """The latest failure of each job, in the order they failed."""
+    if settings.kafka_embedded:
+        install_end_offsets_correction(settings.kafka_bootstrap)
+    latest: dict[str, LabelFailure] = {}
+    for record in await read_to_end(settings.kafka_bootstrap, Topics(settings)(LABEL_FAILURES)):
+        failure = decode(LabelFailure, record.value)
+        if isinstance(failure, LabelFailure):
+            latest[failure.job_id] = failure
+    return sorted(latest.values(), key=lambda f: f.failed_at_ms)
+
+
+async def replay(settings: Settings, job_ids: set[str] | None) -> list[LabelFailure]:
+    """Publish the jobs of these failures (all replayable ones if None) to label-jobs.v1."""
+    chosen = [
+        f
+        for f in await failures(settings)
+        if f.error_code not in NOT_REPLAYABLE and (job_ids is None or f.job_id in job_ids)
+    ]
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        topic = Topics(settings)(LABEL_JOBS)
+        for failure in chosen:
+            await producer.send_and_wait(
+                topic, encode(failure.job), key=failure.job.order_id.encode()
+            )
+    finally:
+        await producer.stop()
+    return chosen
