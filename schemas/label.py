@@ -67,3 +67,12 @@ class LabelFailure(Model):
     attempts: int = Field(ge=0)
     job: LabelJob = Field(description="The job as it was, so it can be replayed.")
     failed_at_ms: int = Field(ge=0)
+
+
+class LabelAttempt(Model):
+    """Written before a job's first label call: after a crash, look the label up first."""
+
+    event_id: Id = Field(description="attempt-<job_id>.")
+    job_id: Id
+    order_id: Id
+    started_at_ms: int = Field(ge=0)

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from schemas.alert import Alert
 from schemas.box import BoxClosed
-from schemas.label import LabelFailure, LabelJob, LabelResult
+from schemas.label import LabelAttempt, LabelFailure, LabelJob, LabelResult
 from schemas.order import Order
 from schemas.plan import ParcelPlan
 from schemas.rejected import RejectedRecord
@@ -42,6 +42,9 @@ LABELS = TopicSpec("labels.v1", LabelResult, "order id", "Labels made.")
 LABEL_FAILURES = TopicSpec(
     "label-failures.v1", LabelFailure, "order id", "Label jobs that failed for good."
 )
+LABEL_ATTEMPTS = TopicSpec(
+    "label-attempts.v1", LabelAttempt, "order id", "Label calls started (crash recovery)."
+)
 ALERTS = TopicSpec("alerts.v1", Alert, "shop id", "Operational alerts.")
 
 
@@ -65,6 +68,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     LABEL_JOBS,
     LABELS,
     LABEL_FAILURES,
+    LABEL_ATTEMPTS,
     ALERTS,
     WEBHOOKS_REJECTED,
     ORDERS_REJECTED,

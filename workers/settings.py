@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.common import Address
@@ -101,6 +101,19 @@ class Settings(BaseSettings):
     shipium_api_key: SecretStr = Field(SecretStr(""), description="Shipium API key.")
     shipium_timeout_s: float = Field(60.0, gt=0, description="Timeout of one label call.")
     labeler_max_in_flight: int = Field(64, ge=1, description="Label calls in flight at most.")
+    labeler_resume_fraction: float = Field(
+        0.97,
+        gt=0,
+        lt=1,
+        description="At the in-flight bound the labeler pauses its partitions; it resumes "
+        "once calls in flight fall to this fraction of the bound (the low-water mark).",
+    )
+    labeler_fetch_bytes: int = Field(
+        128 * 1024,
+        ge=16 * 1024,
+        description="Most bytes the labeler fetches per partition at once: keeps the "
+        "consumer's read-ahead small, so memory does not grow with the backlog.",
+    )
     labeler_max_attempts: int = Field(5, ge=1, description="Attempts per label job.")
     labeler_backoff_base_s: float = Field(
         0.5, gt=0, description="First retry delay; doubles each attempt, with jitter."
@@ -130,4 +143,33 @@ class Settings(BaseSettings):
     sim_label_per_parcel_s: float = Field(
         0.5, ge=0, description="Extra latency per additional parcel of a shipment."
     )
+    sim_label_tail_probability: float = Field(
+        0.02, ge=0, le=1, description="Share of label calls in the slow tail."
+    )
+    sim_label_tail_factor: float = Field(
+        4.0, ge=1, description="How many times slower a tail call is."
+    )
+    sim_label_rate_limit: float = Field(
+        0.0,
+        ge=0,
+        description="Label calls per second above which the simulator answers 429 (0: none).",
+    )
     sim_seed: int = Field(7, description="Seed for the simulator's random latency.")
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as ``PARCELFLOW_`` variables, to start another process with."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                text = value.get_secret_value()
+            elif isinstance(value, BaseModel):
+                text = value.model_dump_json()
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            else:
+                text = str(value)
+            env[f"PARCELFLOW_{name.upper()}"] = text
+        return env

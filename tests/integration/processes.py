@@ -10,27 +10,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pydantic import BaseModel, SecretStr
-
 from workers.settings import Settings
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARCELFLOW_")}
-    for name, value in settings.model_dump().items():
-        raw = getattr(settings, name)
-        if raw is None:
-            continue
-        if isinstance(raw, SecretStr):
-            text = raw.get_secret_value()
-        elif isinstance(raw, BaseModel):
-            text = raw.model_dump_json()
-        elif isinstance(raw, bool):
-            text = "true" if raw else "false"
-        else:
-            text = str(value)
-        env[f"PARCELFLOW_{name.upper()}"] = text
-    return env
+    return env | settings.as_env()
 
 
 @contextmanager

@@ -5,6 +5,10 @@ so the label of a job read from partition p of ``label-jobs.v1`` is in partition
 ``labels.v1``. When the labeler is assigned partition p it reads that partition of
 ``labels.v1`` to its end: a redelivered or replayed job whose label exists then costs
 no second label call, across restarts and across replicas, with no local state.
+
+The same goes for ``label-attempts.v1``, written before a job's first call: a job with
+an attempt but no label may have been labeled by a process that died before publishing
+it, so the labeler looks it up at Shipium before it creates one.
 """
 
 from __future__ import annotations
@@ -12,17 +16,19 @@ from __future__ import annotations
 import structlog
 
 from schemas.codec import decode
-from schemas.label import LabelResult
+from schemas.label import LabelAttempt, LabelResult
 from workers.kafka import read_to_end
 
 log = structlog.get_logger(__name__)
 
 
 class Ledger:
-    def __init__(self, bootstrap: str, labels_topic: str) -> None:
+    def __init__(self, bootstrap: str, labels_topic: str, attempts_topic: str) -> None:
         self.bootstrap = bootstrap
         self.labels_topic = labels_topic
+        self.attempts_topic = attempts_topic
         self.labels: dict[str, LabelResult] = {}
+        self.attempted: set[str] = set()
 
     def get(self, job_id: str) -> LabelResult | None:
         return self.labels.get(job_id)
@@ -40,5 +46,14 @@ class Ledger:
             if isinstance(label, LabelResult):
                 self.labels[label.job_id] = label
                 read += 1
-        log.info("ledger_loaded", partitions=sorted(partitions), labels=read)
+        for record in await read_to_end(self.bootstrap, self.attempts_topic, partitions):
+            attempt = decode(LabelAttempt, record.value)
+            if isinstance(attempt, LabelAttempt):
+                self.attempted.add(attempt.job_id)
+        log.info(
+            "ledger_loaded",
+            partitions=sorted(partitions),
+            labels=read,
+            attempted=len(self.attempted),
+        )
         return read

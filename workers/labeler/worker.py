@@ -11,9 +11,11 @@ whose result (label or failure) the broker acked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
-from typing import TypeAlias
+from collections.abc import Awaitable, Callable
+from typing import TypeAlias, TypeVar
 
 import aiohttp
 import structlog
@@ -23,8 +25,15 @@ from aiokafka.abc import ConsumerRebalanceListener
 from schemas.alert import Alert
 from schemas.codec import decode
 from schemas.common import now_ms
-from schemas.label import LabelFailure, LabelJob, LabelResult, ParcelLabel
-from schemas.topics import ALERTS, LABEL_FAILURES, LABEL_JOBS, LABEL_JOBS_REJECTED, LABELS
+from schemas.label import LabelAttempt, LabelFailure, LabelJob, LabelResult, ParcelLabel
+from schemas.topics import (
+    ALERTS,
+    LABEL_ATTEMPTS,
+    LABEL_FAILURES,
+    LABEL_JOBS,
+    LABEL_JOBS_REJECTED,
+    LABELS,
+)
 from workers.broker.offsets import install_end_offsets_correction
 from workers.errors import ApiError
 from workers.kafka import Topics, dead_letter, ensure_topics, make_consumer, make_producer, publish
@@ -39,6 +48,7 @@ from workers.settings import Settings
 log = structlog.get_logger(__name__)
 
 Message: TypeAlias = ConsumerRecord  # ConsumerRecord[bytes, bytes]; aiokafka is untyped
+Response = TypeVar("Response")
 CREDENTIAL_ERRORS = frozenset({"unauthorized", "forbidden"})
 VOID_IN_SELLER_CENTER = (
     "labels for TikTok Shop cannot be voided through Shipium: void it in TikTok Seller Center"
@@ -64,25 +74,29 @@ class Labeler:
         self.alerts_topic = names(ALERTS)
         self.tracker = OffsetTracker()
         self.tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
-        self.ledger = Ledger(settings.kafka_bootstrap, self.labels_topic)
+        self.attempts_topic = names(LABEL_ATTEMPTS)
+        self.ledger = Ledger(settings.kafka_bootstrap, self.labels_topic, self.attempts_topic)
         self.cancelled: set[str] = set()
         self.credentials_rejected = False
         self.ledger_ready = asyncio.Event()  # cleared while an assignment's ledger loads
         self.max_in_flight = settings.labeler_max_in_flight
-        self.low_water = max(1, (self.max_in_flight * 3) // 4)
+        self.low_water = min(
+            self.max_in_flight - 1, int(self.max_in_flight * settings.labeler_resume_fraction)
+        )
         self.paused = False
+        self.room = asyncio.Event()  # set whenever a job finishes
 
     # --- one job -----------------------------------------------------------------------
 
     async def call_with_retries(
-        self, job: LabelJob
-    ) -> tuple[LabelResponse, int, int] | LabelFailure:
+        self, job: LabelJob, call: Callable[[LabelJob], Awaitable[Response]]
+    ) -> tuple[Response, int, int] | LabelFailure:
         attempt = 0
         while True:
             attempt += 1
             started = time.monotonic()
             try:
-                response = await self.shipium.create_label(job)
+                response = await call(job)
             except ApiError as err:
                 if err.code in CREDENTIAL_ERRORS:
                     attempt -= 1  # not the job's fault: it does not use up its attempts
@@ -195,7 +209,24 @@ class Labeler:
         if done is not None:
             await publish(self.producer, self.labels_topic, job.order_id, done)  # same event id
             return
-        outcome = await self.call_with_retries(job)
+        if job.job_id in self.ledger.attempted:
+            # A process that died may have made this label: look before making another.
+            found = await self.call_with_retries(job, self.shipium.find_label)
+            if not isinstance(found, LabelFailure) and found[0] is not None:
+                recovered = self.result(job, found[0], 1, found[2])
+                await publish(self.producer, self.labels_topic, job.order_id, recovered)
+                self.ledger.add(recovered)
+                log.info("label_recovered", job_id=job.job_id, order_id=job.order_id)
+                return
+        attempt = LabelAttempt(
+            event_id=f"attempt-{job.job_id}",
+            job_id=job.job_id,
+            order_id=job.order_id,
+            started_at_ms=now_ms(),
+        )
+        await publish(self.producer, self.attempts_topic, job.order_id, attempt)
+        self.ledger.attempted.add(job.job_id)
+        outcome = await self.call_with_retries(job, self.shipium.create_label)
         if isinstance(outcome, LabelFailure):
             await publish(self.producer, self.failures_topic, job.order_id, outcome)
             log.warning(
@@ -245,6 +276,7 @@ class Labeler:
             )
             return  # not finished: the partition's commit point stays before it
         self.tracker.finish(tp, message.offset)
+        self.room.set()
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -282,12 +314,21 @@ class Labeler:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self.flow_control()
-            room = max(1, self.max_in_flight - self.tracker.in_flight)
-            batches = await self.consumer.getmany(timeout_ms=100, max_records=room)
+            room = self.max_in_flight - self.tracker.in_flight
+            # While paused, getmany returns soon with nothing; calling it keeps the
+            # consumer polling (max_poll_interval) while heartbeats run in the background.
+            # (Not timeout_ms=0: with it aiokafka 0.14 stopped fetching after a resume.)
+            batches = await self.consumer.getmany(
+                timeout_ms=10 if self.paused else 100, max_records=max(1, room)
+            )
             for messages in batches.values():
                 for message in messages:
                     self.start(message)
             await self.commit()
+            if self.paused:
+                self.room.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.room.wait(), 0.5)
         await self.drain()
 
     async def drain(self, timeout_s: float = 10.0) -> None:
@@ -332,7 +373,12 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
     listener = Rebalance()
-    consumer = make_consumer(settings, names.group("parcelflow-labeler"))
+    consumer = make_consumer(
+        settings,
+        names.group("parcelflow-labeler"),
+        max_partition_fetch_bytes=settings.labeler_fetch_bytes,
+        fetch_max_bytes=settings.labeler_fetch_bytes * 4,
+    )
     consumer.subscribe([names(LABEL_JOBS)], listener=listener)
     producer = make_producer(settings)
     connector = aiohttp.TCPConnector(limit=settings.labeler_max_in_flight)

@@ -3,6 +3,7 @@
 Admin routes (devstack and tests only): ``PUT /_sim/tiktok/orders`` loads orders that
 Get Order Detail will serve, ``POST /_sim/faults`` queues scripted answers,
 ``GET /_sim/stats`` and ``GET /_sim/shipium/requests`` show what was called.
+Shipium's label lookup by partnerShipmentId is served too (404 none, 409 in progress).
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from workers.labeler.shipium.request import LABEL_PATH
+from workers.labeler.shipium.request import LABEL_PATH, LOOKUP_PATH
 from workers.settings import Settings
 from workers.simulator.faults import Fault, FaultQueue
-from workers.simulator.shipium import ShipiumState, create_label
+from workers.simulator.shipium import ShipiumState, create_label, find_label
 from workers.simulator.tiktok import TikTokState, order_detail, token_refresh
 from workers.tiktok import wire
 
@@ -43,6 +44,9 @@ class Simulator:
                 latency_median_s=settings.sim_label_latency_median_s,
                 latency_sigma=settings.sim_label_latency_sigma,
                 per_parcel_s=settings.sim_label_per_parcel_s,
+                tail_probability=settings.sim_label_tail_probability,
+                tail_factor=settings.sim_label_tail_factor,
+                rate_limit=settings.sim_label_rate_limit,
                 rng=random.Random(settings.sim_seed),
             ),
             faults=FaultQueue(),
@@ -60,6 +64,7 @@ class Simulator:
                 "labels": len(self.shipium.requests),
                 "duplicate_partner_shipment_ids": self.shipium.duplicates,
                 "peak_in_flight": self.shipium.peak_in_flight,
+                "rate_limited": self.shipium.rate_limited,
                 "in_flight": self.shipium.in_flight,
             },
         }
@@ -85,6 +90,9 @@ def create_app(sim: Simulator) -> web.Application:
     async def label(request: web.Request) -> web.Response:
         return await create_label(request, sim.shipium, sim.faults)
 
+    async def lookup(request: web.Request) -> web.Response:
+        return await find_label(request, sim.shipium)
+
     async def load_orders(request: web.Request) -> web.Response:
         orders = orjson.loads(await request.read())
         for order in orders:
@@ -108,6 +116,7 @@ def create_app(sim: Simulator) -> web.Application:
     app.router.add_get(wire.ORDER_DETAIL_PATH, detail)
     app.router.add_get(wire.TOKEN_REFRESH_PATH, refresh)
     app.router.add_post(LABEL_PATH, label)
+    app.router.add_get(LOOKUP_PATH, lookup)
     app.router.add_put("/_sim/tiktok/orders", load_orders)
     app.router.add_post("/_sim/faults", faults)
     app.router.add_get("/_sim/stats", stats)

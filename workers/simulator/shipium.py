@@ -8,7 +8,8 @@ import hashlib
 import math
 import random
 import secrets
-from collections import Counter
+import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,13 @@ class ShipiumState:
     latency_sigma: float
     per_parcel_s: float
     rng: random.Random
+    tail_probability: float = 0.0
+    tail_factor: float = 1.0
+    rate_limit: float = 0.0  # calls per second; 0 means none
     requests: list[dict[str, Any]] = field(default_factory=list)
+    recent_calls: deque[float] = field(default_factory=deque)
+    answers: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # None: in progress
+    rate_limited: int = 0
     shipment_ids: Counter[str] = field(default_factory=Counter)
     in_flight: int = 0
     peak_in_flight: int = 0
@@ -41,7 +48,21 @@ class ShipiumState:
         if self.latency_median_s <= 0:
             return 0.0
         base = self.latency_median_s * math.exp(self.rng.gauss(0, self.latency_sigma))
+        if self.rng.random() < self.tail_probability:
+            base *= self.tail_factor
         return base + self.per_parcel_s * max(0, parcels - 1)
+
+    def over_rate(self, now: float) -> bool:
+        """A sliding one-second window of accepted calls, like a per-key rate limit."""
+        if self.rate_limit <= 0:
+            return False
+        while self.recent_calls and now - self.recent_calls[0] > 1.0:
+            self.recent_calls.popleft()
+        if len(self.recent_calls) >= self.rate_limit:
+            self.rate_limited += 1
+            return True
+        self.recent_calls.append(now)
+        return False
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -95,8 +116,13 @@ async def create_label(
     problem = validate(body)
     if problem:
         return error(400, problem)
+    if state.over_rate(time.monotonic()):
+        return error(429, "rate limit exceeded", {"Retry-After": "1"})
     shipment = body["shipmentParameters"]
     packages = shipment.get("multiParcelShipmentParameters") or [shipment]
+    partner_id = str(shipment["partnerShipmentId"])
+    previous = state.answers.get(partner_id)
+    state.answers[partner_id] = None  # in progress: a lookup now answers 409
     state.in_flight += 1
     state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
     try:
@@ -109,11 +135,14 @@ async def create_label(
                     if fault.retry_after is not None
                     else None
                 )
+                if previous is None:
+                    del state.answers[partner_id]  # a failed call made no shipment
+                else:
+                    state.answers[partner_id] = previous
                 return error(fault.status, fault.message, headers)
         await asyncio.sleep(state.latency(len(packages)))
     finally:
         state.in_flight -= 1
-    partner_id = str(shipment["partnerShipmentId"])
     state.shipment_ids[partner_id] += 1
     state.requests.append(body)
     labels = [package_label(partner_id, n, p) for n, p in enumerate(packages)]
@@ -129,4 +158,22 @@ async def create_label(
         answer["multiParcelLabels"] = [{"carrierLabel": label} for label in labels]
     else:
         answer["carrierLabel"] = labels[0]
+    state.answers[partner_id] = answer
+    return web.json_response(answer, dumps=lambda o: orjson.dumps(o).decode())
+
+
+async def find_label(request: web.Request, state: ShipiumState) -> web.Response:
+    """The label already made for a partnerShipmentId: 404 if none, 409 while in progress."""
+    try:
+        auth = BasicAuth.decode(request.headers.get("Authorization", ""))
+    except ValueError:
+        return error(401, "missing or malformed API key")
+    if not secrets.compare_digest(auth.login, state.api_key):
+        return error(401, "invalid API key")
+    partner_id = request.match_info["partner_shipment_id"]
+    if partner_id not in state.answers:
+        return error(404, f"no shipment {partner_id}")
+    answer = state.answers[partner_id]
+    if answer is None:
+        return error(409, f"shipment {partner_id} is being labeled", {"Retry-After": "1"})
     return web.json_response(answer, dumps=lambda o: orjson.dumps(o).decode())

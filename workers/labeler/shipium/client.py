@@ -11,7 +11,12 @@ import orjson
 from schemas.common import Address
 from schemas.label import LabelJob
 from workers.errors import retry_after_seconds
-from workers.labeler.shipium.request import LABEL_PATH, METHOD, build_label_request
+from workers.labeler.shipium.request import (
+    LABEL_PATH,
+    LOOKUP_PATH,
+    METHOD,
+    build_label_request,
+)
 from workers.labeler.shipium.response import (
     LabelResponse,
     ShipiumError,
@@ -20,11 +25,13 @@ from workers.labeler.shipium.response import (
 )
 from workers.settings import Settings
 
+IN_PROGRESS = 409
+
 
 class ShipiumClient:
     def __init__(self, http: aiohttp.ClientSession, settings: Settings) -> None:
         self.http = http
-        self.url = f"{settings.shipium_base_url}{LABEL_PATH}"
+        self.base = settings.shipium_base_url
         # HTTP Basic with the API key as the user and no password.
         key = settings.shipium_api_key.get_secret_value()
         self.headers = {
@@ -36,13 +43,39 @@ class ShipiumClient:
 
     async def create_label(self, job: LabelJob) -> LabelResponse:
         body = orjson.dumps(build_label_request(job, self.ship_from))
+        status, payload, retry_after = await self._call(METHOD, LABEL_PATH, body)
+        if status >= 400:
+            raise parse_error(status, payload, retry_after)
+        if payload is None:
+            raise ShipiumError(
+                f"HTTP {status} without a JSON body", code="bad_response", retriable=True
+            )
+        return parse_label_response(payload, len(job.parcels))
+
+    async def find_label(self, job: LabelJob) -> LabelResponse | None:
+        """The label already made for this job's partnerShipmentId, or None."""
+        path = LOOKUP_PATH.format(partner_shipment_id=job.job_id)
+        status, payload, retry_after = await self._call("GET", path, None)
+        if status == 404:
+            return None
+        if status == IN_PROGRESS:
+            raise ShipiumError(
+                "an earlier call for this shipment is still in progress",
+                code="in_progress",
+                retriable=True,
+                status=status,
+                retry_after_s=retry_after or 1.0,
+            )
+        if status >= 400 or payload is None:
+            raise parse_error(status, payload, retry_after)
+        return parse_label_response(payload, len(job.parcels))
+
+    async def _call(
+        self, method: str, path: str, body: bytes | None
+    ) -> tuple[int, dict[str, Any] | None, float | None]:
         try:
             async with self.http.request(
-                METHOD,
-                self.url,
-                data=body,
-                timeout=self.timeout,
-                headers=self.headers,
+                method, f"{self.base}{path}", data=body, timeout=self.timeout, headers=self.headers
             ) as response:
                 raw = await response.read()
                 status = response.status
@@ -53,15 +86,8 @@ class ShipiumClient:
             raise ShipiumError(
                 f"{type(exc).__name__}: {exc}", code="connection", retriable=True
             ) from exc
-        payload: dict[str, Any] | None
         try:
             payload = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
             payload = None
-        if status >= 400:
-            raise parse_error(status, payload, retry_after)
-        if payload is None:
-            raise ShipiumError(
-                f"HTTP {status} without a JSON body", code="bad_response", retriable=True
-            )
-        return parse_label_response(payload, len(job.parcels))
+        return status, payload if isinstance(payload, dict) else None, retry_after

@@ -16,6 +16,9 @@ from schemas.label import LabelJob, Parcel
 
 LABEL_PATH = "/api/v1/shipment/carrierselection/label"
 METHOD = "POST"
+# Looking a label up by our partnerShipmentId (usable wherever Shipium's shipment id is).
+# The exact path is unverified: correct it here.
+LOOKUP_PATH = "/api/v1/shipment/{partner_shipment_id}/label"
 
 # TikTok Shop fields of the Shipium request (names unverified, see DOMAIN.md).
 TIKTOK_ORDER_ID_FIELD = "tikTokShopOrderId"  # required string
