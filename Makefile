@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run up test lint format types unit integration e2e schemas bench-labeler clean
+.PHONY: help install run up test lint format types unit integration e2e schemas bench-labeler docs clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,3 +57,6 @@ clean: ## remove run output (var/) and caches, keep .venv
 
 bench-labeler: $(STAMP) ## labeler: labels/s vs Little's law, and peak RSS vs backlog
 	$(BIN)/python -m bench.labeler
+
+docs: $(STAMP) ## regenerate the settings table in README.md from workers/settings.py
+	$(BIN)/parcelflow config --readme README.md

@@ -63,7 +63,7 @@ def make_job(n: int, run: str) -> LabelJob:
 
 
 async def fill(settings: Settings, count: int) -> None:
-    producer = make_producer(settings, linger_ms=20, max_batch_size=256 * 1024)
+    producer = make_producer(settings, linger_ms=20)  # default 16 KiB batches, as Faust writes
     await producer.start()
     try:
         topic = Topics(settings)(LABEL_JOBS)

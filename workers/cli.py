@@ -152,7 +152,19 @@ def void_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def config_table(settings: Settings, args: argparse.Namespace) -> int:
-    print("| variable | default | meaning |\n|---|---|---|")
+    if args.readme:
+        readme = Path(args.readme)
+        text = readme.read_text()
+        start = text.index("| variable | default | meaning |")
+        end = text.index("\n\n", start)
+        readme.write_text(text[:start] + "\n".join(settings_rows()) + text[end:])
+        return 0
+    print("\n".join(settings_rows()))
+    return 0
+
+
+def settings_rows() -> list[str]:
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
     for name, info in Settings.model_fields.items():
         default = info.default
         if default is None:
@@ -163,8 +175,8 @@ def config_table(settings: Settings, args: argparse.Namespace) -> int:
             shown = default.model_dump_json()
         else:
             shown = "(empty)" if default == "" else default
-        print(f"| `PARCELFLOW_{name.upper()}` | `{shown}` | {info.description} |")
-    return 0
+        rows.append(f"| `PARCELFLOW_{name.upper()}` | `{shown}` | {info.description} |")
+    return rows
 
 
 def parser() -> argparse.ArgumentParser:
@@ -199,9 +211,9 @@ def parser() -> argparse.ArgumentParser:
     )
     void.add_argument("job_id")
     void.set_defaults(func=void_command)
-    sub.add_parser("config", help="print every setting as a Markdown table").set_defaults(
-        func=config_table
-    )
+    config = sub.add_parser("config", help="print every setting as a Markdown table")
+    config.add_argument("--readme", help="rewrite the settings table in this README instead")
+    config.set_defaults(func=config_table)
     return root
 
 

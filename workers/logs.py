@@ -33,3 +33,13 @@ def configure(level: str = "info", *, json: bool = True) -> None:
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
+
+
+def dump_tasks() -> None:
+    """Print every asyncio task's stack to stderr (wired to SIGUSR1 in the workers)."""
+    import asyncio
+
+    for task in asyncio.all_tasks():
+        print(f"--- {task.get_name()}: {task.get_coro()!r}", file=sys.stderr)
+        task.print_stack(file=sys.stderr)
+    sys.stderr.flush()

@@ -115,6 +115,12 @@ class Settings(BaseSettings):
         "consumer's read-ahead small, so memory does not grow with the backlog.",
     )
     labeler_max_attempts: int = Field(5, ge=1, description="Attempts per label job.")
+    labeler_max_age_s: float = Field(
+        6 * 3600.0,
+        gt=0,
+        description="A job older than this (since the planner made it) is not retried again: "
+        "its next retriable error fails it.",
+    )
     labeler_backoff_base_s: float = Field(
         0.5, gt=0, description="First retry delay; doubles each attempt, with jitter."
     )

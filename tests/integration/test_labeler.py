@@ -40,6 +40,7 @@ async def labeler(
         labeler_backoff_base_s=0.05,
         labeler_max_attempts=3,
     )
+    await ensure_topics(settings)  # before any test produces: co-partitioned topics
     stop = asyncio.Event()
     task = asyncio.create_task(run(settings, stop))
     yield settings, sim
@@ -93,7 +94,7 @@ async def test_a_4xx_fails_the_job_at_once_with_shipiums_message(
     failures = models(LabelFailure, await consume(settings, LABEL_FAILURES, lambda v: len(v) >= 1))
     assert [(f.job_id, f.error_code, f.attempts) for f in failures] == [("job-F1", "http_400", 1)]
     assert failures[0].message == "destinationAddress.postalCode invalid"
-    assert failures[0].job == job("F1")  # replayable as it was
+    assert failures[0].job.parcels == job("F1").parcels  # replayable as it was
 
     replayed = await replay(settings, {"job-F1", "job-unknown"})  # the address was fixed
     assert [f.job_id for f in replayed] == ["job-F1"]
@@ -123,6 +124,7 @@ async def test_rejected_credentials_pause_alert_and_resume_by_themselves(
     url, sim = await start_simulator(serve, base)
     settings = make_settings(shipium_base_url=url, labeler_auth_retry_s=0.3)
     sim.faults.push("shipium", [Fault(status=401), Fault(status=403)])
+    await ensure_topics(settings)
     stop = asyncio.Event()
     task = asyncio.create_task(run(settings, stop))
     try:
@@ -164,3 +166,27 @@ async def test_a_restarted_labeler_never_calls_twice_for_a_labeled_job(
     assert len(sim.shipium.requests) == 6
     assert sim.shipium.duplicates == 0
     assert {lb.event_id for lb in second} == {lb.event_id for lb in first}
+
+
+async def test_a_job_past_its_max_age_is_not_retried(
+    make_settings: Callable[..., Settings], serve: Any
+) -> None:
+    base = make_settings(sim_label_latency_median_s=0.0)
+    url, sim = await start_simulator(serve, base)
+    settings = make_settings(shipium_base_url=url, labeler_max_age_s=60)
+    sim.faults.push("shipium", [Fault(status=503)])
+    old = job("OLD").model_copy(update={"created_at_ms": 1})  # made long ago
+    await ensure_topics(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(settings, stop))
+    try:
+        await produce(settings, LABEL_JOBS, "OLD", old)
+        failures = models(
+            LabelFailure, await consume(settings, LABEL_FAILURES, lambda v: len(v) >= 1)
+        )
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+    assert [(f.job_id, f.error_code, f.attempts, f.retriable) for f in failures] == [
+        ("job-OLD", "http_503", 1, True)
+    ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from schemas.box import BoxClosed, BoxItem
-from schemas.common import Address, Dimensions, Weight
+from schemas.common import Address, Dimensions, Weight, now_ms
 from schemas.label import LabelJob, Parcel
 from schemas.order import LineItem, Order, OrderStatus
 
@@ -79,5 +79,5 @@ def job(order_id: str = "O1", parcels: int = 1) -> LabelJob:
             )
             for n in range(parcels)
         ],
-        created_at_ms=1_700_000_000_000,
+        created_at_ms=now_ms(),
     )

@@ -42,6 +42,7 @@ from workers.labeler.flow import OffsetTracker
 from workers.labeler.ledger import Ledger
 from workers.labeler.shipium.client import ShipiumClient
 from workers.labeler.shipium.response import LabelResponse
+from workers.logs import dump_tasks
 from workers.retry import backoff_delay
 from workers.settings import Settings
 
@@ -83,7 +84,6 @@ class Labeler:
         self.low_water = min(
             self.max_in_flight - 1, int(self.max_in_flight * settings.labeler_resume_fraction)
         )
-        self.paused = False
         self.room = asyncio.Event()  # set whenever a job finishes
 
     # --- one job -----------------------------------------------------------------------
@@ -102,7 +102,8 @@ class Labeler:
                     attempt -= 1  # not the job's fault: it does not use up its attempts
                     await self.credentials_refused(err)
                     continue
-                if not err.retriable or attempt >= self.settings.labeler_max_attempts:
+                too_old = now_ms() - job.created_at_ms > self.settings.labeler_max_age_s * 1000
+                if not err.retriable or too_old or attempt >= self.settings.labeler_max_attempts:
                     return self.failure(job, err.code, err.message, err.retriable, attempt)
                 delay = backoff_delay(
                     attempt,
@@ -280,15 +281,19 @@ class Labeler:
 
     # --- the loop ------------------------------------------------------------------------
 
+    @property
+    def paused(self) -> bool:
+        """Read from the consumer, never kept apart: a rebalance changes it under us."""
+        return bool(self.consumer.paused())
+
     def flow_control(self) -> None:
         in_flight = self.tracker.in_flight
-        assigned = self.consumer.assignment()
-        if not self.paused and (in_flight >= self.max_in_flight or self.credentials_rejected):
-            self.consumer.pause(*assigned)
-            self.paused = True
-        elif self.paused and in_flight <= self.low_water and not self.credentials_rejected:
-            self.consumer.resume(*assigned)
-            self.paused = False
+        if in_flight >= self.max_in_flight or self.credentials_rejected:
+            unpaused = self.consumer.assignment() - self.consumer.paused()
+            if unpaused:
+                self.consumer.pause(*unpaused)
+        elif in_flight <= self.low_water and self.paused:
+            self.consumer.resume(*self.consumer.paused())
 
     async def commit(self) -> None:
         offsets = self.tracker.committable()
@@ -309,7 +314,6 @@ class Labeler:
             for task in self.tasks.pop(tp, set()):
                 task.cancel()
         self.tracker.forget(revoked)
-        self.paused = False
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -341,6 +345,23 @@ class Labeler:
         await self.commit()
 
 
+def dump_state(labeler: Labeler | None) -> None:
+    """SIGUSR1: every task's stack and the labeler's flow-control state, for debugging."""
+    dump_tasks()
+    if labeler is not None:
+        log.warning(
+            "labeler_state",
+            in_flight=labeler.tracker.in_flight,
+            consumer_paused=sorted(str(tp) for tp in labeler.consumer.paused()),
+            assignment=sorted(str(tp) for tp in labeler.consumer.assignment()),
+            tasks=sum(len(b) for b in labeler.tasks.values()),
+            progress={
+                str(tp): {"started": p.started[:20], "finished": sorted(p.finished)[:20]}
+                for tp, p in labeler.tracker.partitions.items()
+            },
+        )
+
+
 class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self) -> None:
         self.labeler: Labeler | None = None
@@ -356,7 +377,6 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
                 await self.labeler.ledger.load({tp.partition for tp in assigned})
             finally:
                 self.labeler.ledger_ready.set()
-            self.labeler.paused = False
         log.info(
             "partitions_assigned",
             partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
@@ -367,12 +387,13 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set (by default: until SIGTERM or Ctrl-C)."""
     await ensure_topics(settings)
     names = Topics(settings)
+    listener = Rebalance()
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-    listener = Rebalance()
+        loop.add_signal_handler(signal.SIGUSR1, lambda: dump_state(listener.labeler))
     consumer = make_consumer(
         settings,
         names.group("parcelflow-labeler"),
