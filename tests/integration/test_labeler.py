@@ -13,7 +13,14 @@ import pytest
 from schemas.alert import Alert
 from schemas.label import LabelFailure, LabelResult
 from schemas.rejected import RejectedRecord
-from schemas.topics import ALERTS, LABEL_FAILURES, LABEL_JOBS, LABEL_JOBS_REJECTED, LABELS
+from schemas.topics import (
+    ALERTS,
+    LABEL_FAILURES,
+    LABEL_JOBS,
+    LABEL_JOBS_REJECTED,
+    LABELS,
+    TopicSpec,
+)
 from tests.integration.kafka_helpers import consume, models, produce
 from tests.integration.sim import start_simulator
 from tests.unit.factories import job
@@ -190,3 +197,40 @@ async def test_a_job_past_its_max_age_is_not_retried(
     assert [(f.job_id, f.error_code, f.attempts, f.retriable) for f in failures] == [
         ("job-OLD", "http_503", 1, True)
     ]
+
+
+async def test_cancellations_drop_unlabeled_jobs_and_say_to_void_labeled_ones(
+    make_settings: Callable[..., Settings], serve: Any
+) -> None:
+    base = make_settings(sim_label_latency_median_s=0.0)
+    url, sim = await start_simulator(serve, base)
+    settings = make_settings(shipium_base_url=url)
+    await ensure_topics(settings)
+    labeled, unlabeled = job("V1"), job("V2")
+
+    async def run_once(spec: TopicSpec, until: Callable[[list[bytes]], bool]) -> list[bytes]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run(settings, stop))
+        try:
+            return await consume(settings, spec, until)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
+
+    await produce(settings, LABEL_JOBS, "V1", labeled)
+    await produce(settings, LABEL_JOBS, "V1", labeled.model_copy(update={"kind": "cancel"}))
+    await produce(settings, LABEL_JOBS, "V2", unlabeled.model_copy(update={"kind": "cancel"}))
+    failures = models(LabelFailure, await run_once(LABEL_FAILURES, lambda v: len(v) >= 2))
+    assert {(f.job_id, f.error_code) for f in failures} == {
+        ("job-V1", "void_required"),
+        ("job-V2", "cancelled"),
+    }
+    assert "TikTok Seller Center" in next(f.message for f in failures if f.job_id == "job-V1")
+    # The create job for the cancelled order arrives late, after a restart: still dropped.
+    # A sentinel on the same key (same partition, after it) shows it was handled.
+    await produce(settings, LABEL_JOBS, "V2", unlabeled)
+    sentinel = job("V2").model_copy(update={"job_id": "job-V2-sentinel", "event_id": "s"})
+    await produce(settings, LABEL_JOBS, "V2", sentinel)
+    await run_once(LABELS, lambda v: any(b"job-V2-sentinel" in x for x in v))
+    called = [r["shipmentParameters"]["partnerShipmentId"] for r in sim.shipium.requests]
+    assert called == ["job-V1", "job-V2-sentinel"]

@@ -8,7 +8,8 @@ no second label call, across restarts and across replicas, with no local state.
 
 The same goes for ``label-attempts.v1``, written before a job's first call: a job with
 an attempt but no label may have been labeled by a process that died before publishing
-it, so the labeler looks it up at Shipium before it creates one.
+it, so the labeler looks it up at Shipium before it creates one. And for
+``label-failures.v1``: a job cancelled before its label stays cancelled after a restart.
 """
 
 from __future__ import annotations
@@ -16,17 +17,22 @@ from __future__ import annotations
 import structlog
 
 from schemas.codec import decode
-from schemas.label import LabelAttempt, LabelResult
+from schemas.label import LabelAttempt, LabelFailure, LabelResult
 from workers.kafka import read_to_end
 
+CANCELLED_CODES = frozenset({"cancelled", "void_required"})
 log = structlog.get_logger(__name__)
 
 
 class Ledger:
-    def __init__(self, bootstrap: str, labels_topic: str, attempts_topic: str) -> None:
+    def __init__(
+        self, bootstrap: str, labels_topic: str, attempts_topic: str, failures_topic: str
+    ) -> None:
         self.bootstrap = bootstrap
         self.labels_topic = labels_topic
         self.attempts_topic = attempts_topic
+        self.failures_topic = failures_topic
+        self.cancelled: set[str] = set()
         self.labels: dict[str, LabelResult] = {}
         self.attempted: set[str] = set()
 
@@ -50,8 +56,13 @@ class Ledger:
             attempt = decode(LabelAttempt, record.value)
             if isinstance(attempt, LabelAttempt):
                 self.attempted.add(attempt.job_id)
+        for record in await read_to_end(self.bootstrap, self.failures_topic, partitions):
+            failure = decode(LabelFailure, record.value)
+            if isinstance(failure, LabelFailure) and failure.error_code in CANCELLED_CODES:
+                self.cancelled.add(failure.job_id)
         log.info(
             "ledger_loaded",
+            cancelled=len(self.cancelled),
             partitions=sorted(partitions),
             labels=read,
             attempted=len(self.attempted),

@@ -1,11 +1,13 @@
 """The labeler's loop: bounded label calls in flight, backlog left in Kafka.
 
-Each job runs as its own task. When ``labeler_max_in_flight`` calls are running, every
-assigned partition is paused, so the consumer stops fetching and the backlog stays in
-Kafka; below the low-water mark they resume. ``getmany`` keeps being called while
-paused, and heartbeats run in aiokafka's background task, so slow calls never trigger
-a rebalance. Offsets are committed per partition only for the contiguous prefix of jobs
-whose result (label or failure) the broker acked.
+Each job runs as its own task; at most ``labeler_max_in_flight`` of them are in a label
+call at once (a semaphore around the call). A few more may be writing their attempt or
+result records meanwhile; when that bounded number of jobs is held, every assigned
+partition is paused, so the consumer stops fetching and the backlog stays in Kafka;
+below the low-water mark they resume. ``getmany`` keeps being called while paused, and
+heartbeats run in aiokafka's background task, so slow calls never trigger a rebalance.
+Offsets are committed per partition only for the contiguous prefix of jobs whose result
+(label or failure) the broker acked.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeAlias, TypeVar
 
 import aiohttp
@@ -76,15 +78,22 @@ class Labeler:
         self.tracker = OffsetTracker()
         self.tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
         self.attempts_topic = names(LABEL_ATTEMPTS)
-        self.ledger = Ledger(settings.kafka_bootstrap, self.labels_topic, self.attempts_topic)
-        self.cancelled: set[str] = set()
+        self.ledger = Ledger(
+            settings.kafka_bootstrap, self.labels_topic, self.attempts_topic, self.failures_topic
+        )
         self.credentials_rejected = False
         self.ledger_ready = asyncio.Event()  # cleared while an assignment's ledger loads
         self.max_in_flight = settings.labeler_max_in_flight
+        # Label calls in flight are bounded by this semaphore. Jobs held in memory (a call,
+        # or writing its attempt or result record, or waiting for a call slot) are bounded
+        # by max_jobs: the consumer pauses there, so writes overlap other jobs' calls.
+        self.call_slots = asyncio.Semaphore(self.max_in_flight)
+        self.max_jobs = self.max_in_flight + max(4, self.max_in_flight // 4)
         self.low_water = min(
-            self.max_in_flight - 1, int(self.max_in_flight * settings.labeler_resume_fraction)
+            self.max_jobs - 1, int(self.max_jobs * settings.labeler_resume_fraction)
         )
         self.room = asyncio.Event()  # set whenever a job finishes
+        self.order_locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     # --- one job -----------------------------------------------------------------------
 
@@ -96,7 +105,8 @@ class Labeler:
             attempt += 1
             started = time.monotonic()
             try:
-                response = await call(job)
+                async with self.call_slots:
+                    response = await call(job)
             except ApiError as err:
                 if err.code in CREDENTIAL_ERRORS:
                     attempt -= 1  # not the job's fault: it does not use up its attempts
@@ -194,7 +204,7 @@ class Labeler:
 
     async def handle_job(self, job: LabelJob) -> None:
         if job.kind == "cancel":
-            self.cancelled.add(job.job_id)
+            self.ledger.cancelled.add(job.job_id)
             if self.ledger.get(job.job_id) is not None:
                 failure = self.failure(job, "void_required", VOID_IN_SELLER_CENTER, False, 0)
             else:
@@ -203,7 +213,7 @@ class Labeler:
                 )
             await publish(self.producer, self.failures_topic, job.order_id, failure)
             return
-        if job.job_id in self.cancelled:
+        if job.job_id in self.ledger.cancelled:
             log.info("label_job_dropped_cancelled", job_id=job.job_id)
             return
         done = self.ledger.get(job.job_id)
@@ -248,6 +258,21 @@ class Labeler:
             call_ms=result.call_ms,
         )
 
+    @contextlib.asynccontextmanager
+    async def order_turn(self, order_id: str) -> AsyncIterator[None]:
+        """Jobs of one order run one after the other, in offset order (locks are FIFO)."""
+        lock, users = self.order_locks.get(order_id, (asyncio.Lock(), 0))
+        self.order_locks[order_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self.order_locks[order_id]
+            if users == 1:
+                del self.order_locks[order_id]
+            else:
+                self.order_locks[order_id] = (lock, users - 1)
+
     async def process(self, message: Message) -> None:
         tp = TopicPartition(message.topic, message.partition)
         job = decode(LabelJob, message.value)
@@ -257,7 +282,8 @@ class Labeler:
             else:
                 await self.ledger_ready.wait()
                 try:
-                    await self.handle_job(job)
+                    async with self.order_turn(job.order_id):
+                        await self.handle_job(job)
                 except (ValueError, KeyError) as exc:
                     await dead_letter(
                         self.producer,
@@ -288,7 +314,7 @@ class Labeler:
 
     def flow_control(self) -> None:
         in_flight = self.tracker.in_flight
-        if in_flight >= self.max_in_flight or self.credentials_rejected:
+        if in_flight >= self.max_jobs or self.credentials_rejected:
             unpaused = self.consumer.assignment() - self.consumer.paused()
             if unpaused:
                 self.consumer.pause(*unpaused)
@@ -318,7 +344,7 @@ class Labeler:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self.flow_control()
-            room = self.max_in_flight - self.tracker.in_flight
+            room = self.max_jobs - self.tracker.in_flight
             # While paused, getmany returns soon with nothing; calling it keeps the
             # consumer polling (max_poll_interval) while heartbeats run in the background.
             # (Not timeout_ms=0: with it aiokafka 0.14 stopped fetching after a resume.)
