@@ -10,7 +10,9 @@ start, and the devstack generates random secrets for each run.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -64,10 +66,42 @@ class Settings(BaseSettings):
         description="How long the receiver waits for the broker's ack before answering 503 "
         "(keep it under TikTok's 3 s).",
     )
+    receiver_linger_ms: int = Field(
+        1,
+        ge=0,
+        description="How long the receiver's producer gathers writes into one batch. Every "
+        "answer waits for its write, so this adds to each answer's latency.",
+    )
+    receiver_dedupe_window_s: float = Field(
+        16 * 3600.0,
+        ge=0,
+        description="A webhook whose tts_notification_id was stored within this window is "
+        "answered 200 and not stored again (TikTok retries over about 15 h).",
+    )
+    receiver_dedupe_max_ids: int = Field(
+        300_000,
+        ge=0,
+        description="Most notification ids remembered for dedupe (bounds memory, about "
+        "200 bytes each); the oldest are forgotten first.",
+    )
+    receiver_max_webhook_age_s: float = Field(
+        24 * 3600.0,
+        gt=0,
+        description="A webhook whose timestamp is older than this is refused (400) and kept "
+        "in the rejected topic: a replay, since TikTok stops retrying after about 15 h.",
+    )
+    receiver_max_clock_skew_s: float = Field(
+        300.0, ge=0, description="How far in the future a webhook's timestamp may be."
+    )
     ingest_token: SecretStr | None = Field(
         None,
-        description="Bearer token required on /v1/orders and /v1/boxes. Unset: those "
-        "routes answer 503 (closed) unless ingest_open is true.",
+        description="Bearer token of the upstream system named 'default' on /v1/orders "
+        "and /v1/boxes. With no token at all those routes answer 401 unless ingest_open.",
+    )
+    ingest_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Bearer tokens per upstream system, as a JSON object name → token "
+        '(e.g. {"oms": "...", "packing": "..."}); the name is logged with each event.',
     )
     ingest_open: bool = Field(
         False, description="Accept /v1/orders and /v1/boxes without a token (development only)."
@@ -77,6 +111,11 @@ class Settings(BaseSettings):
     tiktok_app_key: str = Field("", description="TikTok Shop app key.")
     tiktok_app_secret: SecretStr = Field(
         SecretStr(""), description="TikTok Shop app secret (signs webhooks and API calls)."
+    )
+    tiktok_webhook_apps: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="More TikTok apps whose webhooks the receiver accepts, as a JSON object "
+        "app_key → app_secret (one per TikTok app; the primary app is tiktok_app_key).",
     )
     tiktok_api_base: str = Field(
         "https://open-api.tiktokglobalshop.com", description="TikTok Shop Open API base URL."
@@ -173,9 +212,15 @@ class Settings(BaseSettings):
                 text = value.get_secret_value()
             elif isinstance(value, BaseModel):
                 text = value.model_dump_json()
+            elif isinstance(value, dict):
+                text = json.dumps({k: plain(v) for k, v in value.items()})
             elif isinstance(value, bool):
                 text = "true" if value else "false"
             else:
                 text = str(value)
             env[f"PARCELFLOW_{name.upper()}"] = text
         return env
+
+
+def plain(value: Any) -> Any:
+    return value.get_secret_value() if isinstance(value, SecretStr) else value

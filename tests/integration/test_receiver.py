@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -9,10 +11,11 @@ import aiohttp
 import orjson
 import pytest
 
+from schemas.alert import Alert
 from schemas.box import BoxClosed
 from schemas.codec import encode
 from schemas.rejected import RejectedRecord
-from schemas.topics import BOXES, WEBHOOKS, WEBHOOKS_REJECTED
+from schemas.topics import ALERTS, BOXES, WEBHOOKS, WEBHOOKS_REJECTED
 from schemas.webhook import WebhookRecord
 from tests.integration.kafka_helpers import consume, models
 from tests.unit.factories import box
@@ -26,19 +29,23 @@ def signed(settings: Settings, body: bytes) -> dict[str, str]:
     return {"Authorization": webhook_signature(settings.tiktok_app_key, secret, body)}
 
 
-def envelope(notification: str = "ntf-1") -> dict[str, Any]:
+def envelope(notification: str = "ntf-1", type: int = 1) -> dict[str, Any]:
     return {
-        "type": 1,
+        "type": type,
         "tts_notification_id": notification,
         "shop_id": "7495",
-        "timestamp": 1_700_000_000,
+        "timestamp": int(time.time()),
         "data": {"order_id": "576", "order_status": "AWAITING_SHIPMENT"},
     }
 
 
 @pytest.fixture
 async def receiver(make_settings: Callable[..., Settings], serve: Any) -> tuple[str, Settings]:
-    settings = make_settings(receiver_max_body_bytes=4096)
+    settings = make_settings(
+        receiver_max_body_bytes=4096,
+        tiktok_webhook_apps={"second-app": "second-secret"},
+        ingest_tokens={"oms": "oms-token", "packing": "packing-token"},
+    )
     return await serve(create_app(settings)), settings
 
 
@@ -110,6 +117,7 @@ async def test_body_over_the_cap_is_413(receiver: tuple[str, Settings]) -> None:
             f"{url}/webhooks/tiktok", data=body, headers=signed(settings, body)
         ) as r:
             assert r.status == 413
+            assert (await r.json())["fields"] == [{"field": "(body)", "problem": "over 4096 bytes"}]
 
 
 async def test_boxes_need_the_bearer_token_and_valid_fields(receiver: tuple[str, Settings]) -> None:
@@ -148,3 +156,120 @@ async def test_healthz(receiver: tuple[str, Settings]) -> None:
     url, _ = receiver
     async with aiohttp.ClientSession() as http, http.get(f"{url}/healthz") as r:
         assert r.status == 200
+
+
+async def post_webhook(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{url}/webhooks/tiktok", data=body, headers=headers) as r:
+            return r.status, await r.read()
+
+
+@pytest.mark.parametrize(
+    ("age_s", "problem"),
+    [(25 * 3600, "older than the freshness window"), (-3600, "in the future")],
+)
+async def test_stale_or_future_webhook_is_400_and_kept(
+    receiver: tuple[str, Settings], age_s: int, problem: str
+) -> None:
+    url, settings = receiver
+    body = orjson.dumps({**envelope("ntf-old"), "timestamp": int(time.time()) - age_s})
+    status, answer = await post_webhook(url, body, signed(settings, body))
+    assert status == 400
+    assert orjson.loads(answer)["fields"][0]["field"] == "timestamp"
+    assert problem in orjson.loads(answer)["fields"][0]["problem"]
+    kept = models(RejectedRecord, await consume(settings, WEBHOOKS_REJECTED, lambda v: len(v) >= 1))
+    assert kept[0].original() == body and problem in kept[0].reason
+    assert await consume(settings, WEBHOOKS, lambda v: False, timeout_s=1.0) == []
+
+
+async def test_a_redelivered_notification_is_200_but_stored_once(
+    receiver: tuple[str, Settings],
+) -> None:
+    url, settings = receiver
+    body = orjson.dumps(envelope("ntf-dup"))
+    first = [post_webhook(url, body, signed(settings, body)) for _ in range(4)]
+    answers = await asyncio.gather(*first)  # concurrent redeliveries share one write
+    answers.append(await post_webhook(url, body, signed(settings, body)))
+    other = orjson.dumps(envelope("ntf-other"))
+    answers.append(await post_webhook(url, other, signed(settings, other)))
+    assert answers == [(200, b"")] * 6
+    stored = models(WebhookRecord, await consume(settings, WEBHOOKS, lambda v: len(v) >= 3, 3.0))
+    assert sorted(s.event_id for s in stored) == ["ntf-dup", "ntf-other"]
+    metrics = await get_text(url, "/metrics")
+    assert "parcelflow_receiver_duplicate_webhooks_total 4.0" in metrics
+
+
+async def test_webhooks_of_a_second_tiktok_app_are_accepted(
+    receiver: tuple[str, Settings],
+) -> None:
+    url, settings = receiver
+    body = orjson.dumps(envelope("ntf-app2"))
+    good = {"Authorization": webhook_signature("second-app", "second-secret", body)}
+    crossed = {"Authorization": webhook_signature("second-app", "test-app-secret", body)}
+    assert await post_webhook(url, body, crossed) == (401, b"")
+    assert await post_webhook(url, body, good) == (200, b"")
+    stored = models(WebhookRecord, await consume(settings, WEBHOOKS, lambda v: len(v) >= 1))
+    assert [(s.event_id, s.app_key) for s in stored] == [("ntf-app2", "second-app")]
+    assert "parcelflow_receiver_bad_signatures_total 1.0" in await get_text(url, "/metrics")
+
+
+async def test_every_type_is_kept_and_authorization_webhooks_raise_alerts(
+    receiver: tuple[str, Settings],
+) -> None:
+    url, settings = receiver
+    for notification, kind in [("ntf-t99", 99), ("ntf-t6", 6), ("ntf-t7", 7), ("ntf-t4", 4)]:
+        body = orjson.dumps(envelope(notification, type=kind))
+        assert await post_webhook(url, body, signed(settings, body)) == (200, b"")
+    stored = models(WebhookRecord, await consume(settings, WEBHOOKS, lambda v: len(v) >= 4))
+    assert sorted(s.webhook.type for s in stored) == [4, 6, 7, 99]
+    alerts = models(Alert, await consume(settings, ALERTS, lambda v: len(v) >= 2))
+    assert sorted((a.kind, a.shop_id) for a in alerts) == [
+        ("authorization_expiring", "7495"),
+        ("seller_deauthorized", "7495"),
+    ]
+    metrics = await get_text(url, "/metrics")
+    assert 'parcelflow_receiver_webhooks_total{type="99"} 1.0' in metrics
+    assert (
+        'parcelflow_receiver_authorization_alerts_total{kind="seller_deauthorized",'
+        'shop_id="7495"} 1.0'
+    ) in metrics
+
+
+async def test_each_upstream_system_has_its_own_token(receiver: tuple[str, Settings]) -> None:
+    url, settings = receiver
+    async with aiohttp.ClientSession() as http:
+        for token, box_id in [("oms-token", "B-oms"), ("packing-token", "B-pack")]:
+            body = encode(box(box_id, {"A": 1}))
+            headers = {"Authorization": f"Bearer {token}"}
+            async with http.post(f"{url}/v1/boxes", data=body, headers=headers) as r:
+                assert r.status == 202
+    stored = models(BoxClosed, await consume(settings, BOXES, lambda v: len(v) >= 2))
+    assert sorted(b.box_id for b in stored) == ["B-oms", "B-pack"]
+
+
+async def get_text(url: str, path: str) -> str:
+    async with aiohttp.ClientSession() as http, http.get(f"{url}{path}") as r:
+        assert r.status == 200
+        return await r.text()
+
+
+async def test_readyz_metrics_and_openapi(receiver: tuple[str, Settings]) -> None:
+    url, settings = receiver
+    body = orjson.dumps(envelope("ntf-metrics"))
+    assert (await post_webhook(url, body, signed(settings, body)))[0] == 200
+    assert orjson.loads(await get_text(url, "/readyz")) == {"status": "ready"}
+    metrics = await get_text(url, "/metrics")
+    assert (
+        'parcelflow_receiver_requests_total{route="/webhooks/tiktok",status="200"} 1.0' in metrics
+    )
+    assert "parcelflow_receiver_broker_ack_seconds_count 1.0" in metrics
+    doc = orjson.loads(await get_text(url, "/openapi.json"))
+    assert {"/webhooks/tiktok", "/v1/orders", "/v1/boxes", "/readyz"} <= set(doc["paths"])
+    webhook = doc["components"]["schemas"]["TikTokWebhook"]
+    assert set(webhook["required"]) == {
+        "type",
+        "tts_notification_id",
+        "shop_id",
+        "timestamp",
+        "data",
+    }

@@ -78,3 +78,12 @@ def test_cli_knows_every_process() -> None:
         "config",
     ):
         assert parser().parse_args([command]).command == command
+
+
+def test_the_readme_box_example_is_a_valid_box_closed_event() -> None:
+    readme = (ROOT / "README.md").read_text()
+    example = (
+        readme.split("### Publishing straight to Kafka")[1].split("```json")[1].split("```")[0]
+    )
+    box = BoxClosed.model_validate_json(example)
+    assert box.items[0].sku == "MUG-RED"

@@ -9,23 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import orjson
 import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
+from schemas.alert import Alert
 from schemas.box import BoxClosed
 from schemas.codec import encode
 from schemas.common import now_ms
 from schemas.order import Order
-from schemas.topics import BOXES, ORDERS, WEBHOOKS, WEBHOOKS_REJECTED
-from schemas.webhook import TikTokWebhook, WebhookRecord
+from schemas.topics import ALERTS, BOXES, ORDERS, WEBHOOKS, WEBHOOKS_REJECTED
+from schemas.webhook import TikTokWebhook, WebhookRecord, WebhookType
 from workers.kafka import Topics, ensure_topics, make_producer, rejected_record
 from workers.labeler.operations import VOID_REFUSAL
+from workers.receiver.dedupe import Dedupe
+from workers.receiver.metrics import ReceiverMetrics
+from workers.receiver.openapi import document
 from workers.receiver.validate import Invalid, validate
 from workers.settings import Settings
 from workers.tiktok.signing import verify_webhook
@@ -34,6 +40,22 @@ log = structlog.get_logger(__name__)
 
 SETTINGS = web.AppKey("settings", Settings)
 PRODUCER = web.AppKey("producer", AIOKafkaProducer)
+METRICS = web.AppKey("metrics", ReceiverMetrics)
+DEDUPE = web.AppKey("dedupe", Dedupe)
+APPS = web.AppKey("tiktok_apps", Mapping[str, str])  # app_key -> app_secret
+TOKENS = web.AppKey("ingest_tokens", dict[str, str])  # upstream system -> bearer token
+
+AUTHORIZATION_ALERTS = {
+    WebhookType.SELLER_DEAUTHORIZATION: (
+        "seller_deauthorized",
+        "The seller deauthorized the app: no more order detail for this shop until it "
+        "authorizes again.",
+    ),
+    WebhookType.UPCOMING_AUTHORIZATION_EXPIRATION: (
+        "authorization_expiring",
+        "The shop's authorization expires soon: renew it in TikTok Shop Seller Center.",
+    ),
+}
 
 
 def error(status: int, invalid: Invalid) -> web.Response:
@@ -46,15 +68,23 @@ class Unavailable(Exception):
     pass
 
 
-async def durable_send(app: web.Application, topic: str, key: str, value: bytes) -> None:
-    """Write and wait for the broker's ack, or raise Unavailable within the budget."""
+async def durable_send(app: web.Application, writes: list[tuple[str, str, bytes]]) -> None:
+    """Write (topic, key, value)s and wait for every ack, or raise Unavailable in budget."""
     settings = app[SETTINGS]
+    started = time.perf_counter()
     try:
         async with asyncio.timeout(settings.receiver_ack_timeout_s):
-            await app[PRODUCER].send_and_wait(topic, value, key=key.encode())
+            acks = [
+                await app[PRODUCER].send(topic, value, key=key.encode())
+                for topic, key, value in writes
+            ]
+            for ack in acks:
+                await ack
     except (TimeoutError, KafkaError) as exc:
-        log.warning("broker_unavailable", topic=topic, error=type(exc).__name__)
+        app[METRICS].broker_unavailable.inc()
+        log.warning("broker_unavailable", topics=[w[0] for w in writes], error=type(exc).__name__)
         raise Unavailable from exc
+    app[METRICS].ack_seconds.observe(time.perf_counter() - started)
 
 
 def unavailable() -> web.Response:
@@ -63,17 +93,53 @@ def unavailable() -> web.Response:
     )
 
 
+def signing_app(apps: Mapping[str, str], raw: bytes, signature: str) -> str | None:
+    """The app key whose secret signed ``raw``, or None. Each compare is constant-time."""
+    if not signature:
+        return None
+    matches = [key for key, secret in apps.items() if verify_webhook(key, secret, raw, signature)]
+    return matches[0] if matches else None
+
+
+def freshness_problem(settings: Settings, webhook: TikTokWebhook) -> Invalid | None:
+    age = time.time() - webhook.timestamp
+    if age > settings.receiver_max_webhook_age_s:
+        problem = f"older than the freshness window ({settings.receiver_max_webhook_age_s:g} s)"
+    elif -age > settings.receiver_max_clock_skew_s:
+        problem = f"more than {settings.receiver_max_clock_skew_s:g} s in the future"
+    else:
+        return None
+    return Invalid("stale or replayed webhook", [{"field": "timestamp", "problem": problem}])
+
+
+def authorization_alert(record: WebhookRecord) -> Alert | None:
+    hook = record.webhook
+    if hook.type not in AUTHORIZATION_ALERTS:
+        return None
+    kind, message = AUTHORIZATION_ALERTS[WebhookType(hook.type)]
+    return Alert(
+        event_id=f"{record.event_id}-alert",
+        kind=kind,
+        shop_id=hook.shop_id,
+        message=message,
+        details=hook.data,
+        at_ms=record.received_at_ms,
+    )
+
+
 async def tiktok_webhook(request: web.Request) -> web.Response:
     app = request.app
-    settings = app[SETTINGS]
+    settings, metrics = app[SETTINGS], app[METRICS]
     names = Topics(settings)
     raw = await request.read()
-    secret = settings.tiktok_app_secret.get_secret_value()
-    signature = request.headers.get("Authorization", "")
-    if not signature or not verify_webhook(settings.tiktok_app_key, secret, raw, signature):
+    app_key = signing_app(app[APPS], raw, request.headers.get("Authorization", ""))
+    if app_key is None:
+        metrics.bad_signatures.inc()
         log.warning("webhook_bad_signature", bytes=len(raw))
         return web.Response(status=401)
     webhook = validate(TikTokWebhook, raw)
+    if not isinstance(webhook, Invalid):
+        webhook = freshness_problem(settings, webhook) or webhook
     try:
         if isinstance(webhook, Invalid):
             record = rejected_record(
@@ -82,46 +148,73 @@ async def tiktok_webhook(request: web.Request) -> web.Response:
                 reason=webhook.reason,
                 worker="receiver",
             )
-            await durable_send(app, names(WEBHOOKS_REJECTED), "", encode(record))
+            await durable_send(app, [(names(WEBHOOKS_REJECTED), "", encode(record))])
+            metrics.rejected.labels("/webhooks/tiktok", webhook.error).inc()
             return error(400, webhook)
         stored = WebhookRecord(
             event_id=webhook.tts_notification_id,
             received_at_ms=now_ms(),
-            app_key=settings.tiktok_app_key,
+            app_key=app_key,
             webhook=webhook,
         )
-        await durable_send(app, names(WEBHOOKS), webhook.shop_id, encode(stored))
+        writes = [(names(WEBHOOKS), webhook.shop_id, encode(stored))]
+        alert = authorization_alert(stored)
+        if alert is not None:
+            writes.append((names(ALERTS), alert.shop_id, encode(alert)))
+        wrote = await app[DEDUPE].once(stored.event_id, lambda: durable_send(app, writes))
     except Unavailable:
         return unavailable()
-    log.info("webhook_stored", event_id=stored.event_id, type=webhook.type, shop_id=webhook.shop_id)
+    if not wrote:
+        metrics.duplicates.inc()
+        log.info("webhook_duplicate", event_id=stored.event_id)
+        return web.Response(status=200)
+    metrics.webhooks.labels(str(webhook.type)).inc()
+    if alert is not None:
+        metrics.authorization_alerts.labels(alert.kind, alert.shop_id).inc()
+        log.warning("shop_authorization_alert", kind=alert.kind, shop_id=alert.shop_id)
+    # one line per webhook at debug only: at thousands per second, /metrics counts them
+    log.debug(
+        "webhook_stored", event_id=stored.event_id, type=webhook.type, shop_id=webhook.shop_id
+    )
     return web.Response(status=200)
 
 
-def authorized(request: web.Request) -> bool:
-    settings = request.app[SETTINGS]
-    if settings.ingest_token is None:
-        return settings.ingest_open
-    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    expected = settings.ingest_token.get_secret_value()
-    return hmac.compare_digest(given.encode(), expected.encode())
+def upstream_system(request: web.Request) -> str | None:
+    """The name of the upstream system whose bearer token the request carries, or None."""
+    tokens = request.app[TOKENS]
+    if not tokens:
+        return "open" if request.app[SETTINGS].ingest_open else None
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip().encode()
+    matches = [name for name, token in tokens.items() if hmac.compare_digest(given, token.encode())]
+    return matches[0] if matches else None
+
+
+def bearer_refused() -> web.Response:
+    return web.json_response(
+        {"error": "missing or wrong bearer token"},
+        status=401,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 def ingest(
     model: type[Order] | type[BoxClosed], topic_of: Callable[[Topics], str]
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handler(request: web.Request) -> web.Response:
-        if not authorized(request):
-            return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+        system = upstream_system(request)
+        if system is None:
+            return bearer_refused()
         event: BaseModel | Invalid = validate(model, await request.read())
         if isinstance(event, Invalid):
+            request.app[METRICS].rejected.labels(request.path, event.error).inc()
             return error(400, event)
         assert isinstance(event, Order | BoxClosed)  # noqa: S101 (narrowing for mypy)
+        topic = topic_of(Topics(request.app[SETTINGS]))
         try:
-            await durable_send(
-                request.app, topic_of(Topics(request.app[SETTINGS])), event.order_id, encode(event)
-            )
+            await durable_send(request.app, [(topic, event.order_id, encode(event))])
         except Unavailable:
             return unavailable()
+        log.debug("event_stored", topic=topic, event_id=event.event_id, system=system)
         return web.json_response({"status": "accepted", "event_id": event.event_id}, status=202)
 
     return handler
@@ -129,8 +222,8 @@ def ingest(
 
 async def void_label(request: web.Request) -> web.Response:
     """TikTok Shop labels cannot be voided through Shipium: a clear refusal, never a 5xx."""
-    if not authorized(request):
-        return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+    if upstream_system(request) is None:
+        return bearer_refused()
     return web.json_response(
         {
             "error": "void_not_supported",
@@ -145,11 +238,58 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the broker answers a metadata request within the ack budget."""
+    try:
+        async with asyncio.timeout(request.app[SETTINGS].receiver_ack_timeout_s):
+            await request.app[PRODUCER].client.fetch_all_metadata()
+    except (TimeoutError, KafkaError) as exc:
+        return web.json_response(
+            {"status": "broker unreachable", "error": type(exc).__name__}, status=503
+        )
+    return web.json_response({"status": "ready"})
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    doc = document(request.app[SETTINGS].receiver_max_body_bytes)
+    return web.Response(body=orjson.dumps(doc), content_type="application/json")
+
+
+@web.middleware
+async def count_and_shape(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Count every answer by route and status; answer 413 with a JSON body."""
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    counter = request.app[METRICS].requests
+    try:
+        response = await handler(request)
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SETTINGS].receiver_max_body_bytes
+        counter.labels(route, "413").inc()
+        return error(
+            413, Invalid("body too large", [{"field": "(body)", "problem": f"over {limit} bytes"}])
+        )
+    except web.HTTPException as exc:
+        counter.labels(route, str(exc.status)).inc()
+        raise
+    counter.labels(route, str(response.status)).inc()
+    return response
+
+
 async def kafka_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     await ensure_topics(settings)
     producer = make_producer(
-        settings, request_timeout_ms=max(1000, int(settings.receiver_ack_timeout_s * 1000))
+        settings,
+        linger_ms=settings.receiver_linger_ms,
+        request_timeout_ms=max(1000, int(settings.receiver_ack_timeout_s * 1000)),
     )
     await producer.start()
     app[PRODUCER] = producer
@@ -157,20 +297,45 @@ async def kafka_ctx(app: web.Application) -> AsyncIterator[None]:
     await producer.stop()
 
 
+def tiktok_apps(settings: Settings) -> dict[str, str]:
+    apps = {key: secret.get_secret_value() for key, secret in settings.tiktok_webhook_apps.items()}
+    if settings.tiktok_app_key:
+        apps[settings.tiktok_app_key] = settings.tiktok_app_secret.get_secret_value()
+    return {key: secret for key, secret in apps.items() if key and secret}
+
+
+def ingest_tokens(settings: Settings) -> dict[str, str]:
+    tokens = {name: token.get_secret_value() for name, token in settings.ingest_tokens.items()}
+    if settings.ingest_token is not None:
+        tokens["default"] = settings.ingest_token.get_secret_value()
+    return {name: token for name, token in tokens.items() if token}
+
+
 def create_app(settings: Settings) -> web.Application:
-    if not settings.tiktok_app_key or not settings.tiktok_app_secret.get_secret_value():
+    apps = tiktok_apps(settings)
+    if not apps:
         raise ValueError(
-            "PARCELFLOW_TIKTOK_APP_KEY and PARCELFLOW_TIKTOK_APP_SECRET must be set: the "
-            "receiver verifies every webhook's signature"
+            "PARCELFLOW_TIKTOK_APP_KEY and PARCELFLOW_TIKTOK_APP_SECRET (or "
+            "PARCELFLOW_TIKTOK_WEBHOOK_APPS) must be set: the receiver verifies every "
+            "webhook's signature"
         )
-    app = web.Application(client_max_size=settings.receiver_max_body_bytes)
+    app = web.Application(
+        client_max_size=settings.receiver_max_body_bytes, middlewares=[count_and_shape]
+    )
     app[SETTINGS] = settings
+    app[APPS] = apps
+    app[TOKENS] = ingest_tokens(settings)
+    app[METRICS] = ReceiverMetrics()
+    app[DEDUPE] = Dedupe(settings.receiver_dedupe_window_s, settings.receiver_dedupe_max_ids)
     app.cleanup_ctx.append(kafka_ctx)
     app.router.add_post("/webhooks/tiktok", tiktok_webhook)
     app.router.add_post("/v1/orders", ingest(Order, lambda n: n(ORDERS)))
     app.router.add_post("/v1/boxes", ingest(BoxClosed, lambda n: n(BOXES)))
     app.router.add_post("/v1/labels/{job_id}/void", void_label)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_page)
+    app.router.add_get("/openapi.json", openapi)
     return app
 
 
@@ -181,4 +346,14 @@ def run(settings: Settings) -> None:
         port=settings.receiver_port,
         print=None,
         access_log=None,
+        loop=new_event_loop(),
     )
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed (Linux, macOS): about twice the requests per core."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()

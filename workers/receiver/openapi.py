@@ -1,0 +1,158 @@
+"""The receiver's OpenAPI 3.1 document, built from the pydantic models it validates with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from schemas.box import BoxClosed
+from schemas.order import Order
+from schemas.webhook import TikTokWebhook
+
+REF = "#/components/schemas/{model}"
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {"type": "string"},
+        "detail": {"type": "string"},
+        "fields": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "problem": {"type": "string"}},
+            },
+        },
+    },
+}
+
+
+def json_body(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template=REF)
+    components.update(schema.pop("$defs", {}))
+    components[model.__name__] = schema
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}},
+    }
+
+
+def error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": REF.format(model="Error")}}},
+    }
+
+
+EMPTY_OK = {"description": "Stored durably in Kafka (acks=all), or a duplicate. Empty body."}
+UNAVAILABLE = error("The broker did not ack in time: nothing is promised, retry.")
+TOO_LARGE = error("Body over PARCELFLOW_RECEIVER_MAX_BODY_BYTES.")
+BEARER_401 = error("Missing or wrong bearer token.")
+
+
+def document(max_body_bytes: int) -> dict[str, Any]:
+    components: dict[str, Any] = {"Error": ERROR_SCHEMA}
+    accepted = {
+        "description": "Stored durably in Kafka (acks=all).",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"status": {"type": "string"}, "event_id": {"type": "string"}},
+                }
+            }
+        },
+    }
+    ingest_responses = {
+        "202": accepted,
+        "400": error("Not JSON, or a field is invalid (named in `fields`)."),
+        "401": BEARER_401,
+        "413": TOO_LARGE,
+        "503": UNAVAILABLE,
+    }
+    paths: dict[str, Any] = {
+        "/webhooks/tiktok": {
+            "post": {
+                "summary": "TikTok Shop webhook (any type; unknown types are kept).",
+                "description": "Authorization: hex(HMAC-SHA256(app_secret, app_key + raw body)) "
+                "for one of the configured TikTok apps. Answered within 3 s.",
+                "security": [{"tiktokSignature": []}],
+                "requestBody": json_body(TikTokWebhook, components),
+                "responses": {
+                    "200": EMPTY_OK,
+                    "400": error(
+                        "Not JSON, invalid envelope, or timestamp outside the freshness window; "
+                        "kept in tiktok.webhooks.rejected.v1."
+                    ),
+                    "401": {"description": "Missing or wrong signature. Empty body."},
+                    "413": TOO_LARGE,
+                    "503": UNAVAILABLE,
+                },
+            }
+        },
+        "/v1/orders": {
+            "post": {
+                "summary": "An order event that already carries TikTok item ids.",
+                "security": [{"bearer": []}],
+                "requestBody": json_body(Order, components),
+                "responses": ingest_responses,
+            }
+        },
+        "/v1/boxes": {
+            "post": {
+                "summary": "A box closed at a packing station.",
+                "security": [{"bearer": []}],
+                "requestBody": json_body(BoxClosed, components),
+                "responses": ingest_responses,
+            }
+        },
+        "/v1/labels/{job_id}/void": {
+            "post": {
+                "summary": "Void a label: refused, TikTok Shop labels are voided in Seller Center.",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {"401": BEARER_401, "409": error("Voiding is not possible here.")},
+            }
+        },
+        "/healthz": {"get": {"summary": "The process is up.", "responses": {"200": _ok()}}},
+        "/readyz": {
+            "get": {
+                "summary": "The broker answers.",
+                "responses": {"200": _ok(), "503": error("The broker does not answer.")},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics.",
+                "responses": {"200": {"description": "Prometheus text format."}},
+            }
+        },
+        "/openapi.json": {
+            "get": {"summary": "This document.", "responses": {"200": {"description": "OpenAPI"}}}
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "parcelflow receiver",
+            "version": "1",
+            "description": f"Bodies up to {max_body_bytes} bytes. A 2xx means the event is "
+            "in Kafka; no other 5xx than 503 is ever answered.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "tiktokSignature": {"type": "apiKey", "in": "header", "name": "Authorization"},
+            },
+        },
+    }
+
+
+def _ok() -> dict[str, Any]:
+    return {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
