@@ -46,3 +46,8 @@ class Order(Model):
     recipient: Address | None = None
     update_time: int = Field(ge=0, description="Unix seconds of the order's last change.")
     source: Literal["tiktok", "upstream"] = "upstream"
+    cause: str = Field(
+        "",
+        description="What produced this event, e.g. 'webhook 3 RECIPIENT_ADDRESS_UPDATE' "
+        "for the enricher; free text for upstream systems.",
+    )

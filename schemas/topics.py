@@ -17,7 +17,7 @@ from schemas.label import LabelAttempt, LabelFailure, LabelJob, LabelResult
 from schemas.order import Order
 from schemas.plan import ParcelPlan
 from schemas.rejected import RejectedRecord
-from schemas.webhook import WebhookRecord
+from schemas.webhook import ParkedWebhook, WebhookRecord
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,12 @@ class TopicSpec:
 
 WEBHOOKS = TopicSpec(
     "tiktok.webhooks.v1", WebhookRecord, "shop id", "Verified TikTok webhooks, as sent."
+)
+WEBHOOKS_PARKED = TopicSpec(
+    "tiktok.webhooks.parked.v1",
+    ParkedWebhook,
+    "shop id",
+    "Webhooks waiting for their shop to re-authorize, or for TikTok to answer again.",
 )
 ORDERS = TopicSpec("orders.v1", Order, "order id", "Orders with one line item per unit.")
 BOXES = TopicSpec("warehouse.boxes.v1", BoxClosed, "order id", "Box-closed events.")
@@ -62,6 +68,7 @@ LABEL_JOBS_REJECTED = _rejected(LABEL_JOBS)
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     WEBHOOKS,
+    WEBHOOKS_PARKED,
     ORDERS,
     BOXES,
     PLANS,

@@ -38,3 +38,17 @@ class WebhookRecord(Model):
     received_at_ms: int
     app_key: str
     webhook: TikTokWebhook
+
+
+class ParkedWebhook(Model):
+    """Value of ``tiktok.webhooks.parked.v1``: a webhook the enricher could not handle yet.
+
+    Its shop must re-authorize, or TikTok did not answer after every retry. The enricher
+    takes it again at ``due_at_ms`` (and again later while the cause lasts): never dropped.
+    """
+
+    record: WebhookRecord
+    reason: str
+    attempts: int = Field(ge=1, description="Times the enricher tried this webhook.")
+    parked_at_ms: int = Field(ge=0)
+    due_at_ms: int = Field(ge=0)

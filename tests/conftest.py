@@ -82,6 +82,7 @@ def make_settings(broker: Broker, tmp_path: Any) -> Callable[..., Settings]:
             "topic_partitions": 2,
             "planner_data_dir": tmp_path / "planner",
             "label_dir": tmp_path / "labels",
+            "tiktok_token_file": tmp_path / "tiktok-tokens.json",
             **FAKE_SECRETS,
         }
         values.update(overrides)

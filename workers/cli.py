@@ -3,6 +3,8 @@
 parcelflow receiver | enricher | planner | labeler | simulator   run one process
 parcelflow run      start everything, send demo traffic, print a summary, stop
 parcelflow up       the same, but keep running until Ctrl-C
+parcelflow tokens   list TikTok tokens per shop, or set them after a shop re-authorized
+parcelflow failures / void   label failures (list, replay); void refusal
 parcelflow config   print every setting as a Markdown table
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -151,6 +154,40 @@ def void_command(settings: Settings, args: argparse.Namespace) -> int:
     return 3
 
 
+def tokens_command(settings: Settings, args: argparse.Namespace) -> int:
+    """List shops in the token file, or set one shop's tokens (read from stdin, not argv)."""
+    from workers.tiktok.tokens import TokenStore, set_shop_tokens
+
+    path = settings.tiktok_token_file
+    if path is None:
+        print("PARCELFLOW_TIKTOK_TOKEN_FILE is not set", file=sys.stderr)
+        return 2
+    if args.action == "list":
+        for shop_id, auth in sorted(TokenStore(path, {}).shops.items()):
+            state = f"MUST RE-AUTHORIZE: {auth.unauthorized}" if auth.unauthorized else "ok"
+            print(
+                f"{shop_id}\tcipher={auth.shop_cipher}\texpires_at={auth.access_expires_at}\t{state}"
+            )
+        return 0
+    if not args.shop_id:
+        print("tokens set needs --shop-id", file=sys.stderr)
+        return 2
+    try:
+        given = json.loads(sys.stdin.read())
+        access, refresh = given["access_token"], given["refresh_token"]
+    except (ValueError, KeyError, TypeError) as exc:
+        print(
+            'stdin must be JSON with "access_token" and "refresh_token" (TikTok\'s token '
+            f"answer's data): {exc}",
+            file=sys.stderr,
+        )
+        return 2
+    cipher = args.shop_cipher or given.get("shop_cipher", "")
+    set_shop_tokens(path, args.shop_id, access, refresh, cipher)
+    print(f"tokens of shop {args.shop_id} written to {path}; the enricher picks them up")
+    return 0
+
+
 def config_table(settings: Settings, args: argparse.Namespace) -> int:
     if args.readme:
         readme = Path(args.readme)
@@ -211,6 +248,13 @@ def parser() -> argparse.ArgumentParser:
     )
     void.add_argument("job_id")
     void.set_defaults(func=void_command)
+    tokens = sub.add_parser(
+        "tokens", help="TikTok tokens per shop: list, or set after a shop re-authorized"
+    )
+    tokens.add_argument("action", choices=["list", "set"])
+    tokens.add_argument("--shop-id", help="the shop whose tokens are set")
+    tokens.add_argument("--shop-cipher", default="", help="its shop cipher")
+    tokens.set_defaults(func=tokens_command)
     config = sub.add_parser("config", help="print every setting as a Markdown table")
     config.add_argument("--readme", help="rewrite the settings table in this README instead")
     config.set_defaults(func=config_table)

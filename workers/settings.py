@@ -126,10 +126,38 @@ class Settings(BaseSettings):
     tiktok_access_token: SecretStr = Field(SecretStr(""), description="Shop access token.")
     tiktok_refresh_token: SecretStr = Field(SecretStr(""), description="Shop refresh token.")
     tiktok_shop_cipher: str = Field("", description="Shop cipher for Open API calls.")
+    tiktok_token_file: Path | None = Field(
+        Path("var/tiktok-tokens.json"),
+        description="JSON file of access and refresh tokens per shop (mode 0600). The "
+        "enricher writes refreshed tokens to it, so a restart keeps them; entries in it win "
+        "over the tokens above, which serve any shop without an entry. "
+        "`parcelflow tokens set` writes a shop's new tokens after it re-authorizes.",
+    )
+    tiktok_refresh_before_s: float = Field(
+        24 * 3600.0,
+        ge=0,
+        description="Refresh a shop's access token this long before it expires.",
+    )
+    tiktok_rate_limit_qps: float = Field(
+        50.0, gt=0, description="Get Order Detail calls per second per shop, at most."
+    )
     tiktok_batch_size: int = Field(
         50, ge=1, le=50, description="Order ids per Get Order Detail call."
     )
+    tiktok_max_attempts: int = Field(
+        8,
+        ge=1,
+        description="Attempts per Get Order Detail call (429, 503, timeouts...) before its "
+        "webhooks are parked and tried again later.",
+    )
     tiktok_timeout_s: float = Field(10.0, gt=0, description="Timeout of one TikTok API call.")
+
+    enricher_park_retry_s: float = Field(
+        60.0,
+        gt=0,
+        description="A parked webhook (shop to re-authorize, TikTok not answering) is tried "
+        "again after this long, and again while the cause lasts.",
+    )
 
     # --- planner -----------------------------------------------------------------------
     planner_app_id: str = Field("parcelflow-planner", description="Faust app id (group id).")

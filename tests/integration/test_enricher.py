@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 import pytest
 
+from schemas.alert import Alert
 from schemas.order import Order, OrderStatus
 from schemas.rejected import RejectedRecord
-from schemas.topics import ORDERS, WEBHOOKS, WEBHOOKS_REJECTED
-from schemas.webhook import TikTokWebhook, WebhookRecord
+from schemas.topics import ALERTS, ORDERS, WEBHOOKS, WEBHOOKS_PARKED, WEBHOOKS_REJECTED
+from schemas.webhook import ParkedWebhook, TikTokWebhook, WebhookRecord
 from tests.integration.kafka_helpers import consume, models, produce
 from tests.integration.sim import start_simulator
 from workers.devstack.demo_data import make_demo
@@ -19,42 +23,78 @@ from workers.enricher.worker import run
 from workers.settings import Settings
 from workers.simulator.app import Simulator
 from workers.simulator.faults import Fault
+from workers.tiktok.tokens import set_shop_tokens
 
 
-def record(order_id: str, status: str = "AWAITING_SHIPMENT", n: int = 0) -> WebhookRecord:
+def record(
+    order_id: str,
+    status: str = "AWAITING_SHIPMENT",
+    n: int = 0,
+    shop_id: str = "7495",
+    type: int = 1,
+) -> WebhookRecord:
     return WebhookRecord(
         event_id=f"ntf-{order_id}-{n}",
         received_at_ms=1,
         app_key="testapp",
         webhook=TikTokWebhook(
-            type=1,
+            type=type,
             tts_notification_id=f"ntf-{order_id}-{n}",
-            shop_id="7495",
+            shop_id=shop_id,
             timestamp=1_700_000_000,
             data={"order_id": order_id, "order_status": status},
         ),
     )
 
 
+Running = tuple[Settings, Simulator, list[dict[str, Any]]]
+
+
+@asynccontextmanager
+async def running_enricher(settings: Settings) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(settings, stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
 @pytest.fixture
-async def enricher(
+async def tiktok(
     make_settings: Callable[..., Settings], serve: Any
-) -> AsyncIterator[tuple[Settings, Simulator, list[dict[str, Any]]]]:
+) -> tuple[Callable[..., Settings], Simulator, list[dict[str, Any]]]:
+    """The simulated TikTok API with three demo orders, and settings that point at it."""
     base = make_settings()
     url, sim = await start_simulator(serve, base)
-    settings = make_settings(tiktok_api_base=url, tiktok_auth_base=url)
     demo = [o.tiktok for o in make_demo(3, seed=1, run_id=1, now_s=1_700_000_000)]
     for raw in demo:
         sim.tiktok.orders[raw["id"]] = raw
-    stop = asyncio.Event()
-    task = asyncio.create_task(run(settings, stop))
-    yield settings, sim, demo
-    stop.set()
-    await asyncio.wait_for(task, 15)
+
+    def settings(**overrides: Any) -> Settings:
+        return make_settings(
+            topic_namespace=base.topic_namespace,
+            tiktok_api_base=url,
+            tiktok_auth_base=url,
+            **overrides,
+        )
+
+    return settings, sim, demo
+
+
+@pytest.fixture
+async def enricher(
+    tiktok: tuple[Callable[..., Settings], Simulator, list[dict[str, Any]]],
+) -> AsyncIterator[Running]:
+    make, sim, demo = tiktok
+    settings = make(enricher_park_retry_s=0.3, tiktok_max_attempts=2, tiktok_timeout_s=0.5)
+    async with running_enricher(settings):
+        yield settings, sim, demo
 
 
 async def test_awaiting_shipment_is_enriched_with_one_item_per_unit(
-    enricher: tuple[Settings, Simulator, list[dict[str, Any]]],
+    enricher: Running,
 ) -> None:
     settings, sim, demo = enricher
     for raw in demo:
@@ -71,10 +111,10 @@ async def test_awaiting_shipment_is_enriched_with_one_item_per_unit(
 
 
 async def test_expired_token_is_refreshed_and_the_call_retried(
-    enricher: tuple[Settings, Simulator, list[dict[str, Any]]],
+    enricher: Running,
 ) -> None:
     settings, sim, demo = enricher
-    sim.tiktok.access_token = "rotated-by-tiktok"  # the worker's token is now expired
+    sim.tiktok.shops["ROW_test"].access_token = "rotated-by-tiktok"  # ours is now expired
     await produce(settings, WEBHOOKS, "7495", record(demo[0]["id"]))
     orders = models(Order, await consume(settings, ORDERS, lambda v: len(v) >= 1))
     assert [o.order_id for o in orders] == [demo[0]["id"]]
@@ -82,7 +122,7 @@ async def test_expired_token_is_refreshed_and_the_call_retried(
 
 
 async def test_rate_limit_and_503_are_retried(
-    enricher: tuple[Settings, Simulator, list[dict[str, Any]]],
+    enricher: Running,
 ) -> None:
     settings, sim, demo = enricher
     sim.faults.push("tiktok", [Fault(status=429, retry_after=0.2), Fault(status=503)])
@@ -93,7 +133,7 @@ async def test_rate_limit_and_503_are_retried(
 
 
 async def test_cancel_needs_no_api_call_and_other_statuses_are_skipped(
-    enricher: tuple[Settings, Simulator, list[dict[str, Any]]],
+    enricher: Running,
 ) -> None:
     settings, sim, demo = enricher
     await produce(settings, WEBHOOKS, "7495", record(demo[0]["id"], "IN_TRANSIT", 1))
@@ -104,7 +144,7 @@ async def test_cancel_needs_no_api_call_and_other_statuses_are_skipped(
 
 
 async def test_malformed_webhook_is_dead_lettered_and_the_worker_goes_on(
-    enricher: tuple[Settings, Simulator, list[dict[str, Any]]],
+    enricher: Running,
 ) -> None:
     settings, _, demo = enricher
     await produce(settings, WEBHOOKS, "7495", b"\xff garbage")
@@ -119,7 +159,7 @@ async def test_malformed_webhook_is_dead_lettered_and_the_worker_goes_on(
 
 
 async def test_unknown_order_is_dead_lettered(
-    enricher: tuple[Settings, Simulator, list[dict[str, Any]]],
+    enricher: Running,
 ) -> None:
     settings, _, _ = enricher
     await produce(settings, WEBHOOKS, "7495", record("999"))
@@ -127,3 +167,142 @@ async def test_unknown_order_is_dead_lettered(
         RejectedRecord, await consume(settings, WEBHOOKS_REJECTED, lambda v: len(v) >= 1)
     )
     assert rejected[0].reason == "order 999 not found at TikTok"
+
+
+async def test_an_address_update_publishes_the_updated_order_and_says_why(
+    enricher: Running,
+) -> None:
+    settings, sim, demo = enricher
+    changed = {
+        **demo[0],
+        "recipient_address": {**demo[0]["recipient_address"], "postal_code": "10001"},
+    }
+    sim.tiktok.orders[demo[0]["id"]] = changed
+    await produce(settings, WEBHOOKS, "7495", record(demo[0]["id"], "", 3, type=3))
+    orders = models(Order, await consume(settings, ORDERS, lambda v: len(v) >= 1))
+    assert orders[0].recipient is not None and orders[0].recipient.postal_code == "10001"
+    assert orders[0].cause == f"webhook 3 RECIPIENT_ADDRESS_UPDATE ntf-{demo[0]['id']}-3"
+
+
+async def test_on_hold_is_not_released(enricher: Running) -> None:
+    settings, sim, demo = enricher
+    sim.tiktok.orders[demo[1]["id"]] = {**demo[1], "is_on_hold_order": True}
+    await produce(settings, WEBHOOKS, "7495", record(demo[0]["id"], "ON_HOLD", 1))
+    await produce(settings, WEBHOOKS, "7495", record(demo[1]["id"], "AWAITING_SHIPMENT", 2))
+    orders = models(Order, await consume(settings, ORDERS, lambda v: len(v) >= 1))
+    assert [(o.order_id, o.status) for o in orders] == [(demo[1]["id"], OrderStatus.ON_HOLD)]
+
+
+async def test_a_slow_answer_times_out_and_is_retried(enricher: Running) -> None:
+    settings, sim, demo = enricher
+    sim.faults.push("tiktok", [Fault(delay_s=2.0)])  # longer than tiktok_timeout_s=0.5
+    await produce(settings, WEBHOOKS, "7495", record(demo[1]["id"]))
+    orders = models(Order, await consume(settings, ORDERS, lambda v: len(v) >= 1))
+    assert [o.order_id for o in orders] == [demo[1]["id"]]
+    assert sim.tiktok.calls == 2
+
+
+async def test_an_outage_longer_than_the_retries_parks_the_webhook_until_tiktok_answers(
+    enricher: Running,
+) -> None:
+    settings, sim, demo = enricher
+    # two attempts per call (tiktok_max_attempts=2): 503 twice parks it; the retry works
+    sim.faults.push("tiktok", [Fault(status=503), Fault(status=503, code=None)])
+    await produce(settings, WEBHOOKS, "7495", record(demo[2]["id"]))
+    parked = models(ParkedWebhook, await consume(settings, WEBHOOKS_PARKED, lambda v: len(v) >= 1))
+    assert parked[0].record.event_id == f"ntf-{demo[2]['id']}-0"
+    assert "http_503" in parked[0].reason and parked[0].attempts == 1
+    orders = models(Order, await consume(settings, ORDERS, lambda v: len(v) >= 1))
+    assert [o.order_id for o in orders] == [demo[2]["id"]]
+    assert await consume(settings, WEBHOOKS_REJECTED, lambda v: False, timeout_s=0.5) == []
+
+
+async def test_a_refreshed_token_is_persisted_and_survives_a_restart(
+    tiktok: tuple[Callable[..., Settings], Simulator, list[dict[str, Any]]],
+) -> None:
+    make, sim, demo = tiktok
+    settings = make()
+    sim.tiktok.shops["ROW_test"].access_token = "rotated-by-tiktok"
+    async with running_enricher(settings):
+        await produce(settings, WEBHOOKS, "7495", record(demo[0]["id"]))
+        await consume(settings, ORDERS, lambda v: len(v) >= 1)
+    assert sim.tiktok.refreshes == 1
+    assert settings.tiktok_token_file is not None
+    saved = orjson.loads(settings.tiktok_token_file.read_bytes())["shops"]["*"]
+    assert saved["access_token"] == sim.tiktok.shops["ROW_test"].access_token
+    assert settings.tiktok_token_file.stat().st_mode & 0o777 == 0o600
+    # settings still hold the old, now refused, tokens: the restart must use the file's
+    async with running_enricher(settings):
+        await produce(settings, WEBHOOKS, "7495", record(demo[1]["id"]))
+        orders = models(Order, await consume(settings, ORDERS, lambda v: len(v) >= 2))
+    assert {o.order_id for o in orders} == {demo[0]["id"], demo[1]["id"]}
+    assert sim.tiktok.refreshes == 1
+
+
+async def test_a_token_is_refreshed_before_it_expires(
+    tiktok: tuple[Callable[..., Settings], Simulator, list[dict[str, Any]]],
+) -> None:
+    make, sim, demo = tiktok
+    settings = make(tiktok_refresh_before_s=3600)
+    assert settings.tiktok_token_file is not None
+    set_shop_tokens(settings.tiktok_token_file, "7495", "TTP_access_1", "TTP_refresh_1", "ROW_test")
+    store = orjson.loads(settings.tiktok_token_file.read_bytes())
+    store["shops"]["7495"]["access_expires_at"] = int(time.time()) + 600  # in 10 minutes
+    settings.tiktok_token_file.write_bytes(orjson.dumps(store))
+    async with running_enricher(settings):
+        await produce(settings, WEBHOOKS, "7495", record(demo[0]["id"]))
+        orders = models(Order, await consume(settings, ORDERS, lambda v: len(v) >= 1))
+    assert [o.order_id for o in orders] == [demo[0]["id"]]
+    assert sim.tiktok.refreshes == 1  # the old token still worked: refreshed ahead of time
+
+
+async def test_a_shop_that_must_reauthorize_waits_with_an_alert_and_other_shops_go_on(
+    tiktok: tuple[Callable[..., Settings], Simulator, list[dict[str, Any]]],
+) -> None:
+    make, sim, demo = tiktok
+    settings = make(enricher_park_retry_s=0.3)
+    assert settings.tiktok_token_file is not None
+    other = sim.tiktok.add_shop("ROW_other", "TTP_other_access", "TTP_other_refresh")
+    set_shop_tokens(
+        settings.tiktok_token_file, "8001", "TTP_other_access", "TTP_other_refresh", "ROW_other"
+    )
+    gone = sim.tiktok.shops["ROW_test"]
+    gone.revoked, gone.access_token = True, "expired"  # the seller deauthorized the app
+    async with running_enricher(settings):
+        await produce(settings, WEBHOOKS, "7495", record(demo[0]["id"]))
+        await produce(settings, WEBHOOKS, "8001", record(demo[1]["id"], shop_id="8001"))
+        alerts = models(Alert, await consume(settings, ALERTS, lambda v: len(v) >= 1))
+        assert [(a.kind, a.shop_id) for a in alerts] == [("shop_reauthorization_required", "7495")]
+        orders = models(Order, await consume(settings, ORDERS, lambda v: len(v) >= 1))
+        assert [(o.order_id, o.shop_id) for o in orders] == [(demo[1]["id"], "8001")]
+        await asyncio.sleep(1.0)  # parked, tried again a few times: still waiting, not failed
+        assert await consume(settings, WEBHOOKS_REJECTED, lambda v: False, timeout_s=0.5) == []
+        assert len(await consume(settings, ORDERS, lambda v: False, timeout_s=0.5)) == 1
+        # the seller authorizes again; the operator writes the new tokens
+        gone.revoked, gone.access_token, gone.refresh_token = False, "TTP_new", "TTP_new_refresh"
+        set_shop_tokens(
+            settings.tiktok_token_file, "7495", "TTP_new", "TTP_new_refresh", "ROW_test"
+        )
+        orders = models(Order, await consume(settings, ORDERS, lambda v: len(v) >= 2))
+    assert {(o.order_id, o.shop_id) for o in orders} == {
+        (demo[0]["id"], "7495"),
+        (demo[1]["id"], "8001"),
+    }
+    assert len(other.call_times) == 1
+
+
+async def test_calls_per_shop_are_rate_limited(
+    tiktok: tuple[Callable[..., Settings], Simulator, list[dict[str, Any]]],
+) -> None:
+    make, sim, demo = tiktok
+    settings = make(tiktok_rate_limit_qps=4, tiktok_batch_size=1)
+    for n in range(12):
+        sim.tiktok.orders[f"rl{n}"] = {**demo[0], "id": f"rl{n}"}
+    async with running_enricher(settings):
+        for n in range(12):
+            await produce(settings, WEBHOOKS, "7495", record(f"rl{n}"))
+        await consume(settings, ORDERS, lambda v: len(v) >= 12)
+    times = sim.tiktok.shops["ROW_test"].call_times
+    assert len(times) == 12
+    # a leaky bucket of 4/s: the first 4 at once, then one every 1/4 s at most
+    assert times[-1] - times[0] >= (12 - 4) / 4 * 0.9

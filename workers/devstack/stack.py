@@ -75,6 +75,7 @@ class Stack:
             "SHIPIUM_API_KEY": secrets.token_hex(16),
             "INGEST_TOKEN": secrets.token_urlsafe(24),
             "PLANNER_DATA_DIR": str(self.run_dir / "planner"),
+            "TIKTOK_TOKEN_FILE": str(self.run_dir / "tiktok-tokens.json"),
             "LABEL_DIR": str(self.run_dir / "labels"),
         }
         values.update(self.overrides)
@@ -102,6 +103,8 @@ class Stack:
 
     def start(self, say: bool = True, timeout_s: float = 60.0) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # every run has a new broker and new random secrets: no tokens of an earlier run
+        (self.run_dir / "tiktok-tokens.json").unlink(missing_ok=True)
         started = time.monotonic()
         self.broker = EmbeddedBroker(log_path=self.run_dir / "broker.log").start()
         self.env = self.build_env(self.broker.bootstrap)

@@ -47,6 +47,13 @@ def decide(record: WebhookRecord) -> Decision:
     return Decision(Action.SKIP, order_id, f"webhook type {hook.type} needs no order detail")
 
 
+def cause(record: WebhookRecord) -> str:
+    """Where an order event came from, for the ``cause`` field: 'webhook 1 ORDER_STATUS_CHANGE'."""
+    kind = record.webhook.type
+    name = WebhookType(kind).name if kind in WebhookType._value2member_map_ else "UNKNOWN"
+    return f"webhook {kind} {name} {record.event_id}"
+
+
 def cancellation(record: WebhookRecord, order_id: str) -> Order:
     hook = record.webhook
     return Order(
@@ -56,4 +63,5 @@ def cancellation(record: WebhookRecord, order_id: str) -> Order:
         status=OrderStatus.CANCELLED,
         update_time=int(hook.data.get(wire.WEBHOOK_UPDATE_TIME) or hook.timestamp),
         source="tiktok",
+        cause=cause(record),
     )

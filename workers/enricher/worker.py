@@ -1,7 +1,14 @@
-"""The enricher's loop: consume webhooks, fetch order detail in batches, publish orders.
+"""The enricher: consume webhooks, fetch order detail in batches per shop, publish orders.
 
-Offsets are committed per partition only after every order event of the batch was
-acked by the broker; a crash replays the batch and the planner dedupes by event id.
+Offsets are committed per partition only after every event of the batch was acked by the
+broker; a crash replays the batch and the planner dedupes by event id.
+
+Nothing is dropped on a TikTok problem. A webhook whose shop must re-authorize (its
+refresh token was refused), or whose Get Order Detail failed after every retry, is
+*parked*: written to ``tiktok.webhooks.parked.v1`` with the reason, and an alert names the
+shop. A second consumer takes parked webhooks again when they are due, and parks them
+again while the cause lasts. Only what can never work (a malformed record, an order
+TikTok does not know) goes to the dead-letter topic.
 """
 
 from __future__ import annotations
@@ -9,24 +16,37 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import aiohttp
 import structlog
-from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
+from schemas.alert import Alert
 from schemas.codec import decode
-from schemas.topics import ORDERS, WEBHOOKS, WEBHOOKS_REJECTED
-from schemas.webhook import WebhookRecord
-from workers.enricher.decide import Action, cancellation, decide
+from schemas.common import now_ms
+from schemas.topics import ALERTS, ORDERS, WEBHOOKS, WEBHOOKS_PARKED, WEBHOOKS_REJECTED
+from schemas.webhook import ParkedWebhook, WebhookRecord
+from workers.enricher.decide import Action, cancellation, cause, decide
 from workers.kafka import Topics, dead_letter, ensure_topics, make_consumer, make_producer, publish
 from workers.settings import Settings
-from workers.tiktok.client import TikTokClient, TikTokError
+from workers.tiktok.client import ShopUnauthorized, TikTokClient, TikTokError
+from workers.tiktok.tokens import TokenStore
 from workers.tiktok.wire import parse_order
 
 log = structlog.get_logger(__name__)
 
 Message: TypeAlias = ConsumerRecord  # ConsumerRecord[bytes, bytes]; aiokafka is untyped
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One webhook to handle, and how many times it was tried before (parked)."""
+
+    message: Message
+    record: WebhookRecord
+    attempts: int = 0
 
 
 class Enricher:
@@ -39,62 +59,150 @@ class Enricher:
         names = Topics(settings)
         self.orders_topic = names(ORDERS)
         self.rejected_topic = names(WEBHOOKS_REJECTED)
+        self.parked_topic = names(WEBHOOKS_PARKED)
+        self.alerts_topic = names(ALERTS)
+        self.alerted: dict[str, str] = {}  # shop id -> the reason last alerted
 
     async def reject(self, message: Message, reason: str) -> None:
         await dead_letter(self.producer, self.rejected_topic, message, reason, "enricher")
 
     async def handle(self, messages: Sequence[Message]) -> None:
-        """Handle one batch; returns when every resulting event is acked."""
-        to_fetch: dict[str, list[tuple[Message, WebhookRecord]]] = {}
+        """Handle one batch of ``tiktok.webhooks.v1``; returns when every result is acked."""
+        pending = []
         for message in messages:
             record = decode(WebhookRecord, message.value)
             if isinstance(record, str):
                 await self.reject(message, record)
-                continue
-            decision = decide(record)
+            else:
+                pending.append(Pending(message, record))
+        await self.process(pending)
+
+    async def process(self, pending: Sequence[Pending]) -> None:
+        to_fetch: dict[str, dict[str, list[Pending]]] = {}  # shop id -> order id -> webhooks
+        for item in pending:
+            decision = decide(item.record)
             if decision.action is Action.CANCEL:
-                order = cancellation(record, decision.order_id)
+                order = cancellation(item.record, decision.order_id)
                 await publish(self.producer, self.orders_topic, order.order_id, order)
             elif decision.action is Action.FETCH:
-                to_fetch.setdefault(decision.order_id, []).append((message, record))
+                shop = to_fetch.setdefault(item.record.webhook.shop_id, {})
+                shop.setdefault(decision.order_id, []).append(item)
             else:
-                log.debug("webhook_skipped", reason=decision.reason, event_id=record.event_id)
-        ids = sorted(to_fetch)
-        for start in range(0, len(ids), self.settings.tiktok_batch_size):
-            await self.fetch_and_publish(
-                ids[start : start + self.settings.tiktok_batch_size], to_fetch
-            )
+                log.debug("webhook_skipped", reason=decision.reason, event_id=item.record.event_id)
+        size = self.settings.tiktok_batch_size
+        for shop_id, waiting in to_fetch.items():
+            ids = sorted(waiting)
+            for start in range(0, len(ids), size):
+                await self.fetch_and_publish(shop_id, ids[start : start + size], waiting)
 
     async def fetch_and_publish(
-        self, ids: list[str], waiting: dict[str, list[tuple[Message, WebhookRecord]]]
+        self, shop_id: str, ids: list[str], waiting: dict[str, list[Pending]]
     ) -> None:
+        items = [item for order_id in ids for item in waiting[order_id]]
         try:
-            found = {str(o["id"]): o for o in await self.tiktok.get_orders(ids)}
-        except TikTokError as err:
-            for order_id in ids:
-                for message, _ in waiting[order_id]:
-                    await self.reject(message, f"Get Order Detail failed: {err}")
+            found = {str(o["id"]): o for o in await self.tiktok.get_orders(shop_id, ids)}
+        except ShopUnauthorized as err:
+            await self.alert_unauthorized(shop_id, err.reason)
+            await self.park(items, str(err))
             return
-        for order_id in ids:
+        except TikTokError as err:
+            await self.park(items, f"Get Order Detail failed: {err} (code {err.code})")
+            return
+        self.alerted.pop(shop_id, None)
+        for item in items:
+            order_id = decide(item.record).order_id
             raw: dict[str, Any] | None = found.get(order_id)
-            for message, record in waiting[order_id]:
-                if raw is None:
-                    await self.reject(message, f"order {order_id} not found at TikTok")
-                    continue
-                try:
-                    order = parse_order(raw, record.webhook.shop_id, f"tiktok-{record.event_id}")
-                except (KeyError, ValueError, TypeError) as exc:
-                    await self.reject(
-                        message, f"unreadable order detail: {type(exc).__name__}: {exc}"
-                    )
-                    continue
-                await publish(self.producer, self.orders_topic, order.order_id, order)
-                log.info(
-                    "order_enriched",
-                    order_id=order_id,
-                    status=order.status,
-                    items=len(order.line_items),
+            if raw is None:
+                await self.reject(item.message, f"order {order_id} not found at TikTok")
+                continue
+            try:
+                order = parse_order(
+                    raw, shop_id, f"tiktok-{item.record.event_id}", cause(item.record)
                 )
+            except (KeyError, ValueError, TypeError) as exc:
+                await self.reject(
+                    item.message, f"unreadable order detail: {type(exc).__name__}: {exc}"
+                )
+                continue
+            await publish(self.producer, self.orders_topic, order.order_id, order)
+            log.info("order_enriched", order_id=order_id, status=order.status, cause=order.cause)
+
+    async def park(self, items: Sequence[Pending], reason: str) -> None:
+        now = now_ms()
+        due = now + int(self.settings.enricher_park_retry_s * 1000)
+        for item in items:
+            parked = ParkedWebhook(
+                record=item.record,
+                reason=reason,
+                attempts=item.attempts + 1,
+                parked_at_ms=now,
+                due_at_ms=due,
+            )
+            await publish(self.producer, self.parked_topic, item.record.webhook.shop_id, parked)
+        log.warning("webhooks_parked", count=len(items), reason=reason)
+
+    async def alert_unauthorized(self, shop_id: str, reason: str) -> None:
+        """One alert per shop and reason (again after a restart: alerts may repeat)."""
+        if self.alerted.get(shop_id) == reason:
+            return
+        at = now_ms()
+        alert = Alert(
+            event_id=f"reauthorize-{shop_id}-{at}",
+            kind="shop_reauthorization_required",
+            shop_id=shop_id,
+            message=f"TikTok refused the tokens of shop {shop_id}: the seller must authorize "
+            "the app again, then run `parcelflow tokens set`. Its orders wait in "
+            f"{self.parked_topic} and are fetched once the new tokens work.",
+            details={"reason": reason},
+            at_ms=at,
+        )
+        await publish(self.producer, self.alerts_topic, shop_id, alert)
+        self.alerted[shop_id] = reason
+        log.error("shop_reauthorization_required", shop_id=shop_id, reason=reason)
+
+    async def retry_parked(self, message: Message) -> None:
+        parked = decode(ParkedWebhook, message.value)
+        if isinstance(parked, str):
+            await self.reject(message, parked)
+            return
+        await self.process([Pending(message, parked.record, parked.attempts)])
+
+
+async def consume(consumer: AIOKafkaConsumer, enricher: Enricher, stop: asyncio.Event) -> None:
+    """The main loop over ``tiktok.webhooks.v1``: commit each partition after its batch."""
+    while not stop.is_set():
+        batches = await consumer.getmany(timeout_ms=500, max_records=500)
+        for tp, messages in batches.items():
+            await enricher.handle(messages)
+            await consumer.commit({TopicPartition(tp.topic, tp.partition): messages[-1].offset + 1})
+
+
+async def consume_parked(
+    consumer: AIOKafkaConsumer, enricher: Enricher, stop: asyncio.Event
+) -> None:
+    """Take parked webhooks again when due. Each partition is in due order (one delay for
+    all), so the first webhook not yet due means the rest of its partition is not either."""
+    while not stop.is_set():
+        batches = await consumer.getmany(timeout_ms=500, max_records=100)
+        wait_ms = 0
+        for tp, messages in batches.items():
+            done = None
+            for message in messages:
+                parked = decode(ParkedWebhook, message.value)
+                due_in = 0 if isinstance(parked, str) else parked.due_at_ms - now_ms()
+                if due_in > 0:
+                    consumer.seek(tp, message.offset)  # read it again when due
+                    wait_ms = max(wait_ms, min(due_in, 1000))
+                    break
+                await enricher.retry_parked(message)
+                done = message.offset + 1
+            if done is not None:
+                await consumer.commit({TopicPartition(tp.topic, tp.partition): done})
+        if wait_ms:
+            try:
+                await asyncio.wait_for(stop.wait(), wait_ms / 1000)
+            except TimeoutError:
+                pass
 
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -107,20 +215,26 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
     consumer = make_consumer(settings, names.group("parcelflow-enricher"), names(WEBHOOKS))
+    parked = make_consumer(
+        settings, names.group("parcelflow-enricher-parked"), names(WEBHOOKS_PARKED)
+    )
     producer = make_producer(settings)
     async with aiohttp.ClientSession() as http:
-        enricher = Enricher(settings, producer, TikTokClient(http, settings))
+        tiktok = TikTokClient(http, settings, TokenStore.from_settings(settings))
+        enricher = Enricher(settings, producer, tiktok)
         try:
             await producer.start()
             await consumer.start()
+            await parked.start()
             log.info("enricher_ready", topic=names(WEBHOOKS))
-            while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=500, max_records=500)
-                for tp, messages in batches.items():
-                    await enricher.handle(messages)
-                    await consumer.commit(
-                        {TopicPartition(tp.topic, tp.partition): messages[-1].offset + 1}
-                    )
+            loops = [
+                asyncio.create_task(consume(consumer, enricher, stop), name="webhooks"),
+                asyncio.create_task(consume_parked(parked, enricher, stop), name="parked"),
+            ]
+            await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
+            stop.set()
+            await asyncio.gather(*loops)  # raises a loop's error after both ended
         finally:
+            await parked.stop()
             await consumer.stop()
             await producer.stop()

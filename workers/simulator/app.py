@@ -31,13 +31,10 @@ class Simulator:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Simulator:
-        return cls(
+        sim = cls(
             tiktok=TikTokState(
                 app_key=settings.tiktok_app_key,
                 app_secret=settings.tiktok_app_secret.get_secret_value(),
-                access_token=settings.tiktok_access_token.get_secret_value(),
-                refresh_token=settings.tiktok_refresh_token.get_secret_value(),
-                shop_cipher=settings.tiktok_shop_cipher,
             ),
             shipium=ShipiumState(
                 api_key=settings.shipium_api_key.get_secret_value(),
@@ -51,6 +48,12 @@ class Simulator:
             ),
             faults=FaultQueue(),
         )
+        sim.tiktok.add_shop(
+            settings.tiktok_shop_cipher,
+            settings.tiktok_access_token.get_secret_value(),
+            settings.tiktok_refresh_token.get_secret_value(),
+        )
+        return sim
 
     def stats(self) -> dict[str, Any]:
         return {

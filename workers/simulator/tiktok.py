@@ -16,19 +16,34 @@ from workers.tiktok.signing import verify_api_signature
 
 TIMESTAMP_PAST_S = 300
 TIMESTAMP_FUTURE_S = 30
+INVALID_REFRESH_TOKEN = 36004005
+
+
+@dataclass
+class SimShop:
+    """One authorized shop: its cipher and its current tokens."""
+
+    cipher: str
+    access_token: str
+    refresh_token: str
+    access_expires_at: float = 0.0  # unix seconds; 0: does not expire
+    revoked: bool = False  # the seller deauthorized the app: refresh is refused
+    call_times: list[float] = field(default_factory=list)  # when Get Order Detail was called
 
 
 @dataclass
 class TikTokState:
     app_key: str
     app_secret: str
-    access_token: str
-    refresh_token: str
-    shop_cipher: str
+    shops: dict[str, SimShop] = field(default_factory=dict)  # by shop cipher
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: int = 0
     refreshes: int = 0
     rejected_signatures: int = 0
+
+    def add_shop(self, cipher: str, access_token: str, refresh_token: str) -> SimShop:
+        self.shops[cipher] = SimShop(cipher, access_token, refresh_token)
+        return self.shops[cipher]
 
 
 def answer(
@@ -74,10 +89,13 @@ async def order_detail(
     if not verify_api_signature(state.app_secret, request.path, params, body):
         state.rejected_signatures += 1
         return answer(wire.BAD_SIGN, "invalid sign")
-    if request.headers.get(wire.ACCESS_TOKEN_HEADER) != state.access_token:
-        return answer(wire.ACCESS_TOKEN_EXPIRED, "access token expired")
-    if params.get("shop_cipher") != state.shop_cipher:
+    shop = state.shops.get(params.get("shop_cipher", ""))
+    if shop is None:
         return answer(wire.BAD_CREDENTIALS, "invalid shop_cipher")
+    shop.call_times.append(time.monotonic())
+    expired = shop.access_expires_at and time.time() > shop.access_expires_at
+    if request.headers.get(wire.ACCESS_TOKEN_HEADER) != shop.access_token or expired:
+        return answer(wire.ACCESS_TOKEN_EXPIRED, "access token expired")
     ids = [i for i in params.get("ids", "").split(",") if i]
     if not ids or len(ids) > 50:
         return answer(36009003, "ids must hold 1 to 50 order ids")
@@ -89,19 +107,24 @@ async def token_refresh(request: web.Request, state: TikTokState) -> web.Respons
     q = request.query
     if q.get("app_key") != state.app_key or q.get("app_secret") != state.app_secret:
         return answer(wire.BAD_CREDENTIALS, "invalid app credentials")
-    if q.get("refresh_token") != state.refresh_token or q.get("grant_type") != "refresh_token":
-        return answer(36004005, "invalid refresh token")
+    shops = [s for s in state.shops.values() if s.refresh_token == q.get("refresh_token")]
+    if not shops or q.get("grant_type") != "refresh_token":
+        return answer(INVALID_REFRESH_TOKEN, "invalid refresh token")
+    shop = shops[0]
+    if shop.revoked:
+        return answer(INVALID_REFRESH_TOKEN, "authorization revoked by the seller")
     state.refreshes += 1
-    state.access_token = f"TTP_{secrets.token_urlsafe(24)}"
-    state.refresh_token = f"TTP_{secrets.token_urlsafe(24)}"
+    shop.access_token = f"TTP_{secrets.token_urlsafe(24)}"
+    shop.refresh_token = f"TTP_{secrets.token_urlsafe(24)}"
+    shop.access_expires_at = 0.0
     now = int(time.time())
     return answer(
         wire.OK,
         "success",
         {
-            "access_token": state.access_token,
+            "access_token": shop.access_token,
             "access_token_expire_in": now + 7 * 86400,
-            "refresh_token": state.refresh_token,
+            "refresh_token": shop.refresh_token,
             "refresh_token_expire_in": now + 365 * 86400,
             "open_id": "sim",
             "seller_name": "parcelflow demo",

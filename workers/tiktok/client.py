@@ -1,4 +1,4 @@
-"""TikTok Shop Open API client: signed requests, token refresh, batched order detail."""
+"""TikTok Shop Open API client: signed requests, tokens per shop, rate limit per shop."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import orjson
 import structlog
+from aiolimiter import AsyncLimiter
 from pydantic import SecretStr
 
 from workers.errors import ApiError, retry_after_seconds
@@ -17,6 +18,7 @@ from workers.retry import backoff_delay
 from workers.settings import Settings
 from workers.tiktok import wire
 from workers.tiktok.signing import api_signature
+from workers.tiktok.tokens import ShopAuth, TokenStore
 
 log = structlog.get_logger(__name__)
 
@@ -25,48 +27,77 @@ class TikTokError(ApiError):
     pass
 
 
-class Tokens:
-    """The shop's access and refresh tokens; refreshed in place."""
+class ShopUnauthorized(TikTokError):
+    """The shop's refresh token was refused: the seller must authorize the app again."""
 
-    def __init__(self, access: SecretStr, refresh: SecretStr) -> None:
-        self.access = access
-        self.refresh = refresh
-        self.access_expires_at = 0.0
+    def __init__(self, shop_id: str, reason: str) -> None:
+        super().__init__(
+            f"shop {shop_id} must authorize the app again: {reason}",
+            code="shop_unauthorized",
+            retriable=False,
+        )
+        self.shop_id = shop_id
+        self.reason = reason
 
 
 class TikTokClient:
-    def __init__(self, http: aiohttp.ClientSession, settings: Settings) -> None:
+    def __init__(self, http: aiohttp.ClientSession, settings: Settings, store: TokenStore) -> None:
         self.http = http
         self.settings = settings
-        self.tokens = Tokens(settings.tiktok_access_token, settings.tiktok_refresh_token)
-        self._refresh_lock = asyncio.Lock()
+        self.store = store
         self.timeout = aiohttp.ClientTimeout(total=settings.tiktok_timeout_s)
+        self._limiters: dict[str, AsyncLimiter] = {}
+        self._refresh_locks: dict[str, asyncio.Lock] = {}
 
-    async def get_orders(self, order_ids: list[str], max_attempts: int = 8) -> list[dict[str, Any]]:
-        """Get Order Detail for up to 50 ids; retries what can be retried."""
-        params = {"ids": ",".join(order_ids), "shop_cipher": self.settings.tiktok_shop_cipher}
+    def auth(self, shop_id: str) -> tuple[str, ShopAuth]:
+        found = self.store.get(shop_id)
+        if found is None:
+            raise ShopUnauthorized(shop_id, "no tokens for this shop (parcelflow tokens set)")
+        key, auth = found
+        if auth.unauthorized:
+            raise ShopUnauthorized(shop_id, auth.unauthorized)
+        return key, auth
+
+    async def get_orders(self, shop_id: str, order_ids: list[str]) -> list[dict[str, Any]]:
+        """Get Order Detail for up to 50 ids of one shop; retries what can be retried."""
+        max_attempts = self.settings.tiktok_max_attempts
         attempt = 0
         while True:
             attempt += 1
+            key, auth = self.auth(shop_id)
+            if auth.needs_refresh(self.settings.tiktok_refresh_before_s, time.time()):
+                await self.refresh_tokens(shop_id, stale=auth)
+                key, auth = self.auth(shop_id)
+            params = {"ids": ",".join(order_ids), "shop_cipher": auth.shop_cipher}
+            limiter = self._limiters.setdefault(
+                key, AsyncLimiter(self.settings.tiktok_rate_limit_qps, 1.0)
+            )
             try:
-                data = await self._call("GET", wire.ORDER_DETAIL_PATH, params)
+                async with limiter:
+                    data = await self._call("GET", wire.ORDER_DETAIL_PATH, params, auth)
             except TikTokError as err:
                 if err.code == str(wire.ACCESS_TOKEN_EXPIRED) and attempt < max_attempts:
-                    await self.refresh_tokens()
+                    await self.refresh_tokens(shop_id, stale=auth)
                     continue
                 if not err.retriable or attempt >= max_attempts:
                     raise
                 delay = backoff_delay(
                     attempt, base_s=0.2, max_s=10.0, retry_after_s=err.retry_after_s
                 )
-                log.warning("tiktok_retry", code=err.code, attempt=attempt, delay_s=round(delay, 2))
+                log.warning(
+                    "tiktok_retry",
+                    shop_id=shop_id,
+                    code=err.code,
+                    attempt=attempt,
+                    delay_s=round(delay, 2),
+                )
                 await asyncio.sleep(delay)
             else:
                 orders: list[dict[str, Any]] = data.get("orders") or []
                 return orders
 
     async def _call(
-        self, method: str, path: str, extra: Mapping[str, str], body: bytes = b""
+        self, method: str, path: str, extra: Mapping[str, str], auth: ShopAuth, body: bytes = b""
     ) -> dict[str, Any]:
         params = {
             "app_key": self.settings.tiktok_app_key,
@@ -76,7 +107,7 @@ class TikTokClient:
         secret = self.settings.tiktok_app_secret.get_secret_value()
         params["sign"] = api_signature(secret, path, params, body)
         headers = {
-            wire.ACCESS_TOKEN_HEADER: self.tokens.access.get_secret_value(),
+            wire.ACCESS_TOKEN_HEADER: auth.access_token.get_secret_value(),
             "content-type": "application/json",
         }
         url = f"{self.settings.tiktok_api_base}{path}"
@@ -120,34 +151,53 @@ class TikTokClient:
         data: dict[str, Any] = payload.get("data") or {}
         return data
 
-    async def refresh_tokens(self) -> None:
-        """Trade the refresh token for a new access token (one refresh at a time)."""
-        stale = self.tokens.access
-        async with self._refresh_lock:
-            if self.tokens.access is not stale:
-                return  # another caller refreshed while we waited
+    async def refresh_tokens(self, shop_id: str, stale: ShopAuth) -> None:
+        """Trade the shop's refresh token for new tokens (one refresh per shop at a time).
+
+        A refused refresh marks the shop unauthorized (persisted) and raises ShopUnauthorized.
+        """
+        lock = self._refresh_locks.setdefault(shop_id, asyncio.Lock())
+        async with lock:
+            key, current = self.auth(shop_id)
+            if current.access_token.get_secret_value() != stale.access_token.get_secret_value():
+                return  # refreshed while we waited (by us, or by an operator's new tokens)
             params = {
                 "app_key": self.settings.tiktok_app_key,
                 "app_secret": self.settings.tiktok_app_secret.get_secret_value(),
-                "refresh_token": self.tokens.refresh.get_secret_value(),
+                "refresh_token": current.refresh_token.get_secret_value(),
                 "grant_type": "refresh_token",
             }
             url = f"{self.settings.tiktok_auth_base}{wire.TOKEN_REFRESH_PATH}"
             try:
                 async with self.http.get(url, params=params, timeout=self.timeout) as response:
+                    status = response.status
                     payload = orjson.loads(await response.read())
             except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
                 raise TikTokError(
-                    f"token refresh failed: {exc}", code="refresh", retriable=True
+                    f"token refresh failed: {type(exc).__name__}", code="refresh", retriable=True
                 ) from exc
-            if int(payload.get("code", -1)) != wire.OK:
+            if status == 429 or status >= 500:
                 raise TikTokError(
-                    f"token refresh refused: {payload.get('message', '')}",
-                    code=str(payload.get("code")),
-                    retriable=False,
+                    f"token refresh: HTTP {status}", code="refresh", retriable=True, status=status
                 )
+            if int(payload.get("code", -1)) != wire.OK:
+                reason = f"refresh refused: {payload.get('code')} {payload.get('message', '')}"
+                self.store.put(key, current.model_copy(update={"unauthorized": reason}))
+                log.error("tiktok_shop_unauthorized", shop_id=shop_id, reason=reason)
+                raise ShopUnauthorized(shop_id, reason)
             data = payload["data"]
-            self.tokens.access = SecretStr(data["access_token"])
-            self.tokens.refresh = SecretStr(data["refresh_token"])
-            self.tokens.access_expires_at = float(data.get("access_token_expire_in", 0))
-            log.info("tiktok_token_refreshed", expires_at=self.tokens.access_expires_at)
+            self.store.put(
+                key,
+                ShopAuth(
+                    access_token=SecretStr(data["access_token"]),
+                    refresh_token=SecretStr(data["refresh_token"]),
+                    shop_cipher=current.shop_cipher,
+                    access_expires_at=int(data.get("access_token_expire_in", 0)),
+                    refresh_expires_at=int(data.get("refresh_token_expire_in", 0)),
+                ),
+            )
+            log.info(
+                "tiktok_token_refreshed",
+                shop_id=shop_id,
+                expires_at=int(data.get("access_token_expire_in", 0)),
+            )

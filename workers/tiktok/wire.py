@@ -42,7 +42,7 @@ def parse_address(raw: dict[str, Any] | None) -> Address | None:
     )
 
 
-def parse_order(raw: dict[str, Any], shop_id: str, event_id: str) -> Order:
+def parse_order(raw: dict[str, Any], shop_id: str, event_id: str, cause: str = "") -> Order:
     """One order of Get Order Detail's ``data.orders`` as a parcelflow order."""
     items = [
         LineItem(
@@ -66,4 +66,5 @@ def parse_order(raw: dict[str, Any], shop_id: str, event_id: str) -> Order:
         recipient=parse_address(raw.get("recipient_address")),
         update_time=int(raw.get("update_time") or 0),
         source="tiktok",
+        cause=cause,
     )
