@@ -1,6 +1,6 @@
 """``parcelflow``: one command, a subcommand per process.
 
-parcelflow receiver | enricher | planner | labeler | simulator   run one process
+parcelflow receiver | enricher | planner | labeler | auditor | simulator   run one process
 parcelflow run      start everything, send demo traffic, print a summary, stop
 parcelflow up       the same, but keep running until Ctrl-C
 parcelflow tokens   list TikTok tokens per shop, or set them after a shop re-authorized
@@ -46,6 +46,10 @@ def worker(name: str) -> Any:
             from workers.labeler.worker import run as run_labeler
 
             asyncio.run(run_labeler(settings))
+        elif name == "auditor":
+            from workers.auditor.worker import run as run_auditor
+
+            asyncio.run(run_auditor(settings))
         elif name == "simulator":
             from workers.simulator.app import run as run_simulator
 
@@ -221,7 +225,7 @@ def parser() -> argparse.ArgumentParser:
         prog="parcelflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = root.add_subparsers(dest="command", required=True)
-    for name in ("receiver", "enricher", "planner", "labeler", "simulator"):
+    for name in ("receiver", "enricher", "planner", "labeler", "auditor", "simulator"):
         sub.add_parser(name, help=f"run the {name}").set_defaults(func=worker(name))
     for name, keep in (("run", False), ("up", True)):
         p = sub.add_parser(

@@ -163,6 +163,29 @@ class Settings(BaseSettings):
     planner_app_id: str = Field("parcelflow-planner", description="Faust app id (group id).")
     planner_data_dir: Path = Field(Path("var/planner"), description="Faust's local data directory.")
 
+    planner_box_wait_s: float = Field(
+        2 * 3600.0,
+        gt=0,
+        description="A box whose order has not arrived this long after it closed is "
+        "dead-lettered ('order never arrived') with an alert, by the auditor. Should the "
+        "order come later, the box is still planned.",
+    )
+
+    # --- auditor -----------------------------------------------------------------------
+    auditor_repair_after_s: float = Field(
+        120.0,
+        gt=0,
+        description="A box that should have a parcel plan (by the planner's own join rules) "
+        "and has none this long after is republished for the planner.",
+    )
+    auditor_label_after_s: float = Field(
+        3600.0,
+        gt=0,
+        description="A label job without a label or failure this long after is reported "
+        "(log line and metric).",
+    )
+    auditor_interval_s: float = Field(5.0, gt=0, description="How often the auditor checks.")
+
     # --- labeler -----------------------------------------------------------------------
     shipium_base_url: str = Field("https://api.shipium.com", description="Shipium API base URL.")
     shipium_api_key: SecretStr = Field(SecretStr(""), description="Shipium API key.")

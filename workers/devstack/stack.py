@@ -23,10 +23,11 @@ from typing import IO
 from workers.broker.embedded import EmbeddedBroker, free_port
 from workers.settings import Settings
 
-WORKERS = ("simulator", "receiver", "enricher", "planner", "labeler")
+WORKERS = ("simulator", "receiver", "enricher", "planner", "labeler", "auditor")
 READY_MARKERS = {
     "enricher": b"enricher_ready",
     "labeler": b"labeler_ready",
+    "auditor": b"auditor_ready",
     "planner": b"Worker]: Ready",
 }
 

@@ -1,0 +1,57 @@
+"""The auditor on a real broker: repairs a box the planner missed, expires orphan boxes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from schemas.alert import Alert
+from schemas.box import BoxClosed
+from schemas.codec import encode
+from schemas.plan import ParcelPlan
+from schemas.rejected import RejectedRecord
+from schemas.topics import ALERTS, BOXES, BOXES_REJECTED, ORDERS, PLANS
+from tests.integration.kafka_helpers import consume, models, produce
+from tests.unit.factories import box, order
+from workers.auditor.worker import run
+from workers.settings import Settings
+
+
+async def test_repairs_a_missed_box_and_expires_a_box_without_order(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(
+        auditor_repair_after_s=0.5, planner_box_wait_s=1.5, auditor_interval_s=0.1
+    )
+    # no planner runs: the box of a complete order stands for a box the planner missed
+    missed = box("B1", {"A": 2, "B": 1}, order_id="O1")
+    orphan = box("B7", {"A": 1}, order_id="O-unknown")
+    await produce(settings, ORDERS, "O1", order("O1"))
+    await produce(settings, BOXES, "O1", missed)
+    await produce(settings, BOXES, "O-unknown", orphan)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(settings, stop))
+    try:
+        boxes = models(BoxClosed, await consume(settings, BOXES, lambda v: len(v) >= 3))
+        assert [b.box_id for b in boxes].count("B1") >= 2  # republished, same event
+        assert all(b == missed for b in boxes if b.box_id == "B1")
+        rejected = models(
+            RejectedRecord, await consume(settings, BOXES_REJECTED, lambda v: len(v) >= 1)
+        )
+        assert rejected[0].original() == encode(orphan)
+        assert rejected[0].reason.startswith("order never arrived")
+        alerts = models(Alert, await consume(settings, ALERTS, lambda v: len(v) >= 1))
+        assert [(a.kind, a.order_id) for a in alerts] == [("order_never_arrived", "O-unknown")]
+        # the plan appears: repairs stop
+        plan = ParcelPlan(event_id="plan-O1-B1", order_id="O1", box_id="B1", status="planned")
+        await produce(settings, PLANS, "O1", plan)
+        await asyncio.sleep(1.0)
+        before = len(await consume(settings, BOXES, lambda v: False, timeout_s=0.5))
+        await asyncio.sleep(1.5)
+        after = len(await consume(settings, BOXES, lambda v: False, timeout_s=0.5))
+        assert after == before
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+    rejected = await consume(settings, BOXES_REJECTED, lambda v: False, timeout_s=0.5)
+    assert len(rejected) == 1  # expired once

@@ -1,0 +1,70 @@
+"""The auditor's conclusions, from the planner's own join rules. Pure, time passed in."""
+
+from __future__ import annotations
+
+from schemas.codec import encode
+from schemas.order import OrderStatus
+from schemas.plan import ParcelPlan
+from tests.unit.factories import box, order
+from workers.auditor.audit import Audit, Expire, Repair, Unlabeled
+from workers.planner.join import OrderState, on_box, on_order
+
+
+def audit() -> Audit:
+    return Audit(repair_after_ms=100, box_wait_ms=1000, label_after_ms=500)
+
+
+def plan_of(order_id: str, box_id: str) -> ParcelPlan:
+    return ParcelPlan(
+        event_id=f"plan-{order_id}-{box_id}", order_id=order_id, box_id=box_id, status="planned"
+    )
+
+
+def test_a_plannable_box_without_its_plan_is_repaired_once_per_period() -> None:
+    a = audit()
+    b = box("B1", {"A": 2})
+    a.on_order(order(skus={"A": 2}), 0)
+    a.on_box(b, b"key", encode(b), 10)
+    assert a.due(50) == []
+    actions = a.due(110)
+    assert [type(x) for x in actions] == [Repair] and actions[0].box.raw == encode(b)
+    assert a.due(150) == []  # not again within the period
+    assert [type(x) for x in a.due(210)] == [Repair]
+    a.on_plan(plan_of(b.order_id, "B1"))
+    assert a.due(10_000) == []
+
+
+def test_a_box_that_waits_legitimately_is_not_repaired() -> None:
+    a = audit()
+    a.on_order(order(skus={"A": 3}), 0)
+    first = box("B1", {"A": 2})  # one unit still to pack: the planner rightly waits
+    a.on_box(first, None, encode(first), 0)
+    assert a.due(999) == []
+    on_hold = audit()
+    on_hold.on_order(order(skus={"A": 2}, status=OrderStatus.ON_HOLD), 0)
+    on_hold.on_box(first, None, encode(first), 0)
+    assert on_hold.due(999) == []
+
+
+def test_a_box_whose_order_never_arrives_is_expired_once() -> None:
+    a = audit()
+    b = box("B9", {"A": 1})
+    a.on_box(b, None, encode(b), 0)
+    assert a.due(999) == []
+    actions = a.due(1000)
+    assert [type(x) for x in actions] == [Expire] and actions[0].box.box.box_id == "B9"
+    assert a.due(5000) == []
+
+
+def test_a_job_without_label_is_reported_once_and_a_labeled_one_never() -> None:
+    a = audit()
+    state = on_order(OrderState(order_id="O1"), order(skus={"A": 1}), 0).state
+    job = on_box(state, box("B1", {"A": 1}), 0).jobs[0]
+    a.on_job(job, 0)
+    assert a.due(400) == []
+    assert [type(x) for x in a.due(500)] == [Unlabeled]
+    assert a.due(900) == []
+    b = audit()
+    b.on_job(job, 0)
+    b.on_label_result(job.job_id)
+    assert b.due(10_000) == []

@@ -1,0 +1,1 @@
+"""The auditor: finds boxes the planner missed and boxes whose order never came."""

@@ -1,0 +1,191 @@
+"""The auditor's loop: a plain aiokafka consumer over the planner's inputs and outputs.
+
+It reads ``orders.v1``, ``warehouse.boxes.v1``, ``parcel-plans.v1``, ``label-jobs.v1``,
+``labels.v1`` and ``label-failures.v1`` from the beginning (no consumer group: it keeps
+no offsets, its memory is rebuilt from the topics on start), and acts only once it has
+caught up with them. What it concludes is in ``workers.auditor.audit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from prometheus_client import Counter, Gauge, start_http_server
+
+from schemas.alert import Alert
+from schemas.box import BoxClosed
+from schemas.codec import decode, encode
+from schemas.common import now_ms
+from schemas.label import LabelFailure, LabelJob, LabelResult
+from schemas.order import Order
+from schemas.plan import ParcelPlan
+from schemas.topics import (
+    ALERTS,
+    BOXES,
+    BOXES_REJECTED,
+    LABEL_FAILURES,
+    LABEL_JOBS,
+    LABELS,
+    ORDERS,
+    PLANS,
+)
+from workers.auditor.audit import ORDER_NEVER_ARRIVED, Audit, Expire, Repair, Unlabeled
+from workers.broker.offsets import install_end_offsets_correction
+from workers.kafka import Topics, ensure_topics, make_producer, rejected_record
+from workers.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+REPAIRS = Counter("parcelflow_auditor_repairs", "Boxes republished for the planner.")
+EXPIRED = Counter("parcelflow_auditor_expired_boxes", "Boxes whose order never arrived.")
+UNLABELED = Counter("parcelflow_auditor_unlabeled_jobs", "Label jobs reported as unlabeled.")
+WAITING = Gauge("parcelflow_auditor_boxes_without_plan", "Boxes seen without a plan yet.")
+
+
+class Auditor:
+    def __init__(self, settings: Settings, producer: AIOKafkaProducer) -> None:
+        self.settings = settings
+        self.producer = producer
+        self.names = Topics(settings)
+        self.audit = Audit(
+            repair_after_ms=int(settings.auditor_repair_after_s * 1000),
+            box_wait_ms=int(settings.planner_box_wait_s * 1000),
+            label_after_ms=int(settings.auditor_label_after_s * 1000),
+        )
+        self.repairs = 0
+
+    def observe(self, message: ConsumerRecord) -> None:
+        topic, value, now = message.topic, message.value, now_ms()
+        n = self.names
+        if topic == n(ORDERS):
+            order = decode(Order, value)
+            if not isinstance(order, str):
+                self.audit.on_order(order, now)
+        elif topic == n(BOXES):
+            box = decode(BoxClosed, value)
+            if not isinstance(box, str):
+                self.audit.on_box(box, message.key, value, now)
+        elif topic == n(PLANS):
+            plan = decode(ParcelPlan, value)
+            if not isinstance(plan, str):
+                self.audit.on_plan(plan)
+        elif topic == n(LABEL_JOBS):
+            job = decode(LabelJob, value)
+            if not isinstance(job, str):
+                self.audit.on_job(job, now)
+        elif topic == n(LABELS):
+            label = decode(LabelResult, value)
+            if not isinstance(label, str):
+                self.audit.on_label_result(label.job_id)
+        elif topic == n(LABEL_FAILURES):
+            failure = decode(LabelFailure, value)
+            if not isinstance(failure, str):
+                self.audit.on_label_result(failure.job_id)
+
+    async def act(self) -> None:
+        for action in self.audit.due(now_ms()):
+            if isinstance(action, Repair):
+                box = action.box
+                await self.producer.send_and_wait(self.names(BOXES), box.raw, key=box.key)
+                self.repairs += 1
+                REPAIRS.inc()
+                log.warning(
+                    "box_republished",
+                    order_id=box.box.order_id,
+                    box_id=box.box.box_id,
+                    repairs_of_this_box=box.repairs,
+                    reason="should have a parcel plan by now",
+                )
+            elif isinstance(action, Expire):
+                await self.expire(action)
+            elif isinstance(action, Unlabeled):
+                UNLABELED.inc()
+                log.warning(
+                    "job_without_label",
+                    job_id=action.job_id,
+                    order_id=action.order_id,
+                    waited_s=action.waited_ms // 1000,
+                )
+        WAITING.set(len(self.audit.waiting))
+
+    async def expire(self, action: Expire) -> None:
+        box = action.box
+        waited_s = self.settings.planner_box_wait_s
+        reason = f"{ORDER_NEVER_ARRIVED} (waited {waited_s:g} s)"
+        record = rejected_record(
+            source_topic=self.names(BOXES),
+            value=box.raw,
+            key=box.key,
+            reason=reason,
+            worker="auditor",
+        )
+        alert = Alert(
+            event_id=f"order-never-arrived-{box.box.order_id}-{box.box.box_id}",
+            kind="order_never_arrived",
+            order_id=box.box.order_id,
+            message=f"Box {box.box.box_id} closed at station {box.box.station_id} for order "
+            f"{box.box.order_id}, which never arrived. Check the order id on the box.",
+            details={"box_id": box.box.box_id, "waited_s": waited_s},
+            at_ms=now_ms(),
+        )
+        await self.producer.send_and_wait(self.names(BOXES_REJECTED), encode(record), key=box.key)
+        await self.producer.send_and_wait(
+            self.names(ALERTS), encode(alert), key=box.box.order_id.encode()
+        )
+        EXPIRED.inc()
+        log.error("order_never_arrived", order_id=box.box.order_id, box_id=box.box.box_id)
+
+
+async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run until ``stop`` is set (by default: until SIGTERM or Ctrl-C)."""
+    await ensure_topics(settings)
+    if settings.kafka_embedded:
+        install_end_offsets_correction(settings.kafka_bootstrap)
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+    names = Topics(settings)
+    topics = [names(t) for t in (ORDERS, BOXES, PLANS, LABEL_JOBS, LABELS, LABEL_FAILURES)]
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False
+    )
+    producer = make_producer(settings)
+    auditor = Auditor(settings, producer)
+    try:
+        await producer.start()
+        await consumer.start()
+        await consumer.topics()
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        behind = {tp for tp, end in ends.items() if end > 0}
+        log.info("auditor_ready", partitions=len(partitions), catching_up=len(behind))
+        next_check = 0.0
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+            for messages in batches.values():
+                for message in messages:
+                    auditor.observe(message)
+            for tp in list(behind):
+                if await consumer.position(tp) >= ends[tp]:
+                    behind.discard(tp)
+            if not behind and loop.time() >= next_check:
+                await auditor.act()
+                next_check = loop.time() + settings.auditor_interval_s
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        log.info("auditor_stopped", repairs=auditor.repairs)
