@@ -8,6 +8,7 @@ from collections.abc import Callable
 from schemas.alert import Alert
 from schemas.box import BoxClosed
 from schemas.codec import encode
+from schemas.order import Order
 from schemas.plan import ParcelPlan
 from schemas.rejected import RejectedRecord
 from schemas.topics import ALERTS, BOXES, BOXES_REJECTED, ORDERS, PLANS
@@ -35,6 +36,8 @@ async def test_repairs_a_missed_box_and_expires_a_box_without_order(
         boxes = models(BoxClosed, await consume(settings, BOXES, lambda v: len(v) >= 3))
         assert [b.box_id for b in boxes].count("B1") >= 2  # republished, same event
         assert all(b == missed for b in boxes if b.box_id == "B1")
+        orders = models(Order, await consume(settings, ORDERS, lambda v: len(v) >= 2))
+        assert [o.order_id for o in orders] == ["O1", "O1"]  # the order with it
         rejected = models(
             RejectedRecord, await consume(settings, BOXES_REJECTED, lambda v: len(v) >= 1)
         )

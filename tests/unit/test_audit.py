@@ -23,11 +23,15 @@ def plan_of(order_id: str, box_id: str) -> ParcelPlan:
 def test_a_plannable_box_without_its_plan_is_repaired_once_per_period() -> None:
     a = audit()
     b = box("B1", {"A": 2})
-    a.on_order(order(skus={"A": 2}), 0)
+    o = order(skus={"A": 2})
+    a.on_order(o, 0, b"key", encode(o))
     a.on_box(b, b"key", encode(b), 10)
     assert a.due(50) == []
     actions = a.due(110)
-    assert [type(x) for x in actions] == [Repair] and actions[0].box.raw == encode(b)
+    assert [type(x) for x in actions] == [Repair]
+    assert isinstance(actions[0], Repair)
+    assert actions[0].messages == [(b"key", encode(o), "order"), (b"key", encode(b), "box")]
+    assert actions[0].boxes == ["B1"]
     assert a.due(150) == []  # not again within the period
     assert [type(x) for x in a.due(210)] == [Repair]
     a.on_plan(plan_of(b.order_id, "B1"))

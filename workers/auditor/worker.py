@@ -39,7 +39,9 @@ from workers.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-REPAIRS = Counter("parcelflow_auditor_repairs", "Boxes republished for the planner.")
+REPAIRS = Counter(
+    "parcelflow_auditor_repairs", "Orders republished (order and boxes) for the planner."
+)
 EXPIRED = Counter("parcelflow_auditor_expired_boxes", "Boxes whose order never arrived.")
 UNLABELED = Counter("parcelflow_auditor_unlabeled_jobs", "Label jobs reported as unlabeled.")
 WAITING = Gauge("parcelflow_auditor_boxes_without_plan", "Boxes seen without a plan yet.")
@@ -63,7 +65,7 @@ class Auditor:
         if topic == n(ORDERS):
             order = decode(Order, value)
             if not isinstance(order, str):
-                self.audit.on_order(order, now)
+                self.audit.on_order(order, now, message.key, value)
         elif topic == n(BOXES):
             box = decode(BoxClosed, value)
             if not isinstance(box, str):
@@ -88,16 +90,17 @@ class Auditor:
     async def act(self) -> None:
         for action in self.audit.due(now_ms()):
             if isinstance(action, Repair):
-                box = action.box
-                await self.producer.send_and_wait(self.names(BOXES), box.raw, key=box.key)
+                for key, value, kind in action.messages:
+                    topic = self.names(ORDERS) if kind == "order" else self.names(BOXES)
+                    await self.producer.send_and_wait(topic, value, key=key)
                 self.repairs += 1
                 REPAIRS.inc()
                 log.warning(
-                    "box_republished",
-                    order_id=box.box.order_id,
-                    box_id=box.box.box_id,
-                    repairs_of_this_box=box.repairs,
-                    reason="should have a parcel plan by now",
+                    "order_republished",
+                    order_id=action.order_id,
+                    boxes_without_plan=action.boxes,
+                    events=len(action.messages),
+                    reason="boxes should have a parcel plan by now",
                 )
             elif isinstance(action, Expire):
                 await self.expire(action)

@@ -1,0 +1,168 @@
+"""The planner under failure: two Faust workers, one SIGKILLed mid-run; and a restart.
+
+Every order must get exactly one label job and every box its plan, with no item id in
+two boxes, with the auditor on (it republishes boxes Faust may have skipped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from schemas.box import BoxClosed
+from schemas.codec import encode
+from schemas.label import LabelJob
+from schemas.order import Order
+from schemas.plan import ParcelPlan
+from schemas.topics import BOXES, LABEL_JOBS, ORDERS, PLANS
+from tests.integration.kafka_helpers import consume, models, produce
+from tests.integration.processes import worker_process
+from tests.unit.factories import box, order
+from workers.auditor.worker import run as run_auditor
+from workers.kafka import Topics, ensure_topics
+from workers.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+ORDERS_COUNT = 2000
+READY = b"Worker]: Ready"
+
+
+def events(count: int, seed: int = 3) -> tuple[list[Order | BoxClosed], dict[str, list[str]]]:
+    """Orders of 2 A + 1 B + 1 C, packed in 1 to 3 boxes, shuffled within a window."""
+    rng = random.Random(seed)
+    out: list[Order | BoxClosed] = []
+    boxes_of: dict[str, list[str]] = {}
+    for n in range(count):
+        order_id = f"K{n:05d}"
+        units = ["A", "A", "B", "C"]
+        cuts = sorted(rng.sample(range(1, 4), rng.randint(0, 2)))
+        groups = [units[i:j] for i, j in zip([0, *cuts], [*cuts, 4], strict=True)]
+        boxes = [
+            box(f"{order_id}-B{k}", dict(Counter(group)), order_id=order_id)
+            for k, group in enumerate(groups)
+        ]
+        boxes_of[order_id] = [b.box_id for b in boxes]
+        batch: list[Order | BoxClosed] = [order(order_id, skus={"A": 2, "B": 1, "C": 1}), *boxes]
+        rng.shuffle(batch)
+        out.extend(batch)
+    return out, boxes_of
+
+
+async def produce_all(settings: Settings, items: list[Order | BoxClosed]) -> None:
+    names = Topics(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for item in items:
+            topic = names(ORDERS) if isinstance(item, Order) else names(BOXES)
+            await producer.send(topic, encode(item), key=item.order_id.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def worker_settings(base: Settings, root: Path, name: str) -> Settings:
+    return base.model_copy(update={"planner_data_dir": root / name})
+
+
+@pytest.fixture
+def base(make_settings: Any) -> Iterator[Settings]:
+    yield make_settings(topic_partitions=4, auditor_repair_after_s=20.0, auditor_interval_s=1.0)
+
+
+async def test_sigkill_of_one_of_two_planners_loses_and_duplicates_nothing(
+    base: Settings, tmp_path: Path
+) -> None:
+    await ensure_topics(base)
+    items, boxes_of = events(ORDERS_COUNT)
+    stop = asyncio.Event()
+    auditor_task = asyncio.create_task(run_auditor(base, stop))
+    a_settings = worker_settings(base, tmp_path, "a")
+    b_settings = worker_settings(base, tmp_path, "b")
+    with worker_process("planner", b_settings, tmp_path / "b.log", READY):
+        with worker_process("planner", a_settings, tmp_path / "a.log", READY) as a:
+            await asyncio.sleep(3)  # let the group settle on two members
+            third = len(items) // 3
+            await produce_all(base, items[:third])
+            await produce_all(base, items[third : 2 * third])
+            # kill A mid-run: once the join is well under way, with work still arriving
+            await consume(base, LABEL_JOBS, distinct(LabelJob, "order_id", 400), timeout_s=60)
+            a.send_signal(signal.SIGKILL)
+            a.wait()
+            await produce_all(base, items[2 * third :])
+        with worker_process("planner", a_settings, tmp_path / "a.log", READY, timeout_s=90):
+            jobs = models(
+                LabelJob,
+                await consume(
+                    base, LABEL_JOBS, distinct(LabelJob, "order_id", ORDERS_COUNT), timeout_s=150
+                ),
+            )
+            all_boxes = sum(len(b) for b in boxes_of.values())
+            plans = models(
+                ParcelPlan,
+                await consume(base, PLANS, distinct(ParcelPlan, "box_id", all_boxes), 60),
+            )
+    stop.set()
+    await asyncio.wait_for(auditor_task, 15)
+
+    by_order: dict[str, set[str]] = {}
+    for job in jobs:
+        by_order.setdefault(job.order_id, set()).add(job.job_id)
+    assert set(by_order) == set(boxes_of)
+    assert all(len(ids) == 1 for ids in by_order.values()), "an order got two different jobs"
+    latest = {(p.order_id, p.box_id): p for p in plans}
+    assert set(latest) == {(o, b) for o, bs in boxes_of.items() for b in bs}
+    assert all(p.status == "planned" for p in latest.values())
+    for order_id in boxes_of:
+        items_of = [i.item_id for (o, _), p in latest.items() if o == order_id for i in p.items]
+        assert len(items_of) == len(set(items_of)) == 4, order_id
+    print(f"\nplanner kill test: {len(jobs)} job events for {len(by_order)} orders")
+
+
+def distinct(model: type[LabelJob] | type[ParcelPlan], field: str, want: int) -> Any:
+    """A ``consume`` predicate: ``want`` distinct values of ``field`` (reads each value once)."""
+    seen: set[str] = set()
+    read = 0
+
+    def enough(values: list[bytes]) -> bool:
+        nonlocal read
+        for value in values[read:]:
+            seen.add(getattr(model.model_validate_json(value), field))
+        read = len(values)
+        return len(seen) >= want
+
+    return enough
+
+
+async def test_a_restarted_planner_recovers_its_table_exactly(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    settings = make_settings()
+    await ensure_topics(settings)
+    with worker_process("planner", settings, tmp_path / "p.log", READY):
+        await produce(settings, ORDERS, "R1", order("R1", skus={"A": 2, "B": 1}))
+        await produce(settings, BOXES, "R1", box("R1-B2", {"A": 1}, order_id="R1"))
+        plans = await consume(settings, PLANS, lambda v: False, timeout_s=3)
+        assert plans == []  # two units still to pack: the order waits, in the table
+    started = time.monotonic()
+    with worker_process("planner", settings, tmp_path / "p.log", READY):
+        await produce(settings, BOXES, "R1", box("R1-B1", {"A": 1, "B": 1}, order_id="R1"))
+        jobs = models(LabelJob, await consume(settings, LABEL_JOBS, lambda v: len(v) >= 1))
+    assert len(jobs) == 1, time.monotonic() - started
+    # the box from before the restart is in the job: the table came back exactly
+    assert sorted(p.box_id for p in jobs[0].parcels) == ["R1-B1", "R1-B2"]
+    assert sorted(i.item_id for p in jobs[0].parcels for i in p.items) == [
+        "R1-001",
+        "R1-002",
+        "R1-003",
+    ]
