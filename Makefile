@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run up test lint format types unit integration e2e schemas bench-labeler bench-receiver docs clean
+.PHONY: help install run up test lint format types unit integration e2e schemas bench-labeler bench-receiver bench-planner docs clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,6 +57,9 @@ clean: ## remove run output (var/) and caches, keep .venv
 
 bench-receiver: $(STAMP) ## receiver: signed webhooks/s with durable writes vs a bare aiohttp handler
 	$(BIN)/python -m bench.receiver
+
+bench-planner: $(STAMP) ## planner: join events/s of one Faust worker vs a raw aiokafka pass-through
+	$(BIN)/python -m bench.planner
 
 bench-labeler: $(STAMP) ## labeler: labels/s vs Little's law, and peak RSS vs backlog
 	$(BIN)/python -m bench.labeler

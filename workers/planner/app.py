@@ -12,7 +12,6 @@ import asyncio
 from typing import Any
 
 import faust
-import orjson
 import structlog
 
 from schemas.box import BoxClosed
@@ -56,7 +55,8 @@ def create_app(settings: Settings) -> faust.App:
         web_enabled=False,
         table_cleanup_interval=3600,
     )
-    source = app.topic(names(ORDERS), names(BOXES), **RAW)
+    orders_topic = names(ORDERS)
+    source = app.topic(orders_topic, names(BOXES), **RAW)
     plans = app.topic(names(PLANS), **RAW)
     jobs = app.topic(names(LABEL_JOBS), **RAW)
     rejected = {
@@ -79,10 +79,11 @@ def create_app(settings: Settings) -> faust.App:
 
     def handle(topic: str, value: bytes | None) -> Step | str:
         """The step for one event, or why it was rejected."""
-        event = decode(Order, value) if topic == names(ORDERS) else decode(BoxClosed, value)
+        event = decode(Order, value) if topic == orders_topic else decode(BoxClosed, value)
         if isinstance(event, str):
             return event
-        stored = table.get(event.order_id.encode())
+        key = event.order_id.encode()
+        stored = table.get(key)
         state = (
             OrderState.model_validate_json(stored)
             if stored is not None
@@ -94,23 +95,19 @@ def create_app(settings: Settings) -> faust.App:
         else:
             step = on_box(state, event, clock)
         if step.state is not state:
-            table[event.order_id.encode()] = orjson.dumps(step.state.model_dump(mode="json"))
+            table[key] = step.state.model_dump_json().encode()
         return step
 
     @app.agent(source, concurrency=1)
     async def join(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             message = event.message
-            bound = log.bind(
-                topic=message.topic, partition=message.partition, offset=message.offset
-            )
             try:
                 outcome = handle(message.topic, event.value)
                 if isinstance(outcome, str):
                     reason = outcome
                 else:
                     await publish(outcome)
-                    bound.debug("joined", plans=len(outcome.plans), jobs=len(outcome.jobs))
                     continue
             except Exception as exc:  # noqa: BLE001 (one bad event must not stop the join)
                 reason = f"planner error: {type(exc).__name__}: {exc}"
@@ -124,7 +121,14 @@ def create_app(settings: Settings) -> faust.App:
                 worker="planner",
             )
             await rejected[message.topic].send(key=message.key, value=encode(record))
-            bound.warning("dead_lettered", reason=reason, key=b64(message.key))
+            log.warning(
+                "dead_lettered",
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                reason=reason,
+                key=b64(message.key),
+            )
 
     return app
 

@@ -1,0 +1,262 @@
+"""Planner benchmark: join throughput of one Faust worker, against a raw aiokafka pass-through.
+
+    make bench-planner            (or: .venv/bin/python -m bench.planner --help)
+
+The same ``--orders`` orders (each 2 A + 1 B + 1 C, in 1 to 3 boxes, shuffled) are put in
+two namespaces' ``orders.v1`` and ``warehouse.boxes.v1`` before anything starts. Then:
+
+- baseline: a plain aiokafka consumer group that reads both topics and produces every
+  event unchanged to one output topic (acks=all), committing after each batch;
+- planner: one ``parcelflow planner`` worker (Faust) joining them into parcel plans and
+  label jobs.
+
+Each runs as its own process over its backlog; throughput is input events divided by the
+time from its first output to its last, so start-up is not counted. Prints both, and
+the ratio planner / baseline (goal >= 0.5). Everything started is stopped, by process id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from schemas.box import BoxClosed, BoxItem
+from schemas.codec import encode
+from schemas.common import Address, Dimensions, Weight
+from schemas.label import LabelJob
+from schemas.order import LineItem, Order, OrderStatus
+from schemas.topics import BOXES, LABEL_JOBS, ORDERS, PLANS
+from workers.broker.embedded import EmbeddedBroker
+from workers.kafka import Topics, ensure_topics, make_consumer, make_producer
+from workers.settings import Settings
+
+SKUS = {"A": 2, "B": 1, "C": 1}
+
+
+def events(count: int, run: str, seed: int = 11) -> list[Order | BoxClosed]:
+    rng = random.Random(seed)
+    out: list[Order | BoxClosed] = []
+    for n in range(count):
+        order_id = f"{run}{n:07d}"
+        items = [
+            LineItem(item_id=f"{order_id}-{k}", sku_id=f"id-{sku}", seller_sku=sku, product_id="p")
+            for k, sku in enumerate(s for s, units in SKUS.items() for _ in range(units))
+        ]
+        order = Order(
+            event_id=f"ev-{order_id}",
+            order_id=order_id,
+            shop_id="bench",
+            status=OrderStatus.AWAITING_SHIPMENT,
+            line_items=items,
+            recipient=Address(name="Bench", street1="1 Main St", city="Austin", state="TX"),
+            update_time=1,
+        )
+        units = [li.seller_sku for li in items]
+        cuts = sorted(rng.sample(range(1, len(units)), rng.randint(0, 2)))
+        groups = [units[i:j] for i, j in zip([0, *cuts], [*cuts, len(units)], strict=True)]
+        boxes = [
+            BoxClosed(
+                event_id=f"ev-{order_id}-B{k}",
+                box_id=f"{order_id}-B{k}",
+                order_id=order_id,
+                station_id="bench",
+                items=[BoxItem(sku=s, quantity=q) for s, q in Counter(group).items()],
+                weight=Weight(value=1),
+                dimensions=Dimensions(length=10, width=8, height=4),
+                closed_at_ms=1,
+            )
+            for k, group in enumerate(groups)
+        ]
+        batch: list[Order | BoxClosed] = [order, *boxes]
+        rng.shuffle(batch)
+        out.extend(batch)
+    return out
+
+
+async def fill(settings: Settings, items: list[Order | BoxClosed]) -> None:
+    names = Topics(settings)
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        for item in items:
+            topic = names(ORDERS) if isinstance(item, Order) else names(BOXES)
+            await producer.send(topic, encode(item), key=item.order_id.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def output_times(
+    settings: Settings, topics: list[str], done: Callable[[str, bytes], bool], timeout_s: float
+) -> list[float]:
+    """Arrival time of every record on ``topics`` until ``done`` says the run is complete."""
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+    )
+    await consumer.start()
+    times: list[float] = []
+    finished = False
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not finished:
+                batches = await consumer.getmany(timeout_ms=100, max_records=5000)
+                now = time.monotonic()
+                for tp, messages in batches.items():
+                    for message in messages:
+                        times.append(now)
+                        finished = done(tp.topic, message.value) or finished
+    except TimeoutError:
+        raise SystemExit(f"timed out after {len(times)} outputs on {topics}") from None
+    finally:
+        await consumer.stop()
+    return times
+
+
+def start(args: list[str], settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARCELFLOW_")}
+    env |= settings.as_env() | {"PARCELFLOW_LOG_LEVEL": "warning"}
+    return subprocess.Popen(
+        [sys.executable, *args], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
+    )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def pass_through(settings: Settings) -> None:
+    """The baseline process: consume orders and boxes, produce each unchanged, commit."""
+    names = Topics(settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    consumer = make_consumer(settings, names.group("bench-pass"), names(ORDERS), names(BOXES))
+    producer: AIOKafkaProducer = make_producer(settings)
+    await consumer.start()
+    await producer.start()
+    try:
+        while not stopping.is_set():
+            batches = await consumer.getmany(timeout_ms=200, max_records=1000)
+            for tp, messages in batches.items():
+                acks = [await producer.send(names(PLANS), m.value, key=m.key) for m in messages]
+                await asyncio.gather(*acks)
+                await consumer.commit(
+                    {TopicPartition(tp.topic, tp.partition): messages[-1].offset + 1}
+                )
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def measure(
+    name: str,
+    settings: Settings,
+    command: list[str],
+    topics: list[str],
+    done: Callable[[str, bytes], bool],
+    inputs: int,
+    log: Path,
+) -> float:
+    proc = start(command, settings, log)
+    try:
+        times = await output_times(settings, topics, done, timeout_s=600)
+    finally:
+        stop(proc)
+    rate = inputs / (times[-1] - times[0])
+    print(f"{name:<13} {rate:8.0f} events/s  ({inputs} events in, {len(times)} records out)")
+    return rate
+
+
+async def main(args: argparse.Namespace) -> None:
+    with TemporaryDirectory(prefix="pf-bench-") as tmp_dir, EmbeddedBroker() as broker:
+        tmp = Path(tmp_dir)
+        base = Settings(kafka_bootstrap=broker.bootstrap, kafka_embedded=True)
+        runs = {
+            name: base.model_copy(
+                update={
+                    "topic_namespace": f"{name[:2]}{uuid.uuid4().hex[:6]}.",
+                    "planner_data_dir": tmp / name,
+                }
+            )
+            for name in ("baseline", "planner")
+        }
+        items = events(args.orders, "B")
+        for settings in runs.values():
+            await ensure_topics(settings)
+            await fill(settings, items)
+        print(f"{args.orders} orders: {len(items)} events (orders and boxes), 4 partitions")
+        seen = 0
+
+        def all_passed(topic: str, value: bytes) -> bool:
+            nonlocal seen
+            seen += 1
+            return seen >= len(items)
+
+        baseline = await measure(
+            "pass-through",
+            runs["baseline"],
+            ["-m", "bench.planner", "--pass-through"],
+            [Topics(runs["baseline"])(PLANS)],
+            all_passed,
+            len(items),
+            tmp / "baseline.log",
+        )
+        jobs: set[str] = set()
+        names = Topics(runs["planner"])
+
+        def all_jobs(topic: str, value: bytes) -> bool:
+            if topic == names(LABEL_JOBS):
+                jobs.add(LabelJob.model_validate_json(value).order_id)
+            return len(jobs) >= args.orders
+
+        planner = await measure(
+            "planner",
+            runs["planner"],
+            ["-m", "workers.cli", "planner"],
+            [names(PLANS), names(LABEL_JOBS)],
+            all_jobs,
+            len(items),
+            tmp / "planner.log",
+        )
+    print(f"ratio planner/pass-through: {planner / baseline:.2f} (goal >= 0.5)")
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--orders", type=int, default=5000)
+    parser.add_argument("--pass-through", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    arguments = parse()
+    if arguments.pass_through:
+        asyncio.run(pass_through(Settings()))
+    else:
+        asyncio.run(main(arguments))
