@@ -35,6 +35,7 @@ from schemas.label import LabelJob, Parcel
 from schemas.order import LineItem
 from schemas.topics import LABEL_JOBS, LABELS
 from workers.broker.embedded import EmbeddedBroker
+from workers.devstack.stack import terminate as stop
 from workers.kafka import Topics, ensure_topics, make_producer
 from workers.settings import Settings
 from workers.simulator.app import Simulator, create_app
@@ -90,16 +91,6 @@ def start_labeler(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
     )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 async def label_times(settings: Settings, want: int, timeout_s: float) -> list[float]:

@@ -40,6 +40,7 @@ from schemas.label import LabelJob
 from schemas.order import LineItem, Order, OrderStatus
 from schemas.topics import BOXES, LABEL_JOBS, ORDERS, PLANS
 from workers.broker.embedded import EmbeddedBroker
+from workers.devstack.stack import terminate as stop
 from workers.kafka import Topics, ensure_topics, make_consumer, make_producer
 from workers.settings import Settings
 
@@ -136,16 +137,6 @@ def start(args: list[str], settings: Settings, log: Path) -> subprocess.Popen[by
     return subprocess.Popen(
         [sys.executable, *args], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
     )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 async def pass_through(settings: Settings) -> None:

@@ -38,6 +38,7 @@ from aiohttp import web
 from schemas.topics import WEBHOOKS
 from workers.broker.embedded import EmbeddedBroker, free_port
 from workers.broker.offsets import high_watermarks
+from workers.devstack.stack import terminate as stop
 from workers.kafka import Topics
 from workers.settings import Settings
 from workers.tiktok.signing import webhook_signature
@@ -152,16 +153,6 @@ def start(command: list[str], env: dict[str, str], log: Path, port: int) -> subp
             time.sleep(0.2)
     stop(proc)
     raise SystemExit(f"{command} not ready:\n{log.read_text()[-2000:]}")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:

@@ -7,19 +7,16 @@ two boxes, with the auditor on (it republishes boxes Faust may have skipped).
 from __future__ import annotations
 
 import asyncio
-import random
 import signal
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
+from bench.planner import events, fill
 from schemas.box import BoxClosed
-from schemas.codec import encode
 from schemas.label import LabelJob
 from schemas.order import Order
 from schemas.plan import ParcelPlan
@@ -28,7 +25,7 @@ from tests.integration.kafka_helpers import consume, models, produce
 from tests.integration.processes import worker_process
 from tests.unit.factories import box, order
 from workers.auditor.worker import run as run_auditor
-from workers.kafka import Topics, ensure_topics
+from workers.kafka import ensure_topics
 from workers.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -37,38 +34,12 @@ ORDERS_COUNT = 2000
 READY = b"Worker]: Ready"
 
 
-def events(count: int, seed: int = 3) -> tuple[list[Order | BoxClosed], dict[str, list[str]]]:
-    """Orders of 2 A + 1 B + 1 C, packed in 1 to 3 boxes, shuffled within a window."""
-    rng = random.Random(seed)
-    out: list[Order | BoxClosed] = []
-    boxes_of: dict[str, list[str]] = {}
-    for n in range(count):
-        order_id = f"K{n:05d}"
-        units = ["A", "A", "B", "C"]
-        cuts = sorted(rng.sample(range(1, 4), rng.randint(0, 2)))
-        groups = [units[i:j] for i, j in zip([0, *cuts], [*cuts, 4], strict=True)]
-        boxes = [
-            box(f"{order_id}-B{k}", dict(Counter(group)), order_id=order_id)
-            for k, group in enumerate(groups)
-        ]
-        boxes_of[order_id] = [b.box_id for b in boxes]
-        batch: list[Order | BoxClosed] = [order(order_id, skus={"A": 2, "B": 1, "C": 1}), *boxes]
-        rng.shuffle(batch)
-        out.extend(batch)
-    return out, boxes_of
-
-
-async def produce_all(settings: Settings, items: list[Order | BoxClosed]) -> None:
-    names = Topics(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        for item in items:
-            topic = names(ORDERS) if isinstance(item, Order) else names(BOXES)
-            await producer.send(topic, encode(item), key=item.order_id.encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
+def boxes_by_order(items: list[Order | BoxClosed]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for item in items:
+        if isinstance(item, BoxClosed):
+            out.setdefault(item.order_id, []).append(item.box_id)
+    return out
 
 
 def worker_settings(base: Settings, root: Path, name: str) -> Settings:
@@ -84,7 +55,8 @@ async def test_sigkill_of_one_of_two_planners_loses_and_duplicates_nothing(
     base: Settings, tmp_path: Path
 ) -> None:
     await ensure_topics(base)
-    items, boxes_of = events(ORDERS_COUNT)
+    items = events(ORDERS_COUNT, "K")  # 2 A + 1 B + 1 C per order, in 1 to 3 boxes
+    boxes_of = boxes_by_order(items)
     stop = asyncio.Event()
     auditor_task = asyncio.create_task(run_auditor(base, stop))
     a_settings = worker_settings(base, tmp_path, "a")
@@ -93,13 +65,13 @@ async def test_sigkill_of_one_of_two_planners_loses_and_duplicates_nothing(
         with worker_process("planner", a_settings, tmp_path / "a.log", READY) as a:
             await asyncio.sleep(3)  # let the group settle on two members
             third = len(items) // 3
-            await produce_all(base, items[:third])
-            await produce_all(base, items[third : 2 * third])
+            await fill(base, items[:third])
+            await fill(base, items[third : 2 * third])
             # kill A mid-run: once the join is well under way, with work still arriving
             await consume(base, LABEL_JOBS, distinct(LabelJob, "order_id", 400), timeout_s=60)
             a.send_signal(signal.SIGKILL)
             a.wait()
-            await produce_all(base, items[2 * third :])
+            await fill(base, items[2 * third :])
         with worker_process("planner", a_settings, tmp_path / "a.log", READY, timeout_s=90):
             jobs = models(
                 LabelJob,

@@ -36,6 +36,17 @@ class StackError(RuntimeError):
     pass
 
 
+def terminate(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
+    """Stop one process we started, by its pid: SIGTERM, then SIGKILL after ``grace_s``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @dataclass
 class Process:
     name: str
@@ -154,20 +165,16 @@ class Stack:
         raise StackError(f"{process.name} was not ready in time:\n{process.tail()}")
 
     def stop_process(self, process: Process, grace_s: float = 10.0) -> None:
-        if process.proc.poll() is None:
-            process.proc.terminate()
-            try:
-                process.proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                process.proc.kill()
-                process.proc.wait()
+        terminate(process.proc, grace_s)
         process.log.close()
 
     def stop(self) -> None:
         """Stop the workers (intake first), then the broker. Safe to call twice."""
         order = {
             name: n
-            for n, name in enumerate(("receiver", "enricher", "planner", "labeler", "simulator"))
+            for n, name in enumerate(
+                ("receiver", "enricher", "planner", "labeler", "auditor", "simulator")
+            )
         }
         for process in sorted(self.processes, key=lambda p: order.get(p.name, 99)):
             self.stop_process(process)
