@@ -76,7 +76,7 @@ def make_consumer(
         "auto_offset_reset": "earliest",
         "session_timeout_ms": int(settings.kafka_session_timeout_s * 1000),
         "heartbeat_interval_ms": 1_000,
-        "max_poll_interval_ms": 300_000,
+        "max_poll_interval_ms": int(settings.kafka_max_poll_interval_s * 1000),
     }
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)

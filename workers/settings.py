@@ -48,6 +48,13 @@ class Settings(BaseSettings):
         "join for half of it, so keep it short there.",
     )
 
+    kafka_max_poll_interval_s: float = Field(
+        300.0,
+        ge=1,
+        description="Longest pause between a consumer's polls before the group drops it. "
+        "The labeler polls while its calls run, so slow calls never come near it.",
+    )
+
     # --- logging and metrics -----------------------------------------------------------
     log_level: str = Field("info", description="debug, info, warning or error.")
     metrics_port: int = Field(

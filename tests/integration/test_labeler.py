@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from schemas.alert import Alert
 from schemas.label import LabelFailure, LabelResult
@@ -234,3 +235,34 @@ async def test_cancellations_drop_unlabeled_jobs_and_say_to_void_labeled_ones(
     await run_once(LABELS, lambda v: any(b"job-V2-sentinel" in x for x in v))
     called = [r["shipmentParameters"]["partnerShipmentId"] for r in sim.shipium.requests]
     assert called == ["job-V1", "job-V2-sentinel"]
+
+
+async def test_slow_calls_cause_no_rebalance(
+    make_settings: Callable[..., Settings], serve: Any
+) -> None:
+    base = make_settings(
+        sim_label_latency_median_s=2.5, sim_label_latency_sigma=0.0, sim_label_tail_probability=0
+    )
+    url, sim = await start_simulator(serve, base)
+    # every call lasts longer than the poll interval the group allows: a labeler that
+    # waited for its calls between polls would be dropped from the group and rebalance
+    settings = make_settings(
+        shipium_base_url=url,
+        labeler_max_in_flight=2,
+        kafka_max_poll_interval_s=1.5,
+        kafka_session_timeout_s=3,
+    )
+    await ensure_topics(settings)
+    before = REGISTRY.get_sample_value("parcelflow_labeler_partition_assignments_total") or 0
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(settings, stop))
+    try:
+        for n in range(6):
+            await produce(settings, LABEL_JOBS, f"S{n}", job(f"S{n}"))
+        labels = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= 6, 60))
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+    assert len({lb.job_id for lb in labels}) == 6 and sim.shipium.duplicates == 0
+    after = REGISTRY.get_sample_value("parcelflow_labeler_partition_assignments_total") or 0
+    assert after - before == 1, "slow calls caused a rebalance"

@@ -23,6 +23,7 @@ import aiohttp
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from prometheus_client import Counter
 
 from schemas.alert import Alert
 from schemas.codec import decode
@@ -388,6 +389,12 @@ def dump_state(labeler: Labeler | None) -> None:
         )
 
 
+ASSIGNMENTS = Counter(
+    "parcelflow_labeler_partition_assignments",
+    "Partition assignments this labeler received: one per start and one per rebalance.",
+)
+
+
 class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self) -> None:
         self.labeler: Labeler | None = None
@@ -397,6 +404,7 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             await self.labeler.revoke(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        ASSIGNMENTS.inc()
         if self.labeler is not None:
             self.labeler.ledger_ready.clear()
             try:
