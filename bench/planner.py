@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
+import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from schemas.box import BoxClosed, BoxItem
@@ -171,15 +172,30 @@ async def measure(
     done: Callable[[str, bytes], bool],
     inputs: int,
     log: Path,
+    broker_pid: int,
 ) -> float:
     proc = start(command, settings, log)
+    pids = {"worker": proc.pid, "broker": broker_pid, "bench": os.getpid()}
     try:
+        before = cpu_seconds(pids)
+        started = time.monotonic()
         times = await output_times(settings, topics, done, timeout_s=600)
+        wall = time.monotonic() - started
+        used = {k: v - before[k] for k, v in cpu_seconds(pids).items()}
     finally:
         stop(proc)
     rate = inputs / (times[-1] - times[0])
-    print(f"{name:<13} {rate:8.0f} events/s  ({inputs} events in, {len(times)} records out)")
+    cpu = ", ".join(f"{k} {v / wall:.0%}" for k, v in used.items())
+    print(
+        f"{name:<13} {rate:8.0f} events/s  ({inputs} events in, {len(times)} records out; "
+        f"CPU from start: {cpu})"
+    )
     return rate
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    times = {name: psutil.Process(pid).cpu_times() for name, pid in pids.items()}
+    return {name: t.user + t.system for name, t in times.items()}
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -195,6 +211,8 @@ async def main(args: argparse.Namespace) -> None:
             )
             for name in ("baseline", "planner")
         }
+        assert broker.proc is not None
+        broker_pid = broker.proc.pid
         items = events(args.orders, "B")
         for settings in runs.values():
             await ensure_topics(settings)
@@ -215,6 +233,7 @@ async def main(args: argparse.Namespace) -> None:
             all_passed,
             len(items),
             tmp / "baseline.log",
+            broker_pid,
         )
         jobs: set[str] = set()
         names = Topics(runs["planner"])
@@ -227,11 +246,12 @@ async def main(args: argparse.Namespace) -> None:
         planner = await measure(
             "planner",
             runs["planner"],
-            ["-m", "workers.cli", "planner"],
+            [*os.environ.get("BENCH_PROFILE", "").split(), "-m", "workers.cli", "planner"],
             [names(PLANS), names(LABEL_JOBS)],
             all_jobs,
             len(items),
             tmp / "planner.log",
+            broker_pid,
         )
     print(f"ratio planner/pass-through: {planner / baseline:.2f} (goal >= 0.5)")
 

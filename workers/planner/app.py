@@ -9,6 +9,7 @@ a handler error dead-letters the event and the stream goes on.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import faust
@@ -21,6 +22,7 @@ from schemas.order import Order
 from schemas.topics import BOXES, BOXES_REJECTED, LABEL_JOBS, ORDERS, ORDERS_REJECTED, PLANS
 from workers.broker.offsets import install_end_offsets_correction
 from workers.kafka import Topics, b64, ensure_topics, rejected_record
+from workers.loop import new_event_loop
 from workers.planner.join import OrderState, Step, on_box, on_order
 from workers.settings import Settings
 
@@ -54,6 +56,8 @@ def create_app(settings: Settings) -> faust.App:
         producer_acks=-1,
         web_enabled=False,
         table_cleanup_interval=3600,
+        stream_buffer_maxsize=16384,
+        broker_max_poll_records=5000,
     )
     orders_topic = names(ORDERS)
     source = app.topic(orders_topic, names(BOXES), **RAW)
@@ -130,6 +134,13 @@ def create_app(settings: Settings) -> faust.App:
                 key=b64(message.key),
             )
 
+    @app.task  # type: ignore[untyped-decorator]
+    async def quiet_root_logger() -> None:
+        """mode's worker sets the root logger to DEBUG and filters in its handlers, so
+        every library debug call builds a record (about 5 per event): raise the root."""
+        level = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
+        logging.getLogger().setLevel(level)
+
     return app
 
 
@@ -140,5 +151,7 @@ def run(settings: Settings) -> None:
         install_end_offsets_correction(settings.kafka_bootstrap)
     settings.planner_data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
-    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
+    worker = faust.Worker(
+        app, loglevel=settings.log_level.upper(), quiet=True, loop=new_event_loop()
+    )
     worker.execute_from_commandline()

@@ -29,6 +29,7 @@ from schemas.topics import ALERTS, BOXES, ORDERS, WEBHOOKS, WEBHOOKS_REJECTED
 from schemas.webhook import TikTokWebhook, WebhookRecord, WebhookType
 from workers.kafka import Topics, ensure_topics, make_producer, rejected_record
 from workers.labeler.operations import VOID_REFUSAL
+from workers.loop import new_event_loop
 from workers.receiver.dedupe import Dedupe
 from workers.receiver.metrics import ReceiverMetrics
 from workers.receiver.openapi import document
@@ -348,12 +349,3 @@ def run(settings: Settings) -> None:
         access_log=None,
         loop=new_event_loop(),
     )
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop where it is installed (Linux, macOS): about twice the requests per core."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
