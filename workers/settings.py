@@ -58,7 +58,10 @@ class Settings(BaseSettings):
     # --- logging and metrics -----------------------------------------------------------
     log_level: str = Field("info", description="debug, info, warning or error.")
     metrics_port: int = Field(
-        0, ge=0, description="Port of a worker's Prometheus /metrics server; 0 turns it off."
+        0,
+        ge=0,
+        description="Port of the Prometheus /metrics server of the enricher, labeler or "
+        "auditor (the receiver serves /metrics on its own port); 0 turns it off.",
     )
 
     # --- receiver ----------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from schemas.alert import Alert
 from schemas.order import Order, OrderStatus
@@ -47,6 +48,7 @@ def record(
     )
 
 
+REAUTH_METRIC = "parcelflow_enricher_reauthorization_alerts_total"
 Running = tuple[Settings, Simulator, list[dict[str, Any]]]
 
 
@@ -268,11 +270,13 @@ async def test_a_shop_that_must_reauthorize_waits_with_an_alert_and_other_shops_
     )
     gone = sim.tiktok.shops["ROW_test"]
     gone.revoked, gone.access_token = True, "expired"  # the seller deauthorized the app
+    alerts_before = REGISTRY.get_sample_value(REAUTH_METRIC) or 0
     async with running_enricher(settings):
         await produce(settings, WEBHOOKS, "7495", record(demo[0]["id"]))
         await produce(settings, WEBHOOKS, "8001", record(demo[1]["id"], shop_id="8001"))
         alerts = models(Alert, await consume(settings, ALERTS, lambda v: len(v) >= 1))
         assert [(a.kind, a.shop_id) for a in alerts] == [("shop_reauthorization_required", "7495")]
+        assert (REGISTRY.get_sample_value(REAUTH_METRIC) or 0) - alerts_before == 1
         orders = models(Order, await consume(settings, ORDERS, lambda v: len(v) >= 1))
         assert [(o.order_id, o.shop_id) for o in orders] == [(demo[1]["id"], "8001")]
         await asyncio.sleep(1.0)  # parked, tried again a few times: still waiting, not failed

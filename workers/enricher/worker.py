@@ -22,6 +22,7 @@ from typing import Any, TypeAlias
 import aiohttp
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from prometheus_client import Counter, start_http_server
 
 from schemas.alert import Alert
 from schemas.codec import decode
@@ -38,6 +39,12 @@ from workers.tiktok.wire import parse_order
 log = structlog.get_logger(__name__)
 
 Message: TypeAlias = ConsumerRecord  # ConsumerRecord[bytes, bytes]; aiokafka is untyped
+
+ENRICHED = Counter("parcelflow_enricher_orders", "Order events published (with line items).")
+PARKED = Counter("parcelflow_enricher_parked", "Webhooks parked to be tried again later.")
+REAUTHORIZE = Counter(
+    "parcelflow_enricher_reauthorization_alerts", "Alerts that a shop must re-authorize."
+)
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,7 @@ class Enricher:
                 )
                 continue
             await publish(self.producer, self.orders_topic, order.order_id, order)
+            ENRICHED.inc()
             log.info("order_enriched", order_id=order_id, status=order.status, cause=order.cause)
 
     async def park(self, items: Sequence[Pending], reason: str) -> None:
@@ -139,6 +147,7 @@ class Enricher:
                 due_at_ms=due,
             )
             await publish(self.producer, self.parked_topic, item.record.webhook.shop_id, parked)
+        PARKED.inc(len(items))
         log.warning("webhooks_parked", count=len(items), reason=reason)
 
     async def alert_unauthorized(self, shop_id: str, reason: str) -> None:
@@ -158,6 +167,7 @@ class Enricher:
         )
         await publish(self.producer, self.alerts_topic, shop_id, alert)
         self.alerted[shop_id] = reason
+        REAUTHORIZE.inc()
         log.error("shop_reauthorization_required", shop_id=shop_id, reason=reason)
 
     async def retry_parked(self, message: Message) -> None:
@@ -214,6 +224,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
     consumer = make_consumer(settings, names.group("parcelflow-enricher"), names(WEBHOOKS))
     parked = make_consumer(
         settings, names.group("parcelflow-enricher-parked"), names(WEBHOOKS_PARKED)

@@ -23,7 +23,7 @@ import aiohttp
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from prometheus_client import Counter
+from prometheus_client import Counter, start_http_server
 
 from schemas.alert import Alert
 from schemas.codec import decode
@@ -428,6 +428,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGUSR1, lambda: dump_state(listener.labeler))
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
     consumer = make_consumer(
         settings,
         names.group("parcelflow-labeler"),
