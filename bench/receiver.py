@@ -40,6 +40,7 @@ from workers.broker.embedded import EmbeddedBroker, free_port
 from workers.broker.offsets import high_watermarks
 from workers.devstack.stack import terminate as stop
 from workers.kafka import Topics
+from workers.loop import new_event_loop
 from workers.settings import Settings
 from workers.tiktok.signing import webhook_signature
 
@@ -124,18 +125,9 @@ def serve_bare(port: int) -> None:
 
     app = web.Application()
     app.router.add_post("/webhooks/tiktok", handler)
-    app.router.add_get("/healthz", lambda _: handler_ok())
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=new_loop())
-
-
-async def handler_ok() -> web.Response:
-    return web.Response(text="ok")
-
-
-def new_loop() -> asyncio.AbstractEventLoop:
-    import uvloop
-
-    return uvloop.new_event_loop()
+    app.router.add_get("/healthz", handler)
+    loop = new_event_loop()  # the same loop as the receiver, for a fair baseline
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=loop)
 
 
 def start(command: list[str], env: dict[str, str], log: Path, port: int) -> subprocess.Popen[bytes]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -12,3 +13,12 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event that SIGTERM or Ctrl-C sets: a worker's loop runs until it is set."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

@@ -9,7 +9,6 @@ caught up with them. What it concludes is in ``workers.auditor.audit``.
 from __future__ import annotations
 
 import asyncio
-import signal
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -35,6 +34,7 @@ from schemas.topics import (
 from workers.auditor.audit import ORDER_NEVER_ARRIVED, Audit, Expire, Repair, Unlabeled
 from workers.broker.offsets import install_end_offsets_correction
 from workers.kafka import Topics, ensure_topics, make_producer, rejected_record
+from workers.loop import stop_on_signals
 from workers.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -148,10 +148,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     if settings.kafka_embedded:
         install_end_offsets_correction(settings.kafka_bootstrap)
     if stop is None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
     names = Topics(settings)

@@ -14,7 +14,6 @@ TikTok does not know) goes to the dead-letter topic.
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -31,6 +30,7 @@ from schemas.topics import ALERTS, ORDERS, WEBHOOKS, WEBHOOKS_PARKED, WEBHOOKS_R
 from schemas.webhook import ParkedWebhook, WebhookRecord
 from workers.enricher.decide import Action, cancellation, cause, decide
 from workers.kafka import Topics, dead_letter, ensure_topics, make_consumer, make_producer, publish
+from workers.loop import stop_on_signals
 from workers.settings import Settings
 from workers.tiktok.client import ShopUnauthorized, TikTokClient, TikTokError
 from workers.tiktok.tokens import TokenStore
@@ -116,24 +116,25 @@ class Enricher:
             await self.park(items, f"Get Order Detail failed: {err} (code {err.code})")
             return
         self.alerted.pop(shop_id, None)
-        for item in items:
-            order_id = decide(item.record).order_id
+        for order_id in ids:
             raw: dict[str, Any] | None = found.get(order_id)
-            if raw is None:
-                await self.reject(item.message, f"order {order_id} not found at TikTok")
-                continue
-            try:
-                order = parse_order(
-                    raw, shop_id, f"tiktok-{item.record.event_id}", cause(item.record)
-                )
-            except (KeyError, ValueError, TypeError) as exc:
-                await self.reject(
-                    item.message, f"unreadable order detail: {type(exc).__name__}: {exc}"
-                )
-                continue
-            await publish(self.producer, self.orders_topic, order.order_id, order)
-            ENRICHED.inc()
-            log.info("order_enriched", order_id=order_id, status=order.status, cause=order.cause)
+            for item in waiting[order_id]:
+                await self.publish_order(shop_id, order_id, raw, item)
+
+    async def publish_order(
+        self, shop_id: str, order_id: str, raw: dict[str, Any] | None, item: Pending
+    ) -> None:
+        if raw is None:
+            await self.reject(item.message, f"order {order_id} not found at TikTok")
+            return
+        try:
+            order = parse_order(raw, shop_id, f"tiktok-{item.record.event_id}", cause(item.record))
+        except (KeyError, ValueError, TypeError) as exc:
+            await self.reject(item.message, f"unreadable order detail: {type(exc).__name__}: {exc}")
+            return
+        await publish(self.producer, self.orders_topic, order.order_id, order)
+        ENRICHED.inc()
+        log.info("order_enriched", order_id=order_id, status=order.status, cause=order.cause)
 
     async def park(self, items: Sequence[Pending], reason: str) -> None:
         now = now_ms()
@@ -170,13 +171,6 @@ class Enricher:
         REAUTHORIZE.inc()
         log.error("shop_reauthorization_required", shop_id=shop_id, reason=reason)
 
-    async def retry_parked(self, message: Message) -> None:
-        parked = decode(ParkedWebhook, message.value)
-        if isinstance(parked, str):
-            await self.reject(message, parked)
-            return
-        await self.process([Pending(message, parked.record, parked.attempts)])
-
 
 async def consume(consumer: AIOKafkaConsumer, enricher: Enricher, stop: asyncio.Event) -> None:
     """The main loop over ``tiktok.webhooks.v1``: commit each partition after its batch."""
@@ -196,16 +190,20 @@ async def consume_parked(
         batches = await consumer.getmany(timeout_ms=500, max_records=100)
         wait_ms = 0
         for tp, messages in batches.items():
+            due: list[Pending] = []  # handled together: one Get Order Detail per 50 orders
             done = None
             for message in messages:
                 parked = decode(ParkedWebhook, message.value)
-                due_in = 0 if isinstance(parked, str) else parked.due_at_ms - now_ms()
-                if due_in > 0:
+                if isinstance(parked, str):
+                    await enricher.reject(message, parked)
+                elif parked.due_at_ms > now_ms():
                     consumer.seek(tp, message.offset)  # read it again when due
-                    wait_ms = max(wait_ms, min(due_in, 1000))
+                    wait_ms = max(wait_ms, min(parked.due_at_ms - now_ms(), 1000))
                     break
-                await enricher.retry_parked(message)
+                else:
+                    due.append(Pending(message, parked.record, parked.attempts))
                 done = message.offset + 1
+            await enricher.process(due)
             if done is not None:
                 await consumer.commit({TopicPartition(tp.topic, tp.partition): done})
         if wait_ms:
@@ -220,10 +218,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     await ensure_topics(settings)
     names = Topics(settings)
     if stop is None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
     consumer = make_consumer(settings, names.group("parcelflow-enricher"), names(WEBHOOKS))

@@ -46,6 +46,7 @@ from workers.labeler.ledger import Ledger
 from workers.labeler.shipium.client import ShipiumClient
 from workers.labeler.shipium.response import LabelResponse
 from workers.logs import dump_tasks
+from workers.loop import stop_on_signals
 from workers.retry import backoff_delay
 from workers.settings import Settings
 
@@ -423,11 +424,10 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     names = Topics(settings)
     listener = Rebalance()
     if stop is None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGUSR1, lambda: dump_state(listener.labeler))
+        stop = stop_on_signals()
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGUSR1, lambda: dump_state(listener.labeler)
+        )
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
     consumer = make_consumer(
