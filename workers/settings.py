@@ -172,6 +172,12 @@ class Settings(BaseSettings):
     # --- planner -----------------------------------------------------------------------
     planner_app_id: str = Field("parcelflow-planner", description="Faust app id (group id).")
     planner_data_dir: Path = Field(Path("var/planner"), description="Faust's local data directory.")
+    planner_batch_size: int = Field(
+        500, ge=1, description="Most events the planner joins in one batch (Faust take_events)."
+    )
+    planner_batch_wait_s: float = Field(
+        0.05, gt=0, description="Longest the planner waits to fill a batch before joining it."
+    )
 
     planner_box_wait_s: float = Field(
         2 * 3600.0,

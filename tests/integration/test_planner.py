@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from schemas.codec import encode
 from schemas.label import LabelJob
 from schemas.order import OrderStatus
 from schemas.plan import ParcelPlan
@@ -14,6 +17,7 @@ from schemas.topics import BOXES, BOXES_REJECTED, LABEL_JOBS, ORDERS, ORDERS_REJ
 from tests.integration.kafka_helpers import consume, models, produce
 from tests.integration.processes import worker_process
 from tests.unit.factories import box, order
+from workers.kafka import Topics
 from workers.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -84,3 +88,55 @@ async def test_cancelled_order_rejects_its_waiting_box(planner: Settings) -> Non
     plans = plans_for(await consume(planner, PLANS, lambda v: bool(plans_for(v, "C1"))), "C1")
     assert [(p.box_id, p.status) for p in plans] == [("C1-B1", "rejected")]
     assert "cancelled" in plans[0].reason
+
+
+async def test_each_order_state_is_in_the_changelog_partition_of_its_events(
+    planner: Settings,
+) -> None:
+    """A batch holds events of both partitions; a restarted worker restores a partition's
+    orders from the same changelog partition, so every state must be written there."""
+    names = Topics(planner)
+    producer = AIOKafkaProducer(bootstrap_servers=planner.kafka_bootstrap, acks="all")
+    await producer.start()
+    sent: dict[bytes, int] = {}
+    try:
+        for n in range(40):
+            order_id = f"P{n:02d}"
+            meta = await producer.send(
+                names(ORDERS), encode(order(order_id)), key=order_id.encode()
+            )
+            await producer.send(
+                names(BOXES),
+                encode(box(f"{order_id}-B1", {"A": 2, "B": 1}, order_id=order_id)),
+                key=order_id.encode(),
+            )
+            sent[order_id.encode()] = (await meta).partition
+    finally:
+        await producer.stop()
+    assert set(sent.values()) == {0, 1}
+    await consume(
+        planner,
+        LABEL_JOBS,
+        lambda v: {j.order_id for j in models(LabelJob, v)} >= {k.decode() for k in sent},
+    )
+    changelog = f"{names.group(planner.planner_app_id)}-orders-changelog"
+    consumer = AIOKafkaConsumer(
+        changelog,
+        bootstrap_servers=planner.kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    written: dict[bytes, set[int]] = {}
+    try:
+        async with asyncio.timeout(30):
+            while not written.keys() >= sent.keys():
+                for tp, messages in (await consumer.getmany(timeout_ms=200)).items():
+                    for m in messages:
+                        written.setdefault(m.key, set()).add(tp.partition)
+    except TimeoutError:
+        pass  # the assertion below names what is missing
+    finally:
+        await consumer.stop()
+    assert {k: written.get(k) for k in sent} == {k: {p} for k, p in sent.items()}

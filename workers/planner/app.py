@@ -2,18 +2,23 @@
 
 One agent reads both co-partitioned topics at concurrency 1, so every event of an order
 is handled in order by the worker that owns the order's partition, and the table is
-written by that agent only. Values stay raw bytes (orjson and pydantic do the work);
-a handler error dead-letters the event and the stream goes on.
+written by that agent only. Events come in batches (``take_events``): each order's state
+is read and written once per batch, not once per event, and the batch's plans and jobs
+are acknowledged by the broker before Faust acks the batch's events. Values stay raw
+bytes (orjson and pydantic do the work); a handler error dead-letters the event and the
+stream goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import faust
 import structlog
+from faust.types import EventT
 
 from schemas.box import BoxClosed
 from schemas.codec import decode, encode
@@ -34,6 +39,30 @@ RAW: dict[str, Any] = {
     "key_serializer": "raw",
     "value_serializer": "raw",
 }
+
+
+class JoinTable(faust.Table[bytes, bytes]):
+    """Faust table whose changelog partition is given by the writer.
+
+    Faust takes it from the "current event", which in a batch is the batch's last event,
+    whatever the key. ``write`` names the partition of the event that changed the key,
+    so the state lands in the changelog partition that the key's source partition
+    restores from.
+    """
+
+    _partition: int | None = None
+
+    def write(self, key: bytes, value: bytes, partition: int) -> None:
+        self._partition = partition
+        try:
+            self[key] = value
+        finally:
+            self._partition = None
+
+    def partition_for_key(self, key: Any) -> int | None:
+        if self._partition is None:
+            raise RuntimeError("JoinTable is written with write(key, value, partition)")
+        return self._partition
 
 
 def faust_brokers(bootstrap: str) -> list[str]:
@@ -58,63 +87,71 @@ def create_app(settings: Settings) -> faust.App:
         table_cleanup_interval=3600,
         stream_buffer_maxsize=16384,
         broker_max_poll_records=5000,
+        producer_linger=0.002,
     )
     orders_topic = names(ORDERS)
     source = app.topic(orders_topic, names(BOXES), **RAW)
-    plans = app.topic(names(PLANS), **RAW)
-    jobs = app.topic(names(LABEL_JOBS), **RAW)
-    rejected = {
-        names(ORDERS): app.topic(names(ORDERS_REJECTED), **RAW),
-        names(BOXES): app.topic(names(BOXES_REJECTED), **RAW),
-    }
-    table = app.Table(
-        "orders",
+    plans_topic = names(PLANS)
+    jobs_topic = names(LABEL_JOBS)
+    rejected = {names(ORDERS): names(ORDERS_REJECTED), names(BOXES): names(BOXES_REJECTED)}
+    table = JoinTable(
+        app,
+        name="orders",
         default=None,
+        beacon=app.tables.beacon,
         partitions=settings.topic_partitions,
         key_type=bytes,
         value_type=bytes,
     )
+    app.tables.add(table)
 
-    async def publish(step: Step) -> None:
-        for plan in step.plans:
-            await plans.send(key=plan.order_id.encode(), value=encode(plan))
-        for job in step.jobs:
-            await jobs.send(key=job.order_id.encode(), value=encode(job))
+    class Batch:
+        """One batch's order states, read once from the table and written once back."""
 
-    def handle(topic: str, value: bytes | None) -> Step | str:
-        """The step for one event, or why it was rejected."""
-        event = decode(Order, value) if topic == orders_topic else decode(BoxClosed, value)
-        if isinstance(event, str):
-            return event
-        key = event.order_id.encode()
-        stored = table.get(key)
-        state = (
-            OrderState.model_validate_json(stored)
-            if stored is not None
-            else OrderState(order_id=event.order_id)
-        )
-        clock = now_ms()
-        if isinstance(event, Order):
-            step = on_order(state, event, clock)
-        else:
-            step = on_box(state, event, clock)
-        if step.state is not state:
-            table[key] = step.state.model_dump_json().encode()
-        return step
+        def __init__(self) -> None:
+            self.states: dict[bytes, OrderState] = {}
+            self.partitions: dict[bytes, int] = {}
+            self.sends: list[Awaitable[Any]] = []
+            self.clock = now_ms()
 
-    @app.agent(source, concurrency=1)
-    async def join(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
+        def step(self, topic: str, partition: int, value: bytes | None) -> Step | str:
+            """The step for one event, or why it was rejected."""
+            event = decode(Order, value) if topic == orders_topic else decode(BoxClosed, value)
+            if isinstance(event, str):
+                return event
+            key = event.order_id.encode()
+            state = self.states.get(key)
+            if state is None:
+                stored = table.get(key)
+                state = (
+                    OrderState.model_validate_json(stored)
+                    if stored is not None
+                    else OrderState(order_id=event.order_id)
+                )
+            if isinstance(event, Order):
+                step = on_order(state, event, self.clock)
+            else:
+                step = on_box(state, event, self.clock)
+            self.states[key] = step.state
+            if step.state is not state:
+                self.partitions[key] = partition
+            return step
+
+        async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+            self.sends.append(
+                await app.producer.send(
+                    topic, key, value, partition=None, timestamp=None, headers=None
+                )
+            )
+
+        async def publish(self, step: Step) -> None:
+            for plan in step.plans:
+                await self.send(plans_topic, plan.order_id.encode(), encode(plan))
+            for job in step.jobs:
+                await self.send(jobs_topic, job.order_id.encode(), encode(job))
+
+        async def dead_letter(self, event: EventT[bytes], reason: str) -> None:
             message = event.message
-            try:
-                outcome = handle(message.topic, event.value)
-                if isinstance(outcome, str):
-                    reason = outcome
-                else:
-                    await publish(outcome)
-                    continue
-            except Exception as exc:  # noqa: BLE001 (one bad event must not stop the join)
-                reason = f"planner error: {type(exc).__name__}: {exc}"
             record = rejected_record(
                 source_topic=message.topic,
                 partition=message.partition,
@@ -124,7 +161,7 @@ def create_app(settings: Settings) -> faust.App:
                 reason=reason,
                 worker="planner",
             )
-            await rejected[message.topic].send(key=message.key, value=encode(record))
+            await self.send(rejected[message.topic], message.key, encode(record))
             log.warning(
                 "dead_lettered",
                 topic=message.topic,
@@ -133,6 +170,35 @@ def create_app(settings: Settings) -> faust.App:
                 reason=reason,
                 key=b64(message.key),
             )
+
+        async def finish(self) -> None:
+            """Write the changed states, then wait until the broker has every record."""
+            for key, partition in self.partitions.items():
+                table.write(key, self.states[key].model_dump_json().encode(), partition)
+            await asyncio.gather(*self.sends)
+
+    async def join_batch(events: Sequence[EventT[bytes]]) -> None:
+        batch = Batch()
+        for event in events:
+            message = event.message
+            try:
+                outcome = batch.step(message.topic, message.partition, event.value)
+            except Exception as exc:  # noqa: BLE001 (one bad event must not stop the join)
+                outcome = f"planner error: {type(exc).__name__}: {exc}"
+            if isinstance(outcome, str):
+                await batch.dead_letter(event, outcome)
+            else:
+                await batch.publish(outcome)
+        await batch.finish()
+
+    @app.agent(source, concurrency=1)
+    async def join(stream: faust.StreamT[bytes]) -> None:
+        assert isinstance(stream, faust.Stream)  # noqa: S101 (take_events is not on StreamT)
+        batches = stream.take_events(
+            settings.planner_batch_size, within=settings.planner_batch_wait_s
+        )
+        async for events in batches:
+            await join_batch(events)
 
     @app.task  # type: ignore[untyped-decorator]
     async def quiet_root_logger() -> None:
