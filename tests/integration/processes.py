@@ -24,6 +24,7 @@ def worker_process(
     name: str, settings: Settings, log_path: Path, ready: bytes, timeout_s: float = 60.0
 ) -> Iterator[subprocess.Popen[bytes]]:
     with log_path.open("ab") as log:
+        start = log.tell()  # a restart appends to the same log: look at its own lines only
         proc = subprocess.Popen(
             [sys.executable, "-m", "workers.cli", name],
             env=settings_env(settings),
@@ -33,7 +34,7 @@ def worker_process(
         )
         try:
             deadline = time.monotonic() + timeout_s
-            while ready not in log_path.read_bytes():
+            while ready not in log_path.read_bytes()[start:]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     tail = log_path.read_text(errors="replace")[-3000:]
                     raise RuntimeError(f"{name} did not become ready:\n{tail}")
