@@ -201,6 +201,13 @@ class Settings(BaseSettings):
         "(log line and metric).",
     )
     auditor_interval_s: float = Field(5.0, gt=0, description="How often the auditor checks.")
+    auditor_lookback_s: float = Field(
+        7 * 86400.0,
+        gt=0,
+        description="How far back the auditor reads its topics when it starts, and how long "
+        "it remembers finished orders and labeled jobs. Longer than the longest wait from "
+        "order to packing, or a box of an older order may be reported as orphaned.",
+    )
 
     # --- labeler -----------------------------------------------------------------------
     shipium_base_url: str = Field("https://api.shipium.com", description="Shipium API base URL.")

@@ -1,13 +1,17 @@
-"""The auditor on a real broker: repairs a box the planner missed, expires orphan boxes."""
+"""The auditor on a real broker: repairs a box the planner missed, expires orphan boxes,
+ignores what is older than its lookback."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 
+from aiokafka import AIOKafkaProducer
+
 from schemas.alert import Alert
 from schemas.box import BoxClosed
 from schemas.codec import encode
+from schemas.common import now_ms
 from schemas.order import Order
 from schemas.plan import ParcelPlan
 from schemas.rejected import RejectedRecord
@@ -15,6 +19,7 @@ from schemas.topics import ALERTS, BOXES, BOXES_REJECTED, ORDERS, PLANS
 from tests.integration.kafka_helpers import consume, models, produce
 from tests.unit.factories import box, order
 from workers.auditor.worker import run
+from workers.kafka import Topics
 from workers.settings import Settings
 
 
@@ -30,10 +35,19 @@ async def test_repairs_a_missed_box_and_expires_a_box_without_order(
     await produce(settings, ORDERS, "O1", order("O1"))
     await produce(settings, BOXES, "O1", missed)
     await produce(settings, BOXES, "O-unknown", orphan)
+    # older than the lookback (7 days): not read, so not expired
+    ancient = box("B8", {"A": 1}, order_id="O-ancient")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    ten_days_ago = now_ms() - 10 * 86_400_000
+    await producer.send_and_wait(
+        Topics(settings)(BOXES), encode(ancient), key=b"O-ancient", timestamp_ms=ten_days_ago
+    )
+    await producer.stop()
     stop = asyncio.Event()
     task = asyncio.create_task(run(settings, stop))
     try:
-        boxes = models(BoxClosed, await consume(settings, BOXES, lambda v: len(v) >= 3))
+        boxes = models(BoxClosed, await consume(settings, BOXES, lambda v: len(v) >= 4))
         assert [b.box_id for b in boxes].count("B1") >= 2  # republished, same event
         assert all(b == missed for b in boxes if b.box_id == "B1")
         orders = models(Order, await consume(settings, ORDERS, lambda v: len(v) >= 2))

@@ -72,3 +72,55 @@ def test_a_job_without_label_is_reported_once_and_a_labeled_one_never() -> None:
     b.on_job(job, 0)
     b.on_label_result(job.job_id)
     assert b.due(10_000) == []
+
+
+def released(a: Audit, order_id: str, boxes: dict[str, dict[str, int]], at: int) -> None:
+    """Feed an order, its boxes and their plans: the order is released and all planned."""
+    o = order(order_id, skus={sku: n for b in boxes.values() for sku, n in b.items()})
+    a.on_order(o, at, order_id.encode(), encode(o))
+    for box_id, items in boxes.items():
+        b = box(box_id, items, order_id=order_id)
+        a.on_box(b, order_id.encode(), encode(b), at)
+    for box_id in boxes:
+        a.on_plan(plan_of(order_id, box_id), at)
+
+
+def test_finished_orders_are_forgotten_but_their_id_is_kept_for_the_lookback() -> None:
+    a = audit()
+    a.lookback_ms = 10_000
+    for n in range(500):
+        released(a, f"F{n}", {f"F{n}-B1": {"A": 1}, f"F{n}-B2": {"B": 1}}, at=n)
+    open_order = order("OPEN", skus={"A": 2})
+    a.on_order(open_order, 0)
+    assert set(a.orders) == {"OPEN"} and not a.box_events and not a.planned
+    assert set(a.order_events) == {"OPEN"} and len(a.released) == 500
+    a.forget_old(9_999)
+    assert len(a.released) == 500  # within the lookback
+    a.forget_old(10_600)
+    assert a.released == {} and a.orders == {}  # OPEN had no event for the lookback either
+
+
+def test_a_box_after_release_is_due_at_once_and_repaired_alone() -> None:
+    a = audit()
+    released(a, "L1", {"L1-B1": {"A": 1}}, at=0)
+    later = order("L1", skus={"A": 1}, status=OrderStatus.IN_TRANSIT)
+    a.on_order(later, 5, b"L1", encode(later))
+    assert "L1" not in a.orders  # an update of a finished order is not replayed
+    late = box("L1-B2", {"A": 1}, order_id="L1")
+    a.on_box(late, b"L1", encode(late), 10)
+    actions = a.due(110)
+    assert [type(x) for x in actions] == [Repair]
+    assert isinstance(actions[0], Repair)
+    assert actions[0].messages == [(b"L1", encode(late), "box")]
+    a.on_plan(plan_of("L1", "L1-B2"), 120)  # the planner's rejection
+    assert a.due(10_000) == [] and not a.box_events and not a.waiting
+
+
+def test_a_cancelled_order_with_every_box_rejected_is_forgotten() -> None:
+    a = audit()
+    b = box("X1-B1", {"A": 1}, order_id="X1")
+    a.on_box(b, b"X1", encode(b), 0)
+    a.on_order(order("X1", skus={"A": 1}, status=OrderStatus.CANCELLED), 1)
+    assert "X1" in a.orders
+    a.on_plan(plan_of("X1", "X1-B1"), 2)
+    assert "X1" not in a.orders and "X1" in a.released

@@ -13,6 +13,12 @@ it had published, with the same event ids. A box whose order has not arrived
 ``box_wait_ms`` after the box closed is dead-lettered with the reason
 ``order never arrived`` and raises an alert, once. A label job without a label or
 failure after ``label_after_ms`` is reported.
+
+Memory is bounded by what is unfinished: once an order is released and every box of it
+has its plan, the audit forgets its state and events and keeps only the order id (with
+the time), for ``lookback_ms``. Later events of that order are not replayed: an order
+update changes nothing the auditor checks, and a box after release must get a plan (the
+planner rejects it) like any other, so it is due at once and repaired alone.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from dataclasses import dataclass, field
 
 from schemas.box import BoxClosed
 from schemas.label import LabelJob
-from schemas.order import Order
+from schemas.order import Order, OrderStatus
 from schemas.plan import ParcelPlan
 from workers.planner.join import OrderState, on_box, on_order
 
@@ -70,11 +76,16 @@ class Audit:
     planned: set[tuple[str, str]] = field(default_factory=set)
     jobs: dict[str, tuple[LabelJob, int]] = field(default_factory=dict)  # job id -> seen at
     reported: set[str] = field(default_factory=set)
-    finished_jobs: set[str] = field(default_factory=set)
+    finished_jobs: dict[str, int] = field(default_factory=dict)  # job id -> labeled at
+    lookback_ms: int = 7 * 86_400_000
+    released: dict[str, int] = field(default_factory=dict)  # forgotten order id -> when
+    touched: dict[str, int] = field(default_factory=dict)  # order id -> last event at
 
     def on_order(
         self, order: Order, now_ms: int, key: bytes | None = None, raw: bytes = b""
     ) -> None:
+        if order.order_id in self.released:
+            return
         state = self.orders.get(order.order_id) or OrderState(order_id=order.order_id)
         step = on_order(state, order, now_ms)
         if step.state.order is order:  # the join took this event as the order's latest
@@ -84,30 +95,77 @@ class Audit:
     def on_box(self, box: BoxClosed, key: bytes | None, raw: bytes, now_ms: int) -> None:
         self.box_events.setdefault(box.order_id, {}).setdefault(box.box_id, (key, raw))
         ident = (box.order_id, box.box_id)
+        if box.order_id in self.released:  # after release: the planner rejects it at once
+            if ident not in self.waiting:
+                self.waiting[ident] = Box(box, key, raw, now_ms, due_since_ms=now_ms)
+            return
         if ident not in self.planned and ident not in self.waiting:
             self.waiting[ident] = Box(box, key, raw, now_ms)
         state = self.orders.get(box.order_id) or OrderState(order_id=box.order_id)
         self._update(on_box(state, box, now_ms).state, now_ms)
 
-    def on_plan(self, plan: ParcelPlan) -> None:
+    def on_plan(self, plan: ParcelPlan, now_ms: int = 0) -> None:
         ident = (plan.order_id, plan.box_id)
-        self.planned.add(ident)
         self.waiting.pop(ident, None)
+        if plan.order_id in self.released:
+            events = self.box_events.get(plan.order_id, {})
+            events.pop(plan.box_id, None)
+            if not events:
+                self.box_events.pop(plan.order_id, None)
+            return
+        self.planned.add(ident)
+        state = self.orders.get(plan.order_id)
+        if state is not None:
+            self._forget_if_done(state, now_ms)
 
     def on_job(self, job: LabelJob, now_ms: int) -> None:
         if job.kind == "create" and job.job_id not in self.finished_jobs:
             self.jobs.setdefault(job.job_id, (job, now_ms))
 
-    def on_label_result(self, job_id: str) -> None:
-        self.finished_jobs.add(job_id)
+    def on_label_result(self, job_id: str, now_ms: int = 0) -> None:
+        self.finished_jobs[job_id] = now_ms
         self.jobs.pop(job_id, None)
+        self.reported.discard(job_id)
 
     def _update(self, state: OrderState, now_ms: int) -> None:
         self.orders[state.order_id] = state
+        self.touched[state.order_id] = now_ms
         for box_id in state.plans:
             waiting = self.waiting.get((state.order_id, box_id))
             if waiting is not None and waiting.due_since_ms is None:
                 waiting.due_since_ms = now_ms
+        self._forget_if_done(state, now_ms)
+
+    def _forget_if_done(self, state: OrderState, now_ms: int) -> None:
+        """Released (or cancelled), and every box planned: keep only the order id."""
+        order_id = state.order_id
+        cancelled = state.order is not None and state.order.status is OrderStatus.CANCELLED
+        if not (state.released or cancelled):
+            return
+        if any((order_id, b) not in self.planned for b in state.boxes):
+            return
+        self._drop(state)
+        self.released[order_id] = now_ms
+
+    def _drop(self, state: OrderState) -> None:
+        for box_id in state.boxes:
+            self.planned.discard((state.order_id, box_id))
+        del self.orders[state.order_id]
+        self.touched.pop(state.order_id, None)
+        self.order_events.pop(state.order_id, None)
+        self.box_events.pop(state.order_id, None)
+
+    def forget_old(self, now_ms: int) -> None:
+        """Drop what is older than the lookback: forgotten orders, labeled jobs, and orders
+        with no event since and no box waiting (never packed, or packed elsewhere)."""
+        horizon = now_ms - self.lookback_ms
+        for remembered in (self.released, self.finished_jobs):
+            for old in [k for k, at in remembered.items() if at < horizon]:
+                del remembered[old]
+        waiting_orders = {order_id for order_id, _ in self.waiting}
+        for order_id in [k for k, at in self.touched.items() if at < horizon]:
+            if order_id not in waiting_orders:
+                self._drop(self.orders[order_id])
 
     def due(self, now_ms: int) -> list[Repair | Expire | Unlabeled]:
         """What to do now: repairs and expiries (each box once per period), reports."""

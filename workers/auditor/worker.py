@@ -1,9 +1,9 @@
 """The auditor's loop: a plain aiokafka consumer over the planner's inputs and outputs.
 
 It reads ``orders.v1``, ``warehouse.boxes.v1``, ``parcel-plans.v1``, ``label-jobs.v1``,
-``labels.v1`` and ``label-failures.v1`` from the beginning (no consumer group: it keeps
-no offsets, its memory is rebuilt from the topics on start), and acts only once it has
-caught up with them. What it concludes is in ``workers.auditor.audit``.
+``labels.v1`` and ``label-failures.v1`` from ``auditor_lookback_s`` ago (no consumer
+group: it keeps no offsets, its memory is rebuilt from the topics on start), and acts
+only once it has caught up with them. What it concludes is in ``workers.auditor.audit``.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ REPAIRS = Counter(
 EXPIRED = Counter("parcelflow_auditor_expired_boxes", "Boxes whose order never arrived.")
 UNLABELED = Counter("parcelflow_auditor_unlabeled_jobs", "Label jobs reported as unlabeled.")
 WAITING = Gauge("parcelflow_auditor_boxes_without_plan", "Boxes seen without a plan yet.")
+REMEMBERED = Gauge("parcelflow_auditor_open_orders", "Orders whose state the auditor keeps.")
 
 
 class Auditor:
@@ -56,10 +57,14 @@ class Auditor:
             repair_after_ms=int(settings.auditor_repair_after_s * 1000),
             box_wait_ms=int(settings.planner_box_wait_s * 1000),
             label_after_ms=int(settings.auditor_label_after_s * 1000),
+            lookback_ms=int(settings.auditor_lookback_s * 1000),
         )
         self.repairs = 0
+        self.since_ms = now_ms() - int(settings.auditor_lookback_s * 1000)
 
     def observe(self, message: ConsumerRecord) -> None:
+        if 0 <= (message.timestamp or 0) < self.since_ms:
+            return  # older than the lookback (a broker without a time index seeks too early)
         topic, value, now = message.topic, message.value, now_ms()
         n = self.names
         if topic == n(ORDERS):
@@ -73,7 +78,7 @@ class Auditor:
         elif topic == n(PLANS):
             plan = decode(ParcelPlan, value)
             if not isinstance(plan, str):
-                self.audit.on_plan(plan)
+                self.audit.on_plan(plan, now)
         elif topic == n(LABEL_JOBS):
             job = decode(LabelJob, value)
             if not isinstance(job, str):
@@ -81,13 +86,14 @@ class Auditor:
         elif topic == n(LABELS):
             label = decode(LabelResult, value)
             if not isinstance(label, str):
-                self.audit.on_label_result(label.job_id)
+                self.audit.on_label_result(label.job_id, now)
         elif topic == n(LABEL_FAILURES):
             failure = decode(LabelFailure, value)
             if not isinstance(failure, str):
-                self.audit.on_label_result(failure.job_id)
+                self.audit.on_label_result(failure.job_id, now)
 
     async def act(self) -> None:
+        self.audit.forget_old(now_ms())
         for action in self.audit.due(now_ms()):
             if isinstance(action, Repair):
                 for key, value, kind in action.messages:
@@ -113,6 +119,7 @@ class Auditor:
                     waited_s=action.waited_ms // 1000,
                 )
         WAITING.set(len(self.audit.waiting))
+        REMEMBERED.set(len(self.audit.orders))
 
     async def expire(self, action: Expire) -> None:
         box = action.box
@@ -142,6 +149,17 @@ class Auditor:
         log.error("order_never_arrived", order_id=box.box.order_id, box_id=box.box.box_id)
 
 
+async def seek_to_lookback(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], since: int
+) -> None:
+    """Start each partition at its first record since ``since`` (ms), or at its end."""
+    found = await consumer.offsets_for_times({tp: since for tp in partitions})
+    ends = await consumer.end_offsets(partitions)
+    for tp in partitions:
+        at = found.get(tp)
+        consumer.seek(tp, at.offset if at is not None else ends[tp])
+
+
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set (by default: until SIGTERM or Ctrl-C)."""
     await ensure_topics(settings)
@@ -168,7 +186,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
             for p in sorted(consumer.partitions_for_topic(topic) or ())
         ]
         consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        await seek_to_lookback(consumer, partitions, auditor.since_ms)
         ends = await consumer.end_offsets(partitions)
         behind = {tp for tp, end in ends.items() if end > 0}
         log.info("auditor_ready", partitions=len(partitions), catching_up=len(behind))
