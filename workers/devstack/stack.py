@@ -37,14 +37,18 @@ class StackError(RuntimeError):
 
 
 def terminate(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
-    """Stop one process we started, by its pid: SIGTERM, then SIGKILL after ``grace_s``."""
+    """Stop one process we started, by its pid: SIGTERM, then SIGKILL after ``grace_s``,
+    or at once if the wait is interrupted (Ctrl-C, a test's timeout)."""
     if proc.poll() is None:
         proc.terminate()
         try:
             proc.wait(grace_s)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            pass
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 @dataclass
