@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import random
 import signal
@@ -50,6 +51,8 @@ from schemas.topics import BOXES, LABEL_JOBS, ORDERS, PLANS
 from workers.broker.embedded import EmbeddedBroker
 from workers.devstack.stack import terminate as stop
 from workers.kafka import Topics, ensure_topics, make_consumer, make_producer
+from workers.loop import collect_garbage_less_often
+from workers.planner.join import OrderState, on_box, on_order
 from workers.settings import Settings
 
 SKUS = {"A": 2, "B": 1, "C": 1}
@@ -243,12 +246,49 @@ async def measure(
     return inputs / elapsed
 
 
+def join_alone(items: list[Order | BoxClosed], batch_size: int) -> float:
+    """Events/s of the pure join in this process: decode, join, encode, no Kafka and no Faust.
+
+    State is kept as the planner keeps it (JSON bytes per order, read and written once per
+    batch), so this is the planner's own work per event, the rest being Kafka and Faust.
+    """
+    raw = [(isinstance(item, Order), encode(item)) for item in items]
+    store: dict[str, bytes] = {}
+    started = time.process_time()
+    for first in range(0, len(raw), batch_size):
+        states: dict[str, OrderState] = {}
+        for is_order, value in raw[first : first + batch_size]:
+            event = (
+                Order.model_validate_json(value)
+                if is_order
+                else BoxClosed.model_validate_json(value)
+            )
+            state = states.get(event.order_id)
+            if state is None:
+                stored = store.get(event.order_id)
+                state = (
+                    OrderState.model_validate_json(stored)
+                    if stored is not None
+                    else OrderState(order_id=event.order_id)
+                )
+            step = (
+                on_order(state, event, 1) if isinstance(event, Order) else on_box(state, event, 1)
+            )
+            states[event.order_id] = step.state
+            for out in (*step.plans, *step.jobs):
+                encode(out)
+        for order_id, state in states.items():
+            store[order_id] = state.model_dump_json().encode()
+    return len(raw) / (time.process_time() - started)
+
+
 def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     times = {name: psutil.Process(pid).cpu_times() for name, pid in pids.items()}
     return {name: t.user + t.system for name, t in times.items()}
 
 
 async def main(args: argparse.Namespace) -> None:
+    default_gc = gc.get_threshold()
     with TemporaryDirectory(prefix="pf-bench-") as tmp_dir, EmbeddedBroker() as broker:
         tmp = Path(tmp_dir)
         base = Settings(kafka_bootstrap=broker.bootstrap, kafka_embedded=True)
@@ -292,7 +332,14 @@ async def main(args: argparse.Namespace) -> None:
             counted += int(value)
             return counted >= len(items)
 
-        await measure(
+        for name, tune in (("default", False), ("planner's", True)):
+            if tune:
+                collect_garbage_less_often()
+            rate = join_alone(items, runs["planner"].planner_batch_size)
+            print(f"join alone    {rate:8.0f} events/s  (in this process, no Kafka; {name} GC)")
+        gc.unfreeze()
+        gc.set_threshold(*default_gc)
+        floor = await measure(
             "faust floor",
             runs["floor"],
             ["-m", "bench.planner", "--faust-floor"],
@@ -321,6 +368,7 @@ async def main(args: argparse.Namespace) -> None:
             broker_pid,
         )
     print(f"ratio planner/pass-through: {planner / baseline:.2f} (goal >= 0.5)")
+    print(f"ratio planner/faust floor:  {planner / floor:.2f} (the join's own cost inside Faust)")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

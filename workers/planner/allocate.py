@@ -18,19 +18,26 @@ def matches(item: LineItem, sku: str) -> bool:
     return sku in (item.seller_sku, item.sku_id)
 
 
-def foreign_skus(line_items: list[LineItem], box: BoxClosed) -> list[str]:
-    """SKUs in the box that no line item of the order has."""
-    return [b.sku for b in box.items if not any(matches(i, b.sku) for i in line_items)]
+def units_by_sku(line_items: list[LineItem]) -> dict[str, int]:
+    """How many units of the order each name (seller SKU or SKU id) matches."""
+    units: dict[str, int] = {}
+    for item in line_items:
+        for name in {item.seller_sku, item.sku_id}:
+            units[name] = units.get(name, 0) + 1
+    return units
 
 
-def oversized_skus(line_items: list[LineItem], box: BoxClosed) -> list[str]:
+def foreign_skus(units: dict[str, int], box: BoxClosed) -> list[str]:
+    """SKUs in the box that no line item of the order has (``units`` from units_by_sku)."""
+    return [b.sku for b in box.items if b.sku not in units]
+
+
+def oversized_skus(units: dict[str, int], box: BoxClosed) -> list[str]:
     """SKUs of which the box alone holds more units than the whole order has."""
     wanted: dict[str, int] = {}
     for b in box.items:
         wanted[b.sku] = wanted.get(b.sku, 0) + b.quantity
-    return [
-        sku for sku, qty in wanted.items() if qty > sum(1 for i in line_items if matches(i, sku))
-    ]
+    return [sku for sku, qty in wanted.items() if qty > units.get(sku, 0)]
 
 
 @dataclass
@@ -45,25 +52,29 @@ class Allocation:
 
 
 def allocate(line_items: list[LineItem], boxes: list[BoxClosed]) -> Allocation:
-    unused = list(line_items)
+    used: set[str] = set()  # item ids: an id goes to one box, even if the order repeats it
     result = Allocation()
     for box in boxes:
-        taken: list[LineItem] = []
+        taken: dict[str, LineItem] = {}
         shortage = ""
         for packed in box.items:
-            candidates = [i for i in unused if matches(i, packed.sku) and i not in taken]
+            candidates: dict[str, LineItem] = {}
+            for item in line_items:
+                if item.item_id not in used and item.item_id not in taken:
+                    if matches(item, packed.sku):
+                        candidates.setdefault(item.item_id, item)
             if len(candidates) < packed.quantity:
                 shortage = (
                     f"box holds {packed.quantity} x {packed.sku} but only "
                     f"{len(candidates)} unallocated units of it remain in the order"
                 )
                 break
-            taken.extend(candidates[: packed.quantity])
+            for item_id in list(candidates)[: packed.quantity]:
+                taken[item_id] = candidates[item_id]
         if shortage:
             result.rejected[box.box_id] = shortage
             continue
-        result.assigned[box.box_id] = taken
-        taken_ids = {i.item_id for i in taken}
-        unused = [i for i in unused if i.item_id not in taken_ids]
-    result.unallocated = unused
+        result.assigned[box.box_id] = list(taken.values())
+        used.update(taken)
+    result.unallocated = [item for item in line_items if item.item_id not in used]
     return result

@@ -27,7 +27,7 @@ from schemas.order import Order
 from schemas.topics import BOXES, BOXES_REJECTED, LABEL_JOBS, ORDERS, ORDERS_REJECTED, PLANS
 from workers.broker.offsets import install_end_offsets_correction
 from workers.kafka import Topics, b64, ensure_topics, rejected_record
-from workers.loop import new_event_loop
+from workers.loop import collect_garbage_less_often, new_event_loop
 from workers.planner.join import OrderState, Step, on_box, on_order
 from workers.settings import Settings
 
@@ -217,6 +217,7 @@ def run(settings: Settings) -> None:
         install_end_offsets_correction(settings.kafka_bootstrap)
     settings.planner_data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
+    collect_garbage_less_often()
     worker = faust.Worker(
         app, loglevel=settings.log_level.upper(), quiet=True, loop=new_event_loop()
     )

@@ -29,7 +29,7 @@ from schemas.box import BoxClosed
 from schemas.label import LabelJob, Parcel
 from schemas.order import Order, OrderStatus
 from schemas.plan import ParcelPlan
-from workers.planner.allocate import allocate, foreign_skus, oversized_skus
+from workers.planner.allocate import allocate, foreign_skus, oversized_skus, units_by_sku
 
 
 class OrderState(BaseModel):
@@ -144,11 +144,12 @@ def _evaluate(state: OrderState, now_ms: int) -> Step:
 
     step = Step(state)
     plans = dict(state.plans)
+    units = units_by_sku(order.line_items)
     for box_id, box in sorted(state.boxes.items()):
         if box_id in plans:
             continue
-        foreign = foreign_skus(order.line_items, box)
-        oversized = oversized_skus(order.line_items, box)
+        foreign = foreign_skus(units, box)
+        oversized = oversized_skus(units, box)
         reason = ""
         if foreign:
             reason = f"SKU not in order {order.order_id}: {', '.join(foreign)}"
