@@ -88,6 +88,30 @@ def test_more_units_than_the_order_has_is_rejected() -> None:
     assert "more units than order O1 has of: A" in plans[0].reason
 
 
+def test_boxes_may_name_units_by_sku_id_and_a_unit_counts_once() -> None:
+    same = order(skus={"A": 1, "B": 1})
+    items = [same.line_items[0].model_copy(update={"sku_id": "A"}), same.line_items[1]]
+    same = same.model_copy(update={"line_items": items})
+    _, plans, _ = play([same, box("B1", {"A": 2})])
+    assert plans[0].status == "rejected"  # seller SKU and SKU id both "A": still one unit
+    _, plans, jobs = play([same, box("B1", {"A": 1}), box("B2", {"id-B": 1})])
+    assert [p.status for p in plans] == ["planned", "planned"]
+    assert [i.item_id for p in plans for i in p.items] == ["O1-001", "O1-002"]
+    assert len(jobs) == 1
+
+
+def test_an_item_id_the_order_repeats_goes_to_one_box_only() -> None:
+    repeated = order(skus={"A": 2})
+    items = [repeated.line_items[0], repeated.line_items[0]]
+    repeated = repeated.model_copy(update={"line_items": items})
+    _, plans, jobs = play([box("B1", {"A": 1}), box("B2", {"A": 1}), repeated])
+    by_box = {p.box_id: p for p in plans}
+    assert [i.item_id for i in by_box["B1"].items] == ["O1-001"]
+    assert by_box["B2"].status == "rejected"
+    assert "only 0 unallocated units" in by_box["B2"].reason
+    assert len(jobs) == 1
+
+
 def test_box_after_release_is_rejected() -> None:
     _, plans, jobs = play([order(), box("B1", {"A": 2, "B": 1}), box("B2", {"A": 1})])
     assert len(jobs) == 1
