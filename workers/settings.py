@@ -192,7 +192,8 @@ class Settings(BaseSettings):
         120.0,
         gt=0,
         description="A box that should have a parcel plan (by the planner's own join rules) "
-        "and has none this long after is republished for the planner.",
+        "and has none this long after, or a released order with no label job this long "
+        "after, is republished for the planner.",
     )
     auditor_label_after_s: float = Field(
         3600.0,

@@ -1,5 +1,5 @@
-"""The auditor on a real broker: repairs a box the planner missed, expires orphan boxes,
-ignores what is older than its lookback."""
+"""The auditor on a real broker: repairs a box the planner missed and an order whose job
+never came, expires orphan boxes, ignores what is older than its lookback."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from schemas.common import now_ms
 from schemas.order import Order
 from schemas.plan import ParcelPlan
 from schemas.rejected import RejectedRecord
-from schemas.topics import ALERTS, BOXES, BOXES_REJECTED, ORDERS, PLANS
+from schemas.topics import ALERTS, BOXES, BOXES_REJECTED, LABEL_JOBS, ORDERS, PLANS
 from tests.integration.kafka_helpers import consume, models, produce
 from tests.unit.factories import box, order
 from workers.auditor.worker import run
 from workers.kafka import Topics
+from workers.planner.join import OrderState, on_box, on_order
 from workers.settings import Settings
 
 
@@ -59,9 +60,16 @@ async def test_repairs_a_missed_box_and_expires_a_box_without_order(
         assert rejected[0].reason.startswith("order never arrived")
         alerts = models(Alert, await consume(settings, ALERTS, lambda v: len(v) >= 1))
         assert [(a.kind, a.order_id) for a in alerts] == [("order_never_arrived", "O-unknown")]
-        # the plan appears: repairs stop
+        # the plan appears, the job does not: the order is still republished
         plan = ParcelPlan(event_id="plan-O1-B1", order_id="O1", box_id="B1", status="planned")
         await produce(settings, PLANS, "O1", plan)
+        await asyncio.sleep(1.0)
+        before = len(await consume(settings, ORDERS, lambda v: False, timeout_s=0.5))
+        republished = await consume(settings, ORDERS, lambda v: len(v) > before, timeout_s=5)
+        assert len(republished) > before
+        # the job appears: repairs stop
+        state = on_order(OrderState(order_id="O1"), order("O1"), 0).state
+        await produce(settings, LABEL_JOBS, "O1", on_box(state, missed, 0).jobs[0])
         await asyncio.sleep(1.0)
         before = len(await consume(settings, BOXES, lambda v: False, timeout_s=0.5))
         await asyncio.sleep(1.5)

@@ -35,6 +35,9 @@ def test_a_plannable_box_without_its_plan_is_repaired_once_per_period() -> None:
     assert a.due(150) == []  # not again within the period
     assert [type(x) for x in a.due(210)] == [Repair]
     a.on_plan(plan_of(b.order_id, "B1"))
+    job = on_box(on_order(OrderState(order_id=o.order_id), o, 0).state, b, 0).jobs[0]
+    a.on_job(job, 220)
+    a.on_label_result(job.job_id, 230)
     assert a.due(10_000) == []
 
 
@@ -81,6 +84,13 @@ def released(a: Audit, order_id: str, boxes: dict[str, dict[str, int]], at: int)
     for box_id, items in boxes.items():
         b = box(box_id, items, order_id=order_id)
         a.on_box(b, order_id.encode(), encode(b), at)
+    state = on_order(OrderState(order_id=order_id), o, at).state
+    for box_id, items in boxes.items():
+        step = on_box(state, box(box_id, items, order_id=order_id), at)
+        state = step.state
+        for job in step.jobs:
+            a.on_job(job, at)
+            a.on_label_result(job.job_id, at)
     for box_id in boxes:
         a.on_plan(plan_of(order_id, box_id), at)
 
@@ -124,3 +134,32 @@ def test_a_cancelled_order_with_every_box_rejected_is_forgotten() -> None:
     assert "X1" in a.orders
     a.on_plan(plan_of("X1", "X1-B1"), 2)
     assert "X1" not in a.orders and "X1" in a.released
+
+
+def test_a_released_order_whose_job_never_came_is_republished_until_it_does() -> None:
+    a = audit()
+    o = order("J1", skus={"A": 1})
+    b = box("J1-B1", {"A": 1}, order_id="J1")
+    a.on_order(o, 0, b"J1", encode(o))
+    a.on_box(b, b"J1", encode(b), 10)
+    a.on_plan(plan_of("J1", "J1-B1"), 20)  # the plan came, the job did not
+    assert "J1" in a.orders and a.due(109) == []
+    actions = a.due(110)
+    assert len(actions) == 1 and isinstance(actions[0], Repair)
+    assert actions[0].job_missing and actions[0].boxes == []
+    assert actions[0].messages == [(b"J1", encode(o), "order"), (b"J1", encode(b), "box")]
+    assert a.due(150) == []  # once per period
+    assert [type(x) for x in a.due(210)] == [Repair]
+    job = on_box(on_order(OrderState(order_id="J1"), o, 0).state, b, 0).jobs[0]
+    a.on_job(job, 220)
+    a.on_label_result(job.job_id, 230)
+    assert a.due(10_000) == []
+    assert "J1" not in a.orders and "J1" in a.released  # finished: forgotten
+
+
+def test_an_unreleased_order_needs_no_job() -> None:
+    a = audit()
+    a.on_order(order("W1", skus={"A": 2}), 0)
+    half = box("W1-B1", {"A": 1}, order_id="W1")
+    a.on_box(half, None, encode(half), 0)
+    assert a.due(10_000) == []

@@ -11,14 +11,18 @@ part of its changelog) rebuilds it, and the join's deterministic allocation give
 same item ids as before; where the state was intact, the planner only republishes what
 it had published, with the same event ids. A box whose order has not arrived
 ``box_wait_ms`` after the box closed is dead-lettered with the reason
-``order never arrived`` and raises an alert, once. A label job without a label or
+``order never arrived`` and raises an alert, once. An order that the join released
+whose label job has not appeared on ``label-jobs.v1`` ``repair_after_ms`` later (the
+planner wrote its state but its job never reached the broker) is republished the same
+way: the planner republishes the job it had made. A label job without a label or
 failure after ``label_after_ms`` is reported.
 
-Memory is bounded by what is unfinished: once an order is released and every box of it
-has its plan, the audit forgets its state and events and keeps only the order id (with
-the time), for ``lookback_ms``. Later events of that order are not replayed: an order
-update changes nothing the auditor checks, and a box after release must get a plan (the
-planner rejects it) like any other, so it is due at once and repaired alone.
+Memory is bounded by what is unfinished: once an order is released, its job seen and
+every box of it has its plan, the audit forgets its state and events and keeps only the
+order id (with the time), for ``lookback_ms``. Later events of that order are not
+replayed: an order update changes nothing the auditor checks, and a box after release
+must get a plan (the planner rejects it) like any other, so it is due at once and
+repaired alone.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class Repair:
     order_id: str
     messages: list[tuple[bytes | None, bytes, str]]  # key, value, "order" | "box"
     boxes: list[str]  # the boxes that should have had a plan
+    job_missing: bool = False  # the order was released and no label job came
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,8 @@ class Audit:
     lookback_ms: int = 7 * 86_400_000
     released: dict[str, int] = field(default_factory=dict)  # forgotten order id -> when
     touched: dict[str, int] = field(default_factory=dict)  # order id -> last event at
+    job_seen: dict[str, int] = field(default_factory=dict)  # order id -> its job seen at
+    job_due: dict[str, int] = field(default_factory=dict)  # released order -> job due since
 
     def on_order(
         self, order: Order, now_ms: int, key: bytes | None = None, raw: bytes = b""
@@ -119,8 +126,16 @@ class Audit:
             self._forget_if_done(state, now_ms)
 
     def on_job(self, job: LabelJob, now_ms: int) -> None:
-        if job.kind == "create" and job.job_id not in self.finished_jobs:
+        if job.kind != "create":
+            return
+        if job.job_id not in self.finished_jobs:
             self.jobs.setdefault(job.job_id, (job, now_ms))
+        if job.order_id not in self.released:
+            self.job_seen.setdefault(job.order_id, now_ms)
+            self.job_due.pop(job.order_id, None)
+            state = self.orders.get(job.order_id)
+            if state is not None:
+                self._forget_if_done(state, now_ms)
 
     def on_label_result(self, job_id: str, now_ms: int = 0) -> None:
         self.finished_jobs[job_id] = now_ms
@@ -130,6 +145,8 @@ class Audit:
     def _update(self, state: OrderState, now_ms: int) -> None:
         self.orders[state.order_id] = state
         self.touched[state.order_id] = now_ms
+        if state.released and state.order_id not in self.job_seen:
+            self.job_due.setdefault(state.order_id, now_ms)
         for box_id in state.plans:
             waiting = self.waiting.get((state.order_id, box_id))
             if waiting is not None and waiting.due_since_ms is None:
@@ -137,10 +154,13 @@ class Audit:
         self._forget_if_done(state, now_ms)
 
     def _forget_if_done(self, state: OrderState, now_ms: int) -> None:
-        """Released (or cancelled), and every box planned: keep only the order id."""
+        """Released with its job seen (or cancelled unreleased), every box planned: keep
+        only the order id."""
         order_id = state.order_id
         cancelled = state.order is not None and state.order.status is OrderStatus.CANCELLED
         if not (state.released or cancelled):
+            return
+        if state.released and order_id not in self.job_seen:
             return
         if any((order_id, b) not in self.planned for b in state.boxes):
             return
@@ -154,12 +174,14 @@ class Audit:
         self.touched.pop(state.order_id, None)
         self.order_events.pop(state.order_id, None)
         self.box_events.pop(state.order_id, None)
+        self.job_seen.pop(state.order_id, None)
+        self.job_due.pop(state.order_id, None)
 
     def forget_old(self, now_ms: int) -> None:
         """Drop what is older than the lookback: forgotten orders, labeled jobs, and orders
         with no event since and no box waiting (never packed, or packed elsewhere)."""
         horizon = now_ms - self.lookback_ms
-        for remembered in (self.released, self.finished_jobs):
+        for remembered in (self.released, self.finished_jobs, self.job_seen):
             for old in [k for k, at in remembered.items() if at < horizon]:
                 del remembered[old]
         waiting_orders = {order_id for order_id, _ in self.waiting}
@@ -185,8 +207,14 @@ class Audit:
                 if now_ms - waiting.seen_at_ms >= self.box_wait_ms:
                     waiting.expired = True
                     actions.append(Expire(waiting))
+        jobless: set[str] = set()
+        for order_id, since in self.job_due.items():
+            if now_ms - since >= self.repair_after_ms:
+                self.job_due[order_id] = now_ms  # next repair one period later
+                jobless.add(order_id)
+                to_repair.setdefault(order_id, [])
         for order_id, box_ids in to_repair.items():
-            actions.append(self._repair(order_id, box_ids))
+            actions.append(self._repair(order_id, box_ids, order_id in jobless))
         for job_id, (job, seen_at) in self.jobs.items():
             waited = now_ms - seen_at
             if waited >= self.label_after_ms and job_id not in self.reported:
@@ -194,11 +222,11 @@ class Audit:
                 actions.append(Unlabeled(job_id, job.order_id, waited))
         return actions
 
-    def _repair(self, order_id: str, box_ids: list[str]) -> Repair:
+    def _repair(self, order_id: str, box_ids: list[str], job_missing: bool) -> Repair:
         messages: list[tuple[bytes | None, bytes, str]] = []
         if order_id in self.order_events:
             key, raw = self.order_events[order_id]
             messages.append((key, raw, "order"))
         for key, raw in self.box_events.get(order_id, {}).values():
             messages.append((key, raw, "box"))
-        return Repair(order_id, messages, sorted(box_ids))
+        return Repair(order_id, messages, sorted(box_ids), job_missing)

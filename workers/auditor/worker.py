@@ -101,12 +101,18 @@ class Auditor:
                     await self.producer.send_and_wait(topic, value, key=key)
                 self.repairs += 1
                 REPAIRS.inc()
+                reasons = []
+                if action.boxes:
+                    reasons.append("boxes should have a parcel plan by now")
+                if action.job_missing:
+                    reasons.append("the order was released but its label job never came")
                 log.warning(
                     "order_republished",
                     order_id=action.order_id,
                     boxes_without_plan=action.boxes,
+                    job_missing=action.job_missing,
                     events=len(action.messages),
-                    reason="boxes should have a parcel plan by now",
+                    reason="; ".join(reasons),
                 )
             elif isinstance(action, Expire):
                 await self.expire(action)
