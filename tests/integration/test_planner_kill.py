@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from bench.planner import events, fill
 from schemas.box import BoxClosed
@@ -58,6 +59,7 @@ async def test_sigkill_of_one_of_two_planners_loses_and_duplicates_nothing(
     items = events(ORDERS_COUNT, "K")  # 2 A + 1 B + 1 C per order, in 1 to 3 boxes
     boxes_of = boxes_by_order(items)
     stop = asyncio.Event()
+    repairs_before = REGISTRY.get_sample_value("parcelflow_auditor_repairs_total") or 0.0
     auditor_task = asyncio.create_task(run_auditor(base, stop))
     a_settings = worker_settings(base, tmp_path, "a")
     b_settings = worker_settings(base, tmp_path, "b")
@@ -98,7 +100,13 @@ async def test_sigkill_of_one_of_two_planners_loses_and_duplicates_nothing(
     for order_id in boxes_of:
         items_of = [i.item_id for (o, _), p in latest.items() if o == order_id for i in p.items]
         assert len(items_of) == len(set(items_of)) == 4, order_id
-    print(f"\nplanner kill test: {len(jobs)} job events for {len(by_order)} orders")
+    repairs = (
+        REGISTRY.get_sample_value("parcelflow_auditor_repairs_total") or 0.0
+    ) - repairs_before
+    print(
+        f"\nplanner kill test: {len(jobs)} job events for {len(by_order)} orders, "
+        f"{repairs:.0f} orders republished by the auditor"
+    )
 
 
 def distinct(model: type[LabelJob] | type[ParcelPlan], field: str, want: int) -> Any:

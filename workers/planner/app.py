@@ -26,7 +26,7 @@ from schemas.common import now_ms
 from schemas.order import Order
 from schemas.topics import BOXES, BOXES_REJECTED, LABEL_JOBS, ORDERS, ORDERS_REJECTED, PLANS
 from workers.broker.offsets import install_end_offsets_correction
-from workers.kafka import Topics, b64, ensure_topics, rejected_record
+from workers.kafka import MAX_REQUEST_BYTES, Topics, b64, ensure_topics, rejected_record
 from workers.loop import collect_garbage_less_often, new_event_loop
 from workers.planner.join import OrderState, Step, on_box, on_order
 from workers.settings import Settings
@@ -88,6 +88,16 @@ def create_app(settings: Settings) -> faust.App:
         stream_buffer_maxsize=16384,
         broker_max_poll_records=5000,
         producer_linger=0.002,
+        producer_max_request_size=MAX_REQUEST_BYTES,
+        # No standby copies of other workers' table partitions (Faust's default is 1).
+        # With them, a restarted worker in the kill test sometimes began restoring a
+        # partition at its highwater ("Reading Starts At 511" on a fresh process), so it
+        # lacked those orders and stalled until the auditor republished them: 5 of 15
+        # runs; without them 0 of 12. The memory store drops the keys of partitions that
+        # are not active when a recovery completes, which fits; the exact path through
+        # Faust's recovery is not pinned down. A new owner reads the whole changelog
+        # partition, as it must anyway with the memory store.
+        table_standby_replicas=0,
     )
     orders_topic = names(ORDERS)
     source = app.topic(orders_topic, names(BOXES), **RAW)
