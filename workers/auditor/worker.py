@@ -39,6 +39,8 @@ from workers.settings import Settings
 
 log = structlog.get_logger(__name__)
 
+REPAIR_HEADER = "parcelflow-repair"  # on the records the auditor republishes
+
 REPAIRS = Counter(
     "parcelflow_auditor_repairs", "Orders republished (order and boxes) for the planner."
 )
@@ -67,6 +69,8 @@ class Auditor:
             return  # older than the lookback (a broker without a time index seeks too early)
         topic, value, now = message.topic, message.value, now_ms()
         n = self.names
+        if topic in (n(ORDERS), n(BOXES)) and REPAIR_HEADER in dict(message.headers or ()):
+            return  # our own republished copy: read back, it would look like a late box
         if topic == n(ORDERS):
             order = decode(Order, value)
             if not isinstance(order, str):
@@ -98,7 +102,9 @@ class Auditor:
             if isinstance(action, Repair):
                 for key, value, kind in action.messages:
                     topic = self.names(ORDERS) if kind == "order" else self.names(BOXES)
-                    await self.producer.send_and_wait(topic, value, key=key)
+                    await self.producer.send_and_wait(
+                        topic, value, key=key, headers=[(REPAIR_HEADER, b"1")]
+                    )
                 self.repairs += 1
                 REPAIRS.inc()
                 reasons = []
