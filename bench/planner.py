@@ -13,13 +13,16 @@ two namespaces' ``orders.v1`` and ``warehouse.boxes.v1`` before anything starts.
 - faust floor: a Faust worker configured like the planner that only consumes the events
   in batches and writes one count record per batch: what Faust's per-event consumption
   alone allows, for reading the planner's number.
+- join alone: the planner's pure join over the same events in this process (decode,
+  join, encode; state as JSON per order, once per batch), no Kafka, with Python's default
+  garbage collection and with the planner's.
 
 Each runs as its own process over its backlog; throughput is input events divided by the
 time from its first output to its last, so start-up is not counted, and CPU is the
-process's share of one core over that same time. Prints all three, and the ratio
-planner / baseline (goal >= 0.5). A small backlog (a few thousand orders) is over before
-the pass-through is busy: the default is large enough that it is. Everything started is
-stopped, by process id.
+process's share of one core over that same time. Prints them all, the ratio
+planner / baseline (goal >= 0.5) and planner / faust floor. A small backlog (a few
+thousand orders) is over before the pass-through is busy: the default is large enough
+that it is. Everything started is stopped, by process id.
 """
 
 from __future__ import annotations
