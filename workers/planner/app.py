@@ -90,13 +90,12 @@ def create_app(settings: Settings) -> faust.App:
         producer_linger=0.002,
         producer_max_request_size=MAX_REQUEST_BYTES,
         # No standby copies of other workers' table partitions (Faust's default is 1).
-        # With them, a restarted worker in the kill test sometimes began restoring a
-        # partition at its highwater ("Reading Starts At 511" on a fresh process), so it
-        # lacked those orders and stalled until the auditor republished them: 5 of 15
-        # runs; without them 0 of 12. The memory store drops the keys of partitions that
-        # are not active when a recovery completes, which fits; the exact path through
-        # Faust's recovery is not pinned down. A new owner reads the whole changelog
-        # partition, as it must anyway with the memory store.
+        # With them, in 5 of 15 kill-test runs, orders of the restarted worker's
+        # partitions stalled until the auditor republished them; in one of those runs
+        # the fresh process began restoring a changelog partition at its highwater
+        # ("Reading Starts At 511"). Without standbys: 0 of 12. Why standbys cause
+        # this is not pinned down. A new owner reads the whole changelog partition, as
+        # it must anyway with the memory store.
         table_standby_replicas=0,
     )
     orders_topic = names(ORDERS)
