@@ -18,6 +18,7 @@ from typing import Any
 
 import faust
 import structlog
+from faust.stores.memory import Store as MemoryStore
 from faust.types import EventT
 
 from schemas.box import BoxClosed
@@ -42,27 +43,25 @@ RAW: dict[str, Any] = {
 
 
 class JoinTable(faust.Table[bytes, bytes]):
-    """Faust table whose changelog partition is given by the writer.
+    """Faust table whose changelog records the planner sends itself.
 
-    Faust takes it from the "current event", which in a batch is the batch's last event,
-    whatever the key. ``write`` names the partition of the event that changed the key,
-    so the state lands in the changelog partition that the key's source partition
-    restores from.
+    Faust's own write (``table[key] = value``) queues the changelog record in a buffer
+    that nobody awaits, and at a stop its last flush comes before the agents stop: a
+    batch's events could be committed while its states never reach the changelog, and a
+    restarted worker would lack those orders (read in Faust's stop sequence).
+    ``remember`` only sets the value in memory; the planner sends the changelog record,
+    to the partition of the event that changed the key, with the batch's plans and jobs,
+    and acks the batch once the broker has them all.
     """
 
-    _partition: int | None = None
+    def remember(self, key: bytes, value: bytes, partition: int) -> None:
+        store = self.data
+        store[key] = value
+        if isinstance(store, MemoryStore):  # which keys a rebalance drops, as Faust does
+            store._key_partition[key] = partition
 
-    def write(self, key: bytes, value: bytes, partition: int) -> None:
-        self._partition = partition
-        try:
-            self[key] = value
-        finally:
-            self._partition = None
-
-    def partition_for_key(self, key: Any) -> int | None:
-        if self._partition is None:
-            raise RuntimeError("JoinTable is written with write(key, value, partition)")
-        return self._partition
+    def changelog_name(self) -> str:
+        return self.changelog_topic.get_topic_name()
 
 
 def faust_brokers(bootstrap: str) -> list[str]:
@@ -113,6 +112,7 @@ def create_app(settings: Settings) -> faust.App:
         value_type=bytes,
     )
     app.tables.add(table)
+    changelog = table.changelog_name()
 
     class Batch:
         """One batch's order states, read once from the table and written once back."""
@@ -146,10 +146,12 @@ def create_app(settings: Settings) -> faust.App:
                 self.partitions[key] = partition
             return step
 
-        async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        async def send(
+            self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
+        ) -> None:
             self.sends.append(
                 await app.producer.send(
-                    topic, key, value, partition=None, timestamp=None, headers=None
+                    topic, key, value, partition=partition, timestamp=None, headers=None
                 )
             )
 
@@ -183,7 +185,9 @@ def create_app(settings: Settings) -> faust.App:
         async def finish(self) -> None:
             """Write the changed states, then wait until the broker has every record."""
             for key, partition in self.partitions.items():
-                table.write(key, self.states[key].model_dump_json().encode(), partition)
+                value = self.states[key].model_dump_json().encode()
+                table.remember(key, value, partition)
+                await self.send(changelog, key, value, partition)
             await asyncio.gather(*self.sends)
 
     async def join_batch(events: Sequence[EventT[bytes]]) -> None:
@@ -203,11 +207,24 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(source, concurrency=1)
     async def join(stream: faust.StreamT[bytes]) -> None:
         assert isinstance(stream, faust.Stream)  # noqa: S101 (take_events is not on StreamT)
+        # take_events turns the stream's own acks off while it runs and back on when it
+        # ends (a stop or a crash); events the stream still drains after that would be
+        # acked without being joined. Off from the start, they stay unacked and are read
+        # again after a restart. (Read in Faust's code; not seen to fail.)
+        stream.enable_acks = False
         batches = stream.take_events(
             settings.planner_batch_size, within=settings.planner_batch_wait_s
         )
         async for events in batches:
+            # take_events acks a batch in a ``finally``, so also when the agent is
+            # cancelled mid-batch (a stop), and the consumer commits on stop. One more
+            # reference per message, given back only once the batch is done, keeps an
+            # unfinished batch uncommitted: it is read again. (Read in Faust's code.)
+            for event in events:
+                event.message.incref()
             await join_batch(events)
+            for event in events:
+                event.ack()
 
     @app.task  # type: ignore[untyped-decorator]
     async def quiet_root_logger() -> None:
