@@ -30,6 +30,7 @@ from workers.broker.offsets import install_end_offsets_correction
 from workers.kafka import MAX_REQUEST_BYTES, Topics, b64, ensure_topics, rejected_record
 from workers.loop import collect_garbage_less_often, new_event_loop
 from workers.planner.join import OrderState, Step, on_box, on_order
+from workers.planner.skips import SkipWatch
 from workers.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -190,10 +191,26 @@ def create_app(settings: Settings) -> faust.App:
                 await self.send(changelog, key, value, partition)
             await asyncio.gather(*self.sends)
 
+    watch = SkipWatch()
+
+    @app.on_partitions_revoked.connect
+    async def forget_offsets(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        watch.forget()
+
     async def join_batch(events: Sequence[EventT[bytes]]) -> None:
         batch = Batch()
         for event in events:
             message = event.message
+            skipped = watch.see(message.topic, message.partition, message.offset)
+            if skipped is not None:
+                log.warning(
+                    "offsets_skipped",
+                    topic=message.topic,
+                    partition=message.partition,
+                    first=skipped[0],
+                    last=skipped[1],
+                    hint="the consumer never delivered them; the auditor republishes them",
+                )
             try:
                 outcome = batch.step(message.topic, message.partition, event.value)
             except Exception as exc:  # noqa: BLE001 (one bad event must not stop the join)
