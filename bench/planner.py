@@ -55,7 +55,7 @@ from workers.broker.embedded import EmbeddedBroker
 from workers.devstack.stack import terminate as stop
 from workers.kafka import Topics, ensure_topics, make_consumer, make_producer
 from workers.loop import collect_garbage_less_often
-from workers.planner.join import OrderState, on_box, on_order
+from workers.planner.join import OrderState, on_event, restore
 from workers.settings import Settings
 
 SKUS = {"A": 2, "B": 1, "C": 1}
@@ -268,15 +268,8 @@ def join_alone(items: list[Order | BoxClosed], batch_size: int) -> float:
             )
             state = states.get(event.order_id)
             if state is None:
-                stored = store.get(event.order_id)
-                state = (
-                    OrderState.model_validate_json(stored)
-                    if stored is not None
-                    else OrderState(order_id=event.order_id)
-                )
-            step = (
-                on_order(state, event, 1) if isinstance(event, Order) else on_box(state, event, 1)
-            )
+                state = restore(event.order_id, store.get(event.order_id))
+            step = on_event(state, event, 1)
             states[event.order_id] = step.state
             for out in (*step.plans, *step.jobs):
                 encode(out)

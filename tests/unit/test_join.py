@@ -12,7 +12,7 @@ from schemas.label import LabelJob
 from schemas.order import Order, OrderStatus
 from schemas.plan import ParcelPlan
 from tests.unit.factories import box, order
-from workers.planner.join import OrderState, Step, on_box, on_order
+from workers.planner.join import OrderState, on_box, on_event
 
 
 def play(events: list[Order | BoxClosed]) -> tuple[OrderState, list[ParcelPlan], list[LabelJob]]:
@@ -20,9 +20,7 @@ def play(events: list[Order | BoxClosed]) -> tuple[OrderState, list[ParcelPlan],
     plans: list[ParcelPlan] = []
     jobs: list[LabelJob] = []
     for n, event in enumerate(events):
-        step: Step = (
-            on_order(state, event, n) if isinstance(event, Order) else on_box(state, event, n)
-        )
+        step = on_event(state, event, n)
         state = step.state
         plans += step.plans
         jobs += step.jobs

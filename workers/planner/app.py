@@ -29,7 +29,7 @@ from schemas.topics import BOXES, BOXES_REJECTED, LABEL_JOBS, ORDERS, ORDERS_REJ
 from workers.broker.offsets import install_end_offsets_correction
 from workers.kafka import MAX_REQUEST_BYTES, Topics, b64, ensure_topics, rejected_record
 from workers.loop import collect_garbage_less_often, new_event_loop
-from workers.planner.join import OrderState, Step, on_box, on_order
+from workers.planner.join import OrderState, Step, on_event, restore
 from workers.planner.skips import SkipWatch
 from workers.settings import Settings
 
@@ -132,16 +132,8 @@ def create_app(settings: Settings) -> faust.App:
             key = event.order_id.encode()
             state = self.states.get(key)
             if state is None:
-                stored = table.get(key)
-                state = (
-                    OrderState.model_validate_json(stored)
-                    if stored is not None
-                    else OrderState(order_id=event.order_id)
-                )
-            if isinstance(event, Order):
-                step = on_order(state, event, self.clock)
-            else:
-                step = on_box(state, event, self.clock)
+                state = restore(event.order_id, table.get(key))
+            step = on_event(state, event, self.clock)
             self.states[key] = step.state
             if step.state is not state:
                 self.partitions[key] = partition

@@ -55,6 +55,20 @@ class Step:
     jobs: list[LabelJob] = field(default_factory=list)
 
 
+def restore(order_id: str, stored: bytes | None) -> OrderState:
+    """An order's state from its stored JSON, or a fresh one."""
+    if stored is None:
+        return OrderState(order_id=order_id)
+    return OrderState.model_validate_json(stored)
+
+
+def on_event(state: OrderState, event: Order | BoxClosed, now_ms: int) -> Step:
+    """``on_order`` or ``on_box``, by the event's kind."""
+    if isinstance(event, Order):
+        return on_order(state, event, now_ms)
+    return on_box(state, event, now_ms)
+
+
 def plan_event_id(order_id: str, box_id: str) -> str:
     return f"plan-{order_id}-{box_id}"
 
