@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,33 @@ def boxes_by_order(items: list[Order | BoxClosed]) -> dict[str, list[str]]:
     return out
 
 
+@asynccontextmanager
+async def auditor_running(settings: Settings) -> AsyncIterator[Callable[[], float]]:
+    """The auditor, on for the block; yields a function giving its repairs so far."""
+
+    def total() -> float:
+        return REGISTRY.get_sample_value("parcelflow_auditor_repairs_total") or 0.0
+
+    before = total()
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_auditor(settings, stop))
+    try:
+        yield lambda: total() - before
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+def assert_one_job_per_order(jobs: list[LabelJob], orders: set[str]) -> dict[str, set[str]]:
+    """Every order has a job and no order two different ones; the job ids per order."""
+    by_order: dict[str, set[str]] = {}
+    for job in jobs:
+        by_order.setdefault(job.order_id, set()).add(job.job_id)
+    assert set(by_order) == orders
+    assert all(len(ids) == 1 for ids in by_order.values()), "an order got two different jobs"
+    return by_order
+
+
 def worker_settings(base: Settings, root: Path, name: str) -> Settings:
     return base.model_copy(update={"planner_data_dir": root / name})
 
@@ -58,54 +86,45 @@ async def test_sigkill_of_one_of_two_planners_loses_and_duplicates_nothing(
     await ensure_topics(base)
     items = events(ORDERS_COUNT, "K")  # 2 A + 1 B + 1 C per order, in 1 to 3 boxes
     boxes_of = boxes_by_order(items)
-    stop = asyncio.Event()
-    repairs_before = REGISTRY.get_sample_value("parcelflow_auditor_repairs_total") or 0.0
-    auditor_task = asyncio.create_task(run_auditor(base, stop))
     a_settings = worker_settings(base, tmp_path, "a")
     b_settings = worker_settings(base, tmp_path, "b")
-    with worker_process("planner", b_settings, tmp_path / "b.log", READY):
-        with worker_process("planner", a_settings, tmp_path / "a.log", READY) as a:
-            await asyncio.sleep(3)  # let the group settle on two members
-            third = len(items) // 3
-            await fill(base, items[:third])
-            await fill(base, items[third : 2 * third])
-            # kill A mid-run: once the join is well under way, with work still arriving
-            await consume(base, LABEL_JOBS, distinct(LabelJob, "order_id", 400), timeout_s=60)
-            a.send_signal(signal.SIGKILL)
-            a.wait()
-            await fill(base, items[2 * third :])
-        with worker_process("planner", a_settings, tmp_path / "a.log", READY, timeout_s=90):
-            jobs = models(
-                LabelJob,
-                await consume(
-                    base, LABEL_JOBS, distinct(LabelJob, "order_id", ORDERS_COUNT), timeout_s=150
-                ),
-            )
-            all_boxes = sum(len(b) for b in boxes_of.values())
-            plans = models(
-                ParcelPlan,
-                await consume(base, PLANS, distinct(ParcelPlan, "box_id", all_boxes), 60),
-            )
-    stop.set()
-    await asyncio.wait_for(auditor_task, 15)
-
-    by_order: dict[str, set[str]] = {}
-    for job in jobs:
-        by_order.setdefault(job.order_id, set()).add(job.job_id)
-    assert set(by_order) == set(boxes_of)
-    assert all(len(ids) == 1 for ids in by_order.values()), "an order got two different jobs"
+    async with auditor_running(base) as repairs:
+        with worker_process("planner", b_settings, tmp_path / "b.log", READY):
+            with worker_process("planner", a_settings, tmp_path / "a.log", READY) as a:
+                await asyncio.sleep(3)  # let the group settle on two members
+                third = len(items) // 3
+                await fill(base, items[:third])
+                await fill(base, items[third : 2 * third])
+                # kill A mid-run: once the join is well under way, with work still arriving
+                await consume(base, LABEL_JOBS, distinct(LabelJob, "order_id", 400), timeout_s=60)
+                a.send_signal(signal.SIGKILL)
+                a.wait()
+                await fill(base, items[2 * third :])
+            with worker_process("planner", a_settings, tmp_path / "a.log", READY, timeout_s=90):
+                jobs = models(
+                    LabelJob,
+                    await consume(
+                        base,
+                        LABEL_JOBS,
+                        distinct(LabelJob, "order_id", ORDERS_COUNT),
+                        timeout_s=150,
+                    ),
+                )
+                all_boxes = sum(len(b) for b in boxes_of.values())
+                plans = models(
+                    ParcelPlan,
+                    await consume(base, PLANS, distinct(ParcelPlan, "box_id", all_boxes), 60),
+                )
+    by_order = assert_one_job_per_order(jobs, set(boxes_of))
     latest = {(p.order_id, p.box_id): p for p in plans}
     assert set(latest) == {(o, b) for o, bs in boxes_of.items() for b in bs}
     assert all(p.status == "planned" for p in latest.values())
     for order_id in boxes_of:
         items_of = [i.item_id for (o, _), p in latest.items() if o == order_id for i in p.items]
         assert len(items_of) == len(set(items_of)) == 4, order_id
-    repairs = (
-        REGISTRY.get_sample_value("parcelflow_auditor_repairs_total") or 0.0
-    ) - repairs_before
     print(
         f"\nplanner kill test: {len(jobs)} job events for {len(by_order)} orders, "
-        f"{repairs:.0f} orders republished by the auditor"
+        f"{repairs():.0f} orders republished by the auditor"
     )
 
 
@@ -132,30 +151,19 @@ async def test_sigterm_mid_batch_loses_nothing(base: Settings, tmp_path: Path) -
     await ensure_topics(settings)
     items = events(3000, "T")
     await fill(settings, items)
-    stop = asyncio.Event()
-    repairs_before = REGISTRY.get_sample_value("parcelflow_auditor_repairs_total") or 0.0
-    auditor_task = asyncio.create_task(run_auditor(settings, stop))
-    with worker_process("planner", settings, tmp_path / "p.log", READY) as planner:
-        await consume(settings, LABEL_JOBS, distinct(LabelJob, "order_id", 300), timeout_s=60)
-        planner.send_signal(signal.SIGTERM)
-        planner.wait(timeout=30)
-    before = await consume(settings, LABEL_JOBS, lambda v: False, timeout_s=2)
-    assert len(before) < 3000, "the worker finished before the stop: nothing was in flight"
-    with worker_process("planner", settings, tmp_path / "p.log", READY, timeout_s=90):
-        values = await consume(
-            settings, LABEL_JOBS, distinct(LabelJob, "order_id", 3000), timeout_s=120
-        )
-    stop.set()
-    await asyncio.wait_for(auditor_task, 15)
-    by_order: dict[str, set[str]] = {}
-    for job in models(LabelJob, values):
-        by_order.setdefault(job.order_id, set()).add(job.job_id)
-    assert set(by_order) == set(boxes_by_order(items))
-    assert all(len(ids) == 1 for ids in by_order.values())
-    repairs = (
-        REGISTRY.get_sample_value("parcelflow_auditor_repairs_total") or 0.0
-    ) - repairs_before
-    print(f"\nplanner SIGTERM test: {repairs:.0f} orders republished by the auditor")
+    async with auditor_running(settings) as repairs:
+        with worker_process("planner", settings, tmp_path / "p.log", READY) as planner:
+            await consume(settings, LABEL_JOBS, distinct(LabelJob, "order_id", 300), timeout_s=60)
+            planner.send_signal(signal.SIGTERM)
+            planner.wait(timeout=30)
+        before = await consume(settings, LABEL_JOBS, lambda v: False, timeout_s=2)
+        assert len(before) < 3000, "the worker finished before the stop: nothing was in flight"
+        with worker_process("planner", settings, tmp_path / "p.log", READY, timeout_s=90):
+            values = await consume(
+                settings, LABEL_JOBS, distinct(LabelJob, "order_id", 3000), timeout_s=120
+            )
+    assert_one_job_per_order(models(LabelJob, values), set(boxes_by_order(items)))
+    print(f"\nplanner SIGTERM test: {repairs():.0f} orders republished by the auditor")
 
 
 async def test_a_restarted_planner_recovers_its_table_exactly(
