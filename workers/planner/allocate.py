@@ -60,9 +60,9 @@ def allocate(line_items: list[LineItem], boxes: list[BoxClosed]) -> Allocation:
         for packed in box.items:
             candidates: dict[str, LineItem] = {}
             for item in line_items:
-                if item.item_id not in used and item.item_id not in taken:
-                    if matches(item, packed.sku):
-                        candidates.setdefault(item.item_id, item)
+                free = item.item_id not in used and item.item_id not in taken
+                if free and matches(item, packed.sku):
+                    candidates.setdefault(item.item_id, item)
             if len(candidates) < packed.quantity:
                 shortage = (
                     f"box holds {packed.quantity} x {packed.sku} but only "

@@ -61,9 +61,6 @@ class JoinTable(faust.Table[bytes, bytes]):
         if isinstance(store, MemoryStore):  # which keys a rebalance drops, as Faust does
             store._key_partition[key] = partition
 
-    def changelog_name(self) -> str:
-        return self.changelog_topic.get_topic_name()
-
 
 def faust_brokers(bootstrap: str) -> list[str]:
     return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
@@ -113,7 +110,7 @@ def create_app(settings: Settings) -> faust.App:
         value_type=bytes,
     )
     app.tables.add(table)
-    changelog = table.changelog_name()
+    changelog = table.changelog_topic.get_topic_name()
 
     class Batch:
         """One batch's order states, read once from the table and written once back."""
