@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
-from schemas.common import Id, Model
+from schemas.common import MAX_INT, Id, Model
 
 
 class Alert(Model):
@@ -16,4 +16,4 @@ class Alert(Model):
     order_id: str = ""
     message: str
     details: dict[str, Any] = Field(default_factory=dict)
-    at_ms: int = Field(ge=0)
+    at_ms: int = Field(ge=0, le=MAX_INT)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from schemas.common import Dimensions, Id, Model, Weight
+from schemas.common import MAX_INT, Dimensions, Id, Model, Weight
 
 
 class BoxItem(Model):
@@ -17,8 +17,8 @@ class BoxClosed(Model):
     box_id: Id
     order_id: Id
     station_id: Id
-    items: list[BoxItem] = Field(min_length=1)
+    items: list[BoxItem] = Field(min_length=1, max_length=1_000)
     weight: Weight
     dimensions: Dimensions
     last_box: bool = Field(False, description="No more boxes follow for this order.")
-    closed_at_ms: int = Field(ge=0)
+    closed_at_ms: int = Field(ge=0, le=MAX_INT)

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.common import Address, Dimensions, Id, Model, Weight
+from schemas.common import MAX_INT, Address, Dimensions, Id, Model, Weight
 from schemas.order import LineItem
 
 
@@ -30,7 +30,7 @@ class LabelJob(Model):
     unpacked_items: list[LineItem] = Field(
         default_factory=list, description="Units of the order left out of a short shipment."
     )
-    created_at_ms: int = Field(ge=0)
+    created_at_ms: int = Field(ge=0, le=MAX_INT)
 
 
 class ParcelLabel(Model):
@@ -48,13 +48,13 @@ class LabelResult(Model):
     service: str
     shipment_id: str
     parcels: list[ParcelLabel]
-    attempts: int = Field(ge=1)
-    latency_ms: int = Field(ge=0, description="From job creation to label.")
-    call_ms: int = Field(ge=0, description="Duration of the successful label call.")
+    attempts: int = Field(ge=1, le=MAX_INT)
+    latency_ms: int = Field(ge=0, description="From job creation to label.", le=MAX_INT)
+    call_ms: int = Field(ge=0, description="Duration of the successful label call.", le=MAX_INT)
     tracking_available: bool = Field(
         False, description="Shipium offers no tracking for TikTok Shop shipments."
     )
-    labeled_at_ms: int = Field(ge=0)
+    labeled_at_ms: int = Field(ge=0, le=MAX_INT)
 
 
 class LabelFailure(Model):
@@ -64,9 +64,9 @@ class LabelFailure(Model):
     error_code: str
     message: str
     retriable: bool
-    attempts: int = Field(ge=0)
+    attempts: int = Field(ge=0, le=MAX_INT)
     job: LabelJob = Field(description="The job as it was, so it can be replayed.")
-    failed_at_ms: int = Field(ge=0)
+    failed_at_ms: int = Field(ge=0, le=MAX_INT)
 
 
 class LabelAttempt(Model):
@@ -75,4 +75,4 @@ class LabelAttempt(Model):
     event_id: Id = Field(description="attempt-<job_id>.")
     job_id: Id
     order_id: Id
-    started_at_ms: int = Field(ge=0)
+    started_at_ms: int = Field(ge=0, le=MAX_INT)

@@ -7,7 +7,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.common import Address, Id, Model
+from schemas.common import MAX_INT, Address, Id, Model, Text
+
+MAX_UNITS = 5_000  # line items (units) of one order
 
 
 class OrderStatus(StrEnum):
@@ -32,9 +34,9 @@ class LineItem(Model):
 
     item_id: Id
     sku_id: Id
-    seller_sku: str = ""
+    seller_sku: Text = ""
     product_id: Id
-    product_name: str = ""
+    product_name: Text = ""
 
 
 class Order(Model):
@@ -42,12 +44,15 @@ class Order(Model):
     order_id: Id
     shop_id: Id
     status: OrderStatus
-    line_items: list[LineItem] = Field(default_factory=list)
+    line_items: list[LineItem] = Field(default_factory=list, max_length=MAX_UNITS)
     recipient: Address | None = None
-    update_time: int = Field(ge=0, description="Unix seconds of the order's last change.")
+    update_time: int = Field(
+        ge=0, description="Unix seconds of the order's last change.", le=MAX_INT
+    )
     source: Literal["tiktok", "upstream"] = "upstream"
     cause: str = Field(
         "",
+        max_length=512,
         description="What produced this event, e.g. 'webhook 3 RECIPIENT_ADDRESS_UPDATE' "
         "for the enricher; free text for upstream systems.",
     )

@@ -11,7 +11,7 @@ from schemas.order import LineItem
 
 
 class ParcelPlan(Model):
-    event_id: Id = Field(description="Deterministic: plan-<order_id>-<box_id>.")
+    event_id: Id = Field(description="Deterministic: plan-<digest of order id and box id>.")
     order_id: Id
     box_id: Id
     status: Literal["planned", "rejected"]

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.common import Id, Model
+from schemas.common import MAX_INT, Id, Model
 
 
 class WebhookType(IntEnum):
@@ -24,10 +24,10 @@ class TikTokWebhook(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
-    type: int = Field(ge=0)
+    type: int = Field(ge=0, le=MAX_INT)
     tts_notification_id: Id
     shop_id: Id
-    timestamp: int = Field(ge=0, description="Unix seconds, set by TikTok.")
+    timestamp: int = Field(ge=0, description="Unix seconds, set by TikTok.", le=MAX_INT)
     data: dict[str, Any]
 
 
@@ -35,7 +35,7 @@ class WebhookRecord(Model):
     """Value of ``tiktok.webhooks.v1``: the verified envelope plus when it was received."""
 
     event_id: Id = Field(description="The envelope's tts_notification_id (dedupe key).")
-    received_at_ms: int
+    received_at_ms: int = Field(ge=0, le=MAX_INT)
     app_key: str
     webhook: TikTokWebhook
 
@@ -49,6 +49,6 @@ class ParkedWebhook(Model):
 
     record: WebhookRecord
     reason: str
-    attempts: int = Field(ge=1, description="Times the enricher tried this webhook.")
-    parked_at_ms: int = Field(ge=0)
-    due_at_ms: int = Field(ge=0)
+    attempts: int = Field(ge=1, description="Times the enricher tried this webhook.", le=MAX_INT)
+    parked_at_ms: int = Field(ge=0, le=MAX_INT)
+    due_at_ms: int = Field(ge=0, le=MAX_INT)

@@ -267,6 +267,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    # Everything parcelflow writes (labels with addresses, tokens, logs, var/) is for its
+    # own user only: files 0600, folders 0700, in every process it starts.
+    os.umask(0o077)
     settings = Settings()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sys.exit(args.func(settings, args))

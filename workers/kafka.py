@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Iterable
 
 import structlog
@@ -19,7 +20,12 @@ from workers.settings import Settings
 log = structlog.get_logger(__name__)
 
 TOPIC_EXISTS = 36
-MAX_REQUEST_BYTES = 5 * 1024 * 1024
+# Room in a record for the key, headers and batch framing beside the value.
+RECORD_OVERHEAD_BYTES = 4 * 1024
+# Longest key a dead letter keeps as it was (longer ones are keyed by their sha256), and the
+# longest reason it carries.
+MAX_KEY_BYTES = 1024
+MAX_REASON_CHARS = 2000
 
 
 class Topics:
@@ -59,7 +65,7 @@ def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
         "bootstrap_servers": settings.kafka_bootstrap,
         "acks": "all",
         "linger_ms": 5,
-        "max_request_size": MAX_REQUEST_BYTES,
+        "max_request_size": settings.kafka_max_message_bytes,
         "request_timeout_ms": 30_000,
     }
     options.update(overrides)
@@ -91,22 +97,65 @@ def b64(raw: bytes | None) -> str | None:
     return None if raw is None else base64.b64encode(raw).decode()
 
 
+def max_value_bytes(settings: Settings) -> int:
+    """Largest value a worker may write: the producer's limit less room for key and framing."""
+    return settings.kafka_max_message_bytes - RECORD_OVERHEAD_BYTES
+
+
+def value_problem(value: bytes | None, limit: int) -> str | None:
+    """Why a value read from Kafka is refused before it is decoded, or None."""
+    if value is not None and len(value) > limit:
+        return f"value of {len(value)} bytes is over the {limit}-byte input limit"
+    return None
+
+
+def key_problem(key: bytes | None, expected: str, what: str = "order id") -> str | None:
+    """Why a record's key is not the id it must be keyed by (its partition), or None."""
+    if key is None:
+        return f"null key: records must be keyed by their {what}"
+    if key != expected.encode():
+        shown = key[:80].decode("utf-8", "replace")
+        return f"key {shown!r} is not the record's {what} {expected[:80]!r}"
+    return None
+
+
+def dead_letter_key(key: bytes | None) -> bytes | None:
+    """The original key, or its sha256 when it is too long to be a key again."""
+    if key is None or len(key) <= MAX_KEY_BYTES:
+        return key
+    return hashlib.sha256(key).hexdigest().encode()
+
+
 def rejected_record(
     *,
     source_topic: str,
     value: bytes | None,
     reason: str,
     worker: str,
+    max_bytes: int,
     key: bytes | None = None,
     partition: int = -1,
     offset: int = -1,
 ) -> RejectedRecord:
+    """A dead letter whose encoding is at most ``max_bytes``, whatever it is given.
+
+    The value is kept whole while its base64 fits; past that, a prefix is kept with the
+    size and sha256 of the whole, and the source partition and offset say where it is.
+    """
+    inline = max(0, (max_bytes - 16 * 1024 - 6 * MAX_REASON_CHARS) * 3 // 4)
+    raw = value or b""
+    kept = raw if len(raw) <= inline else raw[:inline]
+    if len(reason) > MAX_REASON_CHARS:
+        reason = reason[: MAX_REASON_CHARS - 1] + "…"
     return RejectedRecord(
-        source_topic=source_topic,
+        source_topic=source_topic[:256],
         partition=partition,
         offset=offset,
-        key_b64=b64(key),
-        value_b64=b64(value) or "",
+        key_b64=b64(None if key is None else key[:MAX_KEY_BYTES]),
+        value_b64=b64(kept) or "",
+        value_size=-1 if value is None else len(value),
+        value_sha256="" if value is None else hashlib.sha256(value).hexdigest(),
+        truncated=len(kept) < len(raw) or (key is not None and len(key) > MAX_KEY_BYTES),
         reason=reason,
         worker=worker,
         rejected_at_ms=now_ms(),
@@ -119,6 +168,7 @@ async def dead_letter(
     message: ConsumerRecord[bytes, bytes],
     reason: str,
     worker: str,
+    max_bytes: int,
 ) -> None:
     """Keep a message a worker cannot handle, with its original bytes and the reason."""
     record = rejected_record(
@@ -129,14 +179,15 @@ async def dead_letter(
         value=message.value,
         reason=reason,
         worker=worker,
+        max_bytes=max_bytes,
     )
-    await producer.send_and_wait(topic, encode(record), key=message.key)
+    await producer.send_and_wait(topic, encode(record), key=dead_letter_key(message.key))
     log.warning(
         "dead_lettered",
         topic=message.topic,
         partition=message.partition,
         offset=message.offset,
-        reason=reason,
+        reason=record.reason[:300],
         to=topic,
     )
 

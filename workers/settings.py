@@ -14,10 +14,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.common import Address
+
+# What a worker derives from one input (a plan, a job, a dead letter's envelope) needs room
+# beside it in a record of kafka_max_message_bytes.
+INPUT_HEADROOM_BYTES = 64 * 1024
 
 
 class Settings(BaseSettings):
@@ -48,6 +52,15 @@ class Settings(BaseSettings):
         "join for half of it, so keep it short there.",
     )
 
+    kafka_max_message_bytes: int = Field(
+        1024 * 1024,
+        ge=256 * 1024,
+        description="Largest record parcelflow writes: every producer's max.request.size. "
+        "The cluster's message.max.bytes (or the topics' max.message.bytes) must be at least "
+        "this. A record read that is larger than this less 64 KiB (room for what is derived "
+        "from it) is dead-lettered, and a dead letter always fits.",
+    )
+
     kafka_max_poll_interval_s: float = Field(
         300.0,
         ge=1,
@@ -68,7 +81,17 @@ class Settings(BaseSettings):
     receiver_host: str = Field("127.0.0.1", description="Address the receiver listens on.")
     receiver_port: int = Field(8080, ge=0, description="Port the receiver listens on.")
     receiver_max_body_bytes: int = Field(
-        1024 * 1024, ge=1024, description="Largest request body accepted (413 above)."
+        512 * 1024,
+        ge=1024,
+        description="Largest request body accepted (413 above). At most the input limit "
+        "(kafka_max_message_bytes less 64 KiB): what is accepted must fit a record.",
+    )
+    receiver_idle_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="A connection that has not sent a whole request (headers and body) "
+        "this long after it opened, or after its last answer, is closed: bounds half-open "
+        "and idle keep-alive connections.",
     )
     receiver_ack_timeout_s: float = Field(
         2.0,
@@ -179,6 +202,13 @@ class Settings(BaseSettings):
         0.05, gt=0, description="Longest the planner waits to fill a batch before joining it."
     )
 
+    planner_stop_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        description="A planner asked to stop (SIGTERM), or whose join failed, exits within "
+        "this long whatever it is waiting for (exit code 1 past it).",
+    )
+
     planner_box_wait_s: float = Field(
         2 * 3600.0,
         gt=0,
@@ -239,6 +269,13 @@ class Settings(BaseSettings):
         0.5, gt=0, description="First retry delay; doubles each attempt, with jitter."
     )
     labeler_backoff_max_s: float = Field(30.0, gt=0, description="Longest retry delay.")
+    labeler_publish_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="How long the labeler keeps retrying a write the broker does not ack "
+        "(a label, failure or attempt record); past it the labeler exits non-zero and the "
+        "job, never committed, is read again after the restart.",
+    )
     labeler_auth_retry_s: float = Field(
         30.0,
         gt=0,
@@ -275,6 +312,21 @@ class Settings(BaseSettings):
         description="Label calls per second above which the simulator answers 429 (0: none).",
     )
     sim_seed: int = Field(7, description="Seed for the simulator's random latency.")
+
+    @property
+    def max_input_bytes(self) -> int:
+        """Largest record value a worker reads; larger ones are dead-lettered."""
+        return self.kafka_max_message_bytes - INPUT_HEADROOM_BYTES
+
+    @model_validator(mode="after")
+    def _bodies_fit_records(self) -> Settings:
+        if self.receiver_max_body_bytes > self.max_input_bytes:
+            raise ValueError(
+                f"receiver_max_body_bytes ({self.receiver_max_body_bytes}) must be at most "
+                f"kafka_max_message_bytes less 64 KiB ({self.max_input_bytes}): an accepted "
+                "body must fit a Kafka record"
+            )
+        return self
 
     def as_env(self) -> dict[str, str]:
         """These settings as ``PARCELFLOW_`` variables, to start another process with."""

@@ -58,3 +58,22 @@ def test_verify_api_signature_round_trip_and_tamper() -> None:
     assert verify_api_signature(SECRET, "/p", params)
     assert not verify_api_signature(SECRET, "/p", {**params, "ids": "10"})
     assert not verify_api_signature(SECRET, "/other", params)
+
+
+def test_bearer_scheme_is_case_insensitive_and_a_bare_token_is_refused() -> None:
+    from workers.receiver.app import bearer_token
+
+    assert bearer_token("Bearer abc") == "abc"
+    assert bearer_token("bearer abc") == "abc"
+    assert bearer_token("BEARER   abc ") == "abc"
+    assert bearer_token("abc") is None
+    assert bearer_token("Bearer ") is None
+    assert bearer_token("Basic abc") is None
+
+
+def test_json_nesting_is_bounded() -> None:
+    from workers.receiver.validate import MAX_DEPTH, Invalid, parse_json
+
+    deep = parse_json(b'{"a":' + b"[" * 300 + b"]" * 300 + b"}")
+    assert isinstance(deep, Invalid) and "deeper than" in deep.reason
+    assert not isinstance(parse_json(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH), Invalid)

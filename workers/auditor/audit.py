@@ -33,7 +33,7 @@ from schemas.box import BoxClosed
 from schemas.label import LabelJob
 from schemas.order import Order, OrderStatus
 from schemas.plan import ParcelPlan
-from workers.planner.join import OrderState, on_box, on_order
+from workers.planner.join import OrderState, Step, TooLarge, encode_step, on_box, on_order
 
 ORDER_NEVER_ARRIVED = "order never arrived"
 
@@ -87,6 +87,15 @@ class Audit:
     touched: dict[str, int] = field(default_factory=dict)  # order id -> last event at
     job_seen: dict[str, int] = field(default_factory=dict)  # order id -> its job seen at
     job_due: dict[str, int] = field(default_factory=dict)  # released order -> job due since
+    max_bytes: int = 1024 * 1024  # the planner's record limit: what it refuses, so do we
+
+    def _fits(self, before: OrderState, step: Step) -> bool:
+        """The planner dead-letters an event whose records would not fit: ignore it too."""
+        try:
+            encode_step(before, step, self.max_bytes)
+        except TooLarge:
+            return False
+        return True
 
     def on_order(
         self, order: Order, now_ms: int, key: bytes | None = None, raw: bytes = b""
@@ -95,21 +104,27 @@ class Audit:
             return
         state = self.orders.get(order.order_id) or OrderState(order_id=order.order_id)
         step = on_order(state, order, now_ms)
+        if not self._fits(state, step):
+            return
         if step.state.order is order:  # the join took this event as the order's latest
             self.order_events[order.order_id] = (key, raw)
         self._update(step.state, now_ms)
 
     def on_box(self, box: BoxClosed, key: bytes | None, raw: bytes, now_ms: int) -> None:
-        self.box_events.setdefault(box.order_id, {}).setdefault(box.box_id, (key, raw))
         ident = (box.order_id, box.box_id)
         if box.order_id in self.released:  # after release: the planner rejects it at once
+            self.box_events.setdefault(box.order_id, {}).setdefault(box.box_id, (key, raw))
             if ident not in self.waiting:
                 self.waiting[ident] = Box(box, key, raw, now_ms, due_since_ms=now_ms)
             return
+        state = self.orders.get(box.order_id) or OrderState(order_id=box.order_id)
+        step = on_box(state, box, now_ms)
+        if not self._fits(state, step):
+            return
+        self.box_events.setdefault(box.order_id, {}).setdefault(box.box_id, (key, raw))
         if ident not in self.planned and ident not in self.waiting:
             self.waiting[ident] = Box(box, key, raw, now_ms)
-        state = self.orders.get(box.order_id) or OrderState(order_id=box.order_id)
-        self._update(on_box(state, box, now_ms).state, now_ms)
+        self._update(step.state, now_ms)
 
     def on_plan(self, plan: ParcelPlan, now_ms: int = 0) -> None:
         ident = (plan.order_id, plan.box_id)

@@ -17,7 +17,7 @@ from prometheus_client import Counter, Gauge, start_http_server
 from schemas.alert import Alert
 from schemas.box import BoxClosed
 from schemas.codec import decode, encode
-from schemas.common import now_ms
+from schemas.common import derived_id, now_ms
 from schemas.label import LabelFailure, LabelJob, LabelResult
 from schemas.order import Order
 from schemas.plan import ParcelPlan
@@ -33,7 +33,16 @@ from schemas.topics import (
 )
 from workers.auditor.audit import ORDER_NEVER_ARRIVED, Audit, Expire, Repair, Unlabeled
 from workers.broker.offsets import install_end_offsets_correction
-from workers.kafka import Topics, ensure_topics, make_producer, rejected_record
+from workers.kafka import (
+    Topics,
+    dead_letter_key,
+    ensure_topics,
+    key_problem,
+    make_producer,
+    max_value_bytes,
+    rejected_record,
+    value_problem,
+)
 from workers.loop import stop_on_signals
 from workers.settings import Settings
 
@@ -48,6 +57,11 @@ EXPIRED = Counter("parcelflow_auditor_expired_boxes", "Boxes whose order never a
 UNLABELED = Counter("parcelflow_auditor_unlabeled_jobs", "Label jobs reported as unlabeled.")
 WAITING = Gauge("parcelflow_auditor_boxes_without_plan", "Boxes seen without a plan yet.")
 REMEMBERED = Gauge("parcelflow_auditor_open_orders", "Orders whose state the auditor keeps.")
+SKIPPED = Counter(
+    "parcelflow_auditor_skipped_records",
+    "Records the auditor could not take (the planner dead-letters the same), by topic.",
+    ["topic"],
+)
 
 
 class Auditor:
@@ -60,26 +74,54 @@ class Auditor:
             box_wait_ms=int(settings.planner_box_wait_s * 1000),
             label_after_ms=int(settings.auditor_label_after_s * 1000),
             lookback_ms=int(settings.auditor_lookback_s * 1000),
+            max_bytes=max_value_bytes(settings),
         )
         self.repairs = 0
         self.since_ms = now_ms() - int(settings.auditor_lookback_s * 1000)
 
     def observe(self, message: ConsumerRecord) -> None:
+        """Take one record; one the auditor cannot take is logged, counted and skipped."""
+        try:
+            problem = value_problem(message.value, self.settings.max_input_bytes)
+            if problem is None:
+                problem = self.take(message)
+        except Exception as exc:  # noqa: BLE001 (no record in retention may stop the net)
+            problem = f"auditor error: {type(exc).__name__}: {exc}"
+        if problem is not None:
+            SKIPPED.labels(message.topic).inc()
+            log.warning(
+                "record_skipped",
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                reason=problem[:300],
+            )
+
+    def take(self, message: ConsumerRecord) -> str | None:
+        """Feed one record to the audit; why it was not taken, or None."""
         if 0 <= (message.timestamp or 0) < self.since_ms:
-            return  # older than the lookback (a broker without a time index seeks too early)
+            return None  # older than the lookback (a broker without a time index seeks early)
         topic, value, now = message.topic, message.value, now_ms()
         n = self.names
         if topic in (n(ORDERS), n(BOXES)) and REPAIR_HEADER in dict(message.headers or ()):
-            return  # our own republished copy: read back, it would look like a late box
+            return None  # our own republished copy: read back, it would look like a late box
         if topic == n(ORDERS):
             order = decode(Order, value)
-            if not isinstance(order, str):
+            if isinstance(order, str):
+                return order
+            problem = key_problem(message.key, order.order_id)
+            if problem is None:
                 self.audit.on_order(order, now, message.key, value)
-        elif topic == n(BOXES):
+            return problem
+        if topic == n(BOXES):
             box = decode(BoxClosed, value)
-            if not isinstance(box, str):
+            if isinstance(box, str):
+                return box
+            problem = key_problem(message.key, box.order_id)
+            if problem is None:
                 self.audit.on_box(box, message.key, value, now)
-        elif topic == n(PLANS):
+            return problem
+        if topic == n(PLANS):
             plan = decode(ParcelPlan, value)
             if not isinstance(plan, str):
                 self.audit.on_plan(plan, now)
@@ -95,6 +137,7 @@ class Auditor:
             failure = decode(LabelFailure, value)
             if not isinstance(failure, str):
                 self.audit.on_label_result(failure.job_id, now)
+        return None
 
     async def act(self) -> None:
         self.audit.forget_old(now_ms())
@@ -143,9 +186,10 @@ class Auditor:
             key=box.key,
             reason=reason,
             worker="auditor",
+            max_bytes=max_value_bytes(self.settings),
         )
         alert = Alert(
-            event_id=f"order-never-arrived-{box.box.order_id}-{box.box.box_id}",
+            event_id=derived_id("order-never-arrived", box.box.order_id, box.box.box_id),
             kind="order_never_arrived",
             order_id=box.box.order_id,
             message=f"Box {box.box.box_id} closed at station {box.box.station_id} for order "
@@ -153,7 +197,9 @@ class Auditor:
             details={"box_id": box.box.box_id, "waited_s": waited_s},
             at_ms=now_ms(),
         )
-        await self.producer.send_and_wait(self.names(BOXES_REJECTED), encode(record), key=box.key)
+        await self.producer.send_and_wait(
+            self.names(BOXES_REJECTED), encode(record), key=dead_letter_key(box.key)
+        )
         await self.producer.send_and_wait(
             self.names(ALERTS), encode(alert), key=box.box.order_id.encode()
         )

@@ -25,11 +25,21 @@ from prometheus_client import Counter, start_http_server
 
 from schemas.alert import Alert
 from schemas.codec import decode
-from schemas.common import now_ms
+from schemas.common import derived_id, now_ms
 from schemas.topics import ALERTS, ORDERS, WEBHOOKS, WEBHOOKS_PARKED, WEBHOOKS_REJECTED
 from schemas.webhook import ParkedWebhook, WebhookRecord
 from workers.enricher.decide import Action, cancellation, cause, decide
-from workers.kafka import Topics, dead_letter, ensure_topics, make_consumer, make_producer, publish
+from workers.kafka import (
+    Topics,
+    dead_letter,
+    ensure_topics,
+    key_problem,
+    make_consumer,
+    make_producer,
+    max_value_bytes,
+    publish,
+    value_problem,
+)
 from workers.loop import stop_on_signals
 from workers.settings import Settings
 from workers.tiktok.client import ShopUnauthorized, TikTokClient, TikTokError
@@ -71,13 +81,30 @@ class Enricher:
         self.alerted: dict[str, str] = {}  # shop id -> the reason last alerted
 
     async def reject(self, message: Message, reason: str) -> None:
-        await dead_letter(self.producer, self.rejected_topic, message, reason, "enricher")
+        await dead_letter(
+            self.producer,
+            self.rejected_topic,
+            message,
+            reason,
+            "enricher",
+            max_value_bytes(self.settings),
+        )
+
+    def read(self, message: Message) -> WebhookRecord | str:
+        """The webhook a record holds (keyed by its shop id), or why it is refused."""
+        problem = value_problem(message.value, self.settings.max_input_bytes)
+        if problem is not None:
+            return problem
+        record = decode(WebhookRecord, message.value)
+        if isinstance(record, str):
+            return record
+        return key_problem(message.key, record.webhook.shop_id, "shop id") or record
 
     async def handle(self, messages: Sequence[Message]) -> None:
         """Handle one batch of ``tiktok.webhooks.v1``; returns when every result is acked."""
         pending = []
         for message in messages:
-            record = decode(WebhookRecord, message.value)
+            record = self.read(message)
             if isinstance(record, str):
                 await self.reject(message, record)
             else:
@@ -88,7 +115,9 @@ class Enricher:
         to_fetch: dict[str, dict[str, list[Pending]]] = {}  # shop id -> order id -> webhooks
         for item in pending:
             decision = decide(item.record)
-            if decision.action is Action.CANCEL:
+            if decision.action is Action.REJECT:
+                await self.reject(item.message, decision.reason)
+            elif decision.action is Action.CANCEL:
                 order = cancellation(item.record, decision.order_id)
                 await publish(self.producer, self.orders_topic, order.order_id, order)
             elif decision.action is Action.FETCH:
@@ -128,7 +157,8 @@ class Enricher:
             await self.reject(item.message, f"order {order_id} not found at TikTok")
             return
         try:
-            order = parse_order(raw, shop_id, f"tiktok-{item.record.event_id}", cause(item.record))
+            event_id = derived_id("tiktok", item.record.event_id)
+            order = parse_order(raw, shop_id, event_id, cause(item.record))
         except (KeyError, ValueError, TypeError) as exc:
             await self.reject(item.message, f"unreadable order detail: {type(exc).__name__}: {exc}")
             return
@@ -157,7 +187,7 @@ class Enricher:
             return
         at = now_ms()
         alert = Alert(
-            event_id=f"reauthorize-{shop_id}-{at}",
+            event_id=derived_id("reauthorize", shop_id, str(at)),
             kind="shop_reauthorization_required",
             shop_id=shop_id,
             message=f"TikTok refused the tokens of shop {shop_id}: the seller must authorize "

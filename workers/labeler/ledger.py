@@ -19,8 +19,8 @@ import structlog
 from schemas.codec import decode
 from schemas.label import LabelAttempt, LabelFailure, LabelResult
 from workers.kafka import read_to_end
+from workers.labeler.codes import DECISIONS
 
-CANCELLED_CODES = frozenset({"cancelled", "void_required"})
 log = structlog.get_logger(__name__)
 
 
@@ -58,7 +58,7 @@ class Ledger:
                 self.attempted.add(attempt.job_id)
         for record in await read_to_end(self.bootstrap, self.failures_topic, partitions):
             failure = decode(LabelFailure, record.value)
-            if isinstance(failure, LabelFailure) and failure.error_code in CANCELLED_CODES:
+            if isinstance(failure, LabelFailure) and failure.error_code in DECISIONS:
                 self.cancelled.add(failure.job_id)
         log.info(
             "ledger_loaded",

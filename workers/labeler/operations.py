@@ -7,10 +7,8 @@ from schemas.label import LabelFailure
 from schemas.topics import LABEL_FAILURES, LABEL_JOBS
 from workers.broker.offsets import install_end_offsets_correction
 from workers.kafka import Topics, make_producer, read_to_end
+from workers.labeler.codes import DECISIONS
 from workers.settings import Settings
-
-# Failures that are decisions, not errors: replaying them would be wrong.
-NOT_REPLAYABLE = frozenset({"cancelled", "void_required"})
 
 VOID_REFUSAL = (
     "Labels for TikTok Shop shipments cannot be voided through Shipium or parcelflow: "
@@ -35,7 +33,7 @@ async def replay(settings: Settings, job_ids: set[str] | None) -> list[LabelFail
     chosen = [
         f
         for f in await failures(settings)
-        if f.error_code not in NOT_REPLAYABLE and (job_ids is None or f.job_id in job_ids)
+        if f.error_code not in DECISIONS and (job_ids is None or f.job_id in job_ids)
     ]
     producer = make_producer(settings)
     await producer.start()

@@ -23,12 +23,14 @@ import aiohttp
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from prometheus_client import Counter, start_http_server
+from pydantic import BaseModel
 
 from schemas.alert import Alert
 from schemas.codec import decode
 from schemas.common import now_ms
-from schemas.label import LabelAttempt, LabelFailure, LabelJob, LabelResult, ParcelLabel
+from schemas.label import LabelFailure, LabelJob
 from schemas.topics import (
     ALERTS,
     LABEL_ATTEMPTS,
@@ -39,10 +41,24 @@ from schemas.topics import (
 )
 from workers.broker.offsets import install_end_offsets_correction
 from workers.errors import ApiError
-from workers.kafka import Topics, dead_letter, ensure_topics, make_consumer, make_producer, publish
+from workers.kafka import (
+    Topics,
+    dead_letter,
+    ensure_topics,
+    key_problem,
+    make_consumer,
+    make_producer,
+    max_value_bytes,
+    publish,
+    value_problem,
+)
+from workers.labeler import decide
+from workers.labeler.codes import CREDENTIALS, FailureCode
+from workers.labeler.decide import Action
 from workers.labeler.documents import store_document
 from workers.labeler.flow import OffsetTracker
 from workers.labeler.ledger import Ledger
+from workers.labeler.retry import RetryPolicy
 from workers.labeler.shipium.client import ShipiumClient
 from workers.labeler.shipium.response import LabelResponse
 from workers.logs import dump_tasks
@@ -51,13 +67,20 @@ from workers.retry import backoff_delay
 from workers.settings import Settings
 
 log = structlog.get_logger(__name__)
+STORE_ATTEMPTS = 3
 
 Message: TypeAlias = ConsumerRecord  # ConsumerRecord[bytes, bytes]; aiokafka is untyped
 Response = TypeVar("Response")
-CREDENTIAL_ERRORS = frozenset({"unauthorized", "forbidden"})
-VOID_IN_SELLER_CENTER = (
-    "labels for TikTok Shop cannot be voided through Shipium: void it in TikTok Seller Center"
+ENDED = Counter(
+    "parcelflow_labeler_jobs_ended",
+    "Label jobs ended, by how: labeled, failed, cancelled, dropped, rejected.",
+    ["outcome"],
 )
+
+
+class Fatal(Exception):
+    """The labeler cannot go on (the broker refuses its writes): the process exits
+    non-zero and the unfinished job, never committed, is read again after a restart."""
 
 
 class Labeler:
@@ -83,8 +106,11 @@ class Labeler:
         self.ledger = Ledger(
             settings.kafka_bootstrap, self.labels_topic, self.attempts_topic, self.failures_topic
         )
+        self.policy = RetryPolicy.from_settings(settings)
         self.credentials_rejected = False
         self.ledger_ready = asyncio.Event()  # cleared while an assignment's ledger loads
+        self.fatal: BaseException | None = None
+        self.failed = asyncio.Event()  # set with self.fatal: the loop stops
         self.max_in_flight = settings.labeler_max_in_flight
         # Label calls in flight are bounded by this semaphore. Jobs held in memory (a call,
         # or writing its attempt or result record, or waiting for a call slot) are bounded
@@ -96,6 +122,31 @@ class Labeler:
         )
         self.room = asyncio.Event()  # set whenever a job finishes
         self.order_locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    # --- writing records -----------------------------------------------------------------
+
+    async def publish(self, topic: str, key: str, model: BaseModel) -> None:
+        await self.reliably(topic, lambda: publish(self.producer, topic, key, model))
+
+    async def reliably(self, topic: str, write: Callable[[], Awaitable[None]]) -> None:
+        """Write, retrying while the broker is away, for up to ``labeler_publish_timeout_s``;
+        past that the labeler cannot go on (Fatal). A refusal that no retry can change (a
+        record too large) is raised as it is: the job ends with the reason."""
+        deadline = time.monotonic() + self.settings.labeler_publish_timeout_s
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await write()
+            except KafkaError as exc:
+                if not exc.retriable and not isinstance(exc, KafkaTimeoutError):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise Fatal(f"cannot write to {topic}: {type(exc).__name__}") from exc
+                log.warning("write_retry", topic=topic, error=type(exc).__name__, attempt=attempt)
+                await asyncio.sleep(backoff_delay(attempt, base_s=0.5, max_s=5.0))
+            else:
+                return
 
     # --- one job -----------------------------------------------------------------------
 
@@ -110,19 +161,15 @@ class Labeler:
                 async with self.call_slots:
                     response = await call(job)
             except ApiError as err:
-                if err.code in CREDENTIAL_ERRORS:
+                if err.code in CREDENTIALS:
                     attempt -= 1  # not the job's fault: it does not use up its attempts
                     await self.credentials_refused(err)
                     continue
-                too_old = now_ms() - job.created_at_ms > self.settings.labeler_max_age_s * 1000
-                if not err.retriable or too_old or attempt >= self.settings.labeler_max_attempts:
-                    return self.failure(job, err.code, err.message, err.retriable, attempt)
-                delay = backoff_delay(
-                    attempt,
-                    base_s=self.settings.labeler_backoff_base_s,
-                    max_s=self.settings.labeler_backoff_max_s,
-                    retry_after_s=err.retry_after_s,
-                )
+                delay = self.policy.delay(attempt, err, now_ms() - job.created_at_ms)
+                if delay is None:
+                    return decide.failure(
+                        job, err.code, err.message, err.retriable, attempt, now_ms()
+                    )
                 log.warning(
                     "label_retry",
                     job_id=job.job_id,
@@ -142,115 +189,66 @@ class Labeler:
         if not self.credentials_rejected:
             self.credentials_rejected = True
             log.error("shipium_credentials_rejected", code=err.code, status=err.status)
+            at = now_ms()
             alert = Alert(
-                event_id=f"alert-shipium-credentials-{now_ms()}",
+                event_id=f"alert-shipium-credentials-{at}",
                 kind="shipium_credentials_rejected",
                 message=f"Shipium answered {err.status}: check PARCELFLOW_SHIPIUM_API_KEY; "
                 "label jobs wait in Kafka and resume by themselves once it is accepted",
-                at_ms=now_ms(),
+                at_ms=at,
             )
-            await publish(self.producer, self.alerts_topic, "shipium", alert)
+            await self.publish(self.alerts_topic, "shipium", alert)
         await asyncio.sleep(self.settings.labeler_auth_retry_s)
 
-    def failure(
-        self, job: LabelJob, code: str, message: str, retriable: bool, attempts: int
-    ) -> LabelFailure:
-        return LabelFailure(
-            event_id=f"failure-{job.job_id}",
-            job_id=job.job_id,
-            order_id=job.order_id,
-            error_code=code,
-            message=message,
-            retriable=retriable,
-            attempts=attempts,
-            job=job,
-            failed_at_ms=now_ms(),
-        )
+    async def store(
+        self, job: LabelJob, response: LabelResponse
+    ) -> list[tuple[str, str]] | LabelFailure:
+        """Each parcel's document in the label store: (path, sha256) per parcel, or the
+        failure that ends the job (tried a few times first: a disk may be full for a while)."""
+        for attempt in range(1, STORE_ATTEMPTS + 1):
+            try:
+                return [
+                    store_document(
+                        self.settings.label_dir,
+                        job.job_id,
+                        parcel.box_id,
+                        package.document,
+                        package.document_format,
+                    )
+                    if package.document
+                    else ("", "")
+                    for parcel, package in zip(job.parcels, response.packages, strict=True)
+                ]
+            except OSError as exc:
+                log.warning("label_store_retry", job_id=job.job_id, error=str(exc)[:300])
+                if attempt == STORE_ATTEMPTS:
+                    message = f"label made, document not stored: {type(exc).__name__}: {exc}"
+                    return decide.failure(
+                        job, FailureCode.STORE_FAILED, message, True, attempt, now_ms()
+                    )
+                await asyncio.sleep(backoff_delay(attempt, base_s=0.2, max_s=2.0))
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    def result(
-        self, job: LabelJob, response: LabelResponse, attempts: int, call_ms: int
-    ) -> LabelResult:
-        parcels = []
-        for parcel, package in zip(job.parcels, response.packages, strict=True):
-            path, digest = "", ""
-            if package.document:
-                path, digest = store_document(
-                    self.settings.label_dir,
-                    job.job_id,
-                    parcel.box_id,
-                    package.document,
-                    package.document_format,
-                )
-            parcels.append(
-                ParcelLabel(
-                    box_id=parcel.box_id,
-                    tracking_id=package.tracking_id,
-                    document_path=path,
-                    document_sha256=digest,
-                )
-            )
-        labeled_at = now_ms()
-        return LabelResult(
-            event_id=f"label-{job.job_id}",
-            job_id=job.job_id,
-            order_id=job.order_id,
-            carrier=response.carrier,
-            service=response.service,
-            shipment_id=response.shipment_id,
-            parcels=parcels,
-            attempts=attempts,
-            latency_ms=max(0, labeled_at - job.created_at_ms),
-            call_ms=call_ms,
-            labeled_at_ms=labeled_at,
-        )
-
-    async def handle_job(self, job: LabelJob) -> None:
-        if job.kind == "cancel":
-            self.ledger.cancelled.add(job.job_id)
-            if self.ledger.get(job.job_id) is not None:
-                failure = self.failure(job, "void_required", VOID_IN_SELLER_CENTER, False, 0)
-            else:
-                failure = self.failure(
-                    job, "cancelled", "order cancelled before its label was made", False, 0
-                )
-            await publish(self.producer, self.failures_topic, job.order_id, failure)
-            return
-        if job.job_id in self.ledger.cancelled:
-            log.info("label_job_dropped_cancelled", job_id=job.job_id)
-            return
-        done = self.ledger.get(job.job_id)
-        if done is not None:
-            await publish(self.producer, self.labels_topic, job.order_id, done)  # same event id
-            return
-        if job.job_id in self.ledger.attempted:
-            # A process that died may have made this label: look before making another.
-            found = await self.call_with_retries(job, self.shipium.find_label)
-            if not isinstance(found, LabelFailure) and found[0] is not None:
-                recovered = self.result(job, found[0], 1, found[2])
-                await publish(self.producer, self.labels_topic, job.order_id, recovered)
-                self.ledger.add(recovered)
-                log.info("label_recovered", job_id=job.job_id, order_id=job.order_id)
-                return
-        attempt = LabelAttempt(
-            event_id=f"attempt-{job.job_id}",
-            job_id=job.job_id,
-            order_id=job.order_id,
-            started_at_ms=now_ms(),
-        )
-        await publish(self.producer, self.attempts_topic, job.order_id, attempt)
-        self.ledger.attempted.add(job.job_id)
-        outcome = await self.call_with_retries(job, self.shipium.create_label)
+    async def label(
+        self, job: LabelJob, outcome: tuple[LabelResponse, int, int] | LabelFailure
+    ) -> str:
+        """Store and publish a label call's outcome; returns how the job ended."""
         if isinstance(outcome, LabelFailure):
-            await publish(self.producer, self.failures_topic, job.order_id, outcome)
+            await self.publish(self.failures_topic, job.order_id, outcome)
             log.warning(
                 "label_failed",
                 job_id=job.job_id,
                 code=outcome.error_code,
                 attempts=outcome.attempts,
             )
-            return
-        result = self.result(job, *outcome)
-        await publish(self.producer, self.labels_topic, job.order_id, result)
+            return "failed"
+        response, attempts, call_ms = outcome
+        documents = await self.store(job, response)
+        if isinstance(documents, LabelFailure):
+            await self.publish(self.failures_topic, job.order_id, documents)
+            return "failed"
+        result = decide.result(job, response, documents, attempts, call_ms, now_ms())
+        await self.publish(self.labels_topic, job.order_id, result)
         self.ledger.add(result)
         log.info(
             "labeled",
@@ -259,6 +257,34 @@ class Labeler:
             parcels=len(result.parcels),
             call_ms=result.call_ms,
         )
+        return "labeled"
+
+    async def handle_job(self, job: LabelJob) -> str:
+        """Run one job to its end; returns how it ended."""
+        action = decide.decide(job, self.ledger)
+        if action is Action.RECORD_CANCEL:
+            self.ledger.cancelled.add(job.job_id)
+            labeled = self.ledger.get(job.job_id) is not None
+            cancelled = decide.cancellation(job, labeled, now_ms())
+            await self.publish(self.failures_topic, job.order_id, cancelled)
+            return "cancelled"
+        if action is Action.DROP:
+            log.info("label_job_dropped_cancelled", job_id=job.job_id)
+            return "dropped"
+        if action is Action.REPUBLISH:
+            done = self.ledger.get(job.job_id)
+            assert done is not None  # noqa: S101 (decided on it)
+            await self.publish(self.labels_topic, job.order_id, done)  # same event id
+            return "labeled"
+        if action is Action.RECOVER:
+            # A process that died may have made this label: look before making another.
+            found = await self.call_with_retries(job, self.shipium.find_label)
+            if not isinstance(found, LabelFailure) and found[0] is not None:
+                log.info("label_recovered", job_id=job.job_id, order_id=job.order_id)
+                return await self.label(job, (found[0], 1, found[2]))
+        await self.publish(self.attempts_topic, job.order_id, decide.attempt(job, now_ms()))
+        self.ledger.attempted.add(job.job_id)
+        return await self.label(job, await self.call_with_retries(job, self.shipium.create_label))
 
     @contextlib.asynccontextmanager
     async def order_turn(self, order_id: str) -> AsyncIterator[None]:
@@ -276,36 +302,63 @@ class Labeler:
                 self.order_locks[order_id] = (lock, users - 1)
 
     async def process(self, message: Message) -> None:
+        """Run one message to its end: a label, a failure or a dead letter. Whatever
+        happens, the job ends, its offset is finished and its slot freed; only a Fatal
+        error (the broker gone for good) leaves it unfinished, and stops the labeler."""
         tp = TopicPartition(message.topic, message.partition)
-        job = decode(LabelJob, message.value)
         try:
-            if isinstance(job, str):
-                await dead_letter(self.producer, self.rejected_topic, message, job, "labeler")
-            else:
-                await self.ledger_ready.wait()
-                try:
-                    async with self.order_turn(job.order_id):
-                        await self.handle_job(job)
-                except (ValueError, KeyError) as exc:
-                    await dead_letter(
-                        self.producer,
-                        self.rejected_topic,
-                        message,
-                        f"labeler error: {type(exc).__name__}: {exc}",
-                        "labeler",
-                    )
+            outcome = await self.run_message(message)
         except asyncio.CancelledError:
             raise  # revoked: not finished, not committed, redelivered elsewhere
-        except Exception:
-            log.exception(
-                "label_job_crashed",
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-            )
-            return  # not finished: the partition's commit point stays before it
+        except Fatal as exc:
+            self.stop_for(exc)
+            return
+        ENDED.labels(outcome).inc()
         self.tracker.finish(tp, message.offset)
         self.room.set()
+
+    async def run_message(self, message: Message) -> str:
+        job = self.read(message)
+        if isinstance(job, str):
+            await self.reject(message, job)
+            return "rejected"
+        await self.ledger_ready.wait()
+        try:
+            async with self.order_turn(job.order_id):
+                return await self.handle_job(job)
+        except (asyncio.CancelledError, Fatal):
+            raise
+        except Exception as exc:  # every job ends, also on a defect
+            reason = f"{type(exc).__name__}: {exc}"
+            log.exception("label_job_error", job_id=job.job_id, offset=message.offset)
+            ended = decide.failure(job, FailureCode.INTERNAL_ERROR, reason, True, 1, now_ms())
+            await self.publish(self.failures_topic, job.order_id, ended)
+            return "failed"
+
+    def read(self, message: Message) -> LabelJob | str:
+        """The job a record holds, or why it is refused (dead-lettered)."""
+        problem = value_problem(message.value, self.settings.max_input_bytes)
+        if problem is not None:
+            return problem
+        job = decode(LabelJob, message.value)
+        if isinstance(job, str):
+            return job
+        return key_problem(message.key, job.order_id) or job
+
+    async def reject(self, message: Message, reason: str) -> None:
+        limit = max_value_bytes(self.settings)
+        await self.reliably(
+            self.rejected_topic,
+            lambda: dead_letter(
+                self.producer, self.rejected_topic, message, reason, "labeler", limit
+            ),
+        )
+
+    def stop_for(self, exc: BaseException) -> None:
+        if self.fatal is None:
+            self.fatal = exc
+            log.critical("labeler_cannot_go_on", error=str(exc))
+        self.failed.set()
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -344,7 +397,7 @@ class Labeler:
         self.tracker.forget(revoked)
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
+        while not stop.is_set() and not self.failed.is_set():
             self.flow_control()
             room = self.max_jobs - self.tracker.in_flight
             # While paused, getmany returns soon with nothing; calling it keeps the
@@ -449,6 +502,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
             await consumer.start()
             log.info("labeler_ready", topic=names(LABEL_JOBS), max_in_flight=labeler.max_in_flight)
             await labeler.run(stop)
+            if labeler.fatal is not None:
+                raise SystemExit(f"labeler stopped: {labeler.fatal}")
         finally:
             await consumer.stop()
             await producer.stop()

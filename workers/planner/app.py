@@ -5,15 +5,23 @@ is handled in order by the worker that owns the order's partition, and the table
 written by that agent only. Events come in batches (``take_events``): each order's state
 is read and written once per batch, not once per event, and the batch's plans and jobs
 are acknowledged by the broker before Faust acks the batch's events. Values stay raw
-bytes (orjson and pydantic do the work); a handler error dead-letters the event and the
-stream goes on.
+bytes (orjson and pydantic do the work).
+
+No record stops the join: an event that is too large, badly keyed, invalid, or whose
+plans, job or state would not fit a Kafka record is dead-lettered with its reason and the
+order's state stays as it was. What the planner cannot survive (the broker refusing its
+writes) ends the process with a non-zero code, within ``planner_stop_timeout_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
+import os
+import signal
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
@@ -27,9 +35,18 @@ from schemas.common import now_ms
 from schemas.order import Order
 from schemas.topics import BOXES, BOXES_REJECTED, LABEL_JOBS, ORDERS, ORDERS_REJECTED, PLANS
 from workers.broker.offsets import install_end_offsets_correction
-from workers.kafka import MAX_REQUEST_BYTES, Topics, b64, ensure_topics, rejected_record
+from workers.kafka import (
+    Topics,
+    b64,
+    dead_letter_key,
+    ensure_topics,
+    key_problem,
+    max_value_bytes,
+    rejected_record,
+    value_problem,
+)
 from workers.loop import collect_garbage_less_often, new_event_loop
-from workers.planner.join import OrderState, Step, on_event, restore
+from workers.planner.join import OrderState, TooLarge, encode_step, on_event, restore
 from workers.planner.skips import SkipWatch
 from workers.settings import Settings
 
@@ -41,6 +58,7 @@ RAW: dict[str, Any] = {
     "key_serializer": "raw",
     "value_serializer": "raw",
 }
+Fatal = Callable[[BaseException], None]
 
 
 class JoinTable(faust.Table[bytes, bytes]):
@@ -62,11 +80,143 @@ class JoinTable(faust.Table[bytes, bytes]):
             store._key_partition[key] = partition
 
 
+class Planner:
+    """What every batch needs: the app, its table, topic names and the size limits."""
+
+    def __init__(self, app: faust.App, table: JoinTable, settings: Settings) -> None:
+        names = Topics(settings)
+        self.app = app
+        self.table = table
+        self.orders_topic = names(ORDERS)
+        self.plans_topic = names(PLANS)
+        self.jobs_topic = names(LABEL_JOBS)
+        self.rejected = {names(ORDERS): names(ORDERS_REJECTED), names(BOXES): names(BOXES_REJECTED)}
+        self.changelog = table.changelog_topic.get_topic_name()
+        self.max_input = settings.max_input_bytes
+        self.max_output = max_value_bytes(settings)
+        self.watch = SkipWatch()
+
+
+class Rejected(Exception):
+    """An event the join cannot take; its message is the dead letter's reason."""
+
+
+class Batch:
+    """One batch's order states, read once from the table and written once back."""
+
+    def __init__(self, planner: Planner) -> None:
+        self.planner = planner
+        self.states: dict[bytes, OrderState] = {}
+        self.partitions: dict[bytes, int] = {}
+        self.encoded: dict[bytes, bytes] = {}  # each changed state, as it will be written
+        self.sends: list[Awaitable[Any]] = []
+        self.clock = now_ms()
+
+    def step(self, message: Any, value: bytes | None) -> list[tuple[str, bytes]]:
+        """The records one event makes (topic, value), keyed by its order id; raises
+        Rejected (or TooLarge) with the reason."""
+        p = self.planner
+        problem = value_problem(value, p.max_input)
+        if problem is not None:
+            raise Rejected(problem)
+        event = (
+            decode(Order, value) if message.topic == p.orders_topic else decode(BoxClosed, value)
+        )
+        if isinstance(event, str):
+            raise Rejected(event)
+        problem = key_problem(message.key, event.order_id)
+        if problem is not None:
+            raise Rejected(problem)
+        key = message.key
+        state = self.states.get(key)
+        if state is None:
+            state = restore(event.order_id, p.table.get(key))
+        encoded = encode_step(state, on_event(state, event, self.clock), p.max_output)
+        self.states[key] = encoded.step.state
+        if encoded.state is not None:
+            self.partitions[key] = message.partition
+            self.encoded[key] = encoded.state
+        return [(p.plans_topic, plan) for plan in encoded.plans] + [
+            (p.jobs_topic, job) for job in encoded.jobs
+        ]
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
+    ) -> None:
+        producer = self.planner.app.producer
+        self.sends.append(
+            await producer.send(
+                topic, key, value, partition=partition, timestamp=None, headers=None
+            )
+        )
+
+    async def dead_letter(self, event: EventT[bytes], reason: str) -> None:
+        message = event.message
+        record = rejected_record(
+            source_topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=event.value,
+            reason=reason,
+            worker="planner",
+            max_bytes=self.planner.max_output,
+        )
+        topic = self.planner.rejected[message.topic]
+        await self.send(topic, dead_letter_key(message.key), encode(record))
+        log.warning(
+            "dead_lettered",
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            reason=record.reason[:300],
+            key=b64(message.key[:200] if message.key else None),
+        )
+
+    async def finish(self) -> None:
+        """Write the changed states, then wait until the broker has every record."""
+        p = self.planner
+        for key, partition in self.partitions.items():
+            value = self.encoded[key]
+            p.table.remember(key, value, partition)
+            await self.send(p.changelog, key, value, partition)
+        await asyncio.gather(*self.sends)
+
+
+async def join_batch(planner: Planner, events: Sequence[EventT[bytes]]) -> None:
+    batch = Batch(planner)
+    for event in events:
+        message = event.message
+        skipped = planner.watch.see(message.topic, message.partition, message.offset)
+        if skipped is not None:
+            log.warning(
+                "offsets_skipped",
+                topic=message.topic,
+                partition=message.partition,
+                first=skipped[0],
+                last=skipped[1],
+                hint="the consumer never delivered them; the auditor republishes them",
+            )
+        try:
+            records = batch.step(message, event.value)
+        except (Rejected, TooLarge) as rejected:
+            await batch.dead_letter(event, str(rejected))
+            continue
+        except Exception as exc:  # noqa: BLE001 (one bad event must not stop the join)
+            await batch.dead_letter(event, f"planner error: {type(exc).__name__}: {exc}")
+            continue
+        for topic, value in records:
+            await batch.send(topic, message.key, value)
+    await batch.finish()
+
+
 def faust_brokers(bootstrap: str) -> list[str]:
     return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
 
 
-def create_app(settings: Settings) -> faust.App:
+def create_app(settings: Settings, fatal: Fatal | None = None) -> faust.App:
+    """The planner's app. ``fatal`` is called when the join cannot go on (the process
+    must then exit non-zero); by default it only logs."""
     names = Topics(settings)
     app = faust.App(
         names.group(settings.planner_app_id),
@@ -85,21 +235,12 @@ def create_app(settings: Settings) -> faust.App:
         stream_buffer_maxsize=16384,
         broker_max_poll_records=5000,
         producer_linger=0.002,
-        producer_max_request_size=MAX_REQUEST_BYTES,
-        # No standby copies of other workers' table partitions (Faust's default is 1).
-        # With them, in 5 of 15 kill-test runs, orders of the restarted worker's
-        # partitions stalled until the auditor republished them; in one of those runs
-        # the fresh process began restoring a changelog partition at its highwater
-        # ("Reading Starts At 511"). Without standbys: 0 of 12. Why standbys cause
-        # this is not pinned down. A new owner reads the whole changelog partition, as
-        # it must anyway with the memory store.
+        producer_max_request_size=settings.kafka_max_message_bytes,
+        # No standby table replicas: with them a restarted worker was seen to restore a
+        # partition from its highwater and stall (README, "How the join decides").
         table_standby_replicas=0,
     )
-    orders_topic = names(ORDERS)
-    source = app.topic(orders_topic, names(BOXES), **RAW)
-    plans_topic = names(PLANS)
-    jobs_topic = names(LABEL_JOBS)
-    rejected = {names(ORDERS): names(ORDERS_REJECTED), names(BOXES): names(BOXES_REJECTED)}
+    source = app.topic(names(ORDERS), names(BOXES), **RAW)
     table = JoinTable(
         app,
         name="orders",
@@ -110,127 +251,38 @@ def create_app(settings: Settings) -> faust.App:
         value_type=bytes,
     )
     app.tables.add(table)
-    changelog = table.changelog_topic.get_topic_name()
-
-    class Batch:
-        """One batch's order states, read once from the table and written once back."""
-
-        def __init__(self) -> None:
-            self.states: dict[bytes, OrderState] = {}
-            self.partitions: dict[bytes, int] = {}
-            self.sends: list[Awaitable[Any]] = []
-            self.clock = now_ms()
-
-        def step(self, topic: str, partition: int, value: bytes | None) -> Step | str:
-            """The step for one event, or why it was rejected."""
-            event = decode(Order, value) if topic == orders_topic else decode(BoxClosed, value)
-            if isinstance(event, str):
-                return event
-            key = event.order_id.encode()
-            state = self.states.get(key)
-            if state is None:
-                state = restore(event.order_id, table.get(key))
-            step = on_event(state, event, self.clock)
-            self.states[key] = step.state
-            if step.state is not state:
-                self.partitions[key] = partition
-            return step
-
-        async def send(
-            self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
-        ) -> None:
-            self.sends.append(
-                await app.producer.send(
-                    topic, key, value, partition=partition, timestamp=None, headers=None
-                )
-            )
-
-        async def publish(self, step: Step) -> None:
-            for plan in step.plans:
-                await self.send(plans_topic, plan.order_id.encode(), encode(plan))
-            for job in step.jobs:
-                await self.send(jobs_topic, job.order_id.encode(), encode(job))
-
-        async def dead_letter(self, event: EventT[bytes], reason: str) -> None:
-            message = event.message
-            record = rejected_record(
-                source_topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                key=message.key,
-                value=event.value,
-                reason=reason,
-                worker="planner",
-            )
-            await self.send(rejected[message.topic], message.key, encode(record))
-            log.warning(
-                "dead_lettered",
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                reason=reason,
-                key=b64(message.key),
-            )
-
-        async def finish(self) -> None:
-            """Write the changed states, then wait until the broker has every record."""
-            for key, partition in self.partitions.items():
-                value = self.states[key].model_dump_json().encode()
-                table.remember(key, value, partition)
-                await self.send(changelog, key, value, partition)
-            await asyncio.gather(*self.sends)
-
-    watch = SkipWatch()
+    planner = Planner(app, table, settings)
 
     @app.on_partitions_revoked.connect
     async def forget_offsets(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        watch.forget()
-
-    async def join_batch(events: Sequence[EventT[bytes]]) -> None:
-        batch = Batch()
-        for event in events:
-            message = event.message
-            skipped = watch.see(message.topic, message.partition, message.offset)
-            if skipped is not None:
-                log.warning(
-                    "offsets_skipped",
-                    topic=message.topic,
-                    partition=message.partition,
-                    first=skipped[0],
-                    last=skipped[1],
-                    hint="the consumer never delivered them; the auditor republishes them",
-                )
-            try:
-                outcome = batch.step(message.topic, message.partition, event.value)
-            except Exception as exc:  # noqa: BLE001 (one bad event must not stop the join)
-                outcome = f"planner error: {type(exc).__name__}: {exc}"
-            if isinstance(outcome, str):
-                await batch.dead_letter(event, outcome)
-            else:
-                await batch.publish(outcome)
-        await batch.finish()
+        planner.watch.forget()
 
     @app.agent(source, concurrency=1)
     async def join(stream: faust.StreamT[bytes]) -> None:
         assert isinstance(stream, faust.Stream)  # noqa: S101 (take_events is not on StreamT)
         # take_events turns the stream's own acks off while it runs and back on when it
-        # ends (a stop or a crash); events the stream still drains after that would be
-        # acked without being joined. Off from the start, they stay unacked and are read
-        # again after a restart. (Read in Faust's code; not seen to fail.)
+        # ends; events drained after that would be acked unjoined. Off from the start.
         stream.enable_acks = False
         batches = stream.take_events(
             settings.planner_batch_size, within=settings.planner_batch_wait_s
         )
-        async for events in batches:
-            # take_events acks a batch in a ``finally``, so also when the agent is
-            # cancelled mid-batch (a stop), and the consumer commits on stop. One more
-            # reference per message, given back only once the batch is done, keeps an
-            # unfinished batch uncommitted: it is read again. (Read in Faust's code.)
-            for event in events:
-                event.message.incref()
-            await join_batch(events)
-            for event in events:
-                event.ack()
+        try:
+            async for events in batches:
+                # take_events acks a batch in a ``finally``, also when cancelled mid-batch:
+                # one more reference per message, given back once the batch is done, keeps
+                # an unfinished batch uncommitted.
+                for event in events:
+                    event.message.incref()
+                await join_batch(planner, events)
+                for event in events:
+                    event.ack()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.critical("planner_join_failed", error=f"{type(exc).__name__}: {exc}")
+            if fatal is not None:
+                fatal(exc)
+            raise
 
     @app.task  # type: ignore[untyped-decorator]
     async def quiet_root_logger() -> None:
@@ -242,15 +294,56 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
+class PlannerWorker(faust.Worker):
+    """Faust's worker, with a deadline on every stop and a non-zero exit on failure."""
+
+    def __init__(self, *args: Any, stop_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stop_timeout_s = stop_timeout_s
+        self.exit_code = 0
+        self.deadline: threading.Timer | None = None
+
+    def arm_deadline(self) -> None:
+        """However the stop goes (a stalled consumer, a broker away), the process ends."""
+        if self.deadline is None:
+            code = self.exit_code or 1
+            self.deadline = threading.Timer(self.stop_timeout_s, os._exit, args=(code,))
+            self.deadline.daemon = True
+            self.deadline.start()
+
+    def _schedule_shutdown(self, signum: signal.Signals) -> None:
+        self.arm_deadline()
+        super()._schedule_shutdown(signum)
+
+    def fail(self, exc: BaseException) -> None:
+        """The join cannot go on: stop, and exit non-zero so a supervisor restarts us."""
+        self.exit_code = 1
+        self.arm_deadline()
+        self.loop.call_soon_threadsafe(self._schedule_shutdown, signal.SIGTERM)
+
+
 def run(settings: Settings) -> None:
-    """Run one planner worker until SIGTERM or Ctrl-C."""
+    """Run one planner worker until SIGTERM or Ctrl-C; exit non-zero if the join fails."""
     asyncio.run(ensure_topics(settings))
     if settings.kafka_embedded:
         install_end_offsets_correction(settings.kafka_bootstrap)
     settings.planner_data_dir.mkdir(parents=True, exist_ok=True)
-    app = create_app(settings)
+    worker: PlannerWorker | None = None
+
+    def fatal(exc: BaseException) -> None:
+        if worker is not None:
+            worker.fail(exc)
+
+    app = create_app(settings, fatal)
     collect_garbage_less_often()
-    worker = faust.Worker(
-        app, loglevel=settings.log_level.upper(), quiet=True, loop=new_event_loop()
+    worker = PlannerWorker(
+        app,
+        loglevel=settings.log_level.upper(),
+        quiet=True,
+        loop=new_event_loop(),
+        stop_timeout_s=settings.planner_stop_timeout_s,
     )
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exit_:
+        sys.exit(worker.exit_code or exit_.code)

@@ -20,12 +20,13 @@ The rules:
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
 
 from schemas.box import BoxClosed
+from schemas.codec import encode
+from schemas.common import derived_id
 from schemas.label import LabelJob, Parcel
 from schemas.order import Order, OrderStatus
 from schemas.plan import ParcelPlan
@@ -55,6 +56,42 @@ class Step:
     jobs: list[LabelJob] = field(default_factory=list)
 
 
+class TooLarge(ValueError):
+    """A step whose state, plan or job would not fit one Kafka record."""
+
+
+@dataclass
+class Encoded:
+    """A step's records, encoded once: what the planner writes."""
+
+    step: Step
+    plans: list[bytes]
+    jobs: list[bytes]
+    state: bytes | None  # None: the state did not change
+
+
+def encode_step(before: OrderState, step: Step, max_bytes: int) -> Encoded:
+    """The step's records, or TooLarge naming the first that exceeds ``max_bytes``.
+
+    The planner dead-letters such an event and keeps the state from before it; the
+    auditor, replaying the join, ignores the same event the same way.
+    """
+    state = None if step.state is before else step.state.model_dump_json().encode()
+    encoded = Encoded(step, [encode(p) for p in step.plans], [encode(j) for j in step.jobs], state)
+    for what, records in (
+        ("a parcel plan", encoded.plans),
+        ("the label job", encoded.jobs),
+        ("the order's join state", [state] if state is not None else []),
+    ):
+        for record in records:
+            if len(record) > max_bytes:
+                raise TooLarge(
+                    f"{what} would be {len(record)} bytes, over the {max_bytes}-byte record "
+                    f"limit (too many units or boxes for order {before.order_id[:80]})"
+                )
+    return encoded
+
+
 def restore(order_id: str, stored: bytes | None) -> OrderState:
     """An order's state from its stored JSON, or a fresh one."""
     if stored is None:
@@ -70,12 +107,12 @@ def on_event(state: OrderState, event: Order | BoxClosed, now_ms: int) -> Step:
 
 
 def plan_event_id(order_id: str, box_id: str) -> str:
-    return f"plan-{order_id}-{box_id}"
+    """Deterministic per box, and an ``Id`` for any order and box id the schemas accept."""
+    return derived_id("plan", order_id, box_id)
 
 
 def job_id_for(order_id: str, box_ids: list[str]) -> str:
-    digest = hashlib.sha256("\x1f".join([order_id, *sorted(box_ids)]).encode()).hexdigest()
-    return f"job-{digest[:32]}"
+    return derived_id("job", order_id, *sorted(box_ids))
 
 
 def _rejection(box: BoxClosed, reason: str, event_id: str | None = None) -> ParcelPlan:
@@ -108,7 +145,7 @@ def on_box(state: OrderState, box: BoxClosed, now_ms: int) -> Step:
         if _same_contents(known, box):
             return _republish(state, box.box_id)
         reason = f"box id {box.box_id} was already closed with different contents"
-        event_id = f"{plan_event_id(box.order_id, box.box_id)}-{box.event_id}"
+        event_id = derived_id("plan", box.order_id, box.box_id, box.event_id)
         return Step(state, plans=[_rejection(box, reason, event_id)])
     if state.released:
         assert state.job is not None  # noqa: S101 (released means a job exists)
@@ -232,7 +269,7 @@ def _cancel(state: OrderState, now_ms: int) -> Step:
         cancel = state.job.model_copy(
             update={
                 "kind": "cancel",
-                "event_id": f"cancel-{state.job.job_id}",
+                "event_id": derived_id("cancel", state.job.job_id),
                 "created_at_ms": now_ms,
             }
         )

@@ -23,11 +23,11 @@ from pydantic import BaseModel
 from schemas.alert import Alert
 from schemas.box import BoxClosed
 from schemas.codec import encode
-from schemas.common import now_ms
+from schemas.common import derived_id, now_ms
 from schemas.order import Order
 from schemas.topics import ALERTS, BOXES, ORDERS, WEBHOOKS, WEBHOOKS_REJECTED
 from schemas.webhook import TikTokWebhook, WebhookRecord, WebhookType
-from workers.kafka import Topics, ensure_topics, make_producer, rejected_record
+from workers.kafka import Topics, ensure_topics, make_producer, max_value_bytes, rejected_record
 from workers.labeler.operations import VOID_REFUSAL
 from workers.loop import new_event_loop
 from workers.receiver.dedupe import Dedupe
@@ -119,7 +119,7 @@ def authorization_alert(record: WebhookRecord) -> Alert | None:
         return None
     kind, message = AUTHORIZATION_ALERTS[WebhookType(hook.type)]
     return Alert(
-        event_id=f"{record.event_id}-alert",
+        event_id=derived_id("alert", record.event_id),
         kind=kind,
         shop_id=hook.shop_id,
         message=message,
@@ -148,6 +148,7 @@ async def tiktok_webhook(request: web.Request) -> web.Response:
                 value=raw,
                 reason=webhook.reason,
                 worker="receiver",
+                max_bytes=max_value_bytes(settings),
             )
             await durable_send(app, [(names(WEBHOOKS_REJECTED), "", encode(record))])
             metrics.rejected.labels("/webhooks/tiktok", webhook.error).inc()
@@ -180,13 +181,25 @@ async def tiktok_webhook(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
+def bearer_token(header: str) -> str | None:
+    """The token of ``Authorization: Bearer <token>`` (the scheme in any case), or None."""
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
+
+
 def upstream_system(request: web.Request) -> str | None:
     """The name of the upstream system whose bearer token the request carries, or None."""
     tokens = request.app[TOKENS]
     if not tokens:
         return "open" if request.app[SETTINGS].ingest_open else None
-    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip().encode()
-    matches = [name for name, token in tokens.items() if hmac.compare_digest(given, token.encode())]
+    given = bearer_token(request.headers.get("Authorization", ""))
+    if given is None:
+        return None
+    raw = given.encode()
+    matches = [name for name, token in tokens.items() if hmac.compare_digest(raw, token.encode())]
     return matches[0] if matches else None
 
 
@@ -280,6 +293,16 @@ async def count_and_shape(
     except web.HTTPException as exc:
         counter.labels(route, str(exc.status)).inc()
         raise
+    except asyncio.CancelledError:
+        raise  # the client went away
+    except Exception as exc:  # never a 500: counted, logged, a retriable 503
+        counter.labels(route, "503").inc()
+        log.exception("request_failed", route=route, error=type(exc).__name__)
+        return web.json_response(
+            {"error": "the request could not be handled; retry later"},
+            status=503,
+            headers={"Retry-After": "5"},
+        )
     counter.labels(route, str(response.status)).inc()
     return response
 
@@ -348,4 +371,5 @@ def run(settings: Settings) -> None:
         print=None,
         access_log=None,
         loop=new_event_loop(),
+        keepalive_timeout=settings.receiver_idle_timeout_s,
     )

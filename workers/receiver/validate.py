@@ -28,11 +28,34 @@ class Invalid:
         return {"error": self.error, "fields": self.fields, "detail": self.reason}
 
 
+MAX_DEPTH = 64  # arrays and objects inside each other; real webhooks use fewer than 5
+
+
+def depth_over(value: Any, limit: int) -> bool:
+    """Whether arrays and objects nest deeper than ``limit`` (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return False
+
+
 def parse_json(raw: bytes) -> Any | Invalid:
     try:
-        return orjson.loads(raw)
+        parsed = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return Invalid("body is not valid JSON", [{"field": "(body)", "problem": str(exc)}])
+    if depth_over(parsed, MAX_DEPTH):
+        return Invalid(
+            "body nests too deep",
+            [{"field": "(body)", "problem": f"arrays or objects nested deeper than {MAX_DEPTH}"}],
+        )
+    return parsed
 
 
 def validate(model: type[M], raw: bytes) -> M | Invalid:

@@ -50,7 +50,7 @@ def parse_order(raw: dict[str, Any], shop_id: str, event_id: str, cause: str = "
             sku_id=str(li["sku_id"]),
             seller_sku=li.get("seller_sku", "") or "",
             product_id=str(li["product_id"]),
-            product_name=li.get("product_name", "") or "",
+            product_name=str(li.get("product_name", "") or "")[:256],
         )
         for li in raw.get("line_items") or []
     ]

@@ -11,6 +11,7 @@ import orjson
 from schemas.common import Address
 from schemas.label import LabelJob
 from workers.errors import retry_after_seconds
+from workers.labeler.codes import FailureCode
 from workers.labeler.shipium.request import (
     LABEL_PATH,
     LOOKUP_PATH,
@@ -48,7 +49,7 @@ class ShipiumClient:
             raise parse_error(status, payload, retry_after)
         if payload is None:
             raise ShipiumError(
-                f"HTTP {status} without a JSON body", code="bad_response", retriable=True
+                f"HTTP {status} without a JSON body", code=FailureCode.BAD_RESPONSE, retriable=True
             )
         return parse_label_response(payload, len(job.parcels))
 
@@ -61,7 +62,7 @@ class ShipiumClient:
         if status == IN_PROGRESS:
             raise ShipiumError(
                 "an earlier call for this shipment is still in progress",
-                code="in_progress",
+                code=FailureCode.IN_PROGRESS,
                 retriable=True,
                 status=status,
                 retry_after_s=retry_after or 1.0,
@@ -81,10 +82,12 @@ class ShipiumClient:
                 status = response.status
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"))
         except TimeoutError as exc:
-            raise ShipiumError("label call timed out", code="timeout", retriable=True) from exc
+            raise ShipiumError(
+                "label call timed out", code=FailureCode.TIMEOUT, retriable=True
+            ) from exc
         except aiohttp.ClientError as exc:
             raise ShipiumError(
-                f"{type(exc).__name__}: {exc}", code="connection", retriable=True
+                f"{type(exc).__name__}: {exc}", code=FailureCode.CONNECTION, retriable=True
             ) from exc
         try:
             payload = orjson.loads(raw) if raw else None

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from workers.errors import ApiError
+from workers.labeler.codes import FailureCode, http_code
 
 
 class ShipiumError(ApiError):
@@ -39,7 +40,7 @@ def _package(carrier_label: dict[str, Any]) -> PackageLabel:
             document = base64.b64decode(images[0].get("imageContents", ""), validate=True)
         except (binascii.Error, ValueError) as exc:
             raise ShipiumError(
-                "label image is not base64", code="bad_response", retriable=False
+                "label image is not base64", code=FailureCode.BAD_RESPONSE, retriable=False
             ) from exc
     return PackageLabel(
         tracking_id=str(carrier_label["packageScannableId"]),
@@ -63,12 +64,14 @@ def parse_label_response(body: dict[str, Any], parcels: int) -> LabelResponse:
         )
     except (KeyError, TypeError) as exc:
         raise ShipiumError(
-            f"unexpected label response: missing {exc}", code="bad_response", retriable=False
+            f"unexpected label response: missing {exc}",
+            code=FailureCode.BAD_RESPONSE,
+            retriable=False,
         ) from exc
     if len(result.packages) != parcels:
         raise ShipiumError(
             f"asked for {parcels} parcel labels, got {len(result.packages)}",
-            code="bad_response",
+            code=FailureCode.BAD_RESPONSE,
             retriable=False,
         )
     return result
@@ -82,9 +85,12 @@ def parse_error(
     if body:
         message = str(body.get("message") or body.get("error") or body.get("errors") or "")
     retriable = status == 429 or status >= 500 or status in (401, 403)
-    code = {401: "unauthorized", 403: "forbidden", 429: "rate_limited"}.get(
-        status, f"http_{status}"
-    )
+    named = {
+        401: FailureCode.UNAUTHORIZED,
+        403: FailureCode.FORBIDDEN,
+        429: FailureCode.RATE_LIMITED,
+    }
+    code = named.get(status) or http_code(status)
     return ShipiumError(
         message or f"HTTP {status}",
         code=code,

@@ -1,0 +1,30 @@
+"""Why a label job failed: the codes of ``label-failures.v1``, in one place."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class FailureCode(StrEnum):
+    CANCELLED = "cancelled"  # the order was cancelled before its label was made
+    VOID_REQUIRED = "void_required"  # cancelled after: void it in TikTok Seller Center
+    UNAUTHORIZED = "unauthorized"  # Shipium refused the API key (401)
+    FORBIDDEN = "forbidden"  # (403)
+    RATE_LIMITED = "rate_limited"  # 429
+    TIMEOUT = "timeout"  # the call took longer than shipium_timeout_s
+    CONNECTION = "connection"  # no answer at all
+    BAD_RESPONSE = "bad_response"  # an answer parcelflow cannot read
+    IN_PROGRESS = "in_progress"  # an earlier call for the shipment still runs
+    STORE_FAILED = "store_failed"  # the label was made but its document could not be stored
+    INTERNAL_ERROR = "internal_error"  # a parcelflow defect: the job ended, replayable
+
+
+def http_code(status: int) -> str:
+    """Any other HTTP error keeps its status: ``http_400``, ``http_503``."""
+    return f"http_{status}"
+
+
+# Shipium refused our key: not the job's fault, it waits until the key works again.
+CREDENTIALS = frozenset({FailureCode.UNAUTHORIZED, FailureCode.FORBIDDEN})
+# Decisions, not errors: replaying them would be wrong, and they outlive a restart.
+DECISIONS = frozenset({FailureCode.CANCELLED, FailureCode.VOID_REQUIRED})

@@ -1,0 +1,109 @@
+"""What the labeler does with one label job, and the records it writes. Pure.
+
+The ledger (labels, attempts and cancellations read back from the topics) decides: a job
+whose label exists is answered from it, never labeled twice; a job a dead process may
+have labeled is looked up at Shipium before a new label is made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import Enum
+
+from schemas.common import derived_id
+from schemas.label import LabelAttempt, LabelFailure, LabelJob, LabelResult, ParcelLabel
+from workers.kafka import MAX_REASON_CHARS
+from workers.labeler.codes import FailureCode
+from workers.labeler.ledger import Ledger
+from workers.labeler.shipium.response import LabelResponse
+
+VOID_IN_SELLER_CENTER = (
+    "labels for TikTok Shop cannot be voided through Shipium: void it in TikTok Seller Center"
+)
+
+
+class Action(Enum):
+    RECORD_CANCEL = "record_cancel"  # a cancel job: write the cancellation (or void) failure
+    DROP = "drop"  # a create job whose order was cancelled first: nothing to do
+    REPUBLISH = "republish"  # labeled already: publish the same label again
+    RECOVER = "recover"  # a call was started before: look the label up, create if absent
+    CREATE = "create"  # write the attempt, then create the label
+
+
+def decide(job: LabelJob, ledger: Ledger) -> Action:
+    if job.kind == "cancel":
+        return Action.RECORD_CANCEL
+    if job.job_id in ledger.cancelled:
+        return Action.DROP
+    if ledger.get(job.job_id) is not None:
+        return Action.REPUBLISH
+    if job.job_id in ledger.attempted:
+        return Action.RECOVER
+    return Action.CREATE
+
+
+def failure(
+    job: LabelJob, code: str, message: str, retriable: bool, attempts: int, at_ms: int
+) -> LabelFailure:
+    return LabelFailure(
+        event_id=derived_id("failure", job.job_id),
+        job_id=job.job_id,
+        order_id=job.order_id,
+        error_code=code,
+        message=message[:MAX_REASON_CHARS],
+        retriable=retriable,
+        attempts=attempts,
+        job=job,
+        failed_at_ms=at_ms,
+    )
+
+
+def cancellation(job: LabelJob, labeled: bool, at_ms: int) -> LabelFailure:
+    if labeled:
+        return failure(job, FailureCode.VOID_REQUIRED, VOID_IN_SELLER_CENTER, False, 0, at_ms)
+    message = "order cancelled before its label was made"
+    return failure(job, FailureCode.CANCELLED, message, False, 0, at_ms)
+
+
+def attempt(job: LabelJob, at_ms: int) -> LabelAttempt:
+    return LabelAttempt(
+        event_id=derived_id("attempt", job.job_id),
+        job_id=job.job_id,
+        order_id=job.order_id,
+        started_at_ms=at_ms,
+    )
+
+
+def result(
+    job: LabelJob,
+    response: LabelResponse,
+    documents: Sequence[tuple[str, str]],
+    attempts: int,
+    call_ms: int,
+    at_ms: int,
+) -> LabelResult:
+    """The label of ``job``; ``documents`` holds (path, sha256) per parcel, in order."""
+    parcels = [
+        ParcelLabel(
+            box_id=parcel.box_id,
+            tracking_id=package.tracking_id,
+            document_path=path,
+            document_sha256=digest,
+        )
+        for parcel, package, (path, digest) in zip(
+            job.parcels, response.packages, documents, strict=True
+        )
+    ]
+    return LabelResult(
+        event_id=derived_id("label", job.job_id),
+        job_id=job.job_id,
+        order_id=job.order_id,
+        carrier=response.carrier,
+        service=response.service,
+        shipment_id=response.shipment_id,
+        parcels=parcels,
+        attempts=attempts,
+        latency_ms=max(0, at_ms - job.created_at_ms),
+        call_ms=call_ms,
+        labeled_at_ms=at_ms,
+    )
