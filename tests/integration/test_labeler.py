@@ -266,3 +266,34 @@ async def test_slow_calls_cause_no_rebalance(
     assert len({lb.job_id for lb in labels}) == 6 and sim.shipium.duplicates == 0
     after = REGISTRY.get_sample_value("parcelflow_labeler_partition_assignments_total") or 0
     assert after - before == 1, "slow calls caused a rebalance"
+
+
+async def test_a_label_that_cannot_be_stored_ends_its_job_with_the_reason(
+    make_settings: Callable[..., Settings], serve: Any, tmp_path: Path
+) -> None:
+    """The label is made but the store refuses its document: the job ends in
+    label-failures.v1 (store_failed, replayable), and the labeler goes on with other jobs."""
+    base = make_settings(sim_label_latency_median_s=0.0)
+    url, sim = await start_simulator(serve, base)
+    not_a_folder = tmp_path / "labels-file"
+    not_a_folder.write_bytes(b"a file where the label folder should be")
+    settings = make_settings(shipium_base_url=url, label_dir=not_a_folder)
+    await ensure_topics(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(settings, stop))
+    try:
+        for order_id in ("ST1", "ST2"):
+            await produce(settings, LABEL_JOBS, order_id, job(order_id))
+        failures = models(
+            LabelFailure, await consume(settings, LABEL_FAILURES, lambda v: len(v) >= 2)
+        )
+        assert not task.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+    assert sorted((f.job_id, f.error_code, f.retriable) for f in failures) == [
+        ("job-ST1", "store_failed", True),
+        ("job-ST2", "store_failed", True),
+    ]
+    assert "document not stored" in failures[0].message
+    assert sim.shipium.duplicates == 0

@@ -34,6 +34,9 @@ pytestmark = pytest.mark.slow
 
 ORDERS_COUNT = 2000
 READY = b"Worker]: Ready"
+# Enough orders that a busy planner is still joining when SIGTERM comes (about 3 s of work
+# here; with 3,000 it sometimes finished before the test saw its first 300 jobs).
+ORDERS_IN_FLIGHT = 6000
 
 
 def boxes_by_order(items: list[Order | BoxClosed]) -> dict[str, list[str]]:
@@ -149,18 +152,21 @@ async def test_sigterm_mid_batch_loses_nothing(base: Settings, tmp_path: Path) -
     in four lost a few orders' jobs (see the README); the repairs are printed."""
     settings = base
     await ensure_topics(settings)
-    items = events(3000, "T")
+    items = events(ORDERS_IN_FLIGHT, "T")
     await fill(settings, items)
     async with auditor_running(settings) as repairs:
         with worker_process("planner", settings, tmp_path / "p.log", READY) as planner:
-            await consume(settings, LABEL_JOBS, distinct(LabelJob, "order_id", 300), timeout_s=60)
+            await consume(settings, LABEL_JOBS, distinct(LabelJob, "order_id", 200), timeout_s=60)
             planner.send_signal(signal.SIGTERM)
             planner.wait(timeout=30)
         before = await consume(settings, LABEL_JOBS, lambda v: False, timeout_s=2)
-        assert len(before) < 3000, "the worker finished before the stop: nothing was in flight"
+        assert len(before) < ORDERS_IN_FLIGHT, "the worker finished first: nothing was in flight"
         with worker_process("planner", settings, tmp_path / "p.log", READY, timeout_s=90):
             values = await consume(
-                settings, LABEL_JOBS, distinct(LabelJob, "order_id", 3000), timeout_s=120
+                settings,
+                LABEL_JOBS,
+                distinct(LabelJob, "order_id", ORDERS_IN_FLIGHT),
+                timeout_s=120,
             )
     assert_one_job_per_order(models(LabelJob, values), set(boxes_by_order(items)))
     print(f"\nplanner SIGTERM test: {repairs():.0f} orders republished by the auditor")
@@ -188,3 +194,29 @@ async def test_a_restarted_planner_recovers_its_table_exactly(
         "R1-002",
         "R1-003",
     ]
+
+
+async def test_sigterm_stops_the_planner_within_its_stop_timeout_even_without_a_broker(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    """A stop that waits on a broker gone away (a commit, a flush) must not hang the
+    process: past ``planner_stop_timeout_s`` it exits anyway, non-zero."""
+    from workers.broker.embedded import EmbeddedBroker
+
+    with EmbeddedBroker() as broker:  # a broker of its own: this test stops it
+        settings = make_settings(
+            kafka_bootstrap=broker.bootstrap, kafka_embedded=True, planner_stop_timeout_s=4.0
+        )
+        await ensure_topics(settings)
+        with worker_process("planner", settings, tmp_path / "p.log", READY) as planner:
+            await produce(settings, ORDERS, "S1", order("S1"))
+            await produce(settings, BOXES, "S1", box("S1-B1", {"A": 2, "B": 1}, order_id="S1"))
+            await consume(settings, LABEL_JOBS, lambda v: len(v) >= 1)
+            broker.stop()
+            await asyncio.sleep(1)
+            started = time.monotonic()
+            planner.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(planner.wait, 30)
+            took = time.monotonic() - started
+    print(f"\nplanner stop without a broker: exit {code} after {took:.1f} s")
+    assert took < 4.0 + 3.0

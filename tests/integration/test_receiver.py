@@ -273,3 +273,57 @@ async def test_readyz_metrics_and_openapi(receiver: tuple[str, Settings]) -> Non
         "timestamp",
         "data",
     }
+
+
+async def test_the_bearer_scheme_is_case_insensitive_and_a_bare_token_is_refused(
+    receiver: tuple[str, Settings],
+) -> None:
+    url, _ = receiver
+    good = encode(box("BEARER-1", {"A": 1}))
+    answers = {}
+    async with aiohttp.ClientSession() as http:
+        for header in ("bearer oms-token", "BEARER oms-token", "oms-token", "Bearer", "Basic x"):
+            async with http.post(
+                f"{url}/v1/boxes", data=good, headers={"Authorization": header}
+            ) as r:
+                answers[header] = r.status
+    assert answers == {
+        "bearer oms-token": 202,
+        "BEARER oms-token": 202,
+        "oms-token": 401,
+        "Bearer": 401,
+        "Basic x": 401,
+    }
+
+
+async def test_half_open_and_idle_connections_are_closed(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Slow clients that never finish their headers (or never send any) do not pile up."""
+    from aiohttp import web
+
+    from workers.receiver.app import server_options
+
+    settings = make_settings(receiver_idle_timeout_s=1.0)
+    runner = web.AppRunner(create_app(settings), **server_options(settings))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    clients = []
+    try:
+        for n in range(50):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            if n % 2:  # half a request: a request line and one header, never the blank line
+                writer.write(b"POST /v1/boxes HTTP/1.1\r\nHost: x\r\n")
+                await writer.drain()
+            clients.append((reader, writer))
+        started = time.monotonic()
+        async with asyncio.timeout(10):
+            closed = [await reader.read() for reader, _ in clients]  # b"" once closed
+        assert closed == [b""] * 50
+        assert time.monotonic() - started < 6
+    finally:
+        for _, writer in clients:
+            writer.close()
+        await runner.cleanup()

@@ -46,6 +46,14 @@ def fresh(body: Any) -> Any:
     return {**body, "timestamp": int(time.time())} if isinstance(body, dict) else body
 
 
+def deeply_nested(depth: int) -> bytes:
+    """A fresh, otherwise valid envelope whose data nests ``depth`` arrays (parsers take
+    up to 1024 levels, re-encoding fails at about 255: once a 500)."""
+    head = {"type": 1, "tts_notification_id": f"deep-{depth}", "shop_id": "s"}
+    envelope = json.dumps({**head, "timestamp": int(time.time())}).encode()
+    return envelope[:-1] + b', "data": {"a": ' + b"[" * depth + b"]" * depth + b"}}"
+
+
 def bodies(doc: dict[str, Any], path: str) -> st.SearchStrategy[bytes]:
     operation = from_dict(doc)[path]["POST"]
     from_doc = [
@@ -54,7 +62,8 @@ def bodies(doc: dict[str, Any], path: str) -> st.SearchStrategy[bytes]:
     ]
     if path == "/webhooks/tiktok":
         from_doc.append(from_doc[0].map(fresh))
-    return st.one_of(*from_doc, json_values).map(dumps) | st.binary(max_size=300)
+    deep = st.integers(min_value=1, max_value=900).map(deeply_nested)
+    return st.one_of(*from_doc, json_values).map(dumps) | st.binary(max_size=300) | deep
 
 
 def dumps(value: Any) -> bytes:

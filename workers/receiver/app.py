@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
 
 import orjson
 import structlog
@@ -363,6 +364,12 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
+def server_options(settings: Settings) -> dict[str, Any]:
+    """How the HTTP server treats connections: one that has not sent a whole request within
+    the idle timeout of opening (or of its last answer) is closed."""
+    return {"keepalive_timeout": settings.receiver_idle_timeout_s}
+
+
 def run(settings: Settings) -> None:
     web.run_app(
         create_app(settings),
@@ -371,5 +378,5 @@ def run(settings: Settings) -> None:
         print=None,
         access_log=None,
         loop=new_event_loop(),
-        keepalive_timeout=settings.receiver_idle_timeout_s,
+        **server_options(settings),
     )
