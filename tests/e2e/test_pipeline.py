@@ -107,3 +107,9 @@ def test_parcelflow_run_prints_the_summary_exits_0_and_leaves_nothing_running(
         pid for pid in seen if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
     ]
     assert alive == [], f"left running: {alive}"
+    # labels (recipients' addresses), logs and tokens are for the user running parcelflow only
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".pdf" for p in written)
+    assert {oct(p.stat().st_mode & 0o777) for p in written} == {"0o600"}
+    folders = [p for p in tmp_path.rglob("*") if p.is_dir()]
+    assert {oct(p.stat().st_mode & 0o777) for p in folders} == {"0o700"}

@@ -310,3 +310,42 @@ async def test_calls_per_shop_are_rate_limited(
     assert len(times) == 12
     # a leaky bucket of 4/s: the first 4 at once, then one every 1/4 s at most
     assert times[-1] - times[0] >= (12 - 4) / 4 * 0.9
+
+
+async def test_poison_webhook_records_are_dead_lettered_and_the_enricher_goes_on(
+    enricher: Running,
+) -> None:
+    """A record too large, one keyed by another shop, and order ids no order can have
+    (also in a cancellation, which needs no API call) each end with a reason; the
+    demo orders after them are all enriched."""
+    from aiokafka import AIOKafkaProducer
+
+    from schemas.codec import encode
+    from workers.kafka import Topics
+
+    settings, _, demo = enricher
+    topic = Topics(settings)(WEBHOOKS)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, max_request_size=5 * 1024 * 1024
+    )
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"{" + b" " * (2 * 1024 * 1024) + b"}", key=b"7495")
+        await producer.send_and_wait(topic, encode(record("576-KEY")), key=b"another-shop")
+        for n, status in enumerate(["AWAITING_SHIPMENT", "CANCEL"]):
+            long_id = orjson.loads(encode(record(f"LONG-{n}", status, n)))
+            long_id["webhook"]["data"]["order_id"] = "9" * 300
+            await producer.send_and_wait(topic, orjson.dumps(long_id), key=b"7495")
+        for raw in demo:
+            await producer.send_and_wait(topic, encode(record(raw["id"])), key=b"7495")
+    finally:
+        await producer.stop()
+    rejected = models(
+        RejectedRecord, await consume(settings, WEBHOOKS_REJECTED, lambda v: len(v) >= 4)
+    )
+    reasons = sorted(r.reason for r in rejected)
+    assert any("over the" in r and "input limit" in r for r in reasons), reasons
+    assert any("'another-shop' is not the record's shop id '7495'" in r for r in reasons)
+    assert sum("data.order_id: longer than 128" in r for r in reasons) == 2
+    orders = models(Order, await consume(settings, ORDERS, lambda v: len(v) >= 3))
+    assert {o.order_id for o in orders} == {raw["id"] for raw in demo}
