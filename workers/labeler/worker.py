@@ -15,32 +15,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeAlias, TypeVar
+from collections.abc import AsyncIterator
+from typing import TypeAlias
 
 import aiohttp
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import KafkaError, KafkaTimeoutError
 from prometheus_client import Counter, start_http_server
-from pydantic import BaseModel
 
-from schemas.alert import Alert
 from schemas.codec import decode
 from schemas.common import now_ms
-from schemas.label import LabelFailure, LabelJob
-from schemas.topics import (
-    ALERTS,
-    LABEL_ATTEMPTS,
-    LABEL_FAILURES,
-    LABEL_JOBS,
-    LABEL_JOBS_REJECTED,
-    LABELS,
-)
+from schemas.label import LabelJob
+from schemas.topics import LABEL_JOBS, LABEL_JOBS_REJECTED
 from workers.broker.offsets import install_end_offsets_correction
-from workers.errors import ApiError
 from workers.kafka import (
     Topics,
     dead_letter,
@@ -49,38 +37,25 @@ from workers.kafka import (
     make_consumer,
     make_producer,
     max_value_bytes,
-    publish,
     value_problem,
 )
 from workers.labeler import decide
-from workers.labeler.codes import CREDENTIALS, FailureCode
-from workers.labeler.decide import Action
-from workers.labeler.documents import store_document
+from workers.labeler.codes import FailureCode
 from workers.labeler.flow import OffsetTracker
-from workers.labeler.ledger import Ledger
-from workers.labeler.retry import RetryPolicy
+from workers.labeler.jobs import Fatal, JobRunner
 from workers.labeler.shipium.client import ShipiumClient
-from workers.labeler.shipium.response import LabelResponse
 from workers.logs import dump_tasks
 from workers.loop import stop_on_signals
-from workers.retry import backoff_delay
 from workers.settings import Settings
 
 log = structlog.get_logger(__name__)
-STORE_ATTEMPTS = 3
 
 Message: TypeAlias = ConsumerRecord  # ConsumerRecord[bytes, bytes]; aiokafka is untyped
-Response = TypeVar("Response")
 ENDED = Counter(
     "parcelflow_labeler_jobs_ended",
     "Label jobs ended, by how: labeled, failed, cancelled, dropped, rejected.",
     ["outcome"],
 )
-
-
-class Fatal(Exception):
-    """The labeler cannot go on (the broker refuses its writes): the process exits
-    non-zero and the unfinished job, never committed, is read again after a restart."""
 
 
 class Labeler:
@@ -94,197 +69,26 @@ class Labeler:
         self.settings = settings
         self.consumer = consumer
         self.producer = producer
-        self.shipium = shipium
         names = Topics(settings)
-        self.labels_topic = names(LABELS)
-        self.failures_topic = names(LABEL_FAILURES)
         self.rejected_topic = names(LABEL_JOBS_REJECTED)
-        self.alerts_topic = names(ALERTS)
         self.tracker = OffsetTracker()
         self.tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
-        self.attempts_topic = names(LABEL_ATTEMPTS)
-        self.ledger = Ledger(
-            settings.kafka_bootstrap, self.labels_topic, self.attempts_topic, self.failures_topic
-        )
-        self.policy = RetryPolicy.from_settings(settings)
-        self.credentials_rejected = False
         self.ledger_ready = asyncio.Event()  # cleared while an assignment's ledger loads
         self.fatal: BaseException | None = None
         self.failed = asyncio.Event()  # set with self.fatal: the loop stops
         self.max_in_flight = settings.labeler_max_in_flight
-        # Label calls in flight are bounded by this semaphore. Jobs held in memory (a call,
-        # or writing its attempt or result record, or waiting for a call slot) are bounded
-        # by max_jobs: the consumer pauses there, so writes overlap other jobs' calls.
-        self.call_slots = asyncio.Semaphore(self.max_in_flight)
+        # Label calls in flight are bounded by the job runner's semaphore. Jobs held in
+        # memory (a call, or writing its attempt or result record, or waiting for a call
+        # slot) are bounded by max_jobs: the consumer pauses there, so writes overlap other
+        # jobs' calls.
+        self.jobs = JobRunner(settings, producer, shipium, self.max_in_flight)
+        self.ledger = self.jobs.ledger
         self.max_jobs = self.max_in_flight + max(4, self.max_in_flight // 4)
         self.low_water = min(
             self.max_jobs - 1, int(self.max_jobs * settings.labeler_resume_fraction)
         )
         self.room = asyncio.Event()  # set whenever a job finishes
         self.order_locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    # --- writing records -----------------------------------------------------------------
-
-    async def publish(self, topic: str, key: str, model: BaseModel) -> None:
-        await self.reliably(topic, lambda: publish(self.producer, topic, key, model))
-
-    async def reliably(self, topic: str, write: Callable[[], Awaitable[None]]) -> None:
-        """Write, retrying while the broker is away, for up to ``labeler_publish_timeout_s``;
-        past that the labeler cannot go on (Fatal). A refusal that no retry can change (a
-        record too large) is raised as it is: the job ends with the reason."""
-        deadline = time.monotonic() + self.settings.labeler_publish_timeout_s
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                await write()
-            except KafkaError as exc:
-                if not exc.retriable and not isinstance(exc, KafkaTimeoutError):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise Fatal(f"cannot write to {topic}: {type(exc).__name__}") from exc
-                log.warning("write_retry", topic=topic, error=type(exc).__name__, attempt=attempt)
-                await asyncio.sleep(backoff_delay(attempt, base_s=0.5, max_s=5.0))
-            else:
-                return
-
-    # --- one job -----------------------------------------------------------------------
-
-    async def call_with_retries(
-        self, job: LabelJob, call: Callable[[LabelJob], Awaitable[Response]]
-    ) -> tuple[Response, int, int] | LabelFailure:
-        attempt = 0
-        while True:
-            attempt += 1
-            started = time.monotonic()
-            try:
-                async with self.call_slots:
-                    response = await call(job)
-            except ApiError as err:
-                if err.code in CREDENTIALS:
-                    attempt -= 1  # not the job's fault: it does not use up its attempts
-                    await self.credentials_refused(err)
-                    continue
-                delay = self.policy.delay(attempt, err, now_ms() - job.created_at_ms)
-                if delay is None:
-                    return decide.failure(
-                        job, err.code, err.message, err.retriable, attempt, now_ms()
-                    )
-                log.warning(
-                    "label_retry",
-                    job_id=job.job_id,
-                    code=err.code,
-                    attempt=attempt,
-                    delay_s=round(delay, 2),
-                )
-                await asyncio.sleep(delay)
-            else:
-                if self.credentials_rejected:
-                    self.credentials_rejected = False
-                    log.warning("shipium_credentials_accepted_again")
-                return response, attempt, int((time.monotonic() - started) * 1000)
-
-    async def credentials_refused(self, err: ApiError) -> None:
-        """Stop taking jobs (flow control pauses every partition), alert once, retry later."""
-        if not self.credentials_rejected:
-            self.credentials_rejected = True
-            log.error("shipium_credentials_rejected", code=err.code, status=err.status)
-            at = now_ms()
-            alert = Alert(
-                event_id=f"alert-shipium-credentials-{at}",
-                kind="shipium_credentials_rejected",
-                message=f"Shipium answered {err.status}: check PARCELFLOW_SHIPIUM_API_KEY; "
-                "label jobs wait in Kafka and resume by themselves once it is accepted",
-                at_ms=at,
-            )
-            await self.publish(self.alerts_topic, "shipium", alert)
-        await asyncio.sleep(self.settings.labeler_auth_retry_s)
-
-    async def store(
-        self, job: LabelJob, response: LabelResponse
-    ) -> list[tuple[str, str]] | LabelFailure:
-        """Each parcel's document in the label store: (path, sha256) per parcel, or the
-        failure that ends the job (tried a few times first: a disk may be full for a while)."""
-        for attempt in range(1, STORE_ATTEMPTS + 1):
-            try:
-                return [
-                    store_document(
-                        self.settings.label_dir,
-                        job.job_id,
-                        parcel.box_id,
-                        package.document,
-                        package.document_format,
-                    )
-                    if package.document
-                    else ("", "")
-                    for parcel, package in zip(job.parcels, response.packages, strict=True)
-                ]
-            except OSError as exc:
-                log.warning("label_store_retry", job_id=job.job_id, error=str(exc)[:300])
-                if attempt == STORE_ATTEMPTS:
-                    message = f"label made, document not stored: {type(exc).__name__}: {exc}"
-                    return decide.failure(
-                        job, FailureCode.STORE_FAILED, message, True, attempt, now_ms()
-                    )
-                await asyncio.sleep(backoff_delay(attempt, base_s=0.2, max_s=2.0))
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def label(
-        self, job: LabelJob, outcome: tuple[LabelResponse, int, int] | LabelFailure
-    ) -> str:
-        """Store and publish a label call's outcome; returns how the job ended."""
-        if isinstance(outcome, LabelFailure):
-            await self.publish(self.failures_topic, job.order_id, outcome)
-            log.warning(
-                "label_failed",
-                job_id=job.job_id,
-                code=outcome.error_code,
-                attempts=outcome.attempts,
-            )
-            return "failed"
-        response, attempts, call_ms = outcome
-        documents = await self.store(job, response)
-        if isinstance(documents, LabelFailure):
-            await self.publish(self.failures_topic, job.order_id, documents)
-            return "failed"
-        result = decide.result(job, response, documents, attempts, call_ms, now_ms())
-        await self.publish(self.labels_topic, job.order_id, result)
-        self.ledger.add(result)
-        log.info(
-            "labeled",
-            job_id=job.job_id,
-            order_id=job.order_id,
-            parcels=len(result.parcels),
-            call_ms=result.call_ms,
-        )
-        return "labeled"
-
-    async def handle_job(self, job: LabelJob) -> str:
-        """Run one job to its end; returns how it ended."""
-        action = decide.decide(job, self.ledger)
-        if action is Action.RECORD_CANCEL:
-            self.ledger.cancelled.add(job.job_id)
-            labeled = self.ledger.get(job.job_id) is not None
-            cancelled = decide.cancellation(job, labeled, now_ms())
-            await self.publish(self.failures_topic, job.order_id, cancelled)
-            return "cancelled"
-        if action is Action.DROP:
-            log.info("label_job_dropped_cancelled", job_id=job.job_id)
-            return "dropped"
-        if action is Action.REPUBLISH:
-            done = self.ledger.get(job.job_id)
-            assert done is not None  # noqa: S101 (decided on it)
-            await self.publish(self.labels_topic, job.order_id, done)  # same event id
-            return "labeled"
-        if action is Action.RECOVER:
-            # A process that died may have made this label: look before making another.
-            found = await self.call_with_retries(job, self.shipium.find_label)
-            if not isinstance(found, LabelFailure) and found[0] is not None:
-                log.info("label_recovered", job_id=job.job_id, order_id=job.order_id)
-                return await self.label(job, (found[0], 1, found[2]))
-        await self.publish(self.attempts_topic, job.order_id, decide.attempt(job, now_ms()))
-        self.ledger.attempted.add(job.job_id)
-        return await self.label(job, await self.call_with_retries(job, self.shipium.create_label))
 
     @contextlib.asynccontextmanager
     async def order_turn(self, order_id: str) -> AsyncIterator[None]:
@@ -310,8 +114,8 @@ class Labeler:
             outcome = await self.run_message(message)
         except asyncio.CancelledError:
             raise  # revoked: not finished, not committed, redelivered elsewhere
-        except Fatal as exc:
-            self.stop_for(exc)
+        except Exception as exc:  # noqa: BLE001 (Fatal, or a write no retry can change)
+            self.stop_for(exc)  # exit non-zero rather than freeze this partition's commits
             return
         ENDED.labels(outcome).inc()
         self.tracker.finish(tp, message.offset)
@@ -325,14 +129,14 @@ class Labeler:
         await self.ledger_ready.wait()
         try:
             async with self.order_turn(job.order_id):
-                return await self.handle_job(job)
+                return await self.jobs.handle_job(job)
         except (asyncio.CancelledError, Fatal):
             raise
         except Exception as exc:  # every job ends, also on a defect
             reason = f"{type(exc).__name__}: {exc}"
             log.exception("label_job_error", job_id=job.job_id, offset=message.offset)
             ended = decide.failure(job, FailureCode.INTERNAL_ERROR, reason, True, 1, now_ms())
-            await self.publish(self.failures_topic, job.order_id, ended)
+            await self.jobs.publish(self.jobs.failures_topic, job.order_id, ended)
             return "failed"
 
     def read(self, message: Message) -> LabelJob | str:
@@ -347,7 +151,7 @@ class Labeler:
 
     async def reject(self, message: Message, reason: str) -> None:
         limit = max_value_bytes(self.settings)
-        await self.reliably(
+        await self.jobs.reliably(
             self.rejected_topic,
             lambda: dead_letter(
                 self.producer, self.rejected_topic, message, reason, "labeler", limit
@@ -369,7 +173,7 @@ class Labeler:
 
     def flow_control(self) -> None:
         in_flight = self.tracker.in_flight
-        if in_flight >= self.max_jobs or self.credentials_rejected:
+        if in_flight >= self.max_jobs or self.jobs.credentials_rejected:
             unpaused = self.consumer.assignment() - self.consumer.paused()
             if unpaused:
                 self.consumer.pause(*unpaused)
