@@ -66,7 +66,7 @@ def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
         "acks": "all",
         "linger_ms": 5,
         "max_request_size": settings.kafka_max_message_bytes,
-        "request_timeout_ms": 30_000,
+        "request_timeout_ms": int(settings.kafka_request_timeout_s * 1000),
     }
     options.update(overrides)
     return AIOKafkaProducer(**options)

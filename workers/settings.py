@@ -61,6 +61,13 @@ class Settings(BaseSettings):
         "from it) is dead-lettered, and a dead letter always fits.",
     )
 
+    kafka_request_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long a producer waits for the broker to ack a write before the "
+        "write fails (and is retried, or the worker exits non-zero).",
+    )
+
     kafka_max_poll_interval_s: float = Field(
         300.0,
         ge=1,

@@ -34,6 +34,7 @@ from workers.simulator.app import Simulator
 from workers.simulator.faults import Fault
 
 MAX_IN_FLIGHT = 4
+WRITE_RETRIES = "parcelflow_labeler_write_retries_total"
 
 
 @pytest.fixture
@@ -297,3 +298,57 @@ async def test_a_label_that_cannot_be_stored_ends_its_job_with_the_reason(
     ]
     assert "document not stored" in failures[0].message
     assert sim.shipium.duplicates == 0
+
+
+async def test_writes_during_a_broker_pause_are_retried_and_every_job_ends(
+    make_settings: Callable[..., Settings], serve: Any
+) -> None:
+    """The broker stops answering for longer than a write's timeout while label calls run:
+    the labeler retries its writes, stays up, and every job gets exactly one label."""
+    import signal
+
+    from workers.broker.embedded import EmbeddedBroker
+
+    with EmbeddedBroker() as broker:  # a broker of its own: this test pauses it
+        base = make_settings(
+            kafka_bootstrap=broker.bootstrap, kafka_embedded=True, sim_label_latency_median_s=1.0
+        )
+        url, sim = await start_simulator(serve, base)
+        settings = make_settings(
+            kafka_bootstrap=broker.bootstrap,
+            kafka_embedded=True,
+            shipium_base_url=url,
+            kafka_request_timeout_s=2.0,
+            labeler_publish_timeout_s=60.0,
+            labeler_max_in_flight=4,
+        )
+        await ensure_topics(settings)
+        stop = asyncio.Event()
+        task = asyncio.create_task(run(settings, stop))
+        jobs = [job(f"BP{n}") for n in range(24)]
+        retries_before = REGISTRY.get_sample_value(WRITE_RETRIES) or 0
+        try:
+            for j in jobs:
+                await produce(settings, LABEL_JOBS, j.order_id, j)
+            await consume(settings, LABELS, lambda v: len(v) >= 1)
+            assert broker.proc is not None
+            broker.proc.send_signal(signal.SIGSTOP)
+            await asyncio.sleep(6)  # label calls finish meanwhile; their writes time out
+            broker.proc.send_signal(signal.SIGCONT)
+            labels = models(
+                LabelResult,
+                await consume(
+                    settings,
+                    LABELS,
+                    lambda v: len({lb.job_id for lb in models(LabelResult, v)}) >= 24,
+                    90,
+                ),
+            )
+            assert not task.done(), "the labeler stopped"
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+    assert {lb.job_id for lb in labels} == {j.job_id for j in jobs}
+    assert sim.shipium.duplicates == 0
+    # a write timed out during the pause and was retried (not dropped, not fatal)
+    assert (REGISTRY.get_sample_value(WRITE_RETRIES) or 0) > retries_before

@@ -220,3 +220,40 @@ async def test_sigterm_stops_the_planner_within_its_stop_timeout_even_without_a_
             took = time.monotonic() - started
     print(f"\nplanner stop without a broker: exit {code} after {took:.1f} s")
     assert took < 4.0 + 3.0
+
+
+async def test_a_planner_whose_writes_fail_exits_non_zero_and_a_restart_loses_nothing(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    """The broker stops answering for longer than the producer's request timeout while
+    batches are in flight: the join cannot go on, so the planner exits non-zero by itself
+    (a supervisor restarts it) instead of staying alive and idle. Restarted, it plans every
+    order."""
+    from workers.broker.embedded import EmbeddedBroker
+
+    with EmbeddedBroker() as broker:  # a broker of its own: this test pauses it
+        settings = make_settings(
+            kafka_bootstrap=broker.bootstrap,
+            kafka_embedded=True,
+            kafka_request_timeout_s=3.0,
+            planner_stop_timeout_s=5.0,
+        )
+        await ensure_topics(settings)
+        items = events(ORDERS_IN_FLIGHT, "W")
+        await fill(settings, items)
+        assert broker.proc is not None
+        with worker_process("planner", settings, tmp_path / "p.log", READY) as planner:
+            await consume(settings, LABEL_JOBS, distinct(LabelJob, "order_id", 200), timeout_s=60)
+            broker.proc.send_signal(signal.SIGSTOP)
+            try:
+                code = await asyncio.to_thread(planner.wait, 40)
+            finally:
+                broker.proc.send_signal(signal.SIGCONT)
+        assert code != 0
+        log = (tmp_path / "p.log").read_text(errors="replace")
+        assert "planner_join_failed" in log, log[-3000:]
+        with worker_process("planner", settings, tmp_path / "p.log", READY, timeout_s=90):
+            values = await consume(
+                settings, LABEL_JOBS, distinct(LabelJob, "order_id", ORDERS_IN_FLIGHT), 120
+            )
+    assert_one_job_per_order(models(LabelJob, values), set(boxes_by_order(items)))

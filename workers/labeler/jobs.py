@@ -11,6 +11,7 @@ from typing import TypeVar
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
+from prometheus_client import Counter
 from pydantic import BaseModel
 
 from schemas.alert import Alert
@@ -31,6 +32,10 @@ from workers.retry import backoff_delay
 from workers.settings import Settings
 
 log = structlog.get_logger(__name__)
+WRITE_RETRIES = Counter(
+    "parcelflow_labeler_write_retries",
+    "Writes (labels, failures, attempts, alerts) retried because the broker did not ack.",
+)
 STORE_ATTEMPTS = 3
 Response = TypeVar("Response")
 
@@ -85,6 +90,7 @@ class JobRunner:
                     raise
                 if time.monotonic() >= deadline:
                     raise Fatal(f"cannot write to {topic}: {type(exc).__name__}") from exc
+                WRITE_RETRIES.inc()
                 log.warning("write_retry", topic=topic, error=type(exc).__name__, attempt=attempt)
                 await asyncio.sleep(backoff_delay(attempt, base_s=0.5, max_s=5.0))
             else:

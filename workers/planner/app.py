@@ -236,6 +236,7 @@ def create_app(settings: Settings, fatal: Fatal | None = None) -> faust.App:
         broker_max_poll_records=5000,
         producer_linger=0.002,
         producer_max_request_size=settings.kafka_max_message_bytes,
+        producer_request_timeout=settings.kafka_request_timeout_s,
         # No standby table replicas: with them a restarted worker was seen to restore a
         # partition from its highwater and stall (README, "How the join decides").
         table_standby_replicas=0,
