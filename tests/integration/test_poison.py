@@ -272,3 +272,16 @@ async def test_the_auditor_reads_every_poison_record_and_keeps_running(
             await asyncio.sleep(0.5)
     assert not pipeline.auditor.done(), "the auditor stopped on a record"
     assert not pipeline.labeler.done(), "the labeler stopped on a record"
+
+    # a fresh auditor's start-up replay reads all of the above from retention, and lives
+    stop = asyncio.Event()
+    fresh = asyncio.create_task(run_auditor(settings, stop))
+    before = skipped()
+    try:
+        async with asyncio.timeout(30):
+            while skipped() < before * 2:  # noqa: ASYNC110 (polling a metric)
+                await asyncio.sleep(0.5)
+        assert not fresh.done(), "a restarted auditor stopped on a record in retention"
+    finally:
+        stop.set()
+        await asyncio.wait_for(fresh, 15)
