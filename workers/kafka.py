@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import BaseModel
 
-from schemas.codec import encode
+from schemas.codec import decode, encode
 from schemas.common import now_ms
 from schemas.rejected import RejectedRecord
 from schemas.topics import ALL_TOPICS, TopicSpec
 from workers.settings import Settings
 
 log = structlog.get_logger(__name__)
+M = TypeVar("M", bound=BaseModel)
 
 TOPIC_EXISTS = 36
 # Room in a record for the key, headers and batch framing beside the value.
@@ -162,16 +164,9 @@ def rejected_record(
     )
 
 
-async def dead_letter(
-    producer: AIOKafkaProducer,
-    topic: str,
-    message: ConsumerRecord[bytes, bytes],
-    reason: str,
-    worker: str,
-    max_bytes: int,
-) -> None:
-    """Keep a message a worker cannot handle, with its original bytes and the reason."""
-    record = rejected_record(
+def dead_letter_of(message: Any, reason: str, worker: str, max_bytes: int) -> RejectedRecord:
+    """The dead letter of a record read from Kafka (aiokafka's or Faust's message)."""
+    return rejected_record(
         source_topic=message.topic,
         partition=message.partition,
         offset=message.offset,
@@ -181,15 +176,54 @@ async def dead_letter(
         worker=worker,
         max_bytes=max_bytes,
     )
-    await producer.send_and_wait(topic, encode(record), key=dead_letter_key(message.key))
+
+
+def log_dead_letter(message: Any, record: RejectedRecord, to: str) -> None:
     log.warning(
         "dead_lettered",
         topic=message.topic,
         partition=message.partition,
         offset=message.offset,
         reason=record.reason[:300],
-        to=topic,
+        to=to,
     )
+
+
+async def dead_letter(
+    producer: AIOKafkaProducer,
+    topic: str,
+    message: ConsumerRecord[bytes, bytes],
+    reason: str,
+    worker: str,
+    max_bytes: int,
+) -> None:
+    """Keep a message a worker cannot handle, with its original bytes and the reason."""
+    record = dead_letter_of(message, reason, worker, max_bytes)
+    await producer.send_and_wait(topic, encode(record), key=dead_letter_key(message.key))
+    log_dead_letter(message, record, topic)
+
+
+def order_id_of(event: Any) -> str:
+    """The id every topic is keyed by, but the webhooks' (by shop id)."""
+    return str(event.order_id)
+
+
+def read_record(
+    model: type[M],
+    message: Any,
+    max_bytes: int,
+    id_of: Callable[[M], str] = order_id_of,
+    what: str = "order id",
+) -> M | str:
+    """The model a record holds, or why it is refused: too large, not a valid ``model``,
+    or keyed by anything but its id (``id_of``), which decides its partition."""
+    problem = value_problem(message.value, max_bytes)
+    if problem is not None:
+        return problem
+    decoded = decode(model, message.value)
+    if isinstance(decoded, str):
+        return decoded
+    return key_problem(message.key, id_of(decoded), what) or decoded
 
 
 async def read_to_end(

@@ -37,11 +37,10 @@ from workers.kafka import (
     Topics,
     dead_letter_key,
     ensure_topics,
-    key_problem,
     make_producer,
     max_value_bytes,
+    read_record,
     rejected_record,
-    value_problem,
 )
 from workers.loop import stop_on_signals
 from workers.settings import Settings
@@ -82,9 +81,7 @@ class Auditor:
     def observe(self, message: ConsumerRecord) -> None:
         """Take one record; one the auditor cannot take is logged, counted and skipped."""
         try:
-            problem = value_problem(message.value, self.settings.max_input_bytes)
-            if problem is None:
-                problem = self.take(message)
+            problem = self.take(message)
         except Exception as exc:  # noqa: BLE001 (no record in retention may stop the net)
             problem = f"auditor error: {type(exc).__name__}: {exc}"
         if problem is not None:
@@ -105,23 +102,18 @@ class Auditor:
         n = self.names
         if topic in (n(ORDERS), n(BOXES)) and REPAIR_HEADER in dict(message.headers or ()):
             return None  # our own republished copy: read back, it would look like a late box
+        limit = self.settings.max_input_bytes
         if topic == n(ORDERS):
-            order = decode(Order, value)
+            order = read_record(Order, message, limit)
             if isinstance(order, str):
                 return order
-            problem = key_problem(message.key, order.order_id)
-            if problem is None:
-                self.audit.on_order(order, now, message.key, value)
-            return problem
-        if topic == n(BOXES):
-            box = decode(BoxClosed, value)
+            self.audit.on_order(order, now, message.key, value)
+        elif topic == n(BOXES):
+            box = read_record(BoxClosed, message, limit)
             if isinstance(box, str):
                 return box
-            problem = key_problem(message.key, box.order_id)
-            if problem is None:
-                self.audit.on_box(box, message.key, value, now)
-            return problem
-        if topic == n(PLANS):
+            self.audit.on_box(box, message.key, value, now)
+        elif topic == n(PLANS):
             plan = decode(ParcelPlan, value)
             if not isinstance(plan, str):
                 self.audit.on_plan(plan, now)

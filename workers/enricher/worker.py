@@ -33,12 +33,11 @@ from workers.kafka import (
     Topics,
     dead_letter,
     ensure_topics,
-    key_problem,
     make_consumer,
     make_producer,
     max_value_bytes,
     publish,
-    value_problem,
+    read_record,
 )
 from workers.loop import stop_on_signals
 from workers.settings import Settings
@@ -55,6 +54,10 @@ PARKED = Counter("parcelflow_enricher_parked", "Webhooks parked to be tried agai
 REAUTHORIZE = Counter(
     "parcelflow_enricher_reauthorization_alerts", "Alerts that a shop must re-authorize."
 )
+
+
+def shop_id_of(record: WebhookRecord) -> str:
+    return record.webhook.shop_id
 
 
 @dataclass(frozen=True)
@@ -92,13 +95,8 @@ class Enricher:
 
     def read(self, message: Message) -> WebhookRecord | str:
         """The webhook a record holds (keyed by its shop id), or why it is refused."""
-        problem = value_problem(message.value, self.settings.max_input_bytes)
-        if problem is not None:
-            return problem
-        record = decode(WebhookRecord, message.value)
-        if isinstance(record, str):
-            return record
-        return key_problem(message.key, record.webhook.shop_id, "shop id") or record
+        limit = self.settings.max_input_bytes
+        return read_record(WebhookRecord, message, limit, shop_id_of, "shop id")
 
     async def handle(self, messages: Sequence[Message]) -> None:
         """Handle one batch of ``tiktok.webhooks.v1``; returns when every result is acked."""

@@ -24,7 +24,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from prometheus_client import Counter, start_http_server
 
-from schemas.codec import decode
 from schemas.common import now_ms
 from schemas.label import LabelJob
 from schemas.topics import LABEL_JOBS, LABEL_JOBS_REJECTED
@@ -33,11 +32,10 @@ from workers.kafka import (
     Topics,
     dead_letter,
     ensure_topics,
-    key_problem,
     make_consumer,
     make_producer,
     max_value_bytes,
-    value_problem,
+    read_record,
 )
 from workers.labeler import decide
 from workers.labeler.codes import FailureCode
@@ -141,13 +139,7 @@ class Labeler:
 
     def read(self, message: Message) -> LabelJob | str:
         """The job a record holds, or why it is refused (dead-lettered)."""
-        problem = value_problem(message.value, self.settings.max_input_bytes)
-        if problem is not None:
-            return problem
-        job = decode(LabelJob, message.value)
-        if isinstance(job, str):
-            return job
-        return key_problem(message.key, job.order_id) or job
+        return read_record(LabelJob, message, self.settings.max_input_bytes)
 
     async def reject(self, message: Message, reason: str) -> None:
         limit = max_value_bytes(self.settings)

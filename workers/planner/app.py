@@ -30,20 +30,19 @@ from faust.stores.memory import Store as MemoryStore
 from faust.types import EventT
 
 from schemas.box import BoxClosed
-from schemas.codec import decode, encode
+from schemas.codec import encode
 from schemas.common import now_ms
 from schemas.order import Order
 from schemas.topics import BOXES, BOXES_REJECTED, LABEL_JOBS, ORDERS, ORDERS_REJECTED, PLANS
 from workers.broker.offsets import install_end_offsets_correction
 from workers.kafka import (
     Topics,
-    b64,
     dead_letter_key,
+    dead_letter_of,
     ensure_topics,
-    key_problem,
+    log_dead_letter,
     max_value_bytes,
-    rejected_record,
-    value_problem,
+    read_record,
 )
 from workers.loop import collect_garbage_less_often, new_event_loop
 from workers.planner.join import OrderState, TooLarge, encode_step, on_event, restore
@@ -112,21 +111,17 @@ class Batch:
         self.sends: list[Awaitable[Any]] = []
         self.clock = now_ms()
 
-    def step(self, message: Any, value: bytes | None) -> list[tuple[str, bytes]]:
+    def step(self, message: Any) -> list[tuple[str, bytes]]:
         """The records one event makes (topic, value), keyed by its order id; raises
         Rejected (or TooLarge) with the reason."""
         p = self.planner
-        problem = value_problem(value, p.max_input)
-        if problem is not None:
-            raise Rejected(problem)
         event = (
-            decode(Order, value) if message.topic == p.orders_topic else decode(BoxClosed, value)
+            read_record(Order, message, p.max_input)
+            if message.topic == p.orders_topic
+            else read_record(BoxClosed, message, p.max_input)
         )
         if isinstance(event, str):
             raise Rejected(event)
-        problem = key_problem(message.key, event.order_id)
-        if problem is not None:
-            raise Rejected(problem)
         key = message.key
         state = self.states.get(key)
         if state is None:
@@ -152,26 +147,10 @@ class Batch:
 
     async def dead_letter(self, event: EventT[bytes], reason: str) -> None:
         message = event.message
-        record = rejected_record(
-            source_topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=message.key,
-            value=event.value,
-            reason=reason,
-            worker="planner",
-            max_bytes=self.planner.max_output,
-        )
+        record = dead_letter_of(message, reason, "planner", self.planner.max_output)
         topic = self.planner.rejected[message.topic]
         await self.send(topic, dead_letter_key(message.key), encode(record))
-        log.warning(
-            "dead_lettered",
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            reason=record.reason[:300],
-            key=b64(message.key[:200] if message.key else None),
-        )
+        log_dead_letter(message, record, topic)
 
     async def finish(self) -> None:
         """Write the changed states, then wait until the broker has every record."""
@@ -198,7 +177,7 @@ async def join_batch(planner: Planner, events: Sequence[EventT[bytes]]) -> None:
                 hint="the consumer never delivered them; the auditor republishes them",
             )
         try:
-            records = batch.step(message, event.value)
+            records = batch.step(message)
         except (Rejected, TooLarge) as rejected:
             await batch.dead_letter(event, str(rejected))
             continue
