@@ -182,11 +182,12 @@ def faust_floor(settings: Settings) -> None:
     import faust
 
     from workers.broker.offsets import install_end_offsets_correction
+    from workers.kafka_auth import client_options
     from workers.loop import new_event_loop
     from workers.planner.app import RAW, faust_brokers
 
     if settings.kafka_embedded:
-        install_end_offsets_correction(settings.kafka_bootstrap)
+        install_end_offsets_correction(client_options(settings))
     names = Topics(settings)
     app = faust.App(
         names.group("bench-floor"),

@@ -235,9 +235,8 @@ async def count_stored(settings: Settings) -> int:
     try:
         topic = Topics(settings)(WEBHOOKS)
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        ends = await high_watermarks(
-            settings.kafka_bootstrap, await consumer.end_offsets(partitions)
-        )
+        client = {"bootstrap_servers": settings.kafka_bootstrap}
+        ends = await high_watermarks(client, await consumer.end_offsets(partitions))
         return sum(ends.values())
     finally:
         await consumer.stop()

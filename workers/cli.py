@@ -70,7 +70,7 @@ def demo(settings: Settings, args: argparse.Namespace, keep_running: bool) -> in
         "SIM_LABEL_LATENCY_MEDIAN_S": str(args.label_latency),
         "LABELER_MAX_IN_FLIGHT": str(args.max_in_flight),
     }
-    stack = Stack(run_dir, overrides)
+    stack = Stack(run_dir, overrides, kafka_tls=args.kafka_tls)
     print(f"parcelflow: starting the stack (logs in {run_dir})", file=sys.stderr, flush=True)
     try:
         with stack.running():
@@ -241,6 +241,11 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--max-in-flight", type=int, default=64, help="labeler calls in flight (64)")
         p.add_argument("--seed", type=int, default=7, help="seed of the demo data (7)")
         p.add_argument("--run-dir", default="var/run", help="where logs and labels go (var/run)")
+        p.add_argument(
+            "--kafka-tls",
+            action="store_true",
+            help="every Kafka client over TLS (mutual TLS), with a throwaway CA made at start",
+        )
         p.set_defaults(func=lambda s, a, keep=keep: demo(s, a, keep))
     failures = sub.add_parser("failures", help="list or replay label jobs that failed for good")
     failures.add_argument("action", choices=["list", "replay"])

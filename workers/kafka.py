@@ -16,6 +16,7 @@ from schemas.codec import decode, encode
 from schemas.common import now_ms
 from schemas.rejected import RejectedRecord
 from schemas.topics import ALL_TOPICS, TopicSpec
+from workers.kafka_auth import client_options
 from workers.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -46,7 +47,7 @@ class Topics:
 async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec] = ALL_TOPICS) -> None:
     """Create every topic that does not exist yet, all with the same partition count."""
     names = Topics(settings)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         new = [
@@ -64,7 +65,7 @@ async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec] = ALL_TOP
 
 def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
     options: dict[str, object] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
+        **client_options(settings),
         "acks": "all",
         "linger_ms": 5,
         "max_request_size": settings.kafka_max_message_bytes,
@@ -78,7 +79,7 @@ def make_consumer(
     settings: Settings, group: str, *topics: str, **overrides: object
 ) -> AIOKafkaConsumer:
     options: dict[str, object] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
+        **client_options(settings),
         "group_id": group,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
@@ -227,14 +228,14 @@ def read_record(
 
 
 async def read_to_end(
-    bootstrap: str, topic: str, partitions: set[int] | None = None
+    settings: Settings, topic: str, partitions: set[int] | None = None
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of ``topic`` (or of these partitions) from the start to the current end.
 
     Partitions the topic does not have are skipped with an error log line. On the embedded
     broker, install the end-offsets correction first (workers.broker.offsets).
     """
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    reader = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False, group_id=None)
     await reader.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:

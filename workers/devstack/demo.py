@@ -23,6 +23,7 @@ from schemas.plan import ParcelPlan
 from schemas.topics import LABEL_FAILURES, LABELS, PLANS
 from workers.devstack.demo_data import DemoOrder, webhook
 from workers.kafka import Topics
+from workers.kafka_auth import client_options
 from workers.settings import Settings
 from workers.tiktok.signing import webhook_signature
 
@@ -122,7 +123,7 @@ async def watch(
         names(LABELS),
         names(LABEL_FAILURES),
         names(PLANS),
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings),
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from workers.broker.embedded import EmbeddedBroker, free_port
+from workers.broker.tls import Certificates, make_certificates
 from workers.settings import Settings
 
 WORKERS = ("simulator", "receiver", "enricher", "planner", "labeler", "auditor")
@@ -71,8 +72,9 @@ class Stack:
     broker: EmbeddedBroker | None = None
     processes: list[Process] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    kafka_tls: bool = False  # the broker behind mutual TLS, a throwaway CA per run
 
-    def build_env(self, bootstrap: str) -> dict[str, str]:
+    def build_env(self, bootstrap: str, tls: Certificates | None = None) -> dict[str, str]:
         receiver_port, sim_port = free_port(), free_port()
         sim = f"http://127.0.0.1:{sim_port}"
         values = {
@@ -94,6 +96,13 @@ class Stack:
             "TIKTOK_TOKEN_FILE": str(self.run_dir / "tiktok-tokens.json"),
             "LABEL_DIR": str(self.run_dir / "labels"),
         }
+        if tls is not None:
+            values |= {
+                "KAFKA_SECURITY_PROTOCOL": "SSL",
+                "KAFKA_SSL_CAFILE": str(tls.ca),
+                "KAFKA_SSL_CERTFILE": str(tls.client_cert),
+                "KAFKA_SSL_KEYFILE": str(tls.client_key),
+            }
         values.update(self.overrides)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PARCELFLOW_")}
         env.update({f"PARCELFLOW_{k}": v for k, v in values.items()})
@@ -122,10 +131,14 @@ class Stack:
         # every run has a new broker and new random secrets: no tokens of an earlier run
         (self.run_dir / "tiktok-tokens.json").unlink(missing_ok=True)
         started = time.monotonic()
-        self.broker = EmbeddedBroker(log_path=self.run_dir / "broker.log").start()
-        self.env = self.build_env(self.broker.bootstrap)
+        tls = make_certificates(self.run_dir / "tls") if self.kafka_tls else None
+        self.broker = EmbeddedBroker(
+            log_path=self.run_dir / "broker.log", tls=tls, client_auth=tls is not None
+        ).start()
+        self.env = self.build_env(self.broker.bootstrap, tls)
         if say:
-            print(f"  broker     ready at {self.broker.bootstrap}", file=sys.stderr)
+            how = " (mutual TLS, CA in tls/ca.pem)" if tls is not None else ""
+            print(f"  broker     ready at {self.broker.bootstrap}{how}", file=sys.stderr)
         for name in self.workers:
             self.spawn(name)
         for process in self.processes:

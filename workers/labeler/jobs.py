@@ -63,9 +63,7 @@ class JobRunner:
         self.failures_topic = names(LABEL_FAILURES)
         self.attempts_topic = names(LABEL_ATTEMPTS)
         self.alerts_topic = names(ALERTS)
-        self.ledger = Ledger(
-            settings.kafka_bootstrap, self.labels_topic, self.attempts_topic, self.failures_topic
-        )
+        self.ledger = Ledger(settings, self.labels_topic, self.attempts_topic, self.failures_topic)
         self.policy = RetryPolicy.from_settings(settings)
         self.credentials_rejected = False
         self.call_slots = asyncio.Semaphore(max_in_flight)

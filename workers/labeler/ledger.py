@@ -20,15 +20,16 @@ from schemas.codec import decode
 from schemas.label import LabelAttempt, LabelFailure, LabelResult
 from workers.kafka import read_to_end
 from workers.labeler.codes import DECISIONS
+from workers.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 
 class Ledger:
     def __init__(
-        self, bootstrap: str, labels_topic: str, attempts_topic: str, failures_topic: str
+        self, settings: Settings, labels_topic: str, attempts_topic: str, failures_topic: str
     ) -> None:
-        self.bootstrap = bootstrap
+        self.settings = settings
         self.labels_topic = labels_topic
         self.attempts_topic = attempts_topic
         self.failures_topic = failures_topic
@@ -47,16 +48,16 @@ class Ledger:
         if not partitions:
             return 0
         read = 0
-        for record in await read_to_end(self.bootstrap, self.labels_topic, partitions):
+        for record in await read_to_end(self.settings, self.labels_topic, partitions):
             label = decode(LabelResult, record.value)
             if isinstance(label, LabelResult):
                 self.labels[label.job_id] = label
                 read += 1
-        for record in await read_to_end(self.bootstrap, self.attempts_topic, partitions):
+        for record in await read_to_end(self.settings, self.attempts_topic, partitions):
             attempt = decode(LabelAttempt, record.value)
             if isinstance(attempt, LabelAttempt):
                 self.attempted.add(attempt.job_id)
-        for record in await read_to_end(self.bootstrap, self.failures_topic, partitions):
+        for record in await read_to_end(self.settings, self.failures_topic, partitions):
             failure = decode(LabelFailure, record.value)
             if isinstance(failure, LabelFailure) and failure.error_code in DECISIONS:
                 self.cancelled.add(failure.job_id)

@@ -7,6 +7,7 @@ from schemas.label import LabelFailure
 from schemas.topics import LABEL_FAILURES, LABEL_JOBS
 from workers.broker.offsets import install_end_offsets_correction
 from workers.kafka import Topics, make_producer, read_to_end
+from workers.kafka_auth import client_options
 from workers.labeler.codes import DECISIONS
 from workers.settings import Settings
 
@@ -19,9 +20,9 @@ VOID_REFUSAL = (
 async def failures(settings: Settings) -> list[LabelFailure]:
     """The latest failure of each job, in the order they failed."""
     if settings.kafka_embedded:
-        install_end_offsets_correction(settings.kafka_bootstrap)
+        install_end_offsets_correction(client_options(settings))
     latest: dict[str, LabelFailure] = {}
-    for record in await read_to_end(settings.kafka_bootstrap, Topics(settings)(LABEL_FAILURES)):
+    for record in await read_to_end(settings, Topics(settings)(LABEL_FAILURES)):
         failure = decode(LabelFailure, record.value)
         if isinstance(failure, LabelFailure):
             latest[failure.job_id] = failure

@@ -37,6 +37,7 @@ from workers.kafka import (
     max_value_bytes,
     read_record,
 )
+from workers.kafka_auth import client_options
 from workers.labeler import decide
 from workers.labeler.codes import FailureCode
 from workers.labeler.flow import OffsetTracker
@@ -289,7 +290,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     producer = make_producer(settings)
     connector = aiohttp.TCPConnector(limit=settings.labeler_max_in_flight)
     if settings.kafka_embedded:
-        install_end_offsets_correction(settings.kafka_bootstrap)
+        install_end_offsets_correction(client_options(settings))
     async with aiohttp.ClientSession(connector=connector) as http:
         labeler = Labeler(settings, consumer, producer, ShipiumClient(http, settings))
         listener.labeler = labeler

@@ -44,6 +44,7 @@ from workers.kafka import (
     max_value_bytes,
     read_record,
 )
+from workers.kafka_auth import client_options, faust_credentials
 from workers.loop import collect_garbage_less_often, new_event_loop
 from workers.planner.join import OrderState, TooLarge, encode_step, on_event, restore
 from workers.planner.skips import SkipWatch
@@ -200,6 +201,7 @@ def create_app(settings: Settings, fatal: Fatal | None = None) -> faust.App:
     app = faust.App(
         names.group(settings.planner_app_id),
         broker=faust_brokers(settings.kafka_bootstrap),
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         datadir=str(settings.planner_data_dir),
         processing_guarantee="at_least_once",
@@ -306,7 +308,7 @@ def run(settings: Settings) -> None:
     """Run one planner worker until SIGTERM or Ctrl-C; exit non-zero if the join fails."""
     asyncio.run(ensure_topics(settings))
     if settings.kafka_embedded:
-        install_end_offsets_correction(settings.kafka_bootstrap)
+        install_end_offsets_correction(client_options(settings))
     settings.planner_data_dir.mkdir(parents=True, exist_ok=True)
     worker: PlannerWorker | None = None
 
