@@ -36,9 +36,10 @@ from schemas.order import LineItem
 from schemas.topics import LABEL_JOBS, LABELS
 from workers.broker.embedded import EmbeddedBroker
 from workers.devstack.stack import terminate as stop
-from workers.kafka import Topics, ensure_topics, make_producer
+from workers.kafka import Topics, make_producer
 from workers.settings import Settings
 from workers.simulator.app import Simulator, create_app
+from workers.topics import ensure_topics
 
 
 def make_job(n: int, run: str) -> LabelJob:

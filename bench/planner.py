@@ -53,10 +53,11 @@ from schemas.order import LineItem, Order, OrderStatus
 from schemas.topics import BOXES, LABEL_JOBS, ORDERS, PLANS
 from workers.broker.embedded import EmbeddedBroker
 from workers.devstack.stack import terminate as stop
-from workers.kafka import Topics, ensure_topics, make_consumer, make_producer
+from workers.kafka import Topics, make_consumer, make_producer
 from workers.loop import collect_garbage_less_often
 from workers.planner.join import OrderState, on_event, restore
 from workers.settings import Settings
+from workers.topics import ensure_topics
 
 SKUS = {"A": 2, "B": 1, "C": 1}
 

@@ -1,8 +1,10 @@
-"""The one registry of topics: names, what they hold, and how they are keyed.
+"""The one registry of topics: names, what they hold, how they are keyed and kept.
 
 Every topic is keyed by the TikTok order id (the shop id where an event has no order),
 and every topic is created with the same partition count, so ``orders.v1`` and
-``warehouse.boxes.v1`` are co-partitioned for the planner's join.
+``warehouse.boxes.v1`` are co-partitioned for the planner's join, and a label job's
+label, attempt and failure sit in the partition number of the job. ``parcelflow topics
+plan|apply|check`` (``workers/topics.py``) works from this registry.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from schemas.plan import ParcelPlan
 from schemas.rejected import RejectedRecord
 from schemas.webhook import ParkedWebhook, WebhookRecord
 
+DAY_MS = 86_400_000
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -26,6 +30,8 @@ class TopicSpec:
     model: type[BaseModel]
     key: str
     description: str
+    retention_ms: int = 14 * DAY_MS  # longer than the auditor's 7-day lookback
+    cleanup_policy: str = "delete"
 
     def full_name(self, namespace: str = "") -> str:
         return f"{namespace}{self.name}"
@@ -44,20 +50,30 @@ ORDERS = TopicSpec("orders.v1", Order, "order id", "Orders with one line item pe
 BOXES = TopicSpec("warehouse.boxes.v1", BoxClosed, "order id", "Box-closed events.")
 PLANS = TopicSpec("parcel-plans.v1", ParcelPlan, "order id", "Item ids per box, or rejection.")
 LABEL_JOBS = TopicSpec("label-jobs.v1", LabelJob, "order id", "One shipment to label.")
-LABELS = TopicSpec("labels.v1", LabelResult, "order id", "Labels made.")
+# The labeler's ledger reads these back: a job redelivered within their retention is
+# never labeled twice.
+LABELS = TopicSpec("labels.v1", LabelResult, "order id", "Labels made.", 30 * DAY_MS)
 LABEL_FAILURES = TopicSpec(
-    "label-failures.v1", LabelFailure, "order id", "Label jobs that failed for good."
+    "label-failures.v1", LabelFailure, "order id", "Label jobs that failed for good.", 30 * DAY_MS
 )
 LABEL_ATTEMPTS = TopicSpec(
-    "label-attempts.v1", LabelAttempt, "order id", "Label calls started (crash recovery)."
+    "label-attempts.v1",
+    LabelAttempt,
+    "order id",
+    "Label calls started (crash recovery).",
+    30 * DAY_MS,
 )
-ALERTS = TopicSpec("alerts.v1", Alert, "shop id", "Operational alerts.")
+ALERTS = TopicSpec("alerts.v1", Alert, "shop id", "Operational alerts.", 30 * DAY_MS)
 
 
 def _rejected(source: TopicSpec) -> TopicSpec:
     base = source.name.removesuffix(".v1")
     return TopicSpec(
-        f"{base}.rejected.v1", RejectedRecord, source.key, f"Dead letters of {source.name}."
+        f"{base}.rejected.v1",
+        RejectedRecord,
+        source.key,
+        f"Dead letters of {source.name}.",
+        30 * DAY_MS,
     )
 
 
@@ -83,5 +99,15 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     LABEL_JOBS_REJECTED,
 )
 
-# Topics the planner joins: they must have the same partition count and key.
-COPARTITIONED: tuple[TopicSpec, ...] = (ORDERS, BOXES)
+# Topics that must have the same partition count (and key): the planner joins orders and
+# boxes in one partition number, its table has that many partitions, and the labeler
+# finds a job's label, attempt and failure in the job's partition number.
+COPARTITIONED: tuple[TopicSpec, ...] = (
+    ORDERS,
+    BOXES,
+    PLANS,
+    LABEL_JOBS,
+    LABELS,
+    LABEL_ATTEMPTS,
+    LABEL_FAILURES,
+)

@@ -5,6 +5,7 @@ parcelflow run      start everything, send demo traffic, print a summary, stop
 parcelflow up       the same, but keep running until Ctrl-C
 parcelflow tokens   list TikTok tokens per shop, or set them after a shop re-authorized
 parcelflow failures / void   label failures (list, replay); void refusal
+parcelflow topics   plan, apply or check the topics parcelflow needs
 parcelflow config   print every setting as a Markdown table
 """
 
@@ -28,35 +29,45 @@ from workers.settings import Settings
 def worker(name: str) -> Any:
     def start(settings: Settings, args: argparse.Namespace) -> int:
         from workers import logs
+        from workers.topics import TopicsMismatch
 
         logs.configure(settings.log_level)
-        if name == "receiver":
-            from workers.receiver.app import run as run_receiver
-
-            run_receiver(settings)
-        elif name == "enricher":
-            from workers.enricher.worker import run as run_enricher
-
-            asyncio.run(run_enricher(settings))
-        elif name == "planner":
-            from workers.planner.app import run as run_planner
-
-            run_planner(settings)
-        elif name == "labeler":
-            from workers.labeler.worker import run as run_labeler
-
-            asyncio.run(run_labeler(settings))
-        elif name == "auditor":
-            from workers.auditor.worker import run as run_auditor
-
-            asyncio.run(run_auditor(settings))
-        elif name == "simulator":
-            from workers.simulator.app import run as run_simulator
-
-            run_simulator(settings)
+        try:
+            run_worker(name, settings)
+        except TopicsMismatch as exc:
+            print(f"parcelflow {name}: not starting: {exc}", file=sys.stderr)
+            return 2
         return 0
 
     return start
+
+
+def run_worker(name: str, settings: Settings) -> None:
+    """Run one long-lived process until it stops."""
+    if name == "receiver":
+        from workers.receiver.app import run as run_receiver
+
+        run_receiver(settings)
+    elif name == "enricher":
+        from workers.enricher.worker import run as run_enricher
+
+        asyncio.run(run_enricher(settings))
+    elif name == "planner":
+        from workers.planner.app import run as run_planner
+
+        run_planner(settings)
+    elif name == "labeler":
+        from workers.labeler.worker import run as run_labeler
+
+        asyncio.run(run_labeler(settings))
+    elif name == "auditor":
+        from workers.auditor.worker import run as run_auditor
+
+        asyncio.run(run_auditor(settings))
+    elif name == "simulator":
+        from workers.simulator.app import run as run_simulator
+
+        run_simulator(settings)
 
 
 def demo(settings: Settings, args: argparse.Namespace, keep_running: bool) -> int:
@@ -264,10 +275,35 @@ def parser() -> argparse.ArgumentParser:
     tokens.add_argument("--shop-id", help="the shop whose tokens are set")
     tokens.add_argument("--shop-cipher", default="", help="its shop cipher")
     tokens.set_defaults(func=tokens_command)
+    topics = sub.add_parser(
+        "topics",
+        help="the topics parcelflow needs: plan (compare with the cluster), apply (create "
+        "and alter what may be), check (exit 1 on what a worker would refuse)",
+    )
+    topics.add_argument("action", choices=["plan", "apply", "check"])
+    topics.set_defaults(func=topics_command)
+
     config = sub.add_parser("config", help="print every setting as a Markdown table")
     config.add_argument("--readme", help="rewrite the settings table in this README instead")
     config.set_defaults(func=config_table)
     return root
+
+
+def topics_command(settings: Settings, args: argparse.Namespace) -> int:
+    from workers.topics import apply, current, render
+
+    if args.action == "apply":
+        rows = asyncio.run(apply(settings))
+    else:
+        rows = asyncio.run(current(settings))
+    print(render(rows))
+    problems = [p for row in rows for p in row.problems]
+    for problem in problems:
+        print(f"problem: {problem}")
+    if args.action == "plan":
+        return 0
+    print("ok: every topic is as parcelflow needs" if not problems else "not ok")
+    return 1 if problems else 0
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,25 +4,23 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import BaseModel
 
 from schemas.codec import decode, encode
 from schemas.common import now_ms
 from schemas.rejected import RejectedRecord
-from schemas.topics import ALL_TOPICS, TopicSpec
+from schemas.topics import TopicSpec
 from workers.kafka_auth import client_options
 from workers.settings import Settings
 
 log = structlog.get_logger(__name__)
 M = TypeVar("M", bound=BaseModel)
 
-TOPIC_EXISTS = 36
 # Room in a record for the key, headers and batch framing beside the value.
 RECORD_OVERHEAD_BYTES = 4 * 1024
 # Longest key a dead letter keeps as it was (longer ones are keyed by their sha256), and the
@@ -42,25 +40,6 @@ class Topics:
 
     def group(self, name: str) -> str:
         return f"{self.namespace}{name}"
-
-
-async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec] = ALL_TOPICS) -> None:
-    """Create every topic that does not exist yet, all with the same partition count."""
-    names = Topics(settings)
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        new = [
-            NewTopic(names(spec), settings.topic_partitions, settings.topic_replication)
-            for spec in specs
-        ]
-        response = await admin.create_topics(new)
-        for topic_error in getattr(response, "topic_errors", []):
-            name, code = topic_error[0], topic_error[1]
-            if code not in (0, TOPIC_EXISTS):
-                raise RuntimeError(f"creating topic {name} failed with Kafka error {code}")
-    finally:
-        await admin.close()
 
 
 def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:

@@ -77,6 +77,18 @@ class Settings(BaseSettings):
         4, ge=1, description="Partitions for every topic parcelflow creates (co-partitioned)."
     )
     topic_replication: int = Field(1, ge=1, description="Replication factor for new topics.")
+    topic_min_insync_replicas: int = Field(
+        1,
+        ge=1,
+        description="min.insync.replicas of the topics parcelflow creates (2 with "
+        "replication 3 in production: an acked write survives a broker's loss).",
+    )
+    topics_auto_create: bool = Field(
+        True,
+        description="Workers create missing topics at start (the devstack). Set false "
+        "where a platform team provisions topics: workers then only check them, and refuse "
+        "to start on a mismatch.",
+    )
     kafka_session_timeout_s: float = Field(
         6.0,
         ge=1,

@@ -15,8 +15,9 @@ from workers.broker.offsets import (
     install_end_offsets_correction,
     uninstall_end_offsets_correction,
 )
-from workers.kafka import Topics, ensure_topics
+from workers.kafka import Topics
 from workers.settings import Settings
+from workers.topics import ensure_topics
 
 
 def test_embedded_broker_starts_listens_and_stops_by_pid() -> None:
@@ -32,7 +33,7 @@ async def test_end_offsets_are_the_true_log_end(
     broker: Broker, make_settings: Callable[..., Settings]
 ) -> None:
     settings = make_settings()
-    await ensure_topics(settings, [LABELS])
+    await ensure_topics(settings)
     topic = Topics(settings)(LABELS)
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=20)
     await producer.start()

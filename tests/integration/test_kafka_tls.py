@@ -20,8 +20,9 @@ from tests.integration.kafka_helpers import models
 from tests.unit.factories import order
 from workers.broker.embedded import EmbeddedBroker
 from workers.broker.tls import Certificates, make_certificates
-from workers.kafka import Topics, ensure_topics, make_consumer, make_producer, publish
+from workers.kafka import Topics, make_consumer, make_producer, publish
 from workers.settings import Settings
+from workers.topics import ensure_topics
 
 pytestmark = pytest.mark.slow
 

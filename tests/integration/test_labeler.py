@@ -25,13 +25,13 @@ from schemas.topics import (
 from tests.integration.kafka_helpers import consume, models, produce
 from tests.integration.sim import start_simulator
 from tests.unit.factories import job
-from workers.kafka import ensure_topics
 from workers.labeler.operations import replay
 from workers.labeler.shipium.request import ITEM_REFERENCE_FIELD
 from workers.labeler.worker import run
 from workers.settings import Settings
 from workers.simulator.app import Simulator
 from workers.simulator.faults import Fault
+from workers.topics import ensure_topics
 
 MAX_IN_FLIGHT = 4
 WRITE_RETRIES = "parcelflow_labeler_write_retries_total"

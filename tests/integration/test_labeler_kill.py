@@ -19,9 +19,9 @@ from tests.integration.processes import settings_env
 from tests.integration.sim import get_json, simulator_process
 from tests.unit.factories import job
 from workers.broker.embedded import free_port
-from workers.kafka import ensure_topics
 from workers.labeler.worker import run
 from workers.settings import Settings
+from workers.topics import ensure_topics
 
 pytestmark = pytest.mark.slow
 

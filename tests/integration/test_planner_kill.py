@@ -27,8 +27,8 @@ from tests.integration.kafka_helpers import consume, models, produce
 from tests.integration.processes import worker_process
 from tests.unit.factories import box, order
 from workers.auditor.worker import run as run_auditor
-from workers.kafka import ensure_topics
 from workers.settings import Settings
+from workers.topics import ensure_topics
 
 pytestmark = pytest.mark.slow
 

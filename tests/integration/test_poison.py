@@ -42,10 +42,11 @@ from tests.integration.kafka_helpers import consume, models
 from tests.integration.processes import worker_process
 from tests.unit.factories import box, job, order
 from workers.auditor.worker import run as run_auditor
-from workers.kafka import Topics, ensure_topics
+from workers.kafka import Topics
 from workers.labeler.worker import run as run_labeler
 from workers.settings import Settings
 from workers.simulator.app import Simulator, create_app
+from workers.topics import ensure_topics
 
 pytestmark = pytest.mark.slow
 

@@ -36,7 +36,6 @@ from workers.broker.offsets import install_end_offsets_correction
 from workers.kafka import (
     Topics,
     dead_letter_key,
-    ensure_topics,
     make_producer,
     max_value_bytes,
     read_record,
@@ -45,6 +44,7 @@ from workers.kafka import (
 from workers.kafka_auth import client_options
 from workers.loop import stop_on_signals
 from workers.settings import Settings
+from workers.topics import ensure_topics
 
 log = structlog.get_logger(__name__)
 

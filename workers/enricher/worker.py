@@ -32,7 +32,6 @@ from workers.enricher.decide import Action, cancellation, cause, decide
 from workers.kafka import (
     Topics,
     dead_letter,
-    ensure_topics,
     make_consumer,
     make_producer,
     max_value_bytes,
@@ -44,6 +43,7 @@ from workers.settings import Settings
 from workers.tiktok.client import ShopUnauthorized, TikTokClient, TikTokError
 from workers.tiktok.tokens import TokenStore
 from workers.tiktok.wire import parse_order
+from workers.topics import ensure_topics
 
 log = structlog.get_logger(__name__)
 

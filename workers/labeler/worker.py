@@ -31,7 +31,6 @@ from workers.broker.offsets import install_end_offsets_correction
 from workers.kafka import (
     Topics,
     dead_letter,
-    ensure_topics,
     make_consumer,
     make_producer,
     max_value_bytes,
@@ -46,6 +45,7 @@ from workers.labeler.shipium.client import ShipiumClient
 from workers.logs import dump_tasks
 from workers.loop import stop_on_signals
 from workers.settings import Settings
+from workers.topics import ensure_topics
 
 log = structlog.get_logger(__name__)
 

@@ -39,7 +39,6 @@ from workers.kafka import (
     Topics,
     dead_letter_key,
     dead_letter_of,
-    ensure_topics,
     log_dead_letter,
     max_value_bytes,
     read_record,
@@ -49,6 +48,7 @@ from workers.loop import collect_garbage_less_often, new_event_loop
 from workers.planner.join import OrderState, TooLarge, encode_step, on_event, restore
 from workers.planner.skips import SkipWatch
 from workers.settings import Settings
+from workers.topics import ensure_topics
 
 log = structlog.get_logger(__name__)
 
@@ -221,6 +221,7 @@ def create_app(settings: Settings, fatal: Fatal | None = None) -> faust.App:
         # No standby table replicas: with them a restarted worker was seen to restore a
         # partition from its highwater and stall (README, "How the join decides").
         table_standby_replicas=0,
+        topic_disable_leader=True,  # no leader topic: one topic less to provision
     )
     source = app.topic(names(ORDERS), names(BOXES), **RAW)
     table = JoinTable(

@@ -28,7 +28,12 @@ from schemas.common import derived_id, now_ms
 from schemas.order import Order
 from schemas.topics import ALERTS, BOXES, ORDERS, WEBHOOKS, WEBHOOKS_REJECTED
 from schemas.webhook import TikTokWebhook, WebhookRecord, WebhookType
-from workers.kafka import Topics, ensure_topics, make_producer, max_value_bytes, rejected_record
+from workers.kafka import (
+    Topics,
+    make_producer,
+    max_value_bytes,
+    rejected_record,
+)
 from workers.labeler.operations import VOID_REFUSAL
 from workers.loop import new_event_loop
 from workers.receiver.dedupe import Dedupe
@@ -37,6 +42,7 @@ from workers.receiver.openapi import document
 from workers.receiver.validate import Invalid, validate
 from workers.settings import Settings
 from workers.tiktok.signing import verify_webhook
+from workers.topics import ensure_topics
 
 log = structlog.get_logger(__name__)
 
