@@ -6,6 +6,7 @@ parcelflow up       the same, but keep running until Ctrl-C
 parcelflow tokens   list TikTok tokens per shop, or set them after a shop re-authorized
 parcelflow failures / void   label failures (list, replay); void refusal
 parcelflow topics   plan, apply or check the topics parcelflow needs
+parcelflow health   probe this host's worker (a container's HEALTHCHECK)
 parcelflow config   print every setting as a Markdown table
 """
 
@@ -283,10 +284,39 @@ def parser() -> argparse.ArgumentParser:
     topics.add_argument("action", choices=["plan", "apply", "check"])
     topics.set_defaults(func=topics_command)
 
+    health = sub.add_parser(
+        "health",
+        help="probe this host's worker: exit 0 if its /healthz (or /readyz) answers 200",
+    )
+    health.add_argument("--ready", action="store_true", help="ask /readyz instead")
+    health.add_argument(
+        "--receiver", action="store_true", help="the receiver's port, not the ops port"
+    )
+    health.set_defaults(func=health_command)
+
     config = sub.add_parser("config", help="print every setting as a Markdown table")
     config.add_argument("--readme", help="rewrite the settings table in this README instead")
     config.set_defaults(func=config_table)
     return root
+
+
+def health_command(settings: Settings, args: argparse.Namespace) -> int:
+    """A container's HEALTHCHECK: the worker in this container, on loopback."""
+    import urllib.error
+    import urllib.request
+
+    port = settings.receiver_port if args.receiver else settings.ops_port
+    if not port:
+        print("no port to probe: set PARCELFLOW_OPS_PORT", file=sys.stderr)
+        return 1
+    url = f"http://127.0.0.1:{port}/{'readyz' if args.ready else 'healthz'}"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as answer:
+            print(answer.read().decode())
+            return 0 if answer.status == 200 else 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"{url}: {exc}", file=sys.stderr)
+        return 1
 
 
 def topics_command(settings: Settings, args: argparse.Namespace) -> int:

@@ -121,11 +121,16 @@ class Settings(BaseSettings):
 
     # --- logging and metrics -----------------------------------------------------------
     log_level: str = Field("info", description="debug, info, warning or error.")
-    metrics_port: int = Field(
+    ops_host: str = Field(
+        "127.0.0.1",
+        description="Address of the ops HTTP server of the enricher, planner, labeler and "
+        "auditor (0.0.0.0 in a container, for the probes and Prometheus).",
+    )
+    ops_port: int = Field(
         0,
         ge=0,
-        description="Port of the Prometheus /metrics server of the enricher, labeler or "
-        "auditor (the receiver serves /metrics on its own port); 0 turns it off.",
+        description="Port of that ops server: /healthz, /readyz and /metrics (the receiver "
+        "serves the same routes on its own port); 0 turns it off.",
     )
 
     # --- receiver ----------------------------------------------------------------------

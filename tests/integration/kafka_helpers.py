@@ -13,11 +13,26 @@ from schemas.codec import encode
 from schemas.topics import TopicSpec
 from workers.kafka import Topics
 from workers.settings import Settings
+from workers.topics import ensure_topics
 
 M = TypeVar("M", bound=BaseModel)
 
 
+_PROVISIONED: set[tuple[str, str]] = set()
+
+
+async def provisioned(settings: Settings) -> None:
+    """The namespace's topics, made as the registry wants them before a test writes: a
+    write to a missing topic would have the broker make it with its own partition count,
+    and the workers rightly refuse to start on that."""
+    key = (settings.kafka_bootstrap, settings.topic_namespace)
+    if key not in _PROVISIONED:
+        await ensure_topics(settings)
+        _PROVISIONED.add(key)
+
+
 async def produce(settings: Settings, spec: TopicSpec, key: str, value: bytes | BaseModel) -> None:
+    await provisioned(settings)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()
     try:

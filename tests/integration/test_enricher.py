@@ -17,7 +17,7 @@ from schemas.order import Order, OrderStatus
 from schemas.rejected import RejectedRecord
 from schemas.topics import ALERTS, ORDERS, WEBHOOKS, WEBHOOKS_PARKED, WEBHOOKS_REJECTED
 from schemas.webhook import ParkedWebhook, TikTokWebhook, WebhookRecord
-from tests.integration.kafka_helpers import consume, models, produce
+from tests.integration.kafka_helpers import consume, models, produce, provisioned
 from tests.integration.sim import start_simulator
 from workers.devstack.demo_data import make_demo
 from workers.enricher.worker import run
@@ -324,6 +324,7 @@ async def test_poison_webhook_records_are_dead_lettered_and_the_enricher_goes_on
     from workers.kafka import Topics
 
     settings, _, demo = enricher
+    await provisioned(settings)
     topic = Topics(settings)(WEBHOOKS)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, max_request_size=5 * 1024 * 1024

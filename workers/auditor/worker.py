@@ -12,7 +12,7 @@ import asyncio
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import Counter, Gauge
 
 from schemas.alert import Alert
 from schemas.box import BoxClosed
@@ -32,7 +32,6 @@ from schemas.topics import (
     PLANS,
 )
 from workers.auditor.audit import ORDER_NEVER_ARRIVED, Audit, Expire, Repair, Unlabeled
-from workers.broker.offsets import install_end_offsets_correction
 from workers.kafka import (
     Topics,
     dead_letter_key,
@@ -42,9 +41,8 @@ from workers.kafka import (
     rejected_record,
 )
 from workers.kafka_auth import client_options
-from workers.loop import stop_on_signals
+from workers.runtime import Runtime, worker_runtime
 from workers.settings import Settings
-from workers.topics import ensure_topics
 
 log = structlog.get_logger(__name__)
 
@@ -213,17 +211,18 @@ async def seek_to_lookback(
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set (by default: until SIGTERM or Ctrl-C)."""
-    await ensure_topics(settings)
-    if settings.kafka_embedded:
-        install_end_offsets_correction(client_options(settings))
-    if stop is None:
-        stop = stop_on_signals()
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port)
+    async with worker_runtime(settings, "auditor", stop) as runtime:
+        await audit(settings, runtime)
+
+
+async def audit(settings: Settings, runtime: Runtime) -> None:
+    stop = runtime.stop
     names = Topics(settings)
     topics = [names(t) for t in (ORDERS, BOXES, PLANS, LABEL_JOBS, LABELS, LABEL_FAILURES)]
     consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False)
     producer = make_producer(settings)
+    runtime.wants_broker(producer.client)
+    runtime.wants_consumer("the auditor's reader", consumer)
     auditor = Auditor(settings, producer)
     try:
         await producer.start()

@@ -21,7 +21,7 @@ from typing import Any, TypeAlias
 import aiohttp
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from prometheus_client import Counter, start_http_server
+from prometheus_client import Counter
 
 from schemas.alert import Alert
 from schemas.codec import decode
@@ -38,12 +38,11 @@ from workers.kafka import (
     publish,
     read_record,
 )
-from workers.loop import stop_on_signals
+from workers.runtime import Runtime, worker_runtime
 from workers.settings import Settings
 from workers.tiktok.client import ShopUnauthorized, TikTokClient, TikTokError
 from workers.tiktok.tokens import TokenStore
 from workers.tiktok.wire import parse_order
-from workers.topics import ensure_topics
 
 log = structlog.get_logger(__name__)
 
@@ -243,17 +242,19 @@ async def consume_parked(
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set (by default: until SIGTERM or Ctrl-C)."""
-    await ensure_topics(settings)
-    names = Topics(settings)
-    if stop is None:
-        stop = stop_on_signals()
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port)
+    async with worker_runtime(settings, "enricher", stop) as runtime:
+        await enrich(settings, runtime)
+
+
+async def enrich(settings: Settings, runtime: Runtime) -> None:
+    names, stop = Topics(settings), runtime.stop
     consumer = make_consumer(settings, names.group("parcelflow-enricher"), names(WEBHOOKS))
     parked = make_consumer(
         settings, names.group("parcelflow-enricher-parked"), names(WEBHOOKS_PARKED)
     )
     producer = make_producer(settings)
+    runtime.wants_broker(producer.client)
+    runtime.wants_consumer("the webhooks consumer", consumer)
     async with aiohttp.ClientSession() as http:
         tiktok = TikTokClient(http, settings, TokenStore.from_settings(settings))
         enricher = Enricher(settings, producer, tiktok)

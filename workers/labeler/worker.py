@@ -22,12 +22,11 @@ import aiohttp
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from prometheus_client import Counter, start_http_server
+from prometheus_client import Counter
 
 from schemas.common import now_ms
 from schemas.label import LabelJob
 from schemas.topics import LABEL_JOBS, LABEL_JOBS_REJECTED
-from workers.broker.offsets import install_end_offsets_correction
 from workers.kafka import (
     Topics,
     dead_letter,
@@ -36,16 +35,14 @@ from workers.kafka import (
     max_value_bytes,
     read_record,
 )
-from workers.kafka_auth import client_options
 from workers.labeler import decide
 from workers.labeler.codes import FailureCode
 from workers.labeler.flow import OffsetTracker
 from workers.labeler.jobs import Fatal, JobRunner
 from workers.labeler.shipium.client import ShipiumClient
 from workers.logs import dump_tasks
-from workers.loop import stop_on_signals
+from workers.runtime import Runtime, worker_runtime
 from workers.settings import Settings
-from workers.topics import ensure_topics
 
 log = structlog.get_logger(__name__)
 
@@ -270,16 +267,16 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set (by default: until SIGTERM or Ctrl-C)."""
-    await ensure_topics(settings)
+    async with worker_runtime(settings, "labeler", stop) as runtime:
+        await label(settings, runtime)
+
+
+async def label(settings: Settings, runtime: Runtime) -> None:
     names = Topics(settings)
     listener = Rebalance()
-    if stop is None:
-        stop = stop_on_signals()
-        asyncio.get_running_loop().add_signal_handler(
-            signal.SIGUSR1, lambda: dump_state(listener.labeler)
-        )
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port)
+    asyncio.get_running_loop().add_signal_handler(
+        signal.SIGUSR1, lambda: dump_state(listener.labeler)
+    )
     consumer = make_consumer(
         settings,
         names.group("parcelflow-labeler"),
@@ -288,9 +285,9 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     )
     consumer.subscribe([names(LABEL_JOBS)], listener=listener)
     producer = make_producer(settings)
+    runtime.wants_broker(producer.client)
+    runtime.wants_consumer("the label jobs consumer", consumer)
     connector = aiohttp.TCPConnector(limit=settings.labeler_max_in_flight)
-    if settings.kafka_embedded:
-        install_end_offsets_correction(client_options(settings))
     async with aiohttp.ClientSession(connector=connector) as http:
         labeler = Labeler(settings, consumer, producer, ShipiumClient(http, settings))
         listener.labeler = labeler
@@ -298,7 +295,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
             await producer.start()
             await consumer.start()
             log.info("labeler_ready", topic=names(LABEL_JOBS), max_in_flight=labeler.max_in_flight)
-            await labeler.run(stop)
+            await labeler.run(runtime.stop)
             if labeler.fatal is not None:
                 raise SystemExit(f"labeler stopped: {labeler.fatal}")
         finally:

@@ -47,6 +47,7 @@ from workers.kafka_auth import client_options, faust_credentials
 from workers.loop import collect_garbage_less_often, new_event_loop
 from workers.planner.join import OrderState, TooLarge, encode_step, on_event, restore
 from workers.planner.skips import SkipWatch
+from workers.runtime import Runtime, ops_server
 from workers.settings import Settings
 from workers.topics import ensure_topics
 
@@ -266,6 +267,14 @@ def create_app(settings: Settings, fatal: Fatal | None = None) -> faust.App:
             if fatal is not None:
                 fatal(exc)
             raise
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def serve_ops() -> None:
+        """/healthz, /readyz (the join's consumer has partitions) and /metrics."""
+        runtime = Runtime(settings, "planner", asyncio.Event())
+        runtime.wants_consumer("the join's consumer", app.consumer)
+        async with ops_server(runtime):
+            await runtime.stop.wait()  # until Faust cancels its tasks at the stop
 
     @app.task  # type: ignore[untyped-decorator]
     async def quiet_root_logger() -> None:
