@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run up test lint format types unit integration e2e schemas bench-labeler bench-receiver bench-planner docs clean
+.PHONY: help install run up test lint format types unit integration e2e schemas bench-labeler bench-receiver bench-planner docs lock clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -63,6 +63,10 @@ bench-planner: $(STAMP) ## planner: join events/s of one Faust worker vs a raw a
 
 bench-labeler: $(STAMP) ## labeler: labels/s vs Little's law, and peak RSS vs backlog
 	$(BIN)/python -m bench.labeler
+
+lock: $(STAMP) ## pin every dependency of the image, with hashes, in deploy/requirements.lock
+	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links \
+		--generate-hashes --output-file deploy/requirements.lock pyproject.toml
 
 docs: $(STAMP) ## regenerate the settings table in README.md from workers/settings.py
 	$(BIN)/parcelflow config --readme README.md

@@ -44,7 +44,13 @@ def worker(name: str) -> Any:
 
 
 def run_worker(name: str, settings: Settings) -> None:
-    """Run one long-lived process until it stops."""
+    """Run one long-lived process until it stops, on uvloop where it is installed."""
+    from workers.loop import new_event_loop
+
+    def run_async(main: Any) -> None:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(main)
+
     if name == "receiver":
         from workers.receiver.app import run as run_receiver
 
@@ -52,7 +58,7 @@ def run_worker(name: str, settings: Settings) -> None:
     elif name == "enricher":
         from workers.enricher.worker import run as run_enricher
 
-        asyncio.run(run_enricher(settings))
+        run_async(run_enricher(settings))
     elif name == "planner":
         from workers.planner.app import run as run_planner
 
@@ -60,11 +66,11 @@ def run_worker(name: str, settings: Settings) -> None:
     elif name == "labeler":
         from workers.labeler.worker import run as run_labeler
 
-        asyncio.run(run_labeler(settings))
+        run_async(run_labeler(settings))
     elif name == "auditor":
         from workers.auditor.worker import run as run_auditor
 
-        asyncio.run(run_auditor(settings))
+        run_async(run_auditor(settings))
     elif name == "simulator":
         from workers.simulator.app import run as run_simulator
 
