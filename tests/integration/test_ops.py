@@ -41,6 +41,8 @@ def get(url: str) -> tuple[int, str]:
             return int(answer.status), answer.read().decode()
     except urllib.error.HTTPError as refused:
         return int(refused.code), refused.read().decode()
+    except urllib.error.URLError as unreachable:  # not listening (yet)
+        return 0, str(unreachable)
 
 
 def eventually_ready(url: str, timeout_s: float = 30.0) -> tuple[int, str]:
@@ -61,7 +63,7 @@ def test_each_worker_is_healthy_ready_and_measured_on_its_ops_port(
     asyncio.run(ensure_topics(settings))
     with worker_process(name, settings, tmp_path / f"{name}.log", READY[name]):
         base = f"http://127.0.0.1:{port}"
-        status, body = get(f"{base}/healthz")
+        status, body = eventually_ready(f"{base}/healthz")  # Faust starts it with its tasks
         assert status == 200 and json.loads(body)["worker"] == name
         status, body = eventually_ready(f"{base}/readyz")
         assert status == 200, body
