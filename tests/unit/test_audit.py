@@ -163,3 +163,18 @@ def test_an_unreleased_order_needs_no_job() -> None:
     half = box("W1-B1", {"A": 1}, order_id="W1")
     a.on_box(half, None, encode(half), 0)
     assert a.due(10_000) == []
+
+
+def test_a_plan_read_before_its_box_prevents_a_repair_whatever_the_reading_order() -> None:
+    """The auditor reads plans and boxes from two topics: after release it may meet a late
+    box's plan (the planner's rejection) before the box itself. No repair is due."""
+    a = audit()
+    released(a, "P1", {"P1-B1": {"A": 1}}, at=0)
+    late = box("P1-B2", {"A": 1}, order_id="P1")
+    a.on_plan(plan_of("P1", "P1-B2"), 5)  # the plan first...
+    a.on_box(late, b"P1", encode(late), 10)  # ...then its box
+    assert a.due(10_000) == [] and not a.waiting and not a.box_events
+    assert a.early_plans == {}
+    a.on_plan(plan_of("P1", "P1-B9"), 20)  # a plan whose box never comes is forgotten
+    a.forget_old(20 + a.lookback_ms + 1)
+    assert a.early_plans == {}

@@ -88,6 +88,9 @@ class Audit:
     job_seen: dict[str, int] = field(default_factory=dict)  # order id -> its job seen at
     job_due: dict[str, int] = field(default_factory=dict)  # released order -> job due since
     max_bytes: int = 1024 * 1024  # the planner's record limit: what it refuses, so do we
+    # Plans of forgotten orders, read before their box (another topic, read in any order):
+    # that box has its plan and must not wait. Kept for the lookback.
+    early_plans: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def _fits(self, before: OrderState, step: Step) -> bool:
         """The planner dead-letters an event whose records would not fit: ignore it too."""
@@ -113,6 +116,8 @@ class Audit:
     def on_box(self, box: BoxClosed, key: bytes | None, raw: bytes, now_ms: int) -> None:
         ident = (box.order_id, box.box_id)
         if box.order_id in self.released:  # after release: the planner rejects it at once
+            if self.early_plans.pop(ident, None) is not None:
+                return  # its plan came first
             self.box_events.setdefault(box.order_id, {}).setdefault(box.box_id, (key, raw))
             if ident not in self.waiting:
                 self.waiting[ident] = Box(box, key, raw, now_ms, due_since_ms=now_ms)
@@ -128,8 +133,10 @@ class Audit:
 
     def on_plan(self, plan: ParcelPlan, now_ms: int = 0) -> None:
         ident = (plan.order_id, plan.box_id)
-        self.waiting.pop(ident, None)
+        was_waiting = self.waiting.pop(ident, None) is not None
         if plan.order_id in self.released:
+            if not was_waiting and plan.box_id not in self.box_events.get(plan.order_id, {}):
+                self.early_plans[ident] = now_ms
             events = self.box_events.get(plan.order_id, {})
             events.pop(plan.box_id, None)
             if not events:
@@ -199,6 +206,8 @@ class Audit:
         for remembered in (self.released, self.finished_jobs, self.job_seen):
             for old in [k for k, at in remembered.items() if at < horizon]:
                 del remembered[old]
+        for plan in [k for k, at in self.early_plans.items() if at < horizon]:
+            del self.early_plans[plan]
         waiting_orders = {order_id for order_id, _ in self.waiting}
         for order_id in [k for k, at in self.touched.items() if at < horizon]:
             if order_id not in waiting_orders:
