@@ -352,3 +352,23 @@ async def test_writes_during_a_broker_pause_are_retried_and_every_job_ends(
     assert sim.shipium.duplicates == 0
     # a write timed out during the pause and was retried (not dropped, not fatal)
     assert (REGISTRY.get_sample_value(WRITE_RETRIES) or 0) > retries_before
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [Fault(status=504, after="created"), Fault(status=0, after="created")],
+    ids=["label-made-then-504", "label-made-then-connection-dropped"],
+)
+async def test_an_unclear_answer_is_looked_up_before_any_second_create(
+    labeler: tuple[Settings, Simulator], fault: Fault
+) -> None:
+    """Shipium made the label but its answer was lost: the labeler finds the shipment by
+    its partnerShipmentId instead of creating a second label."""
+    settings, sim = labeler
+    sim.faults.push("shipium", [fault])
+    await produce(settings, LABEL_JOBS, "U1", job("U1"))
+    labels = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= 1))
+    assert [lb.job_id for lb in labels] == ["job-U1"]
+    assert labels[0].parcels[0].tracking_id  # the label Shipium had made
+    assert sim.shipium.shipment_ids["job-U1"] == 1, "a second create for the same shipment"
+    assert sim.shipium.duplicates == 0

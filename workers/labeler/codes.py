@@ -28,3 +28,9 @@ def http_code(status: int) -> str:
 CREDENTIALS = frozenset({FailureCode.UNAUTHORIZED, FailureCode.FORBIDDEN})
 # Decisions, not errors: replaying them would be wrong, and they outlive a restart.
 DECISIONS = frozenset({FailureCode.CANCELLED, FailureCode.VOID_REQUIRED})
+
+# Answers after which the label may exist all the same (the call may have done its work):
+# before creating again, look the shipment up.
+AMBIGUOUS = frozenset(
+    {FailureCode.TIMEOUT, FailureCode.CONNECTION, http_code(502), http_code(503), http_code(504)}
+)

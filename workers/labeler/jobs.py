@@ -21,7 +21,7 @@ from schemas.topics import ALERTS, LABEL_ATTEMPTS, LABEL_FAILURES, LABELS
 from workers.errors import ApiError
 from workers.kafka import Topics, publish
 from workers.labeler import decide
-from workers.labeler.codes import CREDENTIALS, FailureCode
+from workers.labeler.codes import AMBIGUOUS, CREDENTIALS, FailureCode
 from workers.labeler.decide import Action
 from workers.labeler.documents import store_document
 from workers.labeler.ledger import Ledger
@@ -230,4 +230,26 @@ class JobRunner:
                 return await self.label(job, (found[0], 1, found[2]))
         await self.publish(self.attempts_topic, job.order_id, decide.attempt(job, now_ms()))
         self.ledger.attempted.add(job.job_id)
-        return await self.label(job, await self.call_with_retries(job, self.shipium.create_label))
+        return await self.label(job, await self.call_with_retries(job, self.creating()))
+
+    def creating(self) -> Callable[[LabelJob], Awaitable[LabelResponse]]:
+        """A create call for one job that, after an answer that leaves the outcome unknown
+        (a timeout, a dropped connection, 502/503/504), looks the shipment up by its
+        partnerShipmentId before it creates again: a label made but not answered is taken,
+        not made twice."""
+        unsure = False
+
+        async def create(job: LabelJob) -> LabelResponse:
+            nonlocal unsure
+            if unsure:
+                found = await self.shipium.find_label(job)
+                if found is not None:
+                    log.info("label_found_after_unclear_answer", job_id=job.job_id)
+                    return found
+            try:
+                return await self.shipium.create_label(job)
+            except ApiError as err:
+                unsure = unsure or err.code in AMBIGUOUS
+                raise
+
+        return create

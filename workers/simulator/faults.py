@@ -14,6 +14,9 @@ class Fault:
     retry_after: float | None = None
     delay_s: float = 0.0
     message: str = "injected"
+    # "created": the call does its work (a label is made), then answers ``status``; with
+    # status 0 it drops the connection instead of answering. "": it fails before any work.
+    after: str = ""
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Fault:
@@ -23,6 +26,7 @@ class Fault:
             retry_after=raw.get("retry_after"),
             delay_s=float(raw.get("delay_s", 0.0)),
             message=str(raw.get("message", "injected")),
+            after=str(raw.get("after", "")),
         )
 
 

@@ -129,7 +129,7 @@ async def create_label(
         fault = faults.next("shipium")
         if fault is not None:
             await asyncio.sleep(fault.delay_s)
-            if fault.status != 200:
+            if fault.status != 200 and fault.after != "created":
                 headers = (
                     {"Retry-After": str(fault.retry_after)}
                     if fault.retry_after is not None
@@ -159,6 +159,10 @@ async def create_label(
     else:
         answer["carrierLabel"] = labels[0]
     state.answers[partner_id] = answer
+    if fault is not None and fault.after == "created" and fault.status != 200:
+        if fault.status == 0 and request.transport is not None:  # made, then the line drops
+            request.transport.close()
+        return error(fault.status or 502, fault.message)  # made, but answered an error
     return web.json_response(answer, dumps=lambda o: orjson.dumps(o).decode())
 
 
