@@ -77,6 +77,9 @@ def run_worker(name: str, settings: Settings) -> None:
         run_simulator(settings)
 
 
+MAX_RESTARTS = 3  # `parcelflow run` fails past this many worker restarts
+
+
 def demo(settings: Settings, args: argparse.Namespace, keep_running: bool) -> int:
     from workers.devstack.demo import Progress, Summary, send, watch
     from workers.devstack.demo_data import make_demo
@@ -119,6 +122,7 @@ def demo(settings: Settings, args: argparse.Namespace, keep_running: bool) -> in
             progress = Progress(expected={o.order_id for o in orders})
             asyncio.run(watch(run_settings, progress, timeout_s=args.timeout))
             summary = Summary(len(orders), boxes, progress, time.monotonic() - started, sent_s)
+            summary.restarts = stack.restarts
             if keep_running:
                 print("\n".join(summary.lines()))
                 print(
@@ -135,6 +139,13 @@ def demo(settings: Settings, args: argparse.Namespace, keep_running: bool) -> in
         return 130
     summary.wall_s = time.monotonic() - started
     print("\n".join(summary.lines()), flush=True)
+    if sum(summary.restarts.values()) > MAX_RESTARTS:
+        print(
+            f"parcelflow: workers had to be restarted {sum(summary.restarts.values())} times "
+            f"(more than {MAX_RESTARTS}): see the logs in {run_dir}",
+            file=sys.stderr,
+        )
+        return 1
     return 0 if summary.progress.pending == 0 else 1
 
 

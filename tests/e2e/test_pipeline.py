@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -118,3 +119,33 @@ def test_parcelflow_run_prints_the_summary_exits_0_and_leaves_nothing_running(
     assert {oct(p.stat().st_mode & 0o777) for p in written} == {"0o600"}
     folders = [p for p in tmp_path.rglob("*") if p.is_dir()]
     assert {oct(p.stat().st_mode & 0o777) for p in folders} == {"0o700"}
+
+
+def test_a_killed_worker_is_restarted_by_the_supervisor_and_nothing_is_lost(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL the labeler and the planner: the stack's supervisor says so, restarts them,
+    and every order sent afterwards still gets exactly one label."""
+    import signal
+
+    orders = make_demo(40, seed=5, run_id=425, now_s=int(time.time()))
+    stack = Stack(tmp_path, {"SIM_LABEL_LATENCY_MEDIAN_S": "0.5"})
+    with stack.running(say=False):
+        settings = stack.settings
+        token = stack.env["PARCELFLOW_INGEST_TOKEN"]
+        killed = {p.name: p.proc.pid for p in stack.processes if p.name in ("labeler", "planner")}
+        for pid in killed.values():
+            os.kill(pid, signal.SIGKILL)
+        asyncio.run(send(orders, settings, stack.receiver_url, stack.simulator_url, token))
+        progress = Progress(expected={o.order_id for o in orders})
+        asyncio.run(watch(settings, progress, timeout_s=150, out=False))
+        stats = get_json(f"{stack.simulator_url}/_sim/stats")
+        alive = {p.name: p.proc.pid for p in stack.processes}
+    assert progress.pending == 0, (
+        f"orders without label: {progress.expected - progress.labels.keys()}"
+    )
+    assert stack.restarts == {"labeler": 1, "planner": 1}
+    for name, pid in killed.items():
+        assert f"{name} (pid {pid}) exited with signal SIGKILL" in stack.events
+        assert alive[name] != pid
+    assert stats["shipium"]["duplicate_partner_shipment_ids"] == 0

@@ -48,6 +48,7 @@ class Summary:
     progress: Progress
     wall_s: float
     sent_s: float
+    restarts: dict[str, int] = field(default_factory=dict)  # worker -> restarts
 
     def lines(self) -> list[str]:
         p = self.progress
@@ -70,10 +71,18 @@ class Summary:
             f"label failures:     {len(p.failures)}",
             f"duplicate labels:   {p.duplicate_labels}",
             f"label latency:      p50 {pct(50)}, p95 {pct(95)} (job created -> label stored)",
+            f"worker restarts:    {restarts_text(self.restarts)}",
             f"wall time:          {self.wall_s:.1f}s",
             f"summary: orders={self.orders} labels={len(p.labels)} "
             f"failures={len(p.failures)} pending={p.pending}",
         ]
+
+
+def restarts_text(restarts: dict[str, int]) -> str:
+    if not restarts:
+        return "0"
+    detail = ", ".join(f"{name} {n}" for name, n in sorted(restarts.items()))
+    return f"{sum(restarts.values())} ({detail})"
 
 
 async def send(

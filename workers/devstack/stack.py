@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -73,6 +75,12 @@ class Stack:
     processes: list[Process] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     kafka_tls: bool = False  # the broker behind mutual TLS, a throwaway CA per run
+    restarts: dict[str, int] = field(default_factory=dict)  # worker -> times restarted
+    events: list[str] = field(default_factory=list)  # what the supervisor saw and did
+    say: bool = True
+    _supervisor: threading.Thread | None = None
+    _stopping: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def build_env(self, bootstrap: str, tls: Certificates | None = None) -> dict[str, str]:
         receiver_port, sim_port = free_port(), free_port()
@@ -127,6 +135,7 @@ class Stack:
         return f"http://127.0.0.1:{self.env['PARCELFLOW_SIM_PORT']}"
 
     def start(self, say: bool = True, timeout_s: float = 60.0) -> None:
+        self.say = say
         self.run_dir.mkdir(parents=True, exist_ok=True)
         # every run has a new broker and new random secrets: no tokens of an earlier run
         (self.run_dir / "tiktok-tokens.json").unlink(missing_ok=True)
@@ -150,6 +159,38 @@ class Stack:
                     file=sys.stderr,
                     flush=True,
                 )
+        self._stopping.clear()
+        self._supervisor = threading.Thread(target=self.supervise, name="supervisor", daemon=True)
+        self._supervisor.start()
+
+    def supervise(self, every_s: float = 0.5) -> None:
+        """Restart a worker that exited while the stack runs: after 1, 2, 4... (at most
+        30) seconds, logged with its name, pid and exit code or signal."""
+        due: dict[str, float] = {}
+        while not self._stopping.wait(every_s):
+            with self._lock:
+                for process in list(self.processes):
+                    code = process.proc.poll()
+                    if code is None:
+                        continue
+                    now = time.monotonic()
+                    if process.name not in due:
+                        count = self.restarts.get(process.name, 0)
+                        due[process.name] = now + min(30.0, 2.0**count)
+                        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
+                        self.note(f"{process.name} (pid {process.proc.pid}) exited with {how}")
+                    if now >= due[process.name]:
+                        del due[process.name]
+                        self.processes.remove(process)
+                        process.log.close()
+                        fresh = self.spawn(process.name)
+                        self.restarts[process.name] = self.restarts.get(process.name, 0) + 1
+                        self.note(f"{process.name} restarted (pid {fresh.proc.pid})")
+
+    def note(self, event: str) -> None:
+        self.events.append(event)
+        if self.say:
+            print(f"  supervisor: {event}", file=sys.stderr, flush=True)
 
     def spawn(self, name: str) -> Process:
         log_path = self.run_dir / f"{name}.log"
@@ -187,6 +228,10 @@ class Stack:
 
     def stop(self) -> None:
         """Stop the workers (intake first), then the broker. Safe to call twice."""
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join()
+            self._supervisor = None
         order = {
             name: n
             for n, name in enumerate(
