@@ -28,6 +28,7 @@ import faust
 import structlog
 from faust.stores.memory import Store as MemoryStore
 from faust.types import EventT
+from prometheus_client import Counter
 
 from schemas.box import BoxClosed
 from schemas.codec import encode
@@ -45,6 +46,7 @@ from workers.kafka import (
 )
 from workers.kafka_auth import client_options, faust_credentials
 from workers.loop import collect_garbage_less_often, new_event_loop
+from workers.planner.delivery import deliver_every_offset
 from workers.planner.join import OrderState, TooLarge, encode_step, on_event, restore
 from workers.planner.skips import SkipWatch
 from workers.runtime import Runtime, ops_server
@@ -60,6 +62,21 @@ RAW: dict[str, Any] = {
     "value_serializer": "raw",
 }
 Fatal = Callable[[BaseException], None]
+
+
+SKIPPED = Counter(
+    "parcelflow_planner_offsets_skipped",
+    "Offsets of orders.v1 and warehouse.boxes.v1 never delivered to the join.",
+)
+
+
+class PlannerApp(faust.App):
+    """Faust's app whose consumer delivers every offset (``workers.planner.delivery``)."""
+
+    def _new_consumer(self) -> Any:
+        consumer = super()._new_consumer()
+        deliver_every_offset(consumer)
+        return consumer
 
 
 class JoinTable(faust.Table[bytes, bytes]):
@@ -168,16 +185,7 @@ async def join_batch(planner: Planner, events: Sequence[EventT[bytes]]) -> None:
     batch = Batch(planner)
     for event in events:
         message = event.message
-        skipped = planner.watch.see(message.topic, message.partition, message.offset)
-        if skipped is not None:
-            log.warning(
-                "offsets_skipped",
-                topic=message.topic,
-                partition=message.partition,
-                first=skipped[0],
-                last=skipped[1],
-                hint="the consumer never delivered them; the auditor republishes them",
-            )
+        planner.watch.see(message.topic, message.partition, message.offset, batch.clock)
         try:
             records = batch.step(message)
         except (Rejected, TooLarge) as rejected:
@@ -189,6 +197,16 @@ async def join_batch(planner: Planner, events: Sequence[EventT[bytes]]) -> None:
         for topic, value in records:
             await batch.send(topic, message.key, value)
     await batch.finish()
+    for topic, partition, first, last in planner.watch.overdue(batch.clock):
+        SKIPPED.inc(last - first + 1)
+        log.warning(
+            "offsets_skipped",
+            topic=topic,
+            partition=partition,
+            first=first,
+            last=last,
+            hint="never delivered to the join; the auditor republishes what they held",
+        )
 
 
 def faust_brokers(bootstrap: str) -> list[str]:
@@ -199,7 +217,7 @@ def create_app(settings: Settings, fatal: Fatal | None = None) -> faust.App:
     """The planner's app. ``fatal`` is called when the join cannot go on (the process
     must then exit non-zero); by default it only logs."""
     names = Topics(settings)
-    app = faust.App(
+    app = PlannerApp(
         names.group(settings.planner_app_id),
         broker=faust_brokers(settings.kafka_bootstrap),
         broker_credentials=faust_credentials(settings),
