@@ -140,12 +140,17 @@ def render(rows: list[Row]) -> str:
     header = ("topic", "partitions", "replication", "retention.ms", "max.message.bytes", "action")
     lines = [header]
     for row in rows:
-        have = row.observed
-        parts = f"{have.partitions if have else '-'}/{row.wanted.partitions}"
-        repl = f"{have.replication if have else '-'}/{row.wanted.replication}"
-        retention = (have.configs if have else {}).get("retention.ms", "?") if have else "-"
-        size = (have.configs if have else {}).get("max.message.bytes", "?") if have else "-"
-        lines.append((row.wanted.name, parts, repl, retention, size, row.action))
+        have, want = row.observed, row.wanted
+        if have is None:
+            cells = ("-/" + str(want.partitions), "-/" + str(want.replication), "-", "-")
+        else:
+            cells = (
+                f"{have.partitions}/{want.partitions}",
+                f"{have.replication}/{want.replication}",
+                have.configs.get("retention.ms", "?"),
+                have.configs.get("max.message.bytes", "?"),
+            )
+        lines.append((want.name, *cells, row.action))
     widths = [max(len(str(line[n])) for line in lines) for n in range(len(header))]
     text = [
         "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True))
