@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run up test lint format types unit integration e2e schemas bench-labeler bench-receiver bench-planner docs lock clean
+.PHONY: help install run up chaos test lint format types unit integration e2e schemas bench-labeler bench-receiver bench-planner docs lock clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,6 +25,9 @@ run: $(STAMP) ## start broker, simulator, every worker; send 200 demo orders; pr
 
 up: $(STAMP) ## the same as run, but keep everything running until Ctrl-C
 	$(BIN)/parcelflow up
+
+chaos: $(STAMP) ## the stack under traffic while workers are killed and stopped and the broker paused (PARCELFLOW_CHAOS_SECONDS, 300)
+	$(BIN)/parcelflow chaos
 
 test: $(STAMP) lint types ## lint, types, then unit, integration and end-to-end tests
 	$(BIN)/pytest tests/unit tests/integration tests/e2e

@@ -3,6 +3,7 @@
 parcelflow receiver | enricher | planner | labeler | auditor | simulator   run one process
 parcelflow run      start everything, send demo traffic, print a summary, stop
 parcelflow up       the same, but keep running until Ctrl-C
+parcelflow chaos    the same under a seeded schedule of kills, stops and broker pauses
 parcelflow tokens   list TikTok tokens per shop, or set them after a shop re-authorized
 parcelflow failures / void   label failures (list, replay); void refusal
 parcelflow topics   plan, apply or check the topics parcelflow needs
@@ -149,6 +150,30 @@ def demo(settings: Settings, args: argparse.Namespace, keep_running: bool) -> in
     return 0 if summary.progress.pending == 0 else 1
 
 
+def chaos_command(settings: Settings, args: argparse.Namespace) -> int:
+    from workers.devstack.chaos import run_chaos, schedule
+    from workers.devstack.stack import StackError
+
+    seconds = args.seconds if args.seconds is not None else settings.chaos_seconds
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
+    run_dir = Path(args.run_dir) / time.strftime("%Y%m%d-%H%M%S")
+    print(f"chaos: seed={seed} seconds={seconds:g} rate={args.rate:g}/s (logs in {run_dir})")
+    print(f"chaos: replay with: parcelflow chaos --seed {seed} --seconds {seconds:g}")
+    for fault in schedule(seed, seconds):
+        print(f"chaos: planned {fault}")
+    sys.stdout.flush()
+    try:
+        result = run_chaos(run_dir, seconds=seconds, seed=seed, rate=args.rate)
+    except StackError as exc:
+        print(f"parcelflow: the stack did not start: {exc}", file=sys.stderr)
+        return 2
+    for problem in result.problems[:20]:
+        print(f"chaos: wrong: {problem}")
+    print(f"chaos: restarts by worker: {result.restarts or 0}; seed={seed}")
+    print(result.last_line(), flush=True)
+    return 0 if result.ok else 1
+
+
 def wait_for_signal() -> None:
     received = []
     signal.signal(signal.SIGTERM, lambda *_: received.append(1))
@@ -276,6 +301,18 @@ def parser() -> argparse.ArgumentParser:
             help="every Kafka client over TLS (mutual TLS), with a throwaway CA made at start",
         )
         p.set_defaults(func=lambda s, a, keep=keep: demo(s, a, keep))
+    chaos = sub.add_parser(
+        "chaos",
+        help="the stack under demo traffic while a seeded schedule kills and stops workers "
+        "and pauses the broker; then every order is checked",
+    )
+    chaos.add_argument(
+        "--seconds", type=float, help="traffic seconds (PARCELFLOW_CHAOS_SECONDS, 300)"
+    )
+    chaos.add_argument("--seed", type=int, help="replay this schedule (a new seed by default)")
+    chaos.add_argument("--rate", type=float, default=2.0, help="demo orders a second (2)")
+    chaos.add_argument("--run-dir", default="var/run", help="where logs and labels go (var/run)")
+    chaos.set_defaults(func=chaos_command)
     failures = sub.add_parser("failures", help="list or replay label jobs that failed for good")
     failures.add_argument("action", choices=["list", "replay"])
     failures.add_argument("--job-id", action="append", help="a job to replay (repeatable)")

@@ -368,6 +368,9 @@ class Settings(BaseSettings):
         description="Label calls per second above which the simulator answers 429 (0: none).",
     )
     sim_seed: int = Field(7, description="Seed for the simulator's random latency.")
+    chaos_seconds: float = Field(
+        300.0, gt=0, description="How long `parcelflow chaos` (`make chaos`) plays traffic."
+    )
 
     @property
     def max_input_bytes(self) -> int:

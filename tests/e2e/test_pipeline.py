@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 from workers.devstack.demo import Progress, send, watch
 from workers.devstack.demo_data import make_demo
 from workers.devstack.stack import Stack
-from workers.labeler.shipium.request import ITEM_REFERENCE_FIELD
+from workers.devstack.verify import verify
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,25 +54,9 @@ def test_every_order_gets_exactly_one_label_with_the_item_ids_of_each_box(tmp_pa
     assert progress.failures == {}
     assert stats["shipium"]["duplicate_partner_shipment_ids"] == 0
     assert len(requests) == len(orders), "one label call per order, no more"
-
-    by_order = {o.order_id: o for o in orders}
-    for request in requests:
-        shipment = request["shipmentParameters"]
-        label = next(
-            lb for lb in progress.labels.values() if lb.job_id == shipment["partnerShipmentId"]
-        )
-        demo = by_order[label.order_id]
-        packages = shipment.get("multiParcelShipmentParameters") or [shipment]
-        assert len(packages) == len(demo.boxes) == len(label.parcels)
-        sku_of = {li["id"]: li["seller_sku"] for li in demo.tiktok["line_items"]}
-        seen: list[str] = []
-        boxes = {b.box_id: b for b in demo.boxes}
-        for package, parcel in zip(packages, label.parcels, strict=True):
-            ids = [q[ITEM_REFERENCE_FIELD] for q in package["orderItemQuantities"]]
-            packed = Counter({i.sku: i.quantity for i in boxes[parcel.box_id].items})
-            assert Counter(sku_of[i] for i in ids) == packed, f"box {parcel.box_id}"
-            seen += ids
-        assert sorted(seen) == sorted(sku_of), f"order {demo.order_id}: every unit exactly once"
+    verdict = verify(orders, requests, progress.labels)
+    assert verdict.problems == []
+    assert (verdict.labeled, verdict.duplicate_calls, verdict.lost) == (len(orders), 0, 0)
     assert not any(
         psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids
     )

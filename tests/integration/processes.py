@@ -21,12 +21,17 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 @contextmanager
 def worker_process(
-    name: str, settings: Settings, log_path: Path, ready: bytes, timeout_s: float = 60.0
+    name: str,
+    settings: Settings,
+    log_path: Path,
+    ready: bytes,
+    timeout_s: float = 60.0,
+    command: list[str] | None = None,  # instead of ``python -m workers.cli NAME``
 ) -> Iterator[subprocess.Popen[bytes]]:
     with log_path.open("ab") as log:
         start = log.tell()  # a restart appends to the same log: look at its own lines only
         proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", name],
+            command or [sys.executable, "-m", "workers.cli", name],
             env=settings_env(settings),
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -8,6 +8,7 @@ label-failures.v1 until every order has one or the time is up, printing progress
 from __future__ import annotations
 
 import asyncio
+import itertools
 import statistics
 import sys
 import time
@@ -26,6 +27,8 @@ from workers.kafka import Topics
 from workers.kafka_auth import client_options
 from workers.settings import Settings
 from workers.tiktok.signing import webhook_signature
+
+RETRIED = frozenset({429, 500, 502, 503, 504})  # statuses a sender tries again
 
 
 @dataclass
@@ -92,25 +95,37 @@ async def send(
     simulator_url: str,
     ingest_token: str,
     concurrency: int = 32,
+    retry_for_s: float = 120.0,
 ) -> None:
-    """Load the orders into the fake TikTok, then send their webhooks and boxes."""
+    """Load the orders into the fake TikTok, then send their webhooks and boxes.
+
+    Like TikTok and an upstream system, a request that got no answer, a 429 or a 5xx is
+    sent again (with backoff, for up to ``retry_for_s``): only a 200 or 202 means stored.
+    """
     secret = settings.tiktok_app_secret.get_secret_value()
     limit = asyncio.Semaphore(concurrency)
-    async with aiohttp.ClientSession() as http:
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
         body = orjson.dumps([o.tiktok for o in orders])
         async with http.put(f"{simulator_url}/_sim/tiktok/orders", data=body) as response:
             response.raise_for_status()
 
         async def post(url: str, data: bytes, headers: dict[str, str]) -> None:
             async with limit:
-                for attempt in range(5):
-                    async with http.post(url, data=data, headers=headers) as response:
-                        if response.status in (200, 202):
-                            return
-                        if response.status != 503 or attempt == 4:
-                            text = await response.text()
-                            raise RuntimeError(f"{url} answered {response.status}: {text}")
-                    await asyncio.sleep(0.5 * (attempt + 1))
+                deadline = time.monotonic() + retry_for_s
+                for attempt in itertools.count(1):
+                    try:
+                        async with http.post(url, data=data, headers=headers) as response:
+                            if response.status in (200, 202):
+                                return
+                            why = f"answered {response.status}: {await response.text()}"
+                            if response.status not in RETRIED:
+                                raise RuntimeError(f"{url} {why}")
+                    except (aiohttp.ClientError, TimeoutError) as exc:
+                        why = f"no answer ({type(exc).__name__})"
+                    if time.monotonic() >= deadline:
+                        raise RuntimeError(f"{url}: {why}, after {attempt} tries")
+                    await asyncio.sleep(min(5.0, 0.25 * 2**attempt))
 
         async def one(order: DemoOrder) -> None:
             raw = orjson.dumps(webhook(order, int(time.time())))

@@ -33,6 +33,7 @@ READY_MARKERS = {
     "auditor": b"auditor_ready",
     "planner": b"Worker]: Ready",
 }
+STEADY_S = 60.0  # a worker that ran this long before it exited is restarted after 1 s again
 
 
 class StackError(RuntimeError):
@@ -60,6 +61,7 @@ class Process:
     proc: subprocess.Popen[bytes]
     log_path: Path
     log: IO[bytes]
+    started_at: float = field(default_factory=time.monotonic)
 
     def tail(self, lines: int = 20) -> str:
         text = self.log_path.read_bytes().decode(errors="replace").splitlines()
@@ -78,6 +80,7 @@ class Stack:
     restarts: dict[str, int] = field(default_factory=dict)  # worker -> times restarted
     events: list[str] = field(default_factory=list)  # what the supervisor saw and did
     say: bool = True
+    _streak: dict[str, int] = field(default_factory=dict)  # quick exits in a row, per worker
     _supervisor: threading.Thread | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -164,8 +167,9 @@ class Stack:
         self._supervisor.start()
 
     def supervise(self, every_s: float = 0.5) -> None:
-        """Restart a worker that exited while the stack runs: after 1, 2, 4... (at most
-        30) seconds, logged with its name, pid and exit code or signal."""
+        """Restart a worker that exited while the stack runs, logged with its name, pid
+        and exit code or signal. The delay is 1, 2, 4... (at most 30) seconds for exits
+        in a row; a worker that ran for ``STEADY_S`` before it exited starts again at 1."""
         due: dict[str, float] = {}
         while not self._stopping.wait(every_s):
             with self._lock:
@@ -175,8 +179,10 @@ class Stack:
                         continue
                     now = time.monotonic()
                     if process.name not in due:
-                        count = self.restarts.get(process.name, 0)
-                        due[process.name] = now + min(30.0, 2.0**count)
+                        if now - process.started_at >= STEADY_S:
+                            self._streak[process.name] = 0
+                        streak = self._streak.get(process.name, 0)
+                        due[process.name] = now + min(30.0, 2.0**streak)
                         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
                         self.note(f"{process.name} (pid {process.proc.pid}) exited with {how}")
                     if now >= due[process.name]:
@@ -185,7 +191,16 @@ class Stack:
                         process.log.close()
                         fresh = self.spawn(process.name)
                         self.restarts[process.name] = self.restarts.get(process.name, 0) + 1
+                        self._streak[process.name] = self._streak.get(process.name, 0) + 1
                         self.note(f"{process.name} restarted (pid {fresh.proc.pid})")
+
+    def pid_of(self, name: str) -> int | None:
+        """The pid of the named worker's current process, if one is running."""
+        with self._lock:
+            for process in self.processes:
+                if process.name == name and process.proc.poll() is None:
+                    return process.proc.pid
+        return None
 
     def note(self, event: str) -> None:
         self.events.append(event)
