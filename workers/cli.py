@@ -1,6 +1,7 @@
 """``parcelflow``: one command, a subcommand per process.
 
-parcelflow receiver | enricher | planner | labeler | auditor | simulator   run one process
+parcelflow receiver | enricher | planner | labeler | auditor | dashboard | simulator
+                    run one process
 parcelflow run      start everything, send demo traffic, print a summary, stop
 parcelflow up       the same, but keep running until Ctrl-C
 parcelflow chaos    the same under a seeded schedule of kills, stops and broker pauses
@@ -72,6 +73,10 @@ def run_worker(name: str, settings: Settings) -> None:
         from workers.auditor.worker import run as run_auditor
 
         run_async(run_auditor(settings))
+    elif name == "dashboard":
+        from workers.dashboard.app import run as run_dashboard
+
+        run_async(run_dashboard(settings))
     elif name == "simulator":
         from workers.simulator.app import run as run_simulator
 
@@ -82,20 +87,34 @@ MAX_RESTARTS = 3  # `parcelflow run` fails past this many worker restarts
 
 
 def demo(settings: Settings, args: argparse.Namespace, keep_running: bool) -> int:
+    from workers.dashboard.app import page
+    from workers.devstack import discover
     from workers.devstack.demo import Progress, Summary, send, watch
     from workers.devstack.demo_data import make_demo
     from workers.devstack.stack import Stack, StackError
 
     started = time.monotonic()
     run_dir = Path(args.run_dir) / time.strftime("%Y%m%d-%H%M%S")
-    overrides = {
-        "SIM_LABEL_LATENCY_MEDIAN_S": str(args.label_latency),
-        "LABELER_MAX_IN_FLIGHT": str(args.max_in_flight),
-    }
+    overrides = {}  # flags given win over exported PARCELFLOW_* variables
+    if args.label_latency is not None:
+        overrides["SIM_LABEL_LATENCY_MEDIAN_S"] = str(args.label_latency)
+    if args.max_in_flight is not None:
+        overrides["LABELER_MAX_IN_FLIGHT"] = str(args.max_in_flight)
     stack = Stack(run_dir, overrides, kafka_tls=args.kafka_tls)
+    latest = Path(args.run_dir) / "devstack.env"
     print(f"parcelflow: starting the stack (logs in {run_dir})", file=sys.stderr, flush=True)
     try:
         with stack.running():
+            urls = {
+                "broker": stack.env["PARCELFLOW_KAFKA_BOOTSTRAP"],
+                "receiver": stack.receiver_url,
+                "dashboard": stack.dashboard_url,
+                "simulator": stack.simulator_url,
+            }
+            text = discover.env_text(stack.env, run_dir, urls)
+            discover.write(text, run_dir / "devstack.env", latest)
+            for name, url in urls.items():
+                print(f"{name}: {url}", flush=True)
             orders = make_demo(
                 args.orders,
                 seed=args.seed,
@@ -124,13 +143,21 @@ def demo(settings: Settings, args: argparse.Namespace, keep_running: bool) -> in
             asyncio.run(watch(run_settings, progress, timeout_s=args.timeout))
             summary = Summary(len(orders), boxes, progress, time.monotonic() - started, sent_s)
             summary.restarts = stack.restarts
+            report = write_report(stack.dashboard_url, run_dir, page, len(progress.labels))
+            if report is not None:
+                print(f"parcelflow: report of the run in {report}", file=sys.stderr, flush=True)
             if keep_running:
                 print("\n".join(summary.lines()))
                 print(
-                    f"parcelflow: running; receiver {stack.receiver_url}, Ctrl-C stops everything",
+                    f"parcelflow: running. Drive it by hand with the values in {latest} "
+                    "(`set -a; . var/run/devstack.env; set +a`, see README); Ctrl-C stops "
+                    "everything.",
                     file=sys.stderr,
                     flush=True,
                 )
+                for line in text.splitlines():
+                    if line.startswith(("PARCELFLOW_INGEST", "PARCELFLOW_TIKTOK_APP")):
+                        print(line, flush=True)
                 wait_for_signal()
     except StackError as exc:
         print(f"parcelflow: the stack did not start: {exc}", file=sys.stderr)
@@ -138,6 +165,8 @@ def demo(settings: Settings, args: argparse.Namespace, keep_running: bool) -> in
     except KeyboardInterrupt:
         print("parcelflow: interrupted, everything stopped", file=sys.stderr)
         return 130
+    finally:
+        discover.forget(latest)
     summary.wall_s = time.monotonic() - started
     print("\n".join(summary.lines()), flush=True)
     if sum(summary.restarts.values()) > MAX_RESTARTS:
@@ -148,6 +177,30 @@ def demo(settings: Settings, args: argparse.Namespace, keep_running: bool) -> in
         )
         return 1
     return 0 if summary.progress.pending == 0 else 1
+
+
+def write_report(dashboard_url: str, run_dir: Path, page: Any, labels: int) -> Path | None:
+    """``report.html``: the dashboard page as it stands, readable without a server."""
+    import urllib.request
+
+    import orjson
+
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            url = f"{dashboard_url}api/snapshot"
+            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (local)
+                snapshot = orjson.loads(response.read())
+        except OSError as exc:
+            print(f"parcelflow: no report: the dashboard did not answer ({exc})", file=sys.stderr)
+            return None
+        # the dashboard reads the topics on its own: wait until it has seen every label
+        if time.monotonic() > deadline or snapshot["totals"]["labels"] >= labels:
+            break
+        time.sleep(0.5)
+    path = run_dir / "report.html"
+    path.write_text(page(snapshot))
+    return path
 
 
 def chaos_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -188,8 +241,12 @@ def failures_command(settings: Settings, args: argparse.Namespace) -> int:
     from workers.labeler import operations
 
     if args.action == "list":
-        for f in asyncio.run(operations.failures(settings)):
+        found = asyncio.run(operations.failures(settings))
+        print("job_id\torder_id\treason\tattempts\tmessage")
+        for f in found:
             print(f"{f.job_id}\t{f.order_id}\t{f.error_code}\t{f.attempts}\t{f.message}")
+        if not found:
+            print("no failures")
         return 0
     if not args.job_id and not args.all:
         print(
@@ -221,6 +278,10 @@ def tokens_command(settings: Settings, args: argparse.Namespace) -> int:
         print("PARCELFLOW_TIKTOK_TOKEN_FILE is not set", file=sys.stderr)
         return 2
     if args.action == "list":
+        if not path.exists():
+            print(f"no token file at {path}: no shop has been authorized or refreshed yet")
+            return 0
+        print("shop_id\tcipher\texpires_at\tstate")
         for shop_id, auth in sorted(TokenStore(path, {}).shops.items()):
             state = f"MUST RE-AUTHORIZE: {auth.unauthorized}" if auth.unauthorized else "ok"
             print(
@@ -254,23 +315,40 @@ def config_table(settings: Settings, args: argparse.Namespace) -> int:
         end = text.index("\n\n", start)
         readme.write_text(text[:start] + "\n".join(settings_rows()) + text[end:])
         return 0
-    print("\n".join(settings_rows()))
+    print("\n".join(settings_rows(settings)))
     return 0
 
 
-def settings_rows() -> list[str]:
-    rows = ["| variable | default | meaning |", "|---|---|---|"]
+def shown(value: object) -> str:
+    """A setting's value as a table shows it; secrets masked."""
+    if value is None:
+        return "(unset)"
+    if isinstance(value, SecretStr):
+        return "****" if value.get_secret_value() else "(empty)"
+    if isinstance(value, dict) and any(isinstance(v, SecretStr) for v in value.values()):
+        return json.dumps({k: "****" for k in value})
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=str)
+    return "(empty)" if value == "" else str(value)
+
+
+def settings_rows(settings: Settings | None = None) -> list[str]:
+    """Every setting: its default (README), or the value in effect with where it came from."""
+    default = Settings.model_construct()  # defaults only: no environment read
+    title = "| variable | default | meaning |" if settings is None else "| variable | value | |"
+    rows = [title, "|---|---|---|"]
     for name, info in Settings.model_fields.items():
-        default = info.default
-        if default is None:
-            shown: object = "(unset)"
-        elif isinstance(default, SecretStr):
-            shown = default.get_secret_value() or "(empty)"
-        elif isinstance(default, BaseModel):
-            shown = default.model_dump_json()
+        if settings is None:
+            rows.append(
+                f"| `PARCELFLOW_{name.upper()}` | `{shown(getattr(default, name))}` | "
+                f"{info.description} |"
+            )
         else:
-            shown = "(empty)" if default == "" else default
-        rows.append(f"| `PARCELFLOW_{name.upper()}` | `{shown}` | {info.description} |")
+            value = getattr(settings, name)
+            note = "" if value == getattr(default, name) else "set"
+            rows.append(f"| `PARCELFLOW_{name.upper()}` | `{shown(value)}` | {note} |")
     return rows
 
 
@@ -279,7 +357,7 @@ def parser() -> argparse.ArgumentParser:
         prog="parcelflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = root.add_subparsers(dest="command", required=True)
-    for name in ("receiver", "enricher", "planner", "labeler", "auditor", "simulator"):
+    for name in ("receiver", "enricher", "planner", "labeler", "auditor", "dashboard", "simulator"):
         sub.add_parser(name, help=f"run the {name}").set_defaults(func=worker(name))
     for name, keep in (("run", False), ("up", True)):
         p = sub.add_parser(
@@ -290,9 +368,15 @@ def parser() -> argparse.ArgumentParser:
             "--timeout", type=float, default=300.0, help="seconds to wait for labels (300)"
         )
         p.add_argument(
-            "--label-latency", type=float, default=2.0, help="median label call seconds (2.0)"
+            "--label-latency",
+            type=float,
+            help="median label call seconds (PARCELFLOW_SIM_LABEL_LATENCY_MEDIAN_S, 2.0)",
         )
-        p.add_argument("--max-in-flight", type=int, default=64, help="labeler calls in flight (64)")
+        p.add_argument(
+            "--max-in-flight",
+            type=int,
+            help="labeler calls in flight (PARCELFLOW_LABELER_MAX_IN_FLIGHT, 64)",
+        )
         p.add_argument("--seed", type=int, default=7, help="seed of the demo data (7)")
         p.add_argument("--run-dir", default="var/run", help="where logs and labels go (var/run)")
         p.add_argument(
@@ -335,8 +419,33 @@ def parser() -> argparse.ArgumentParser:
         help="the topics parcelflow needs: plan (compare with the cluster), apply (create "
         "and alter what may be), check (exit 1 on what a worker would refuse)",
     )
-    topics.add_argument("action", choices=["plan", "apply", "check"])
+    topics.add_argument("action", choices=["plan", "apply", "check", "tail"])
+    topics.add_argument("topic", nargs="?", help="tail: the topic, e.g. labels.v1")
+    topics.add_argument("--follow", action="store_true", help="tail: keep printing new records")
+    topics.add_argument("--key", help="tail: only records with this key (an order id)")
     topics.set_defaults(func=topics_command)
+
+    send = sub.add_parser(
+        "send", help="send a signed TikTok webhook, a box or an order event to the receiver"
+    )
+    send.add_argument("what", choices=["webhook", "box", "order"])
+    send.add_argument("--file", help="the JSON body to send, instead of flags")
+    send.add_argument("--order-id", help="the TikTok order id")
+    send.add_argument("--box-id", help="box: its id")
+    send.add_argument(
+        "--item",
+        action="append",
+        default=[],
+        help="SKU=QTY (repeatable). box: what is in it; webhook: also load an order with "
+        "these items into the devstack's simulator first",
+    )
+    send.add_argument("--shop-id", default="7495000000000000000", help="webhook: the shop")
+    send.add_argument("--status", default="AWAITING_SHIPMENT", help="webhook: order status")
+    send.add_argument("--type", type=int, default=1, help="webhook: TikTok's type (1: order)")
+    send.add_argument("--station", default="PACK-01", help="box: packing station")
+    send.add_argument("--weight-lb", type=float, default=1.0, help="box: weight in lb (1.0)")
+    send.add_argument("--url", help="the receiver (http://127.0.0.1:PARCELFLOW_RECEIVER_PORT)")
+    send.set_defaults(func=send_command)
 
     health = sub.add_parser(
         "health",
@@ -373,8 +482,22 @@ def health_command(settings: Settings, args: argparse.Namespace) -> int:
         return 1
 
 
+def send_command(settings: Settings, args: argparse.Namespace) -> int:
+    from workers.devstack.client import send
+
+    return send(settings, args)
+
+
 def topics_command(settings: Settings, args: argparse.Namespace) -> int:
     from workers.topics import apply, current, render
+
+    if args.action == "tail":
+        from workers.devstack.client import tail
+
+        if not args.topic:
+            print("topics tail needs a topic, e.g. labels.v1", file=sys.stderr)
+            return 2
+        return tail(settings, args)
 
     if args.action == "apply":
         rows = asyncio.run(apply(settings))
@@ -390,14 +513,40 @@ def topics_command(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+CLIENTS = {"failures", "tokens", "topics", "send", "config", "void"}  # commands of a user
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     # Everything parcelflow writes (labels with addresses, tokens, logs, var/) is for its
     # own user only: files 0600, folders 0700, in every process it starts.
     os.umask(0o077)
+    if args.command in CLIENTS:
+        from workers.devstack.discover import use_running_devstack
+
+        used = use_running_devstack()
+        if used is not None and args.command != "config":
+            print(f"parcelflow: using the running devstack ({used})", file=sys.stderr)
     settings = Settings()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    sys.exit(args.func(settings, args))
+    if args.command not in CLIENTS:
+        sys.exit(args.func(settings, args))
+    import logging
+
+    from aiokafka.errors import KafkaError
+
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the one line below says it
+    try:
+        code = args.func(settings, args)
+    except (KafkaError, OSError) as exc:
+        print(
+            f"parcelflow {args.command}: cannot reach Kafka at {settings.kafka_bootstrap} "
+            f"({type(exc).__name__}): start the devstack (make up) or set "
+            "PARCELFLOW_KAFKA_BOOTSTRAP",
+            file=sys.stderr,
+        )
+        code = 2
+    sys.exit(code)
 
 
 if __name__ == "__main__":

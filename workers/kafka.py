@@ -215,9 +215,9 @@ async def read_to_end(
     broker, install the end-offsets correction first (workers.broker.offsets).
     """
     reader = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False, group_id=None)
-    await reader.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:
+        await reader.start()
         await reader.topics()  # fresh metadata
         existing = reader.partitions_for_topic(topic) or set()
         wanted = existing if partitions is None else partitions

@@ -346,6 +346,14 @@ class Settings(BaseSettings):
         description="Ship-from address, as JSON with the fields of schemas.common.Address.",
     )
 
+    # --- dashboard ---------------------------------------------------------------------
+    dashboard_host: str = Field(
+        "127.0.0.1", description="Address the dashboard listens on (0.0.0.0 in a container)."
+    )
+    dashboard_port: int = Field(
+        8070, ge=0, description="Port of the dashboard page, its API and its /metrics."
+    )
+
     # --- simulator (devstack) ----------------------------------------------------------
     sim_host: str = Field("127.0.0.1", description="Address the simulator listens on.")
     sim_port: int = Field(8090, ge=0, description="Port the simulator listens on.")

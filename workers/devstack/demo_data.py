@@ -54,21 +54,34 @@ def sku_id(seller_sku: str) -> str:
 
 def make_order(order_id: str, shop_id: str, rng: random.Random, now_s: int) -> dict[str, Any]:
     picks = rng.sample(CATALOG, rng.randint(1, 4))
-    items: list[dict[str, Any]] = []
-    for seller_sku, name, _ in picks:
-        for _ in range(rng.randint(1, 3)):
-            items.append(
-                {
-                    "id": f"{order_id}{len(items) + 1:03d}",
-                    "sku_id": sku_id(seller_sku),
-                    "product_id": f"17{sku_id(seller_sku)[2:12]}",
-                    "seller_sku": seller_sku,
-                    "sku_name": name,
-                    "product_name": name,
-                    "package_id": "",
-                    "is_gift": False,
-                }
-            )
+    units = [(sku, name) for sku, name, _ in picks for _ in range(rng.randint(1, 3))]
+    return tiktok_order(order_id, units, rng, now_s)
+
+
+def order_with(order_id: str, skus: dict[str, int], now_s: int) -> dict[str, Any]:
+    """An order as Get Order Detail returns it, with these seller SKUs and quantities."""
+    names = {sku: name for sku, name, _ in CATALOG}
+    units = [(sku, names.get(sku, sku)) for sku, n in skus.items() for _ in range(n)]
+    return tiktok_order(order_id, units, random.Random(order_id), now_s)
+
+
+def tiktok_order(
+    order_id: str, units: list[tuple[str, str]], rng: random.Random, now_s: int
+) -> dict[str, Any]:
+    """One line item per unit, ``units`` as (seller SKU, name)."""
+    items = [
+        {
+            "id": f"{order_id}{n:03d}",
+            "sku_id": sku_id(seller_sku),
+            "product_id": f"17{sku_id(seller_sku)[2:12]}",
+            "seller_sku": seller_sku,
+            "sku_name": name,
+            "product_name": name,
+            "package_id": "",
+            "is_gift": False,
+        }
+        for n, (seller_sku, name) in enumerate(units, start=1)
+    ]
     city, state, postal = rng.choice(CITIES)
     return {
         "id": order_id,

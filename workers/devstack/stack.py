@@ -26,11 +26,12 @@ from workers.broker.embedded import EmbeddedBroker, free_port
 from workers.broker.tls import Certificates, make_certificates
 from workers.settings import Settings
 
-WORKERS = ("simulator", "receiver", "enricher", "planner", "labeler", "auditor")
+WORKERS = ("simulator", "receiver", "enricher", "planner", "labeler", "auditor", "dashboard")
 READY_MARKERS = {
     "enricher": b"enricher_ready",
     "labeler": b"labeler_ready",
     "auditor": b"auditor_ready",
+    "dashboard": b"dashboard_ready",
     "planner": b"Worker]: Ready",
 }
 STEADY_S = 60.0  # a worker that ran this long before it exited is restarted after 1 s again
@@ -86,13 +87,14 @@ class Stack:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def build_env(self, bootstrap: str, tls: Certificates | None = None) -> dict[str, str]:
-        receiver_port, sim_port = free_port(), free_port()
+        receiver_port, sim_port, dashboard_port = free_port(), free_port(), free_port()
         sim = f"http://127.0.0.1:{sim_port}"
         values = {
             "KAFKA_BOOTSTRAP": bootstrap,
             "KAFKA_EMBEDDED": "true",
             "RECEIVER_PORT": str(receiver_port),
             "SIM_PORT": str(sim_port),
+            "DASHBOARD_PORT": str(dashboard_port),
             "TIKTOK_API_BASE": sim,
             "TIKTOK_AUTH_BASE": sim,
             "SHIPIUM_BASE_URL": sim,
@@ -114,6 +116,7 @@ class Stack:
                 "KAFKA_SSL_CERTFILE": str(tls.client_cert),
                 "KAFKA_SSL_KEYFILE": str(tls.client_key),
             }
+        values.update(exported())
         values.update(self.overrides)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PARCELFLOW_")}
         env.update({f"PARCELFLOW_{k}": v for k, v in values.items()})
@@ -132,6 +135,10 @@ class Stack:
     @property
     def receiver_url(self) -> str:
         return f"http://127.0.0.1:{self.env['PARCELFLOW_RECEIVER_PORT']}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['PARCELFLOW_DASHBOARD_PORT']}/"
 
     @property
     def simulator_url(self) -> str:
@@ -250,7 +257,7 @@ class Stack:
         order = {
             name: n
             for n, name in enumerate(
-                ("receiver", "enricher", "planner", "labeler", "auditor", "simulator")
+                ("receiver", "enricher", "planner", "labeler", "auditor", "dashboard", "simulator")
             )
         }
         for process in sorted(self.processes, key=lambda p: order.get(p.name, 99)):
@@ -267,6 +274,32 @@ class Stack:
             yield self
         finally:
             self.stop()
+
+
+# what the stack wires itself: a user's exported value for these would break it
+OWNED = (
+    "KAFKA_BOOTSTRAP",
+    "KAFKA_EMBEDDED",
+    "KAFKA_SECURITY_PROTOCOL",
+    "KAFKA_SSL_",
+    "KAFKA_SASL_",
+    "TIKTOK_API_BASE",
+    "TIKTOK_AUTH_BASE",
+    "SHIPIUM_BASE_URL",
+    "PLANNER_DATA_DIR",
+    "TIKTOK_TOKEN_FILE",
+    "LABEL_DIR",
+)
+
+
+def exported() -> dict[str, str]:
+    """The ``PARCELFLOW_*`` variables the user exported, but for what the stack wires."""
+    out = {}
+    for key, value in os.environ.items():
+        name = key.removeprefix("PARCELFLOW_")
+        if key.startswith("PARCELFLOW_") and not name.startswith(OWNED):
+            out[name] = value
+    return out
 
 
 def healthy(url: str) -> bool:

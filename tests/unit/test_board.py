@@ -1,0 +1,109 @@
+"""The dashboard's board: what the page shows, folded from topic records."""
+
+from __future__ import annotations
+
+from schemas.alert import Alert
+from schemas.codec import encode
+from schemas.label import LabelFailure, LabelResult, ParcelLabel
+from tests.unit.factories import box, job, order
+from workers.dashboard.board import Board
+
+T = 1_800_000_000_000  # a minute boundary
+
+
+def label(order_id: str, latency_ms: int, labeled_at_ms: int) -> bytes:
+    return encode(
+        LabelResult(
+            event_id=f"label-job-{order_id}",
+            job_id=f"job-{order_id}",
+            order_id=order_id,
+            carrier="TikTok Shop",
+            service="std",
+            shipment_id="s",
+            parcels=[ParcelLabel(box_id=f"{order_id}-B0", tracking_id="t")],
+            attempts=1,
+            latency_ms=latency_ms,
+            call_ms=latency_ms,
+            labeled_at_ms=labeled_at_ms,
+        )
+    )
+
+
+def failure(order_id: str, code: str = "http_400") -> bytes:
+    return encode(
+        LabelFailure(
+            event_id=f"failure-job-{order_id}",
+            job_id=f"job-{order_id}",
+            order_id=order_id,
+            error_code=code,
+            message="destinationAddress.postalCode invalid",
+            retriable=False,
+            attempts=1,
+            job=job(order_id),
+            failed_at_ms=T,
+        )
+    )
+
+
+def test_counts_each_id_once_and_measures_each_stage() -> None:
+    board = Board()
+    for n in range(3):
+        oid = f"O{n}"
+        board.take("orders", encode(order(oid)), T)
+        board.take("orders", encode(order(oid)), T + 5)  # read twice: counted once
+        board.take("boxes", encode(box(f"{oid}-B0", {"A": 2}, order_id=oid)), T + 1_000)
+        board.take("jobs", encode(job(oid)), T + 1_100)
+        board.take("labels", label(oid, latency_ms=400 + n, labeled_at_ms=T + 1_500), T + 1_500)
+    board.take("plans", b"not json", T)  # undecodable records are skipped, not fatal
+    snap = board.snapshot(T + 59_000)
+    assert snap["totals"] | {"rejected_plans": 0} == {
+        "orders": 3,
+        "boxes": 3,
+        "plans": 0,
+        "jobs": 3,
+        "labels": 3,
+        "failures": 0,
+        "rejected_plans": 0,
+    }
+    assert snap["last_minute"]["labels"] == 3 and snap["per_minute"]["labels"][-1] == 3
+    box_to_job = snap["latency"]["box_to_job"]
+    assert (box_to_job["count"], box_to_job["p50"], box_to_job["max"]) == (3, 100, 100)
+    assert snap["latency"]["job_to_label"]["max"] == 402
+    assert snap["latency"]["order_to_label"]["p99"] == 1_500
+    assert sum(snap["latency"]["job_to_label"]["histogram"]) == 3
+
+
+def test_failures_show_until_a_replay_labels_them_and_alerts_name_the_shops() -> None:
+    board = Board()
+    board.take("failures", failure("F1"), T)
+    board.take("failures", failure("F2", code="seller_shipped"), T)
+    snap = board.snapshot(T)
+    assert [(f["job_id"], f["replayable"]) for f in snap["failures"]] == [
+        ("job-F2", True),
+        ("job-F1", True),
+    ]
+    assert snap["failure_reasons"] == {"http_400": 1, "seller_shipped": 1}
+    board.take("labels", label("F1", 10, T), T + 1)  # the replayed job got its label
+    assert [f["job_id"] for f in board.snapshot(T)["failures"]] == ["job-F2"]
+
+    for kind in ("shop_reauthorization_required", "authorization_expiring"):
+        alert = Alert(event_id=f"a-{kind}", kind=kind, shop_id="S9", message="m", at_ms=T)
+        board.take("alerts", encode(alert), T)
+    board.take("boxes", encode(box("R-B1", {"A": 1}, order_id="R")), T, repair=True)
+    board.take("orders", encode(order("R")), T, repair=True)
+    board.take("parked", b"{}", T)
+    snap = board.snapshot(T)
+    assert snap["reauthorize"] == ["S9"]
+    assert len(snap["alerts"]) == 2
+    assert (snap["repairs"], snap["parked"]) == (1, 1)
+
+
+def test_memory_is_bounded_by_its_limits() -> None:
+    board = Board(keep=10, samples=5)
+    for n in range(100):
+        board.take("orders", encode(order(f"O{n}")), T + n * 60_000)
+        board.take("labels", label(f"O{n}", 1, T), T + n * 60_000)
+    assert len(board.seen["orders"]) == 10 and len(board.order_in_ms) == 10
+    assert len(board.latency["job_to_label"]) == 5
+    assert len(board.per_minute) == 60
+    assert board.totals["orders"] == 100

@@ -1,0 +1,226 @@
+"""``parcelflow dashboard``: a live web page of the pipeline, in its own process.
+
+It reads the topics itself, as any dashboard of them would (from the beginning of their
+retention, no consumer group: it commits nothing and moves no one's offsets), and the
+consumer groups' committed offsets for the lag of each stage. Routes, on
+``PARCELFLOW_DASHBOARD_PORT``:
+
+- ``GET /``: the page (no internet needed: its script and styles are inline);
+- ``GET /api/snapshot``: what the page shows, as JSON; ``GET /api/events``: the same,
+  pushed every second as server-sent events;
+- ``POST /api/failures/replay`` ``{"job_ids": [...]}`` or ``{"all": true}``: replay
+  failed label jobs, behind the ingest bearer token;
+- ``/healthz``, ``/readyz``, ``/metrics`` (with ``parcelflow_consumer_lag``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+from importlib import resources
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer
+
+from schemas.common import now_ms
+from schemas.topics import (
+    ALERTS,
+    BOXES,
+    LABEL_FAILURES,
+    LABEL_JOBS,
+    LABELS,
+    ORDERS,
+    PLANS,
+    WEBHOOKS_PARKED,
+)
+from workers.auditor.worker import REPAIR_HEADER
+from workers.dashboard.board import Board
+from workers.dashboard.lag import LagReader
+from workers.kafka import Topics
+from workers.kafka_auth import client_options
+from workers.receiver.app import bearer_token
+from workers.runtime import Runtime, ops_app, worker_runtime
+from workers.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+BOARD = web.AppKey("board", Board)
+SETTINGS = web.AppKey("settings", Settings)
+CLOSING = web.AppKey("closing", asyncio.Event)
+PUSH_EVERY_S = 1.0
+LAG_EVERY_S = 5.0
+READ = {  # topic -> the board's name for it
+    ORDERS: "orders",
+    BOXES: "boxes",
+    PLANS: "plans",
+    LABEL_JOBS: "jobs",
+    LABELS: "labels",
+    LABEL_FAILURES: "failures",
+    ALERTS: "alerts",
+    WEBHOOKS_PARKED: "parked",
+}
+
+
+def page(snapshot: dict[str, Any] | None = None) -> str:
+    """The page; with a snapshot, a static report of it (no server needed to view)."""
+    html = resources.files("workers.dashboard").joinpath("page.html").read_text("utf-8")
+    if snapshot is None:
+        return html
+    data = orjson.dumps(snapshot).decode().replace("</", "<\\/")
+    return html.replace(
+        '<script id="snapshot" type="application/json">null</script>',
+        f'<script id="snapshot" type="application/json">{data}</script>',
+    )
+
+
+def dashboard_app(runtime: Runtime, board: Board) -> web.Application:
+    app = ops_app(runtime)
+    app[BOARD] = board
+    app[SETTINGS] = runtime.settings
+    app[CLOSING] = asyncio.Event()
+
+    async def closing(app: web.Application) -> None:
+        app[CLOSING].set()  # ends the event streams, so shutdown does not wait on them
+
+    app.on_shutdown.append(closing)
+    app.router.add_get("/", index)
+    app.router.add_get("/api/snapshot", snapshot)
+    app.router.add_get("/api/events", events)
+    app.router.add_post("/api/failures/replay", replay)
+    return app
+
+
+async def index(request: web.Request) -> web.Response:
+    return web.Response(
+        text=page(),
+        content_type="text/html",
+        headers={"Content-Security-Policy": "default-src 'self' 'unsafe-inline'"},
+    )
+
+
+async def snapshot(request: web.Request) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(request.app[BOARD].snapshot(now_ms())), content_type="application/json"
+    )
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    board, closing = request.app[BOARD], request.app[CLOSING]
+    with contextlib.suppress(ConnectionResetError):
+        while not closing.is_set():
+            data = orjson.dumps(board.snapshot(now_ms()))
+            await response.write(b"data: " + data + b"\n\n")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(closing.wait(), PUSH_EVERY_S)
+    return response
+
+
+def authorized(request: web.Request) -> bool:
+    settings = request.app[SETTINGS]
+    tokens = [t.get_secret_value() for t in settings.ingest_tokens.values()]
+    if settings.ingest_token is not None:
+        tokens.append(settings.ingest_token.get_secret_value())
+    given = bearer_token(request.headers.get("Authorization", ""))
+    if given is None:
+        return False
+    return any(hmac.compare_digest(given.encode(), t.encode()) for t in tokens)
+
+
+async def replay(request: web.Request) -> web.Response:
+    from workers.labeler import operations
+
+    if not authorized(request):
+        return web.json_response(
+            {"error": "missing or wrong bearer token (the ingest token)"},
+            status=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    try:
+        body = orjson.loads(await request.read())
+        wanted = None if body.get("all") is True else {str(j) for j in body["job_ids"]}
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+        return web.json_response(
+            {"error": "invalid body", "fields": [{"field": "job_ids", "problem": "a list of ids"}]},
+            status=400,
+        )
+    replayed = await operations.replay(request.app[SETTINGS], wanted)
+    for failure in replayed:
+        request.app[BOARD].failures.pop(failure.job_id, None)
+    log.info("failures_replayed", job_ids=[f.job_id for f in replayed])
+    return web.json_response({"replayed": [f.job_id for f in replayed]})
+
+
+async def follow(settings: Settings, board: Board, stop: asyncio.Event) -> None:
+    """Fold every record of the dashboard's topics into the board, as they come."""
+    names = Topics(settings)
+    kinds = {names(spec): kind for spec, kind in READ.items()}
+    consumer = AIOKafkaConsumer(
+        *kinds,
+        **client_options(settings),
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=500, max_records=5_000)
+            for messages in batches.values():
+                for m in messages:
+                    repair = REPAIR_HEADER in dict(m.headers or ())
+                    board.take(kinds[m.topic], m.value, m.timestamp, repair)
+    finally:
+        await consumer.stop()
+
+
+async def measure_lag(settings: Settings, board: Board, stop: asyncio.Event) -> None:
+    reader = LagReader(settings)
+    await reader.start()
+    try:
+        while not stop.is_set():
+            try:
+                board.lag = await reader.read()
+            except Exception as exc:  # noqa: BLE001 (the page says so; the next read may work)
+                log.warning("lag_unavailable", error=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), LAG_EVERY_S)
+    finally:
+        await reader.stop()
+
+
+async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    board = Board()
+    async with worker_runtime(settings, "dashboard", stop) as runtime:
+        runner = web.AppRunner(dashboard_app(runtime, board), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.dashboard_host, settings.dashboard_port)
+        await site.start()
+        tasks = [
+            asyncio.create_task(follow(settings, board, runtime.stop), name="follow"),
+            asyncio.create_task(measure_lag(settings, board, runtime.stop), name="lag"),
+        ]
+        log.info(
+            "dashboard_ready",
+            url=f"http://{settings.dashboard_host}:{settings.dashboard_port}/",
+        )
+        try:
+            stopped = asyncio.create_task(runtime.stop.wait())
+            done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopped and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            runtime.stop.set()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await runner.cleanup()
+        log.info("dashboard_stopped")

@@ -1,0 +1,165 @@
+"""``parcelflow send`` and ``parcelflow topics tail``: drive and watch a stack by hand.
+
+``send`` builds valid requests from flags (or takes a JSON file) and posts them to the
+receiver: TikTok webhooks signed with the app key and secret, order and box events with
+the ingest bearer token. ``tail`` prints a topic's records, decoded, one JSON per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from schemas.box import BoxClosed, BoxItem
+from schemas.common import Dimensions, Weight, now_ms
+from schemas.topics import ALL_TOPICS
+from workers.broker.offsets import install_end_offsets_correction
+from workers.devstack.demo_data import order_with
+from workers.kafka import Topics
+from workers.kafka_auth import client_options
+from workers.settings import Settings
+from workers.tiktok.signing import webhook_signature
+
+
+def items(pairs: list[str]) -> dict[str, int]:
+    """``SKU=QTY`` flags (``SKU`` alone: one unit)."""
+    out: dict[str, int] = {}
+    for pair in pairs:
+        sku, _, qty = pair.partition("=")
+        out[sku] = out.get(sku, 0) + (int(qty) if qty else 1)
+    return out
+
+
+async def post(url: str, body: bytes, headers: dict[str, str]) -> int:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+        http.post(url, data=body, headers=headers) as response,
+    ):
+        text = await response.text()
+        print(f"POST {url} -> {response.status} {text.strip()}")
+        return 0 if response.status < 300 else 1
+
+
+def send(settings: Settings, args: argparse.Namespace) -> int:
+    receiver = args.url or f"http://127.0.0.1:{settings.receiver_port}"
+    bearer = settings.ingest_token.get_secret_value() if settings.ingest_token else ""
+    headers = {"Authorization": f"Bearer {bearer}", "content-type": "application/json"}
+    given: Any = orjson.loads(Path(args.file).read_bytes()) if args.file else None
+    if args.what == "webhook":
+        if given is None:
+            if not args.order_id:
+                print("send webhook needs --order-id (or --file)", file=sys.stderr)
+                return 2
+            if args.item:
+                load_order(settings, args)
+            given = {
+                "type": args.type,
+                "tts_notification_id": f"ntf-{args.order_id}-{int(time.time())}",
+                "shop_id": args.shop_id,
+                "timestamp": int(time.time()),
+                "data": {
+                    "order_id": args.order_id,
+                    "order_status": args.status,
+                    "is_on_hold_order": False,
+                    "update_time": int(time.time()),
+                },
+            }
+        raw = orjson.dumps(given)
+        secret = settings.tiktok_app_secret.get_secret_value()
+        signature = webhook_signature(settings.tiktok_app_key, secret, raw)
+        return asyncio.run(post(f"{receiver}/webhooks/tiktok", raw, {"Authorization": signature}))
+    if args.what == "box":
+        if given is None:
+            if not (args.order_id and args.box_id and args.item):
+                print("send box needs --order-id, --box-id and --item (or --file)", file=sys.stderr)
+                return 2
+            packed = items(args.item)
+            given = BoxClosed(
+                event_id=f"box-{args.box_id}-{now_ms()}",
+                box_id=args.box_id,
+                order_id=args.order_id,
+                station_id=args.station,
+                items=[BoxItem(sku=s, quantity=q) for s, q in packed.items()],
+                weight=Weight(value=args.weight_lb),
+                dimensions=Dimensions(length=12, width=9, height=6),
+                closed_at_ms=now_ms(),
+            ).model_dump(mode="json")
+        return asyncio.run(post(f"{receiver}/v1/boxes", orjson.dumps(given), headers))
+    if given is None:
+        print("send order needs --file: an order event (schemas/json/Order.json)", file=sys.stderr)
+        return 2
+    return asyncio.run(post(f"{receiver}/v1/orders", orjson.dumps(given), headers))
+
+
+def load_order(settings: Settings, args: argparse.Namespace) -> None:
+    """Give the simulator's TikTok an order with these items (devstack only)."""
+    import urllib.request
+
+    order = order_with(args.order_id, items(args.item), int(time.time()))
+    url = f"http://127.0.0.1:{settings.sim_port}/_sim/tiktok/orders"
+    request = urllib.request.Request(url, data=orjson.dumps([order]), method="PUT")
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (local simulator)
+        print(f"PUT {url} -> {response.status} (order {args.order_id} in the simulator)")
+
+
+def tail(settings: Settings, args: argparse.Namespace) -> int:
+    known = {spec.name: spec for spec in ALL_TOPICS}
+    if args.topic not in known:
+        print(f"unknown topic {args.topic!r}; one of: {', '.join(sorted(known))}", file=sys.stderr)
+        return 2
+    topic = Topics(settings)(known[args.topic])
+    if settings.kafka_embedded:
+        install_end_offsets_correction(client_options(settings))
+    return asyncio.run(follow(settings, topic, args.key, args.follow))
+
+
+async def follow(settings: Settings, topic: str, key: str | None, forever: bool) -> int:
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False)
+    try:
+        await consumer.start()
+        await consumer.topics()
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            print(f"topic {topic} does not exist", file=sys.stderr)
+            return 1
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        wanted = key.encode() if key is not None else None
+        while True:
+            batches = await consumer.getmany(timeout_ms=500)
+            for messages in batches.values():
+                for m in messages:
+                    if wanted is None or m.key == wanted:
+                        print(line(m), flush=True)
+            if not forever and all(await positions(consumer, tps, ends)):
+                return 0
+    finally:
+        await consumer.stop()
+
+
+async def positions(
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition], ends: dict[TopicPartition, int]
+) -> list[bool]:
+    return [await consumer.position(tp) >= ends[tp] for tp in tps]
+
+
+def line(m: Any) -> str:
+    try:
+        value: Any = orjson.loads(m.value) if m.value is not None else None
+    except orjson.JSONDecodeError:
+        value = {"undecodable_bytes": len(m.value)}
+    head = {
+        "partition": m.partition,
+        "offset": m.offset,
+        "key": m.key.decode(errors="replace") if m.key is not None else None,
+    }
+    return orjson.dumps(head | {"value": value}).decode()
