@@ -39,10 +39,11 @@ class LagReader:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.names = Topics(settings)
-        options = {**client_options(settings), "enable_auto_commit": False}
-        self.ends = AIOKafkaConsumer(**options)
+        self.ends = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
         self.members = {
-            group: AIOKafkaConsumer(**options, group_id=group)
+            group: AIOKafkaConsumer(
+                **client_options(settings), group_id=group, enable_auto_commit=False
+            )
             for group, _ in groups(settings).values()
         }
 
