@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
+import logging.config
 import sys
+from typing import Any
 
 import orjson
 import structlog
 
 
 def configure(level: str = "info", *, json: bool = True) -> None:
+    """structlog for parcelflow's own lines, and the standard library's loggers (aiokafka,
+    aiohttp, Faust, mode) rendered the same way: one JSON object per line on stderr."""
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-    logging.basicConfig(
-        level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(message)s"
-    )
+    logging.config.dictConfig(stdlib_config(max(numeric, logging.WARNING), json=json))
     renderer: structlog.typing.Processor
     if json:
         renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
@@ -33,6 +35,47 @@ def configure(level: str = "info", *, json: bool = True) -> None:
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
+
+
+def dumps(value: Any, **_: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+def stdlib_config(level: int | str, *, json: bool = True) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` that renders standard-library records (Faust's and
+    mode's included: the planner passes it to Faust's worker) like structlog's lines."""
+    renderer = (
+        structlog.processors.JSONRenderer(serializer=dumps)
+        if json
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "structlog": {
+                "()": structlog.stdlib.ProcessorFormatter,
+                "processors": [
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info,
+                    renderer,
+                ],
+                "foreign_pre_chain": [
+                    structlog.stdlib.add_log_level,
+                    structlog.stdlib.add_logger_name,
+                    structlog.processors.TimeStamper(fmt="iso", utc=True),
+                ],
+            }
+        },
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "structlog",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"level": level, "handlers": ["default"]},
+    }
 
 
 def dump_tasks() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -29,6 +30,17 @@ def get_json(url: str) -> Any:
         return orjson.loads(response.read())
 
 
+def metric_families(url: str) -> set[str]:
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (local worker)
+        text = response.read().decode()
+    return {family(line.split()[2]) for line in text.splitlines() if line.startswith("# TYPE ")}
+
+
+def family(sample: str) -> str:
+    """A sample's metric family: without _total, _bucket, _count, _sum or _created."""
+    return re.sub(r"_(total|bucket|count|sum|created)$", "", sample)
+
+
 def children_of(pid: int) -> list[psutil.Process]:
     try:
         return psutil.Process(pid).children(recursive=True)
@@ -48,6 +60,7 @@ def test_every_order_gets_exactly_one_label_with_the_item_ids_of_each_box(tmp_pa
         requests = get_json(f"{stack.simulator_url}/_sim/shipium/requests")
         stats = get_json(f"{stack.simulator_url}/_sim/stats")
         pids = [p.proc.pid for p in stack.processes]
+        exported = {name: metric_families(url) for name, url in stack.metrics_urls.items()}
     assert progress.pending == 0, (
         f"orders without label: {progress.expected - progress.labels.keys()}"
     )
@@ -60,6 +73,13 @@ def test_every_order_gets_exactly_one_label_with_the_item_ids_of_each_box(tmp_pa
     assert not any(
         psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids
     )
+    # every metric the alert rules and the Grafana dashboard use is one parcelflow exports
+    live = set().union(*exported.values())
+    assert {"parcelflow_planner_events", "parcelflow_consumer_lag"} <= live
+    for path in (ROOT / "deploy/prometheus/alerts.yml", ROOT / "deploy/grafana/parcelflow.json"):
+        used = {family(m) for m in re.findall(r"parcelflow_[a-z_]+", path.read_text())}
+        assert used, path
+        assert used <= live, f"{path.name} uses what nothing exports: {sorted(used - live)}"
 
 
 @pytest.mark.parametrize("security", [[], ["--kafka-tls"]], ids=["plaintext", "mutual-tls"])

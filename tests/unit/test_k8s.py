@@ -78,16 +78,20 @@ def test_every_variable_is_a_setting_and_no_secret_is_in_the_config_map(
 def test_probes_use_the_ops_port_and_pods_run_locked_down(objects: list[dict[str, Any]]) -> None:
     config = next(o for o in objects if o["kind"] == "ConfigMap")["data"]
     deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
-    assert set(deployments) == {f"parcelflow-{w}" for w in WORKERS | {"receiver"}}
+    assert set(deployments) == {f"parcelflow-{w}" for w in WORKERS | {"receiver", "dashboard"}}
     for name, deployment in deployments.items():
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert isinstance(pod["securityContext"]["runAsUser"], int)
         (container,) = pod["containers"]
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        wanted = config[
-            "PARCELFLOW_RECEIVER_PORT" if name.endswith("receiver") else "PARCELFLOW_OPS_PORT"
-        ]
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        if name.endswith("dashboard"):  # its page, API and ops routes share one port
+            wanted = env["PARCELFLOW_DASHBOARD_PORT"]
+        else:
+            wanted = config[
+                "PARCELFLOW_RECEIVER_PORT" if name.endswith("receiver") else "PARCELFLOW_OPS_PORT"
+            ]
         for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
             port = container[probe]["httpGet"]["port"]
             assert ports[port] == int(wanted), (name, probe)

@@ -198,7 +198,9 @@ async def measure_lag(settings: Settings, board: Board, stop: asyncio.Event) -> 
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     board = Board()
-    async with worker_runtime(settings, "dashboard", stop) as runtime:
+    # the ops routes are on the dashboard's own port: no second ops server
+    quiet = settings.model_copy(update={"ops_port": 0})
+    async with worker_runtime(quiet, "dashboard", stop) as runtime:
         runner = web.AppRunner(dashboard_app(runtime, board), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, settings.dashboard_host, settings.dashboard_port)

@@ -81,6 +81,7 @@ class Stack:
     restarts: dict[str, int] = field(default_factory=dict)  # worker -> times restarted
     events: list[str] = field(default_factory=list)  # what the supervisor saw and did
     say: bool = True
+    ops_ports: dict[str, int] = field(default_factory=dict)  # worker -> its ops port
     _streak: dict[str, int] = field(default_factory=dict)  # quick exits in a row, per worker
     _supervisor: threading.Thread | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
@@ -88,6 +89,9 @@ class Stack:
 
     def build_env(self, bootstrap: str, tls: Certificates | None = None) -> dict[str, str]:
         receiver_port, sim_port, dashboard_port = free_port(), free_port(), free_port()
+        self.ops_ports = {
+            name: free_port() for name in ("enricher", "planner", "labeler", "auditor")
+        }
         sim = f"http://127.0.0.1:{sim_port}"
         values = {
             "KAFKA_BOOTSTRAP": bootstrap,
@@ -135,6 +139,15 @@ class Stack:
     @property
     def receiver_url(self) -> str:
         return f"http://127.0.0.1:{self.env['PARCELFLOW_RECEIVER_PORT']}"
+
+    @property
+    def metrics_urls(self) -> dict[str, str]:
+        """Where each process serves Prometheus metrics."""
+        urls = {name: f"http://127.0.0.1:{port}/metrics" for name, port in self.ops_ports.items()}
+        return urls | {
+            "receiver": f"{self.receiver_url}/metrics",
+            "dashboard": f"{self.dashboard_url}metrics",
+        }
 
     @property
     def dashboard_url(self) -> str:
@@ -217,9 +230,12 @@ class Stack:
     def spawn(self, name: str) -> Process:
         log_path = self.run_dir / f"{name}.log"
         log = log_path.open("ab")
+        env = self.env
+        if name in self.ops_ports:
+            env = env | {"PARCELFLOW_OPS_PORT": str(self.ops_ports[name])}
         proc = subprocess.Popen(
             [sys.executable, "-m", "workers.cli", name],
-            env=self.env,
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

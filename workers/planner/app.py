@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -28,13 +29,14 @@ import faust
 import structlog
 from faust.stores.memory import Store as MemoryStore
 from faust.types import EventT
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from schemas.box import BoxClosed
 from schemas.codec import encode
 from schemas.common import now_ms
 from schemas.order import Order
 from schemas.topics import BOXES, BOXES_REJECTED, LABEL_JOBS, ORDERS, ORDERS_REJECTED, PLANS
+from workers import logs
 from workers.broker.offsets import install_end_offsets_correction
 from workers.kafka import (
     Topics,
@@ -64,6 +66,24 @@ RAW: dict[str, Any] = {
 Fatal = Callable[[BaseException], None]
 
 
+EVENTS = Counter("parcelflow_planner_events", "Order and box events joined (or rejected).")
+PLANS_MADE = Counter("parcelflow_planner_plans", "Parcel plans published (planned or rejected).")
+JOBS_MADE = Counter("parcelflow_planner_jobs", "Label jobs published.")
+REJECTED = Counter(
+    "parcelflow_planner_rejected",
+    "Events dead-lettered, by reason: invalid, too_large, error.",
+    ["reason"],
+)
+BATCH_EVENTS = Histogram(
+    "parcelflow_planner_batch_events",
+    "Events per batch the join takes at once.",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000),
+)
+BATCH_SECONDS = Histogram(
+    "parcelflow_planner_batch_seconds",
+    "Time to join one batch and have the broker ack its records.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 SKIPPED = Counter(
     "parcelflow_planner_offsets_skipped",
     "Offsets of orders.v1 and warehouse.boxes.v1 never delivered to the join.",
@@ -182,21 +202,31 @@ class Batch:
 
 
 async def join_batch(planner: Planner, events: Sequence[EventT[bytes]]) -> None:
+    started = time.perf_counter()
     batch = Batch(planner)
+    made = dict.fromkeys((planner.plans_topic, planner.jobs_topic), 0)
     for event in events:
         message = event.message
         planner.watch.see(message.topic, message.partition, message.offset, batch.clock)
         try:
             records = batch.step(message)
         except (Rejected, TooLarge) as rejected:
+            REJECTED.labels("too_large" if isinstance(rejected, TooLarge) else "invalid").inc()
             await batch.dead_letter(event, str(rejected))
             continue
         except Exception as exc:  # noqa: BLE001 (one bad event must not stop the join)
+            REJECTED.labels("error").inc()
             await batch.dead_letter(event, f"planner error: {type(exc).__name__}: {exc}")
             continue
         for topic, value in records:
+            made[topic] += 1
             await batch.send(topic, message.key, value)
     await batch.finish()
+    EVENTS.inc(len(events))
+    PLANS_MADE.inc(made[planner.plans_topic])
+    JOBS_MADE.inc(made[planner.jobs_topic])
+    BATCH_EVENTS.observe(len(events))
+    BATCH_SECONDS.observe(time.perf_counter() - started)
     for topic, partition, first, last in planner.watch.overdue(batch.clock):
         SKIPPED.inc(last - first + 1)
         log.warning(
@@ -349,6 +379,7 @@ def run(settings: Settings) -> None:
     worker = PlannerWorker(
         app,
         loglevel=settings.log_level.upper(),
+        logging_config=logs.stdlib_config(settings.log_level.upper()),
         quiet=True,
         loop=new_event_loop(),
         stop_timeout_s=settings.planner_stop_timeout_s,
