@@ -164,6 +164,7 @@ def log_dead_letter(message: Any, record: RejectedRecord, to: str) -> None:
         topic=message.topic,
         partition=message.partition,
         offset=message.offset,
+        order_id=message.key[:128].decode(errors="replace") if message.key else None,
         reason=record.reason[:300],
         to=to,
     )

@@ -119,6 +119,7 @@ class JobRunner:
                 log.warning(
                     "label_retry",
                     job_id=job.job_id,
+                    order_id=job.order_id,
                     code=err.code,
                     attempt=attempt,
                     delay_s=round(delay, 2),
@@ -166,7 +167,12 @@ class JobRunner:
                     for parcel, package in zip(job.parcels, response.packages, strict=True)
                 ]
             except OSError as exc:
-                log.warning("label_store_retry", job_id=job.job_id, error=str(exc)[:300])
+                log.warning(
+                    "label_store_retry",
+                    job_id=job.job_id,
+                    order_id=job.order_id,
+                    error=str(exc)[:300],
+                )
                 if attempt == STORE_ATTEMPTS:
                     message = f"label made, document not stored: {type(exc).__name__}: {exc}"
                     return decide.failure(
@@ -184,6 +190,7 @@ class JobRunner:
             log.warning(
                 "label_failed",
                 job_id=job.job_id,
+                order_id=job.order_id,
                 code=outcome.error_code,
                 attempts=outcome.attempts,
             )
@@ -215,7 +222,7 @@ class JobRunner:
             await self.publish(self.failures_topic, job.order_id, cancelled)
             return "cancelled"
         if action is Action.DROP:
-            log.info("label_job_dropped_cancelled", job_id=job.job_id)
+            log.info("label_job_dropped_cancelled", job_id=job.job_id, order_id=job.order_id)
             return "dropped"
         if action is Action.REPUBLISH:
             done = self.ledger.get(job.job_id)
@@ -244,7 +251,9 @@ class JobRunner:
             if unsure:
                 found = await self.shipium.find_label(job)
                 if found is not None:
-                    log.info("label_found_after_unclear_answer", job_id=job.job_id)
+                    log.info(
+                        "label_found_after_unclear_answer", job_id=job.job_id, order_id=job.order_id
+                    )
                     return found
             try:
                 return await self.shipium.create_label(job)

@@ -167,6 +167,13 @@ class Batch:
             state = restore(event.order_id, p.table.get(key))
         encoded = encode_step(state, on_event(state, event, self.clock), p.max_output)
         self.states[key] = encoded.step.state
+        for job in encoded.step.jobs:
+            log.info(
+                "label_job",
+                order_id=job.order_id,
+                job_id=job.job_id,
+                box_ids=[parcel.box_id for parcel in job.parcels],
+            )
         if encoded.state is not None:
             self.partitions[key] = message.partition
             self.encoded[key] = encoded.state

@@ -183,7 +183,11 @@ async def tiktok_webhook(request: web.Request) -> web.Response:
         log.warning("shop_authorization_alert", kind=alert.kind, shop_id=alert.shop_id)
     # one line per webhook at debug only: at thousands per second, /metrics counts them
     log.debug(
-        "webhook_stored", event_id=stored.event_id, type=webhook.type, shop_id=webhook.shop_id
+        "webhook_stored",
+        event_id=stored.event_id,
+        type=webhook.type,
+        shop_id=webhook.shop_id,
+        order_id=str(webhook.data.get("order_id", ""))[:128],
     )
     return web.Response(status=200)
 
@@ -235,7 +239,14 @@ def ingest(
             await durable_send(request.app, [(topic, event.order_id, encode(event))])
         except Unavailable:
             return unavailable()
-        log.debug("event_stored", topic=topic, event_id=event.event_id, system=system)
+        log.debug(
+            "event_stored",
+            topic=topic,
+            event_id=event.event_id,
+            order_id=event.order_id,
+            box_id=event.box_id if isinstance(event, BoxClosed) else None,
+            system=system,
+        )
         return web.json_response({"status": "accepted", "event_id": event.event_id}, status=202)
 
     return handler
