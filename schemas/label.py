@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.common import MAX_INT, Address, Dimensions, Id, Model, Weight
+from schemas.common import MAX_INT, Address, Dimensions, Id, Model, Text, Weight
 from schemas.order import LineItem
 
 
@@ -30,13 +30,27 @@ class LabelJob(Model):
     unpacked_items: list[LineItem] = Field(
         default_factory=list, description="Units of the order left out of a short shipment."
     )
+    shipping_type: Literal["TIKTOK", "SELLER", ""] = Field(
+        "", description="The order's: SELLER orders get no TikTok Shop label request."
+    )
+    warehouse_id: Text = Field("", description="Picks the ship-from address (warehouses).")
     created_at_ms: int = Field(ge=0, le=MAX_INT)
+
+
+class LabelDocument(Model):
+    format: Literal["pdf", "png", "zpl"]
+    uri: str = Field(description="file:///... or s3://bucket/key: where the document is.")
+    sha256: str
+    size: int = Field(ge=0, le=MAX_INT)
 
 
 class ParcelLabel(Model):
     box_id: Id
     tracking_id: str
-    document_path: str = ""
+    documents: list[LabelDocument] = Field(
+        default_factory=list, description="The label in each format stored."
+    )
+    document_path: str = Field("", description="The first document's file (folder store).")
     document_sha256: str = ""
 
 

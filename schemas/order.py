@@ -50,6 +50,12 @@ class Order(Model):
         ge=0, description="Unix seconds of the order's last change.", le=MAX_INT
     )
     source: Literal["tiktok", "upstream"] = "upstream"
+    shipping_type: Literal["TIKTOK", "SELLER", ""] = Field(
+        "",
+        description="TIKTOK: TikTok Shipping, TikTok provides the label; SELLER: the seller "
+        "ships with its own logistics (no TikTok Shop label); empty: not known (TIKTOK).",
+    )
+    warehouse_id: Text = Field("", description="The seller's warehouse the order ships from.")
     cause: str = Field(
         "",
         max_length=512,

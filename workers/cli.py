@@ -100,7 +100,9 @@ def demo(settings: Settings, args: argparse.Namespace, keep_running: bool) -> in
         overrides["SIM_LABEL_LATENCY_MEDIAN_S"] = str(args.label_latency)
     if args.max_in_flight is not None:
         overrides["LABELER_MAX_IN_FLIGHT"] = str(args.max_in_flight)
-    stack = Stack(run_dir, overrides, kafka_tls=args.kafka_tls)
+    if args.label_formats:
+        overrides["LABEL_FORMATS"] = json.dumps(args.label_formats.split(","))
+    stack = Stack(run_dir, overrides, kafka_tls=args.kafka_tls, label_store=args.label_store)
     latest = Path(args.run_dir) / "devstack.env"
     print(f"parcelflow: starting the stack (logs in {run_dir})", file=sys.stderr, flush=True)
     try:
@@ -380,6 +382,16 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=7, help="seed of the demo data (7)")
         p.add_argument("--run-dir", default="var/run", help="where logs and labels go (var/run)")
         p.add_argument(
+            "--label-store",
+            default="folder",
+            help="folder (the run's labels/), s3 (an S3-compatible server started for the "
+            "run), or s3://bucket[/prefix] (yours: PARCELFLOW_LABEL_S3_ENDPOINT, AWS_*)",
+        )
+        p.add_argument(
+            "--label-formats",
+            help='label formats asked and stored, e.g. pdf,zpl (PARCELFLOW_LABEL_FORMATS, "pdf")',
+        )
+        p.add_argument(
             "--kafka-tls",
             action="store_true",
             help="every Kafka client over TLS (mutual TLS), with a throwaway CA made at start",
@@ -424,6 +436,18 @@ def parser() -> argparse.ArgumentParser:
     topics.add_argument("--follow", action="store_true", help="tail: keep printing new records")
     topics.add_argument("--key", help="tail: only records with this key (an order id)")
     topics.set_defaults(func=topics_command)
+
+    labels = sub.add_parser("labels", help="get a label (record or document); prune old ones")
+    labels.add_argument("action", choices=["get", "prune"])
+    labels.add_argument("job_id", nargs="?", help="get: the label job's id")
+    labels.add_argument("--box", help="get: the box whose document to fetch")
+    labels.add_argument("--format", choices=["pdf", "png", "zpl"], help="get: the format")
+    labels.add_argument("-o", "--output", help="get: write the document to this file")
+    labels.add_argument(
+        "--url", help="get: the receiver (http://127.0.0.1:PARCELFLOW_RECEIVER_PORT)"
+    )
+    labels.add_argument("--older-than", default="30d", help="prune: age, e.g. 30d, 12h (30d)")
+    labels.set_defaults(func=labels_command)
 
     send = sub.add_parser(
         "send", help="send a signed TikTok webhook, a box or an order event to the receiver"
@@ -482,6 +506,12 @@ def health_command(settings: Settings, args: argparse.Namespace) -> int:
         return 1
 
 
+def labels_command(settings: Settings, args: argparse.Namespace) -> int:
+    from workers.devstack.client import labels_get, labels_prune
+
+    return labels_get(settings, args) if args.action == "get" else labels_prune(settings, args)
+
+
 def send_command(settings: Settings, args: argparse.Namespace) -> int:
     from workers.devstack.client import send
 
@@ -513,7 +543,7 @@ def topics_command(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-CLIENTS = {"failures", "tokens", "topics", "send", "config", "void"}  # commands of a user
+CLIENTS = {"failures", "tokens", "topics", "send", "labels", "config", "void"}  # commands of a user
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,6 +19,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.common import Address
 
+LabelFormat = Literal["pdf", "png", "zpl"]
+
+
+class Warehouse(BaseModel):
+    ship_from: Address
+    fulfillment_context: dict[str, Any] = Field(default_factory=lambda: {"channel": "TikTok Shop"})
+
+
 # What a worker derives from one input (a plan, a job, a dead letter's envelope) needs room
 # beside it in a record of kafka_max_message_bytes.
 INPUT_HEADROOM_BYTES = 64 * 1024
@@ -338,7 +346,38 @@ class Settings(BaseSettings):
         description="While Shipium rejects the API key (401/403): no new jobs are taken, "
         "and the call is retried this often until the key is accepted again.",
     )
-    label_dir: Path = Field(Path("var/labels"), description="Where label documents are stored.")
+    label_dir: Path = Field(Path("var/labels"), description="The folder of the folder label store.")
+    label_store: str = Field(
+        "folder",
+        pattern=r"^(folder|s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[A-Za-z0-9!_.*'()/\-]*)?)$",
+        description="Where label documents go: folder (PARCELFLOW_LABEL_DIR) or "
+        "s3://bucket[/prefix] (any S3-compatible store; AWS credentials the usual way).",
+    )
+    label_s3_endpoint: str = Field(
+        "", description="S3 endpoint URL for MinIO, GCS and others (empty: AWS)."
+    )
+    label_s3_region: str = Field("", description="S3 region (empty: the AWS default).")
+    label_s3_sse: Literal["", "AES256", "aws:kms"] = Field(
+        "", description="Server-side encryption of label objects (empty: the bucket's default)."
+    )
+    label_s3_kms_key_id: str = Field("", description="KMS key for aws:kms encryption.")
+    warehouses: dict[str, Warehouse] = Field(
+        default_factory=dict,
+        description="Per warehouse id (the order's warehouse_id): its ship-from address and "
+        'Shipium fulfillment context, as JSON {"WH1": {"ship_from": {...}, '
+        '"fulfillment_context": {...}}}. Empty: every order ships from PARCELFLOW_SHIP_FROM.',
+    )
+    seller_shipped: Literal["fail", "carrier-selection"] = Field(
+        "fail",
+        description="SELLER-shipped orders: fail (label-failures.v1, 'seller-shipped order') "
+        "or carrier-selection (Shipium's ordinary carrier selection, no TikTok fields).",
+    )
+    label_formats: list[LabelFormat] = Field(
+        default_factory=lambda: list[LabelFormat](["pdf"]),
+        min_length=1,
+        description="Label formats asked of Shipium (labelFormats) and stored, as JSON "
+        '(e.g. ["pdf", "zpl"]); the first is what a station gets by default.',
+    )
     ship_from: Address = Field(
         Address(
             name="Warehouse", street1="1 Dock Rd", city="Reno", state="NV", postal_code="89502"
@@ -374,6 +413,11 @@ class Settings(BaseSettings):
         0.0,
         ge=0,
         description="Label calls per second above which the simulator answers 429 (0: none).",
+    )
+    sim_label_render: bool = Field(
+        True,
+        description="Render real 4x6 in labels (PDF, PNG, ZPL); false: a tiny PDF, for "
+        "benchmarks that measure parcelflow and not the simulator.",
     )
     sim_seed: int = Field(7, description="Seed for the simulator's random latency.")
     chaos_seconds: float = Field(
@@ -422,6 +466,8 @@ class Settings(BaseSettings):
                 text = value.model_dump_json()
             elif isinstance(value, dict):
                 text = json.dumps({k: plain(v) for k, v in value.items()})
+            elif isinstance(value, list):
+                text = json.dumps([plain(v) for v in value])
             elif isinstance(value, bool):
                 text = "true" if value else "false"
             else:
@@ -431,4 +477,8 @@ class Settings(BaseSettings):
 
 
 def plain(value: Any) -> Any:
-    return value.get_secret_value() if isinstance(value, SecretStr) else value
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return value

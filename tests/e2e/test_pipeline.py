@@ -82,7 +82,11 @@ def test_every_order_gets_exactly_one_label_with_the_item_ids_of_each_box(tmp_pa
         assert used <= live, f"{path.name} uses what nothing exports: {sorted(used - live)}"
 
 
-@pytest.mark.parametrize("security", [[], ["--kafka-tls"]], ids=["plaintext", "mutual-tls"])
+@pytest.mark.parametrize(
+    "security",
+    [[], ["--kafka-tls"], ["--label-store", "s3", "--label-formats", "pdf,zpl"]],
+    ids=["plaintext", "mutual-tls", "s3-label-store"],
+)
 def test_parcelflow_run_prints_the_summary_exits_0_and_leaves_nothing_running(
     tmp_path: Path, security: list[str]
 ) -> None:
@@ -110,7 +114,7 @@ def test_parcelflow_run_prints_the_summary_exits_0_and_leaves_nothing_running(
     assert proc.returncode == 0, err.decode()[-2000:]
     assert out.decode().splitlines()[-1] == "summary: orders=20 labels=20 failures=0 pending=0"
     assert len(seen) >= 6, "broker, simulator and four workers ran as processes"
-    if security:
+    if "--kafka-tls" in security:
         assert "tls terminator on" in next(tmp_path.rglob("broker.log")).read_text()
     alive = [
         pid for pid in seen if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
@@ -118,7 +122,8 @@ def test_parcelflow_run_prints_the_summary_exits_0_and_leaves_nothing_running(
     assert alive == [], f"left running: {alive}"
     # labels (recipients' addresses), logs and tokens are for the user running parcelflow only
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert any(p.suffix == ".pdf" for p in written)
+    assert any(p.suffix == ".pdf" for p in written) == ("s3" not in security)
+    assert any(p.name == "report.html" for p in written)
     assert {oct(p.stat().st_mode & 0o777) for p in written} == {"0o600"}
     folders = [p for p in tmp_path.rglob("*") if p.is_dir()]
     assert {oct(p.stat().st_mode & 0o777) for p in folders} == {"0o700"}

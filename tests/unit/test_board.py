@@ -79,7 +79,7 @@ def test_failures_show_until_a_replay_labels_them_and_alerts_name_the_shops() ->
     board.take("failures", failure("F2", code="seller_shipped"), T)
     snap = board.snapshot(T)
     assert [(f["job_id"], f["replayable"]) for f in snap["failures"]] == [
-        ("job-F2", True),
+        ("job-F2", False),  # a decision: not replayable
         ("job-F1", True),
     ]
     assert snap["failure_reasons"] == {"http_400": 1, "seller_shipped": 1}

@@ -7,6 +7,7 @@ builder and the label file names without an error, and every id derived from it 
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import orjson
@@ -21,8 +22,9 @@ from schemas.order import LineItem, Order, OrderStatus
 from tests.unit.factories import job as make_job
 from workers.auditor.audit import Audit
 from workers.labeler import decide
-from workers.labeler.documents import document_name, store_document
+from workers.labeler.documents import document_name
 from workers.labeler.shipium.request import build_label_request
+from workers.labeler.store import FolderStore, put_document
 from workers.planner.join import OrderState, encode_step, on_event
 
 SHIP_FROM = Address(name="WH", street1="1 Dock", city="Reno", state="NV", postal_code="89502")
@@ -125,7 +127,7 @@ def test_hostile_ids_and_formats_stay_in_the_label_folder_with_private_modes(
         ("x" * 128, "a\x00b", "PNG"),
         ("é" * 128, "é" * 128, "zpl"),
     ]:
-        path, _ = store_document(root, job_id, box_id, b"%PDF-1.4 label", fmt)
+        path = asyncio.run(put_document(FolderStore(root), job_id, box_id, fmt, b"%PDF-1.4 l")).uri
         assert Path(path).resolve().is_relative_to(root.resolve())
         assert Path(path).stat().st_mode & 0o777 == 0o600
         assert Path(path).parent.stat().st_mode & 0o777 == 0o700

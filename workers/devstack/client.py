@@ -163,3 +163,85 @@ def line(m: Any) -> str:
         "key": m.key.decode(errors="replace") if m.key is not None else None,
     }
     return orjson.dumps(head | {"value": value}).decode()
+
+
+def labels_get(settings: Settings, args: argparse.Namespace) -> int:
+    """A label record (JSON) or document, from the receiver's fetch API."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    base = args.url or f"http://127.0.0.1:{settings.receiver_port}"
+    if not base.startswith(("http://", "https://")):
+        print(f"--url {base!r}: an http:// or https:// address", file=sys.stderr)
+        return 2
+
+    def quote(part: str) -> str:
+        return urllib.parse.quote(part, safe="")
+
+    if args.job_id and args.box:
+        path = f"/v1/labels/{quote(args.job_id)}/{quote(args.box)}"
+    elif args.box:
+        path = f"/v1/boxes/{quote(args.box)}/label"
+    elif args.job_id:
+        path = f"/v1/labels/{quote(args.job_id)}"
+    else:
+        print("labels get needs a JOB_ID, a --box BOX_ID, or both", file=sys.stderr)
+        return 2
+    if args.format and args.box:
+        path += f"?format={quote(args.format)}"
+    token = settings.ingest_token.get_secret_value() if settings.ingest_token else ""
+    headers = {"Authorization": f"Bearer {token}"}
+    request = urllib.request.Request(base + path, headers=headers)  # noqa: S310 (http only)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our API)
+            data = response.read()
+    except urllib.error.HTTPError as exc:
+        print(f"GET {path} -> {exc.code} {exc.read().decode(errors='replace')}", file=sys.stderr)
+        return 1
+    if args.output:
+        Path(args.output).write_bytes(data)
+        print(f"wrote {len(data)} bytes to {args.output}")
+    elif args.box and sys.stdout.isatty():
+        print(f"{len(data)} bytes: give -o FILE to save the document", file=sys.stderr)
+    elif args.box:
+        sys.stdout.buffer.write(data)
+    else:
+        print(orjson.dumps(orjson.loads(data), option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def duration_s(text: str) -> float:
+    """``30d``, ``12h``, ``90m``, ``45s`` (or plain seconds)."""
+    units = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
+    text = text.strip().lower()
+    if text and text[-1] in units:
+        return float(text[:-1]) * units[text[-1]]
+    return float(text)
+
+
+def labels_prune(settings: Settings, args: argparse.Namespace) -> int:
+    """Delete the folder store's documents and records older than ``--older-than``."""
+    if settings.label_store != "folder":
+        print(
+            "labels prune works on the folder store; an object store prunes itself with a "
+            "lifecycle rule (see README)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        cutoff = time.time() - duration_s(args.older_than)
+    except ValueError:
+        print(f"--older-than {args.older_than!r}: use e.g. 30d, 12h, 90m", file=sys.stderr)
+        return 2
+    root = settings.label_dir
+    removed = kept = 0
+    for path in root.rglob("*") if root.exists() else ():
+        if path.is_file():
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+            else:
+                kept += 1
+    print(f"removed {removed} files older than {args.older_than} from {root}; kept {kept}")
+    return 0

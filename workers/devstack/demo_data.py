@@ -86,7 +86,8 @@ def tiktok_order(
     return {
         "id": order_id,
         "status": "AWAITING_SHIPMENT",
-        "shipping_type": "SELLER",
+        "shipping_type": "TIKTOK",
+        "warehouse_id": "7300000000000000001",
         "is_on_hold_order": False,
         "create_time": now_s - 3600,
         "update_time": now_s,

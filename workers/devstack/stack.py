@@ -8,6 +8,7 @@ then SIGKILL after a grace period.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from workers.broker.embedded import EmbeddedBroker, free_port
+from workers.broker.embedded import EmbeddedBroker, free_port, wait_for_port
 from workers.broker.tls import Certificates, make_certificates
 from workers.settings import Settings
 
@@ -78,6 +79,10 @@ class Stack:
     processes: list[Process] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     kafka_tls: bool = False  # the broker behind mutual TLS, a throwaway CA per run
+    # "folder", "s3://bucket[/prefix]" (an S3 you run), or "s3": an S3-compatible server of
+    # the stack's own (moto's server mode, a dev dependency) with a bucket made for the run
+    label_store: str = "folder"
+    s3: subprocess.Popen[bytes] | None = None
     restarts: dict[str, int] = field(default_factory=dict)  # worker -> times restarted
     events: list[str] = field(default_factory=list)  # what the supervisor saw and did
     say: bool = True
@@ -129,8 +134,8 @@ class Stack:
     @property
     def settings(self) -> Settings:
         """The settings every process of this stack runs with."""
-        values = {
-            k.removeprefix("PARCELFLOW_").lower(): v
+        values: dict[str, object] = {
+            k.removeprefix("PARCELFLOW_").lower(): json.loads(v) if v[:1] in ("[", "{") else v
             for k, v in self.env.items()
             if k.startswith("PARCELFLOW_")
         }
@@ -168,6 +173,10 @@ class Stack:
             log_path=self.run_dir / "broker.log", tls=tls, client_auth=tls is not None
         ).start()
         self.env = self.build_env(self.broker.bootstrap, tls)
+        if self.label_store == "s3":
+            self.env |= self.start_s3()
+        elif self.label_store != "folder":
+            self.env["PARCELFLOW_LABEL_STORE"] = self.label_store
         if say:
             how = " (mutual TLS, CA in tls/ca.pem)" if tls is not None else ""
             print(f"  broker     ready at {self.broker.bootstrap}{how}", file=sys.stderr)
@@ -185,6 +194,41 @@ class Stack:
         self._stopping.clear()
         self._supervisor = threading.Thread(target=self.supervise, name="supervisor", daemon=True)
         self._supervisor.start()
+
+    def start_s3(self, bucket: str = "parcelflow-labels") -> dict[str, str]:
+        """An S3-compatible server for this run, and the variables that point at it."""
+        import botocore.session
+
+        port = free_port()
+        log = (self.run_dir / "s3.log").open("ab")
+        self.s3 = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        wait_for_port("127.0.0.1", port, 30.0, self.s3)
+        endpoint = f"http://127.0.0.1:{port}"
+        values = {
+            "PARCELFLOW_LABEL_STORE": f"s3://{bucket}/labels",
+            "PARCELFLOW_LABEL_S3_ENDPOINT": endpoint,
+            "PARCELFLOW_LABEL_S3_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "parcelflow-devstack",
+            "AWS_SECRET_ACCESS_KEY": secrets.token_hex(16),
+        }
+        client = botocore.session.get_session().create_client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=values["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=values["AWS_SECRET_ACCESS_KEY"],
+        )
+        client.create_bucket(Bucket=bucket)
+        if self.say:
+            print(f"  s3         ready at {endpoint} (bucket {bucket})", file=sys.stderr)
+        return values
 
     def supervise(self, every_s: float = 0.5) -> None:
         """Restart a worker that exited while the stack runs, logged with its name, pid
@@ -282,6 +326,9 @@ class Stack:
         if self.broker is not None:
             self.broker.stop()
             self.broker = None
+        if self.s3 is not None:
+            terminate(self.s3)
+            self.s3 = None
 
     @contextmanager
     def running(self, say: bool = True) -> Iterator[Stack]:

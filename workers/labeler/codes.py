@@ -17,6 +17,8 @@ class FailureCode(StrEnum):
     IN_PROGRESS = "in_progress"  # an earlier call for the shipment still runs
     STORE_FAILED = "store_failed"  # the label was made but its document could not be stored
     INTERNAL_ERROR = "internal_error"  # a parcelflow defect: the job ended, replayable
+    SELLER_SHIPPED = "seller_shipped"  # the seller ships it: no TikTok Shop label request
+    UNKNOWN_WAREHOUSE = "unknown_warehouse"  # not in PARCELFLOW_WAREHOUSES: replay once added
 
 
 def http_code(status: int) -> str:
@@ -27,7 +29,9 @@ def http_code(status: int) -> str:
 # Shipium refused our key: not the job's fault, it waits until the key works again.
 CREDENTIALS = frozenset({FailureCode.UNAUTHORIZED, FailureCode.FORBIDDEN})
 # Decisions, not errors: replaying them would be wrong, and they outlive a restart.
-DECISIONS = frozenset({FailureCode.CANCELLED, FailureCode.VOID_REQUIRED})
+DECISIONS = frozenset(
+    {FailureCode.CANCELLED, FailureCode.VOID_REQUIRED, FailureCode.SELLER_SHIPPED}
+)
 
 # Answers after which the label may exist all the same (the call may have done its work):
 # before creating again, look the shipment up.

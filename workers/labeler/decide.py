@@ -11,11 +11,19 @@ from collections.abc import Sequence
 from enum import Enum
 
 from schemas.common import derived_id
-from schemas.label import LabelAttempt, LabelFailure, LabelJob, LabelResult, ParcelLabel
+from schemas.label import (
+    LabelAttempt,
+    LabelDocument,
+    LabelFailure,
+    LabelJob,
+    LabelResult,
+    ParcelLabel,
+)
 from workers.kafka import MAX_REASON_CHARS
 from workers.labeler.codes import FailureCode
 from workers.labeler.ledger import Ledger
 from workers.labeler.shipium.response import LabelResponse
+from workers.settings import Settings
 
 VOID_IN_SELLER_CENTER = (
     "labels for TikTok Shop cannot be voided through Shipium: void it in TikTok Seller Center"
@@ -58,6 +66,21 @@ def failure(
     )
 
 
+def routing_failure(job: LabelJob, settings: Settings, at_ms: int) -> LabelFailure | None:
+    """A job that must not reach the TikTok Shop carrier as it is: a seller-shipped order
+    (unless set to Shipium's ordinary carrier selection) or a warehouse with no address."""
+    if job.shipping_type == "SELLER" and settings.seller_shipped == "fail":
+        message = "seller-shipped order: the seller ships it with its own logistics"
+        return failure(job, FailureCode.SELLER_SHIPPED, message, False, 0, at_ms)
+    if settings.warehouses and job.warehouse_id not in settings.warehouses:
+        message = (
+            f"warehouse {job.warehouse_id[:64]!r} has no ship-from address: add it to "
+            "PARCELFLOW_WAREHOUSES, then replay"
+        )
+        return failure(job, FailureCode.UNKNOWN_WAREHOUSE, message, False, 0, at_ms)
+    return None
+
+
 def cancellation(job: LabelJob, labeled: bool, at_ms: int) -> LabelFailure:
     if labeled:
         return failure(job, FailureCode.VOID_REQUIRED, VOID_IN_SELLER_CENTER, False, 0, at_ms)
@@ -77,22 +100,21 @@ def attempt(job: LabelJob, at_ms: int) -> LabelAttempt:
 def result(
     job: LabelJob,
     response: LabelResponse,
-    documents: Sequence[tuple[str, str]],
+    documents: Sequence[Sequence[LabelDocument]],
     attempts: int,
     call_ms: int,
     at_ms: int,
 ) -> LabelResult:
-    """The label of ``job``; ``documents`` holds (path, sha256) per parcel, in order."""
+    """The label of ``job``; ``documents`` holds each parcel's stored documents, in order."""
     parcels = [
         ParcelLabel(
             box_id=parcel.box_id,
             tracking_id=package.tracking_id,
-            document_path=path,
-            document_sha256=digest,
+            documents=list(docs),
+            document_path=docs[0].uri if docs and not docs[0].uri.startswith("s3://") else "",
+            document_sha256=docs[0].sha256 if docs else "",
         )
-        for parcel, package, (path, digest) in zip(
-            job.parcels, response.packages, documents, strict=True
-        )
+        for parcel, package, docs in zip(job.parcels, response.packages, documents, strict=True)
     ]
     return LabelResult(
         event_id=derived_id("label", job.job_id),

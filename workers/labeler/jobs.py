@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import orjson
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
@@ -15,19 +16,27 @@ from prometheus_client import Counter
 from pydantic import BaseModel
 
 from schemas.alert import Alert
+from schemas.codec import encode
 from schemas.common import now_ms
-from schemas.label import LabelFailure, LabelJob
+from schemas.label import LabelDocument, LabelFailure, LabelJob, LabelResult
 from schemas.topics import ALERTS, LABEL_ATTEMPTS, LABEL_FAILURES, LABELS
 from workers.errors import ApiError
 from workers.kafka import Topics, publish
 from workers.labeler import decide
 from workers.labeler.codes import AMBIGUOUS, CREDENTIALS, FailureCode
 from workers.labeler.decide import Action
-from workers.labeler.documents import store_document
 from workers.labeler.ledger import Ledger
 from workers.labeler.retry import RetryPolicy
 from workers.labeler.shipium.client import ShipiumClient
 from workers.labeler.shipium.response import LabelResponse
+from workers.labeler.store import (
+    CONTENT_TYPES,
+    LabelStore,
+    box_name,
+    manifest_name,
+    open_store,
+    put_document,
+)
 from workers.retry import backoff_delay
 from workers.settings import Settings
 
@@ -67,6 +76,7 @@ class JobRunner:
         self.policy = RetryPolicy.from_settings(settings)
         self.credentials_rejected = False
         self.call_slots = asyncio.Semaphore(max_in_flight)
+        self.documents: LabelStore = open_store(settings)
 
     # --- writing records -----------------------------------------------------------------
 
@@ -149,29 +159,30 @@ class JobRunner:
 
     async def store(
         self, job: LabelJob, response: LabelResponse
-    ) -> list[tuple[str, str]] | LabelFailure:
-        """Each parcel's document in the label store: (path, sha256) per parcel, or the
-        failure that ends the job (tried a few times first: a disk may be full for a while)."""
+    ) -> list[list[LabelDocument]] | LabelFailure:
+        """Each parcel's documents (every format) in the label store, or the failure that
+        ends the job (tried a few times first: a disk may be full, a bucket away)."""
         for attempt in range(1, STORE_ATTEMPTS + 1):
             try:
-                return [
-                    store_document(
-                        self.settings.label_dir,
-                        job.job_id,
-                        parcel.box_id,
-                        package.document,
-                        package.document_format,
-                    )
-                    if package.document
-                    else ("", "")
-                    for parcel, package in zip(job.parcels, response.packages, strict=True)
-                ]
-            except OSError as exc:
+                stored = []
+                for parcel, package in zip(job.parcels, response.packages, strict=True):
+                    documents = []
+                    for fmt, data in package.documents.items():
+                        if fmt not in CONTENT_TYPES or not data:
+                            continue
+                        put = await put_document(
+                            self.documents, job.job_id, parcel.box_id, fmt, data
+                        )
+                        documents.append(
+                            LabelDocument(format=fmt, uri=put.uri, sha256=put.sha256, size=put.size)
+                        )
+                    stored.append(documents)
+            except Exception as exc:  # noqa: BLE001 (a disk or an object store: any error)
                 log.warning(
                     "label_store_retry",
                     job_id=job.job_id,
                     order_id=job.order_id,
-                    error=str(exc)[:300],
+                    error=f"{type(exc).__name__}: {str(exc)[:300]}",
                 )
                 if attempt == STORE_ATTEMPTS:
                     message = f"label made, document not stored: {type(exc).__name__}: {exc}"
@@ -179,7 +190,22 @@ class JobRunner:
                         job, FailureCode.STORE_FAILED, message, True, attempt, now_ms()
                     )
                 await asyncio.sleep(backoff_delay(attempt, base_s=0.2, max_s=2.0))
+            else:
+                return stored
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def index(self, result: LabelResult) -> None:
+        """The label record by job, and each box's job, for the fetch API. Best effort:
+        labels.v1 holds the truth; a failure here is logged, the label still counts."""
+        try:
+            await self.documents.put(
+                manifest_name(result.job_id), encode(result), "application/json"
+            )
+            for parcel in result.parcels:
+                pointer = orjson.dumps({"job_id": result.job_id, "order_id": result.order_id})
+                await self.documents.put(box_name(parcel.box_id), pointer, "application/json")
+        except Exception as exc:  # noqa: BLE001 (see above)
+            log.warning("label_index_failed", job_id=result.job_id, error=type(exc).__name__)
 
     async def label(
         self, job: LabelJob, outcome: tuple[LabelResponse, int, int] | LabelFailure
@@ -201,6 +227,7 @@ class JobRunner:
             await self.publish(self.failures_topic, job.order_id, documents)
             return "failed"
         result = decide.result(job, response, documents, attempts, call_ms, now_ms())
+        await self.index(result)
         await self.publish(self.labels_topic, job.order_id, result)
         self.ledger.add(result)
         log.info(
@@ -229,6 +256,16 @@ class JobRunner:
             assert done is not None  # noqa: S101 (decided on it)
             await self.publish(self.labels_topic, job.order_id, done)  # same event id
             return "labeled"
+        refused = decide.routing_failure(job, self.settings, now_ms())
+        if refused is not None and action is not Action.RECOVER:
+            await self.publish(self.failures_topic, job.order_id, refused)
+            log.warning(
+                "label_job_refused",
+                job_id=job.job_id,
+                order_id=job.order_id,
+                code=refused.error_code,
+            )
+            return "failed"
         if action is Action.RECOVER:
             # A process that died may have made this label: look before making another.
             found = await self.call_with_retries(job, self.shipium.find_label)

@@ -250,6 +250,8 @@ def _evaluate(state: OrderState, now_ms: int) -> Step:
         recipient=order.recipient,
         parcels=parcels,
         unpacked_items=allocation.unallocated,
+        shipping_type=order.shipping_type,
+        warehouse_id=order.warehouse_id,
         created_at_ms=now_ms,
     )
     step.jobs.append(job)

@@ -36,6 +36,7 @@ from workers.kafka import (
 )
 from workers.labeler.operations import VOID_REFUSAL
 from workers.loop import new_event_loop
+from workers.receiver import labels
 from workers.receiver.dedupe import Dedupe
 from workers.receiver.metrics import ReceiverMetrics
 from workers.receiver.openapi import document
@@ -378,6 +379,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/openapi.json", openapi)
+    labels.add_routes(app)
     return app
 
 

@@ -118,6 +118,34 @@ def document(max_body_bytes: int) -> dict[str, Any]:
                 "responses": {"401": BEARER_401, "409": error("Voiding is not possible here.")},
             }
         },
+        "/v1/labels/{job_id}": {
+            "get": {
+                "summary": "A label job's label: parcels, tracking ids, formats.",
+                "security": [{"bearer": []}],
+                "parameters": [path_id("job_id")],
+                "responses": {
+                    "200": _ok(),
+                    "401": BEARER_401,
+                    "404": error("No label for this job (yet)."),
+                },
+            }
+        },
+        "/v1/labels/{job_id}/{box_id}": {
+            "get": {
+                "summary": "One parcel's label document.",
+                "security": [{"bearer": []}],
+                "parameters": [path_id("job_id"), path_id("box_id"), FORMAT],
+                "responses": _document_responses(),
+            }
+        },
+        "/v1/boxes/{box_id}/label": {
+            "get": {
+                "summary": "The label document of a box, by its id alone (a packing station).",
+                "security": [{"bearer": []}],
+                "parameters": [path_id("box_id"), FORMAT],
+                "responses": _document_responses(),
+            }
+        },
         "/healthz": {"get": {"summary": "The process is up.", "responses": {"200": _ok()}}},
         "/readyz": {
             "get": {
@@ -151,6 +179,34 @@ def document(max_body_bytes: int) -> dict[str, Any]:
                 "tiktokSignature": {"type": "apiKey", "in": "header", "name": "Authorization"},
             },
         },
+    }
+
+
+def path_id(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+FORMAT = {
+    "name": "format",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "enum": ["pdf", "png", "zpl"]},
+}
+
+
+def _document_responses() -> dict[str, Any]:
+    return {
+        "200": {
+            "description": "The document.",
+            "content": {
+                "application/pdf": {},
+                "image/png": {},
+                "application/x-zpl": {},
+            },
+        },
+        "400": error("Not a known format."),
+        "401": BEARER_401,
+        "404": error("No label (in this format) for this box (yet)."),
     }
 
 

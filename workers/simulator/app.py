@@ -44,6 +44,7 @@ class Simulator:
                 tail_probability=settings.sim_label_tail_probability,
                 tail_factor=settings.sim_label_tail_factor,
                 rate_limit=settings.sim_label_rate_limit,
+                render=settings.sim_label_render,
                 rng=random.Random(settings.sim_seed),
             ),
             faults=FaultQueue(),

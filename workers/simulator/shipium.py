@@ -18,8 +18,10 @@ from aiohttp import BasicAuth, web
 
 from workers.simulator.faults import FaultQueue
 from workers.simulator.pdf import label_pdf
+from workers.simulator.render import RENDERERS, Label, address_lines
 
 ITEM_REFERENCE_FIELD = "orderItemReferenceIdentifier"
+TIKTOK_ORDER_ID_FIELD = "tikTokShopOrderId"
 
 
 @dataclass
@@ -32,6 +34,7 @@ class ShipiumState:
     tail_probability: float = 0.0
     tail_factor: float = 1.0
     rate_limit: float = 0.0  # calls per second; 0 means none
+    render: bool = True  # real 4x6 labels (reportlab, Pillow); False: a tiny PDF (benchmarks)
     requests: list[dict[str, Any]] = field(default_factory=list)
     recent_calls: deque[float] = field(default_factory=deque)
     answers: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # None: in progress
@@ -74,14 +77,48 @@ def tracking_id(partner_shipment_id: str, index: int) -> str:
     return f"TT{digest}"
 
 
-def package_label(shipment_id: str, index: int, package: dict[str, Any]) -> dict[str, Any]:
-    tracking = tracking_id(shipment_id, index)
+def package_label(
+    shipment: dict[str, Any],
+    index: int,
+    package: dict[str, Any],
+    count: int,
+    formats: list[str],
+    render: bool,
+) -> dict[str, Any]:
+    """One package's label in each format the request asked for."""
+    partner_id = str(shipment["partnerShipmentId"])
+    tracking = tracking_id(partner_id, index)
     items = [q.get(ITEM_REFERENCE_FIELD, "?") for q in package.get("orderItemQuantities", [])]
-    pdf = label_pdf(["TikTok Shop", f"Tracking {tracking}", f"Shipment {shipment_id}", *items[:8]])
+    if not render:
+        tiny = label_pdf(["TikTok Shop", f"Tracking {tracking}", *items[:8]])
+        documents = dict.fromkeys(formats, tiny)
+    else:
+        weight = package.get("totalWeight") or {}
+        label = Label(
+            tracking=tracking,
+            service="TikTok Shop Standard",
+            order_id=str(shipment.get(TIKTOK_ORDER_ID_FIELD, "")),
+            box_id=str(package.get("partnerPackageId") or f"{index + 1}"),
+            index=index + 1,
+            count=count,
+            weight=f"{weight.get('weight', '?')} {weight.get('weightUnit', '')}".strip(),
+            ship_from=address_lines(shipment.get("shipFromAddress") or {}),
+            ship_to=address_lines(shipment.get("destinationAddress") or {}),
+            item_ids=[str(i) for i in items],
+        )
+        documents = {fmt: RENDERERS[fmt](label) for fmt in formats}
     return {
         "packageScannableId": tracking,
-        "labelImages": [{"imageFormat": "pdf", "imageContents": base64.b64encode(pdf).decode()}],
+        "labelImages": [
+            {"imageFormat": fmt, "imageContents": base64.b64encode(data).decode()}
+            for fmt, data in documents.items()
+        ],
     }
+
+
+def label_formats(body: dict[str, Any]) -> list[str]:
+    asked = (body.get("labelParameters") or {}).get("labelFormats") or ["pdf"]
+    return [f for f in asked if f in RENDERERS] or ["pdf"]
 
 
 def validate(body: dict[str, Any]) -> str:
@@ -145,7 +182,13 @@ async def create_label(
         state.in_flight -= 1
     state.shipment_ids[partner_id] += 1
     state.requests.append(body)
-    labels = [package_label(partner_id, n, p) for n, p in enumerate(packages)]
+    formats = label_formats(body)
+    labels = await asyncio.to_thread(
+        lambda: [
+            package_label(shipment, n, p, len(packages), formats, state.render)
+            for n, p in enumerate(packages)
+        ]
+    )
     answer: dict[str, Any] = {
         "shipiumShipmentId": f"shp_{hashlib.sha256(partner_id.encode()).hexdigest()[:16]}",
         "carrierSelectionId": f"cs_{secrets.token_hex(8)}",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from schemas.common import Address
 from schemas.order import LineItem, Order, OrderStatus
@@ -67,4 +67,15 @@ def parse_order(raw: dict[str, Any], shop_id: str, event_id: str, cause: str = "
         update_time=int(raw.get("update_time") or 0),
         source="tiktok",
         cause=cause,
+        shipping_type=shipping_type(raw.get("shipping_type")),
+        warehouse_id=str(raw.get("warehouse_id") or "")[:256],
     )
+
+
+def shipping_type(given: object) -> Literal["TIKTOK", "SELLER", ""]:
+    value = str(given or "").upper()
+    if value == "TIKTOK":
+        return "TIKTOK"
+    if value == "SELLER":
+        return "SELLER"
+    return ""

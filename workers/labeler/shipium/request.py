@@ -8,6 +8,7 @@ public; they are the constants below, to be corrected in this one place.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,25 +63,36 @@ def packaging(parcel: Parcel) -> dict[str, Any]:
     }
 
 
-def item_quantities(parcel: Parcel) -> list[dict[str, Any]]:
+def item_quantities(parcel: Parcel, tiktok: bool = True) -> list[dict[str, Any]]:
+    if not tiktok:
+        return [{"productId": item.product_id, "quantity": 1} for item in parcel.items]
     return [
         {ITEM_REFERENCE_FIELD: item.item_id, "productId": item.product_id, "quantity": 1}
         for item in parcel.items
     ]
 
 
-def package(parcel: Parcel) -> dict[str, Any]:
+def package(parcel: Parcel, tiktok: bool = True) -> dict[str, Any]:
     return {
         "partnerPackageId": parcel.box_id,
         "packagingType": packaging(parcel),
         "totalWeight": weight(parcel.weight),
-        "orderItemQuantities": item_quantities(parcel),
+        "orderItemQuantities": item_quantities(parcel, tiktok),
     }
 
 
 def build_label_request(
-    job: LabelJob, ship_from: Address, *, label_format: str = "pdf", test_mode: bool = False
+    job: LabelJob,
+    ship_from: Address,
+    *,
+    label_formats: Sequence[str] = ("pdf",),
+    fulfillment_context: dict[str, Any] | None = None,
+    tiktok: bool = True,
+    test_mode: bool = False,
 ) -> dict[str, Any]:
+    """Shipium's label request for one job. ``tiktok``: the TikTok Shop carrier with its
+    fields (the order, the shop, each unit's TikTok item id); False: Shipium's ordinary
+    carrier selection, for an order the seller ships itself."""
     if not job.parcels:
         raise ValueError(f"label job {job.job_id} has no parcels")
     shipment: dict[str, Any] = {
@@ -88,25 +100,26 @@ def build_label_request(
         "orderedDateTime": datetime.fromtimestamp(job.created_at_ms / 1000, UTC).isoformat(),
         "shipFromAddress": address(ship_from),
         "destinationAddress": address(job.recipient),
-        "fulfillmentContext": {"channel": "TikTok Shop"},
-        TIKTOK_ORDER_ID_FIELD: job.order_id,
-        TIKTOK_SHOP_ID_FIELD: job.shop_id,
+        "fulfillmentContext": fulfillment_context or {"channel": "TikTok Shop"},
     }
-    if job.unpacked_items:
+    if tiktok:
+        shipment[TIKTOK_ORDER_ID_FIELD] = job.order_id
+        shipment[TIKTOK_SHOP_ID_FIELD] = job.shop_id
+    if tiktok and job.unpacked_items:
         shipment[TIKTOK_UNPACKED_ITEMS_FIELD] = [i.item_id for i in job.unpacked_items]
     first = job.parcels[0]
     shipment.update(
         packagingType=packaging(first),
         totalWeight=weight(first.weight),
-        orderItemQuantities=item_quantities(first),
+        orderItemQuantities=item_quantities(first, tiktok),
     )
     if len(job.parcels) > 1:
-        shipment["multiParcelShipmentParameters"] = [package(p) for p in job.parcels]
+        shipment["multiParcelShipmentParameters"] = [package(p, tiktok) for p in job.parcels]
     return {
         "currencyCode": "USD",
         "generateLabel": True,
         "labelParameters": {
-            "labelFormats": [label_format],
+            "labelFormats": list(label_formats),
             "includeLabelImagesInResponse": True,
             "testMode": test_mode,
         },

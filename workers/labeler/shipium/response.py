@@ -18,8 +18,15 @@ class ShipiumError(ApiError):
 @dataclass(frozen=True)
 class PackageLabel:
     tracking_id: str
-    document: bytes
-    document_format: str
+    documents: dict[str, bytes]  # format (pdf, png, zpl) -> the document, in answer order
+
+    @property
+    def document(self) -> bytes:
+        return next(iter(self.documents.values()), b"")
+
+    @property
+    def document_format(self) -> str:
+        return next(iter(self.documents), "")
 
 
 @dataclass(frozen=True)
@@ -32,21 +39,16 @@ class LabelResponse:
 
 
 def _package(carrier_label: dict[str, Any]) -> PackageLabel:
-    images = carrier_label.get("labelImages") or []
-    document, fmt = b"", ""
-    if images:
-        fmt = str(images[0].get("imageFormat", ""))
+    documents: dict[str, bytes] = {}
+    for image in carrier_label.get("labelImages") or []:
+        fmt = str(image.get("imageFormat", "")).lower()
         try:
-            document = base64.b64decode(images[0].get("imageContents", ""), validate=True)
+            documents[fmt] = base64.b64decode(image.get("imageContents", ""), validate=True)
         except (binascii.Error, ValueError) as exc:
             raise ShipiumError(
                 "label image is not base64", code=FailureCode.BAD_RESPONSE, retriable=False
             ) from exc
-    return PackageLabel(
-        tracking_id=str(carrier_label["packageScannableId"]),
-        document=document,
-        document_format=fmt,
-    )
+    return PackageLabel(tracking_id=str(carrier_label["packageScannableId"]), documents=documents)
 
 
 def parse_label_response(body: dict[str, Any], parcels: int) -> LabelResponse:

@@ -1,0 +1,139 @@
+"""Labels that look like labels, the right request per order, and where labels are kept."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from pypdf import PdfReader
+
+from schemas.common import Address
+from tests.unit.factories import job
+from workers.labeler import decide
+from workers.labeler.codes import DECISIONS, FailureCode
+from workers.labeler.shipium.request import (
+    ITEM_REFERENCE_FIELD,
+    TIKTOK_ORDER_ID_FIELD,
+    build_label_request,
+)
+from workers.labeler.shipium.response import parse_label_response
+from workers.labeler.store import FolderStore, box_name, manifest_name, put_document
+from workers.settings import Settings, Warehouse
+from workers.simulator.render import Label, address_lines, pdf, png, zpl
+from workers.simulator.shipium import package_label
+
+RENO = Address(name="Dock 4", street1="1 Dock Rd", city="Reno", state="NV", postal_code="89502")
+LABEL = Label(
+    tracking="TT0123456789ABCDEF01",
+    service="TikTok Shop Standard",
+    order_id="576460000000000001",
+    box_id="576460000000000001-B2",
+    index=2,
+    count=3,
+    weight="2.4 lb",
+    ship_from=["Warehouse", "1 Dock Rd", "Reno, NV 89502"],
+    ship_to=["Buyer 0001", "12 Main St", "Austin, TX 73301", "US"],
+    item_ids=[f"57646000000000000100{n}" for n in range(14)],
+)
+
+
+def test_the_pdf_is_a_4x6_label_with_the_tracking_id_addresses_and_item_ids() -> None:
+    reader = PdfReader(io.BytesIO(pdf(LABEL)))
+    (page,) = reader.pages
+    assert (round(float(page.mediabox.width)), round(float(page.mediabox.height))) == (288, 432)
+    text = page.extract_text()
+    for wanted in (
+        "TikTok Shop",
+        "TT0123456789ABCDEF01",
+        "Austin, TX 73301",
+        "Reno, NV 89502",
+        "Order 576460000000000001",
+        "Box 576460000000000001-B2",
+        "(2 of 3)",
+        "2.4 lb",
+        "576460000000000001000",
+        "+2 more",
+    ):
+        assert wanted in text, wanted
+
+
+def test_png_and_zpl_are_what_thermal_printers_take() -> None:
+    image = Image.open(io.BytesIO(png(LABEL)))
+    assert image.size == (812, 1218)  # 4x6 in at 203 dpi
+    assert image.getextrema() == (0, 255)  # black on white: something is drawn
+    text = zpl(LABEL).decode()
+    assert text.startswith("^XA") and text.rstrip().endswith("^XZ")
+    assert "^BCN,160,Y,N,N^FDTT0123456789ABCDEF01^FS" in text  # a Code128 barcode
+    assert "Austin, TX 73301" in text
+    assert zpl(Label(**{**LABEL.__dict__, "order_id": "a^XZb~c"})).count(b"^XZ") == 1
+
+
+def test_the_simulator_answers_every_format_asked_and_the_labeler_reads_them() -> None:
+    body = build_label_request(job("O7", parcels=2), RENO, label_formats=["pdf", "zpl", "png"])
+    shipment = body["shipmentParameters"]
+    packages = shipment["multiParcelShipmentParameters"]
+    answer = {
+        "shipiumShipmentId": "shp_1",
+        "multiParcelLabels": [
+            {"carrierLabel": package_label(shipment, n, p, 2, ["pdf", "zpl", "png"], True)}
+            for n, p in enumerate(packages)
+        ],
+    }
+    parsed = parse_label_response(answer, 2)
+    assert [list(p.documents) for p in parsed.packages] == [["pdf", "zpl", "png"]] * 2
+    text = PdfReader(io.BytesIO(parsed.packages[1].documents["pdf"])).pages[0].extract_text()
+    assert "O7-B1" in text and "(2 of 2)" in text and "Austin" in text
+    assert address_lines(shipment["destinationAddress"])[-2].startswith("Austin, TX")
+
+
+def test_a_seller_shipped_order_never_gets_a_tiktok_shop_request() -> None:
+    seller = job("S1").model_copy(update={"shipping_type": "SELLER"})
+    refused = decide.routing_failure(seller, Settings(), 1)
+    assert refused is not None and refused.error_code == FailureCode.SELLER_SHIPPED
+    assert refused.message.startswith("seller-shipped order")
+    assert FailureCode.SELLER_SHIPPED in DECISIONS  # a decision: never replayed
+    assert decide.routing_failure(job("T1"), Settings(), 1) is None
+
+    ordinary = Settings(seller_shipped="carrier-selection")
+    assert decide.routing_failure(seller, ordinary, 1) is None
+    shipment = build_label_request(seller, RENO, tiktok=False)["shipmentParameters"]
+    assert TIKTOK_ORDER_ID_FIELD not in shipment
+    assert all(ITEM_REFERENCE_FIELD not in q for q in shipment["orderItemQuantities"])
+
+
+def test_the_orders_warehouse_picks_ship_from_and_context_and_an_unknown_one_fails() -> None:
+    from workers.labeler.shipium.client import ShipiumClient
+
+    east = Address(name="East", street1="9 Pier", city="Newark", state="NJ", postal_code="07114")
+    settings = Settings(
+        warehouses={"WH-E": Warehouse(ship_from=east, fulfillment_context={"site": "east"})}
+    )
+    client = ShipiumClient(None, settings)  # type: ignore[arg-type]
+    shipment = client.request(job("W1").model_copy(update={"warehouse_id": "WH-E"}))
+    assert shipment["shipmentParameters"]["shipFromAddress"]["city"] == "Newark"
+    assert shipment["shipmentParameters"]["fulfillmentContext"] == {"site": "east"}
+    unknown = decide.routing_failure(
+        job("W2").model_copy(update={"warehouse_id": "X"}), settings, 1
+    )
+    assert unknown is not None and unknown.error_code == FailureCode.UNKNOWN_WAREHOUSE
+    assert FailureCode.UNKNOWN_WAREHOUSE not in DECISIONS  # replayable once configured
+
+
+def test_the_folder_store_names_everything_by_digest(tmp_path: Path) -> None:
+    store = FolderStore(tmp_path / "labels")
+
+    async def go() -> tuple[Any, bytes | None, bytes | None]:
+        stored = await put_document(store, "../job", "box/1", "pdf", b"%PDF-1.4 x")
+        await store.put(box_name("box/1"), json.dumps({"job_id": "../job"}).encode(), "")
+        return stored, await store.get(box_name("box/1")), await store.get(manifest_name("none"))
+
+    stored, pointer, missing = asyncio.run(go())
+    assert Path(stored.uri).is_relative_to((tmp_path / "labels").resolve())
+    assert stored.size == 10 and len(stored.sha256) == 64
+    assert json.loads(pointer or b"{}") == {"job_id": "../job"}
+    assert missing is None
+    assert all(".." not in p.name and "/" not in p.name for p in tmp_path.rglob("*"))

@@ -1,0 +1,167 @@
+"""Where label documents live: a local folder, or any S3-compatible object store.
+
+``PARCELFLOW_LABEL_STORE`` is ``folder`` (``PARCELFLOW_LABEL_DIR``, the devstack's) or
+``s3://bucket[/prefix]`` (AWS S3, MinIO, GCS's S3 API: ``PARCELFLOW_LABEL_S3_ENDPOINT``;
+credentials the AWS way: environment, profile or instance role). Every name is a digest
+(workers/labeler/documents.py), never a raw id:
+
+- ``<2 hex>/<sha256(job, box)>.<pdf|png|zpl>``: one parcel's label in one format;
+- ``jobs/<sha256(job)>.json``: the job's label record (what labels.v1 carries);
+- ``boxes/<sha256(box)>.json``: which job a box's label belongs to (for a station that
+  knows only its box id).
+
+Objects get their content type, optional server-side encryption and no public access
+(no ACL is ever set: the bucket's own policy applies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from workers.labeler.documents import DIR_MODE, FILE_MODE, document_name
+from workers.settings import Settings
+
+CONTENT_TYPES = {"pdf": "application/pdf", "png": "image/png", "zpl": "application/x-zpl"}
+
+
+def digest(*parts: str) -> str:
+    framed = "".join(f"{len(p)}:{p}" for p in parts)
+    return hashlib.sha256(framed.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def manifest_name(job_id: str) -> str:
+    return f"jobs/{digest('job', job_id)}.json"
+
+
+def box_name(box_id: str) -> str:
+    return f"boxes/{digest('box', box_id)}.json"
+
+
+@dataclass(frozen=True)
+class Stored:
+    uri: str
+    sha256: str
+    size: int
+
+
+class LabelStore(Protocol):
+    async def put(self, name: str, data: bytes, content_type: str) -> Stored: ...
+
+    async def get(self, name: str) -> bytes | None: ...
+
+    async def close(self) -> None: ...
+
+
+class FolderStore:
+    """Files under ``root``: 0600 files in 0700 folders, written atomically."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, name: str) -> Path:
+        base = self.root.resolve()
+        path = (base / name).resolve()
+        if not path.is_relative_to(base):  # names are digests: kept as a guard
+            raise ValueError(f"label path {path} is outside {base}")
+        return path
+
+    def _put(self, name: str, data: bytes) -> Stored:
+        path = self.path(name)
+        for folder in (self.root.resolve(), path.parent):
+            folder.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            os.chmod(folder, DIR_MODE)
+        tmp = path.with_name(path.name + ".tmp")
+        descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        with os.fdopen(descriptor, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+        return Stored(str(path), hashlib.sha256(data).hexdigest(), len(data))
+
+    def _get(self, name: str) -> bytes | None:
+        try:
+            return self.path(name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    async def put(self, name: str, data: bytes, content_type: str) -> Stored:
+        return await asyncio.to_thread(self._put, name, data)
+
+    async def get(self, name: str) -> bytes | None:
+        return await asyncio.to_thread(self._get, name)
+
+    async def close(self) -> None:
+        return None
+
+
+class S3Store:
+    """Objects in an S3-compatible bucket, through aiobotocore."""
+
+    def __init__(self, settings: Settings, bucket: str, prefix: str) -> None:
+        self.settings = settings
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self._client: Any = None
+        self._context: Any = None
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    async def client(self) -> Any:
+        if self._client is None:
+            from aiobotocore.session import get_session
+
+            s = self.settings
+            self._context = get_session().create_client(
+                "s3",
+                endpoint_url=s.label_s3_endpoint or None,
+                region_name=s.label_s3_region or None,
+            )
+            self._client = await self._context.__aenter__()
+        return self._client
+
+    async def put(self, name: str, data: bytes, content_type: str) -> Stored:
+        client = await self.client()
+        extra: dict[str, str] = {}
+        if self.settings.label_s3_sse:
+            extra["ServerSideEncryption"] = self.settings.label_s3_sse
+        if self.settings.label_s3_kms_key_id:
+            extra["SSEKMSKeyId"] = self.settings.label_s3_kms_key_id
+        key = self.key(name)
+        await client.put_object(
+            Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, **extra
+        )
+        return Stored(f"s3://{self.bucket}/{key}", hashlib.sha256(data).hexdigest(), len(data))
+
+    async def get(self, name: str) -> bytes | None:
+        client = await self.client()
+        try:
+            answer = await client.get_object(Bucket=self.bucket, Key=self.key(name))
+        except client.exceptions.NoSuchKey:
+            return None
+        async with answer["Body"] as body:
+            data: bytes = await body.read()
+        return data
+
+    async def close(self) -> None:
+        if self._context is not None:
+            await self._context.__aexit__(None, None, None)
+            self._client = self._context = None
+
+
+def open_store(settings: Settings) -> LabelStore:
+    where = settings.label_store
+    if where == "folder":
+        return FolderStore(settings.label_dir)
+    bucket, _, prefix = where.removeprefix("s3://").partition("/")
+    return S3Store(settings, bucket, prefix)
+
+
+async def put_document(
+    store: LabelStore, job_id: str, box_id: str, fmt: str, data: bytes
+) -> Stored:
+    content_type = CONTENT_TYPES.get(fmt, "application/octet-stream")
+    return await store.put(document_name(job_id, box_id, fmt), data, content_type)
