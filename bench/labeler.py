@@ -186,6 +186,7 @@ async def main(args: argparse.Namespace) -> None:
             label_dir=tmp / "labels",
             shipium_api_key="bench-key",  # type: ignore[arg-type]
             tiktok_app_key="bench",
+            sim_label_render=False,  # measure parcelflow, not the simulator's drawing
         )
         sim = Simulator.from_settings(base)
         runner = web.AppRunner(create_app(sim), access_log=None)
