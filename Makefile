@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run up chaos test lint format types unit integration e2e schemas bench-labeler bench-receiver bench-planner docs lock clean
+.PHONY: help install run up chaos test lint format types unit integration e2e schemas bench bench-labeler bench-receiver bench-planner bench-latency docs lock clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -63,6 +63,12 @@ bench-receiver: $(STAMP) ## receiver: signed webhooks/s with durable writes vs a
 
 bench-planner: $(STAMP) ## planner: join events/s of one Faust worker vs a raw aiokafka pass-through
 	$(BIN)/python -m bench.planner
+
+bench-latency: $(STAMP) ## whole pipeline: p50/p95/p99 of box closed -> plan, job, label at 200 boxes/s, then the knee
+	$(BIN)/python -m bench.latency
+
+bench: $(STAMP) ## every benchmark, then one table of the ratios and latency lines
+	$(BIN)/python -m bench.all
 
 bench-labeler: $(STAMP) ## labeler: labels/s vs Little's law, and peak RSS vs backlog
 	$(BIN)/python -m bench.labeler

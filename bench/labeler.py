@@ -123,6 +123,7 @@ async def throughput(base: Settings, sim: Simulator, args: argparse.Namespace, t
         update={
             "topic_namespace": f"bt{uuid.uuid4().hex[:6]}.",
             "labeler_max_in_flight": args.in_flight,
+            "labeler_adaptive": False,  # a fixed bound (bench.adaptive measures the limiter)
         }
     )
     await ensure_topics(settings)
@@ -159,6 +160,7 @@ async def peak_rss(
         update={
             "topic_namespace": f"br{uuid.uuid4().hex[:6]}.",
             "labeler_max_in_flight": args.in_flight,
+            "labeler_adaptive": False,  # a fixed bound (bench.adaptive measures the limiter)
         }
     )
     await ensure_topics(settings)

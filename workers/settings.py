@@ -308,7 +308,23 @@ class Settings(BaseSettings):
     shipium_base_url: str = Field("https://api.shipium.com", description="Shipium API base URL.")
     shipium_api_key: SecretStr = Field(SecretStr(""), description="Shipium API key.")
     shipium_timeout_s: float = Field(60.0, gt=0, description="Timeout of one label call.")
-    labeler_max_in_flight: int = Field(64, ge=1, description="Label calls in flight at most.")
+    labeler_max_in_flight: int = Field(
+        64,
+        ge=1,
+        description="Label calls in flight at most: the ceiling of the adaptive limit, or "
+        "the fixed bound when labeler_adaptive is false.",
+    )
+    labeler_adaptive: bool = Field(
+        True,
+        description="Find the label provider's capacity from its latency and its 429/503/"
+        "timeouts (workers/labeler/limiter.py); false: always labeler_max_in_flight.",
+    )
+    labeler_min_in_flight: int = Field(
+        2, ge=1, description="The adaptive limit's floor: calls in flight at least allowed."
+    )
+    labeler_initial_in_flight: int = Field(
+        16, ge=1, description="The adaptive limit at start, before anything was measured."
+    )
     labeler_resume_fraction: float = Field(
         0.97,
         gt=0,
@@ -413,6 +429,12 @@ class Settings(BaseSettings):
         0.0,
         ge=0,
         description="Label calls per second above which the simulator answers 429 (0: none).",
+    )
+    sim_label_capacity: int = Field(
+        0,
+        ge=0,
+        description="Label calls the simulated provider takes at once (0: no limit); above "
+        "it latency grows with the crowd, above twice it calls get 429 with Retry-After.",
     )
     sim_label_render: bool = Field(
         True,

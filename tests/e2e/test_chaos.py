@@ -7,6 +7,7 @@ exactly one label call per order, each parcel with exactly its box's item ids.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,10 @@ def test_broker_pauses_of_5_and_60_seconds_under_traffic_lose_nothing(tmp_path: 
     assert result.verdict.lost == 0
 
 
+@pytest.mark.skipif(
+    os.environ.get("PARCELFLOW_E2E_CHAOS") != "1",
+    reason="about 100 s: set PARCELFLOW_E2E_CHAOS=1 (make chaos runs the full schedule)",
+)
 def test_a_short_chaos_schedule_loses_nothing_and_calls_nothing_twice(tmp_path: Path) -> None:
     """``make chaos`` for 60 s: each worker SIGKILLed once and SIGSTOPped once, the broker
     paused, in the order seed 1 draws; every worker killed is restarted."""

@@ -7,6 +7,7 @@ two boxes, with the auditor on (it republishes boxes Faust may have skipped).
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -263,7 +264,21 @@ async def test_a_planner_whose_writes_fail_exits_non_zero_and_a_restart_loses_no
     assert_one_job_per_order(models(LabelJob, values), set(boxes_by_order(items)))
 
 
-@pytest.mark.parametrize("fix", [True, False], ids=["as-shipped", "without-the-fix"])
+@pytest.mark.parametrize(
+    "fix",
+    [
+        True,
+        pytest.param(
+            False,
+            marks=pytest.mark.skipif(
+                os.environ.get("PARCELFLOW_PROVE_RACE") != "1",
+                reason="set PARCELFLOW_PROVE_RACE=1 to see Faust lose orders without the fix "
+                "(a race: on a loaded machine it may not show, so not part of make test)",
+            ),
+        ),
+    ],
+    ids=["as-shipped", "without-the-fix"],
+)
 async def test_a_slow_seek_after_a_restart_loses_nothing_with_the_fix(
     base: Settings, tmp_path: Path, fix: bool
 ) -> None:

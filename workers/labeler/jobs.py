@@ -12,7 +12,7 @@ import orjson
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from pydantic import BaseModel
 
 from schemas.alert import Alert
@@ -23,9 +23,10 @@ from schemas.topics import ALERTS, LABEL_ATTEMPTS, LABEL_FAILURES, LABELS
 from workers.errors import ApiError
 from workers.kafka import Topics, publish
 from workers.labeler import decide
-from workers.labeler.codes import AMBIGUOUS, CREDENTIALS, FailureCode
+from workers.labeler.codes import AMBIGUOUS, CREDENTIALS, FailureCode, http_code
 from workers.labeler.decide import Action
 from workers.labeler.ledger import Ledger
+from workers.labeler.limiter import Gradient, Slots
 from workers.labeler.retry import RetryPolicy
 from workers.labeler.shipium.client import ShipiumClient
 from workers.labeler.shipium.response import LabelResponse
@@ -41,6 +42,14 @@ from workers.retry import backoff_delay
 from workers.settings import Settings
 
 log = structlog.get_logger(__name__)
+# Answers that say the provider is over its capacity: the limiter cuts on them.
+OVERLOAD = frozenset({FailureCode.RATE_LIMITED, FailureCode.TIMEOUT, http_code(503)})
+LIMIT = Gauge("parcelflow_labeler_concurrency_limit", "Label calls allowed in flight now.")
+GRADIENT = Gauge(
+    "parcelflow_labeler_latency_gradient",
+    "Long-run latency over the last window's, clipped to [0.5, 1] (1: no queueing seen).",
+)
+CUTS = Counter("parcelflow_labeler_limit_cuts", "Times the limit was cut for 429, 503 or timeouts.")
 WRITE_RETRIES = Counter(
     "parcelflow_labeler_write_retries",
     "Writes (labels, failures, attempts, alerts) retried because the broker did not ack.",
@@ -75,7 +84,16 @@ class JobRunner:
         self.ledger = Ledger(settings, self.labels_topic, self.attempts_topic, self.failures_topic)
         self.policy = RetryPolicy.from_settings(settings)
         self.credentials_rejected = False
-        self.call_slots = asyncio.Semaphore(max_in_flight)
+        if settings.labeler_adaptive:
+            floor = min(settings.labeler_min_in_flight, max_in_flight)
+            start = min(max(settings.labeler_initial_in_flight, floor), max_in_flight)
+            self.limiter = Gradient(min_limit=floor, max_limit=max_in_flight, limit=start)
+        else:  # a fixed bound: the limit never moves
+            self.limiter = Gradient(
+                min_limit=max_in_flight, max_limit=max_in_flight, limit=max_in_flight
+            )
+        self.call_slots = Slots(self.limiter)
+        LIMIT.set(self.limiter.current)
         self.documents: LabelStore = open_store(settings)
 
     # --- writing records -----------------------------------------------------------------
@@ -112,10 +130,15 @@ class JobRunner:
         attempt = 0
         while True:
             attempt += 1
-            started = time.monotonic()
             try:
-                async with self.call_slots:
-                    response = await call(job)
+                async with self.call_slots.slot():
+                    started = time.monotonic()
+                    try:
+                        response = await call(job)
+                    except ApiError as err:
+                        await self.observe(None, err)
+                        raise
+                    await self.observe(time.monotonic() - started, None)
             except ApiError as err:
                 if err.code in CREDENTIALS:
                     attempt -= 1  # not the job's fault: it does not use up its attempts
@@ -140,6 +163,17 @@ class JobRunner:
                     self.credentials_rejected = False
                     log.warning("shipium_credentials_accepted_again")
                 return response, attempt, int((time.monotonic() - started) * 1000)
+
+    async def observe(self, latency_s: float | None, err: ApiError | None) -> None:
+        """Tell the limiter how a call went; export what it decided."""
+        overload = err is not None and err.code in OVERLOAD
+        retry_after = err.retry_after_s if err is not None else None
+        if self.limiter.ended(time.monotonic(), latency_s, overload, retry_after):
+            LIMIT.set(self.limiter.current)
+            GRADIENT.set(self.limiter.gradient)
+            if overload:
+                CUTS.inc()
+            await self.call_slots.limit_changed()
 
     async def credentials_refused(self, err: ApiError) -> None:
         """Stop taking jobs (flow control pauses every partition), alert once, retry later."""

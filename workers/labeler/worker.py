@@ -79,10 +79,7 @@ class Labeler:
         # jobs' calls.
         self.jobs = JobRunner(settings, producer, shipium, self.max_in_flight)
         self.ledger = self.jobs.ledger
-        self.max_jobs = self.max_in_flight + max(4, self.max_in_flight // 4)
-        self.low_water = min(
-            self.max_jobs - 1, int(self.max_jobs * settings.labeler_resume_fraction)
-        )
+        self.resume_fraction = settings.labeler_resume_fraction
         self.room = asyncio.Event()  # set whenever a job finishes
         self.order_locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
@@ -155,6 +152,16 @@ class Labeler:
         self.failed.set()
 
     # --- the loop ------------------------------------------------------------------------
+
+    @property
+    def max_jobs(self) -> int:
+        """Jobs held in memory at most: the current call limit (adaptive) and a margin."""
+        limit = self.jobs.limiter.current
+        return limit + max(4, limit // 4)
+
+    @property
+    def low_water(self) -> int:
+        return min(self.max_jobs - 1, int(self.max_jobs * self.resume_fraction))
 
     @property
     def paused(self) -> bool:

@@ -45,6 +45,7 @@ class Simulator:
                 tail_factor=settings.sim_label_tail_factor,
                 rate_limit=settings.sim_label_rate_limit,
                 render=settings.sim_label_render,
+                capacity=settings.sim_label_capacity,
                 rng=random.Random(settings.sim_seed),
             ),
             faults=FaultQueue(),

@@ -42,6 +42,22 @@ class ShipiumState:
     shipment_ids: Counter[str] = field(default_factory=Counter)
     in_flight: int = 0
     peak_in_flight: int = 0
+    # A capacity model (0: none): above ``capacity`` calls at once a call's latency grows
+    # with the crowd (in flight / capacity, as a queue would); above twice the capacity
+    # the call is refused with 429 and Retry-After. ``capacity_schedule`` changes it at
+    # scripted times: (seconds after ``started``, capacity), in order.
+    capacity: int = 0
+    capacity_schedule: list[tuple[float, int]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    overloaded: int = 0  # calls refused by the capacity model
+    calls: int = 0  # every create call answered or refused
+
+    def capacity_now(self, now: float) -> int:
+        capacity = self.capacity
+        for at, value in self.capacity_schedule:
+            if now - self.started >= at:
+                capacity = value
+        return capacity
 
     @property
     def duplicates(self) -> int:
@@ -177,7 +193,17 @@ async def create_label(
                 else:
                     state.answers[partner_id] = previous
                 return error(fault.status, fault.message, headers)
-        await asyncio.sleep(state.latency(len(packages)))
+        state.calls += 1
+        capacity = state.capacity_now(time.monotonic())
+        crowd = state.in_flight / capacity if capacity else 1.0
+        if crowd > 2:
+            state.overloaded += 1
+            if previous is None:
+                del state.answers[partner_id]
+            else:
+                state.answers[partner_id] = previous
+            return error(429, "over capacity", {"Retry-After": "1"})
+        await asyncio.sleep(state.latency(len(packages)) * max(1.0, crowd))
     finally:
         state.in_flight -= 1
     state.shipment_ids[partner_id] += 1

@@ -1,0 +1,271 @@
+"""Latency benchmark: the seconds a packer waits, through the whole pipeline.
+
+    make bench-latency            (or: .venv/bin/python -m bench.latency --help)
+
+The devstack (embedded broker, simulator, every worker as its own process) with the label
+simulator's latency set to 0, so that parcelflow's own delays show. Demo orders arrive
+ahead of their boxes (``--lead`` seconds, as in the demo: the order is paid, then
+packed); boxes are closed at a steady ``--rate`` per second. After ``--warmup`` seconds,
+``--seconds`` of boxes are measured:
+
+- box closed (the receiver's 202) -> its parcel plan on parcel-plans.v1;
+- the order's last box closed -> its label job on label-jobs.v1;
+- the order's last box closed -> its label stored (labels.v1);
+- order webhook answered (200) -> the order event on orders.v1.
+
+Times on the output side are the records' timestamps (set by the producing worker, on
+this machine's clock). One line per measure:
+``latency box->job p50_ms=… p95_ms=… p99_ms=… max_ms=…``. Then the rate doubles, phase
+after phase, until box -> job p99 passes ``--goal-ms`` or the pipeline falls behind, and
+the knee is printed. Everything started is stopped, by process id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from schemas.codec import encode
+from schemas.topics import LABEL_JOBS, LABELS, ORDERS, PLANS
+from workers.devstack.demo_data import DemoOrder, make_demo, webhook
+from workers.devstack.stack import Stack
+from workers.kafka import Topics
+from workers.kafka_auth import client_options
+from workers.settings import Settings
+from workers.tiktok.signing import webhook_signature
+
+MEASURES = ("box->plan", "box->job", "box->label", "order->event")
+
+
+@dataclass
+class Phase:
+    rate: float
+    box_at: dict[str, float] = field(default_factory=dict)  # box id -> 202 (ms)
+    last_box_at: dict[str, float] = field(default_factory=dict)  # order id -> last 202 (ms)
+    order_at: dict[str, float] = field(default_factory=dict)  # order id -> webhook 200 (ms)
+    measured: set[str] = field(default_factory=set)  # orders whose boxes are in the window
+    box_order: dict[str, str] = field(default_factory=dict)  # box id -> order id
+    late_s: float = 0.0  # how far the sender fell behind its schedule, at most
+
+
+@dataclass
+class Seen:
+    plan: dict[str, float] = field(default_factory=dict)  # box id -> record time (ms)
+    job: dict[str, float] = field(default_factory=dict)  # order id -> record time
+    label: dict[str, float] = field(default_factory=dict)
+    order: dict[str, float] = field(default_factory=dict)
+
+
+def percentiles(values: list[float]) -> str:
+    if len(values) < 2:
+        return "p50_ms=n/a p95_ms=n/a p99_ms=n/a max_ms=n/a"
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    p50, p95, p99 = cuts[49], cuts[94], cuts[98]
+    return f"p50_ms={p50:.0f} p95_ms={p95:.0f} p99_ms={p99:.0f} max_ms={max(values):.0f}"
+
+
+def now_ms() -> float:
+    return time.time() * 1000
+
+
+async def follow(settings: Settings, seen: Seen, stop: asyncio.Event) -> None:
+    names = Topics(settings)
+    consumer = AIOKafkaConsumer(
+        names(PLANS),
+        names(LABEL_JOBS),
+        names(LABELS),
+        names(ORDERS),
+        **client_options(settings),
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            for messages in (await consumer.getmany(timeout_ms=200)).values():
+                for m in messages:
+                    value = orjson.loads(m.value)
+                    if m.topic == names(PLANS):
+                        seen.plan.setdefault(value["box_id"], m.timestamp)
+                    elif m.topic == names(LABEL_JOBS):
+                        if value.get("kind", "create") == "create":
+                            seen.job.setdefault(value["order_id"], m.timestamp)
+                    elif m.topic == names(LABELS):
+                        seen.label.setdefault(value["order_id"], m.timestamp)
+                    else:
+                        seen.order.setdefault(value["order_id"], m.timestamp)
+    finally:
+        await consumer.stop()
+
+
+async def play(
+    stack: Stack, orders: list[DemoOrder], phase: Phase, lead_s: float, window: tuple[float, float]
+) -> None:
+    """Boxes at ``phase.rate`` per second, each order's webhook ``lead_s`` before its first
+    box; orders whose boxes all close inside ``window`` (seconds from start) are measured."""
+    settings = stack.settings
+    secret = settings.tiktok_app_secret.get_secret_value()
+    bearer = {
+        "Authorization": f"Bearer {stack.env['PARCELFLOW_INGEST_TOKEN']}",
+        "content-type": "application/json",
+    }
+    schedule: list[tuple[float, str, DemoOrder, int]] = []  # (at s, kind, order, box index)
+    t = lead_s
+    for order in orders:
+        schedule.append((t - lead_s, "order", order, -1))
+        for n in range(len(order.boxes)):
+            schedule.append((t, "box", order, n))
+            t += 1 / phase.rate
+    schedule.sort(key=lambda x: x[0])
+    tasks: list[asyncio.Task[None]] = []
+    async with aiohttp.ClientSession() as http:
+        body = orjson.dumps([o.tiktok for o in orders])
+        async with http.put(f"{stack.simulator_url}/_sim/tiktok/orders", data=body) as r:
+            r.raise_for_status()
+
+        async def send(at: float, kind: str, order: DemoOrder, n: int) -> None:
+            if kind == "order":
+                raw = orjson.dumps(webhook(order, int(time.time())))
+                headers = {"Authorization": webhook_signature(settings.tiktok_app_key, secret, raw)}
+                url = f"{stack.receiver_url}/webhooks/tiktok"
+            else:
+                raw, headers, url = encode(order.boxes[n]), bearer, f"{stack.receiver_url}/v1/boxes"
+            async with http.post(url, data=raw, headers=headers) as response:
+                if response.status not in (200, 202):
+                    raise RuntimeError(f"{url} answered {response.status}")
+            done = now_ms()
+            if kind == "order":
+                phase.order_at[order.order_id] = done
+                return
+            phase.box_at[order.boxes[n].box_id] = done
+            phase.box_order[order.boxes[n].box_id] = order.order_id
+            phase.last_box_at[order.order_id] = max(phase.last_box_at.get(order.order_id, 0), done)
+            if window[0] <= at <= window[1]:
+                phase.measured.add(order.order_id)
+
+        started = time.monotonic()
+        for at, kind, order, n in schedule:
+            delay = started + at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                phase.late_s = max(phase.late_s, -delay)
+            tasks.append(asyncio.create_task(send(at, kind, order, n)))
+        await asyncio.gather(*tasks)
+
+
+def report(phase: Phase, seen: Seen) -> dict[str, list[float]]:
+    values: dict[str, list[float]] = {m: [] for m in MEASURES}
+    for order_id in phase.measured:
+        last = phase.last_box_at.get(order_id)
+        if last is None:
+            continue
+        for measure, got in (("box->job", seen.job), ("box->label", seen.label)):
+            if order_id in got:
+                values[measure].append(max(0.0, got[order_id] - last))
+        if order_id in phase.order_at and order_id in seen.order:
+            values["order->event"].append(max(0.0, seen.order[order_id] - phase.order_at[order_id]))
+    measured_boxes = {b for b, order_id in phase.box_order.items() if order_id in phase.measured}
+    for box_id in measured_boxes:
+        if box_id in seen.plan:
+            values["box->plan"].append(max(0.0, seen.plan[box_id] - phase.box_at[box_id]))
+    return values
+
+
+async def run_phase(
+    stack: Stack, seen: Seen, rate: float, args: argparse.Namespace, run: int
+) -> tuple[Phase, dict[str, list[float]], int]:
+    total_s = args.warmup + args.seconds
+    boxes_wanted = int(rate * total_s)
+    orders = make_demo(int(boxes_wanted / 1.5) + 10, seed=run, run_id=run, now_s=int(time.time()))
+    count, picked = 0, []
+    for order in orders:
+        if count >= boxes_wanted:
+            break
+        picked.append(order)
+        count += len(order.boxes)
+    phase = Phase(rate)
+    await play(stack, picked, phase, args.lead, (args.lead + args.warmup, args.lead + total_s))
+    deadline = time.monotonic() + args.drain
+    while time.monotonic() < deadline:  # until every measured order has its label
+        if all(o in seen.label for o in phase.measured):
+            break
+        await asyncio.sleep(0.5)
+    missing = sum(1 for o in phase.measured if o not in seen.label)
+    return phase, report(phase, seen), missing
+
+
+async def main(args: argparse.Namespace) -> None:
+    overrides = {
+        "SIM_LABEL_LATENCY_MEDIAN_S": "0",
+        "SIM_LABEL_PER_PARCEL_S": "0",
+        "SIM_LABEL_TAIL_PROBABILITY": "0",
+        "SIM_LABEL_RENDER": "false",
+        "LABELER_MAX_IN_FLIGHT": "256",
+        "LOG_LEVEL": "warning",
+    }
+    with TemporaryDirectory(prefix="pf-latency-") as tmp:
+        stack = Stack(Path(tmp), overrides)
+        with stack.running(say=False):
+            seen, stop = Seen(), asyncio.Event()
+            follower = asyncio.create_task(follow(stack.settings, seen, stop))
+            print(
+                f"whole pipeline, 2-core machine, label simulator latency 0; "
+                f"{args.warmup:g} s warm-up, {args.seconds:g} s measured per rate"
+            )
+            rate, knee, last_good = args.rate, None, None
+            for run in range(1, args.phases + 1):
+                phase, values, missing = await run_phase(stack, seen, rate, args, 1000 + run)
+                print(f"rate {rate:g} boxes/s: {len(phase.measured)} orders measured", end="")
+                print(f", sender late by {phase.late_s:.2f} s at most, {missing} without label")
+                for measure in MEASURES:
+                    print(f"latency {measure} {percentiles(values[measure])}", flush=True)
+                p99 = percentiles(values["box->job"]).split()[2].split("=")[1]
+                behind = missing > 0 or phase.late_s > 1.0
+                if behind or p99 == "n/a" or float(p99) > args.goal_ms:
+                    knee = rate
+                    break
+                last_good = rate
+                rate *= 2
+            stop.set()
+            await follower
+    if knee is None:
+        print(
+            f"knee: not reached; box->job p99 within {args.goal_ms:g} ms "
+            f"up to {last_good:g} boxes/s"
+        )
+    else:
+        print(
+            f"knee: box->job p99 over {args.goal_ms:g} ms (or behind) at {knee:g} boxes/s; "
+            f"last rate within it: {last_good if last_good is not None else 'none'} boxes/s"
+        )
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rate", type=float, default=200.0, help="boxes per second to start (200)")
+    p.add_argument("--seconds", type=float, default=60.0, help="measured seconds per rate (60)")
+    p.add_argument("--warmup", type=float, default=10.0, help="warm-up seconds per rate (10)")
+    p.add_argument("--lead", type=float, default=2.0, help="order ahead of its boxes, s (2)")
+    p.add_argument("--drain", type=float, default=60.0, help="wait for labels after, s (60)")
+    p.add_argument("--phases", type=int, default=4, help="rates to try at most (4)")
+    p.add_argument("--goal-ms", type=float, default=250.0, help="box->job p99 goal (250)")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main(parse()))
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,87 @@
+"""The adaptive concurrency limiter over scripted latency and error sequences."""
+
+from __future__ import annotations
+
+import asyncio
+
+from workers.labeler.limiter import Gradient, Slots
+
+
+class Script:
+    """Drives a limiter as a busy labeler would: windows of calls at the limit."""
+
+    def __init__(self, limiter: Gradient) -> None:
+        self.limiter, self.now = limiter, 0.0
+
+    def window(self, latency_s: float, busy: bool = True) -> float:
+        for _ in range(self.limiter.window_calls):
+            self.limiter.started(self.limiter.current if busy else 1)
+        self.now += self.limiter.window_s
+        for _ in range(self.limiter.window_calls):
+            self.limiter.ended(self.now, latency_s)
+        return self.limiter.limit
+
+    def overload(self, retry_after_s: float | None = None) -> float:
+        self.now += self.limiter.window_s
+        self.limiter.ended(self.now, None, overload=True, retry_after_s=retry_after_s)
+        return self.limiter.limit
+
+
+def test_steady_latency_grows_the_limit_gradually_to_its_maximum() -> None:
+    script = Script(Gradient(min_limit=2, max_limit=64, limit=8))
+    limits = [script.window(1.0) for _ in range(60)]
+    steps = [b - a for a, b in zip([8.0, *limits], limits, strict=False)]
+    assert all(0 <= step <= 0.3 * (64**0.5) + 1e-9 for step in steps), "gradual, never a jump"
+    assert limits[10] > 10 and limits[-1] == 64
+
+
+def test_rising_latency_lowers_the_limit_and_a_429_cuts_it() -> None:
+    script = Script(Gradient(min_limit=2, max_limit=64, limit=32))
+    for _ in range(10):
+        script.window(1.0)
+    before = script.limiter.limit
+    after = [script.window(3.0) for _ in range(5)]  # the provider queues: 3x the baseline
+    assert after[-1] < before * 0.8 and after == sorted(after, reverse=True)
+    assert script.limiter.gradient < 0.8  # the baseline follows slowly: latency stays "high"
+    level = script.limiter.limit
+    assert script.overload() == max(2, level * 0.75)
+    assert script.limiter.cuts == 1
+
+
+def test_after_a_cut_recovery_is_gradual_and_waits_for_retry_after() -> None:
+    script = Script(Gradient(min_limit=2, max_limit=64, limit=40))
+    for _ in range(5):
+        script.window(1.0)
+    cut = script.overload(retry_after_s=3.0)
+    held = [script.window(1.0) for _ in range(5)]  # 2.5 s: still inside Retry-After
+    assert held == [cut] * 5
+    grown = [script.window(1.0) for _ in range(5)]
+    assert grown == sorted(grown) and grown[-1] > cut
+    assert grown[0] - cut < 3, "one window adds a little"
+
+
+def test_a_short_backlog_does_not_grow_the_limit() -> None:
+    script = Script(Gradient(min_limit=2, max_limit=64, limit=10))
+    assert [script.window(1.0, busy=False) for _ in range(10)] == [10.0] * 10
+
+
+def test_slots_admit_calls_up_to_the_current_limit() -> None:
+    async def go() -> list[int]:
+        limiter = Gradient(min_limit=1, max_limit=10, limit=2)
+        slots, peak, running = Slots(limiter), [0], [0]
+
+        async def call() -> None:
+            async with slots.slot():
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+                await asyncio.sleep(0.01)
+                running[0] -= 1
+
+        await asyncio.gather(*(call() for _ in range(10)))
+        first = peak[0]
+        limiter.limit, peak[0] = 5, 0
+        await slots.limit_changed()
+        await asyncio.gather(*(call() for _ in range(20)))
+        return [first, peak[0]]
+
+    assert asyncio.run(go()) == [2, 5]

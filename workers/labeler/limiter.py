@@ -1,0 +1,135 @@
+"""How many label calls to keep in flight, found from what the label provider does.
+
+``Gradient`` is the pure limiter (after Netflix's concurrency-limits Gradient2, with the
+multiplicative cut of AIMD for overload answers). Calls report their latency and whether
+the provider pushed back (429, 503, a timeout). Once per window of enough calls:
+
+- overload seen: the limit is cut (``backoff``, 0.75), and does not grow again until
+  ``Retry-After`` has passed;
+- otherwise the gradient of the window's latency against its long-run baseline,
+  ``tolerance * long / short`` clipped to [0.5, 1], scales the limit, plus a headroom of
+  sqrt(limit) to probe for more: latency at the baseline grows the limit, latency rising
+  above it shrinks it. The new limit is smoothed into the old one. A window in which the
+  calls never filled the limit (the backlog was short) does not grow it.
+
+Bounds come from settings (``labeler_min_in_flight``, ``labeler_max_in_flight``).
+``Slots`` holds calls to the current limit (an asyncio semaphore whose size changes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Gradient:
+    min_limit: int = 4
+    max_limit: int = 64
+    limit: float = 16.0
+    window_calls: int = 8  # calls per update, at least...
+    window_s: float = 0.5  # ...and at least this long
+    smoothing: float = 0.3  # share of the new estimate taken in each update
+    tolerance: float = 1.5  # latency this many times the baseline is still fine
+    backoff: float = 0.75  # the cut on overload
+    baseline_weight: float = 0.05  # how fast the long-run latency follows each window
+    # what the limiter has seen (exported as metrics by the labeler)
+    long_s: float = 0.0  # long-run latency baseline
+    gradient: float = 1.0
+    cuts: int = 0
+    _window: list[float] = field(default_factory=list)
+    _overload: bool = False
+    _busiest: int = 0  # most calls in flight during the window
+    _window_started: float | None = None
+    _hold_until: float = 0.0  # no growth before (Retry-After)
+
+    def __post_init__(self) -> None:
+        self.limit = float(min(self.max_limit, max(self.min_limit, self.limit)))
+
+    @property
+    def current(self) -> int:
+        return max(self.min_limit, min(self.max_limit, int(self.limit)))
+
+    def started(self, in_flight: int) -> None:
+        """A call started; ``in_flight`` counts it."""
+        self._busiest = max(self._busiest, in_flight)
+
+    def ended(
+        self,
+        now: float,
+        latency_s: float | None,
+        overload: bool = False,
+        retry_after_s: float | None = None,
+    ) -> bool:
+        """A call ended: its latency (None if it failed otherwise), or the provider's push
+        back. Returns True when the window closed and the limit was updated."""
+        if self._window_started is None:
+            self._window_started = now
+        if overload:
+            self._overload = True
+            if retry_after_s:
+                self._hold_until = max(self._hold_until, now + retry_after_s)
+        elif latency_s is not None:
+            self._window.append(latency_s)
+        calls = len(self._window) + (1 if self._overload else 0)
+        if calls < self.window_calls and not self._overload:
+            return False
+        if now - self._window_started < self.window_s:
+            return False
+        self._update(now)
+        return True
+
+    def _update(self, now: float) -> None:
+        if self._overload:
+            self.limit = max(float(self.min_limit), self.limit * self.backoff)
+            self.cuts += 1
+            self.gradient = self.backoff
+        elif self._window:
+            short = sum(self._window) / len(self._window)
+            if self.long_s == 0.0:
+                self.long_s = short
+            else:
+                self.long_s += self.baseline_weight * (short - self.long_s)
+                if self.long_s > 2 * short:  # latency fell a lot: do not wait for the EWMA
+                    self.long_s = short
+            self.gradient = max(0.5, min(1.0, self.tolerance * self.long_s / short))
+            estimate = self.limit * self.gradient + math.sqrt(self.limit)
+            if estimate > self.limit and (
+                now < self._hold_until or self._busiest < self.limit * 0.8
+            ):
+                estimate = self.limit  # held after a Retry-After, or not needed: no growth
+            self.limit = self.limit * (1 - self.smoothing) + estimate * self.smoothing
+            self.limit = max(float(self.min_limit), min(float(self.max_limit), self.limit))
+        self._window.clear()
+        self._overload = False
+        self._busiest = 0
+        self._window_started = now
+
+
+class Slots:
+    """At most ``limiter.current`` calls at once; waiters go in as the limit allows."""
+
+    def __init__(self, limiter: Gradient) -> None:
+        self.limiter = limiter
+        self.in_flight = 0
+        self._changed = asyncio.Condition()
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.in_flight < self.limiter.current)
+            self.in_flight += 1
+        self.limiter.started(self.in_flight)
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.in_flight -= 1
+                self._changed.notify_all()
+
+    async def limit_changed(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
