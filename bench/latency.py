@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import time
@@ -213,7 +214,7 @@ async def main(args: argparse.Namespace) -> None:
         "SIM_LABEL_TAIL_PROBABILITY": "0",
         "SIM_LABEL_RENDER": "false",
         "LABELER_MAX_IN_FLIGHT": "256",
-        "LOG_LEVEL": "warning",
+        "LABELER_ADAPTIVE": os.environ.get("BENCH_ADAPTIVE", "true"),
     }
     with TemporaryDirectory(prefix="pf-latency-") as tmp:
         stack = Stack(Path(tmp), overrides)

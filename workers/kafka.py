@@ -65,6 +65,7 @@ def make_consumer(
         "session_timeout_ms": int(settings.kafka_session_timeout_s * 1000),
         "heartbeat_interval_ms": 1_000,
         "max_poll_interval_ms": int(settings.kafka_max_poll_interval_s * 1000),
+        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
     }
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)

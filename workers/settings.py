@@ -113,6 +113,14 @@ class Settings(BaseSettings):
         "from it) is dead-lettered, and a dead letter always fits.",
     )
 
+    kafka_fetch_max_wait_ms: int = Field(
+        500,
+        ge=1,
+        le=30_000,
+        description="How long a fetch may wait for data (Kafka's fetch.max.wait.ms). A real "
+        "broker answers as soon as data is there; the embedded broker holds every fetch "
+        "until this is over, so the devstack sets 20 (the planner too: Faust's own is 1500).",
+    )
     kafka_request_timeout_s: float = Field(
         30.0,
         gt=0,

@@ -101,6 +101,7 @@ class Stack:
         values = {
             "KAFKA_BOOTSTRAP": bootstrap,
             "KAFKA_EMBEDDED": "true",
+            "KAFKA_FETCH_MAX_WAIT_MS": "20",  # Tansu holds a fetch until its wait is over
             "RECEIVER_PORT": str(receiver_port),
             "SIM_PORT": str(sim_port),
             "DASHBOARD_PORT": str(dashboard_port),

@@ -24,8 +24,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from prometheus_client import Counter
 
 from schemas.alert import Alert
-from schemas.codec import decode
+from schemas.codec import decode, encode
 from schemas.common import derived_id, now_ms
+from schemas.order import Order
 from schemas.topics import ALERTS, ORDERS, WEBHOOKS, WEBHOOKS_PARKED, WEBHOOKS_REJECTED
 from schemas.webhook import ParkedWebhook, WebhookRecord
 from workers.enricher.decide import Action, cancellation, cause, decide
@@ -142,26 +143,35 @@ class Enricher:
             await self.park(items, f"Get Order Detail failed: {err} (code {err.code})")
             return
         self.alerted.pop(shop_id, None)
+        sends = []  # every order of the call at once, then wait for all acks: one linger
         for order_id in ids:
             raw: dict[str, Any] | None = found.get(order_id)
             for item in waiting[order_id]:
-                await self.publish_order(shop_id, order_id, raw, item)
+                order = await self.order_of(shop_id, order_id, raw, item)
+                if order is not None:
+                    sends.append(
+                        await self.producer.send(
+                            self.orders_topic, encode(order), key=order.order_id.encode()
+                        )
+                    )
+        await asyncio.gather(*sends)
+        ENRICHED.inc(len(sends))
 
-    async def publish_order(
+    async def order_of(
         self, shop_id: str, order_id: str, raw: dict[str, Any] | None, item: Pending
-    ) -> None:
+    ) -> Order | None:
+        """The order event one webhook makes, or None when it was dead-lettered."""
         if raw is None:
             await self.reject(item.message, f"order {order_id} not found at TikTok")
-            return
+            return None
         try:
             event_id = derived_id("tiktok", item.record.event_id)
             order = parse_order(raw, shop_id, event_id, cause(item.record))
         except (KeyError, ValueError, TypeError) as exc:
             await self.reject(item.message, f"unreadable order detail: {type(exc).__name__}: {exc}")
-            return
-        await publish(self.producer, self.orders_topic, order.order_id, order)
-        ENRICHED.inc()
+            return None
         log.info("order_enriched", order_id=order_id, status=order.status, cause=order.cause)
+        return order
 
     async def park(self, items: Sequence[Pending], reason: str) -> None:
         now = now_ms()

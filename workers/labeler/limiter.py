@@ -9,7 +9,9 @@ the provider pushed back (429, 503, a timeout). Once per window of enough calls:
 - otherwise the gradient of the window's latency against its long-run baseline,
   ``tolerance * long / short`` clipped to [0.5, 1], scales the limit, plus a headroom of
   sqrt(limit) to probe for more: latency at the baseline grows the limit, latency rising
-  above it shrinks it. The new limit is smoothed into the old one. A window in which the
+  above it shrinks it (a rise under ``noise_s``, 50 ms, is jitter, not a queue: with calls
+  of a few milliseconds the ratio alone would shrink the limit on noise). The new limit
+  is smoothed into the old one. A window in which the
   calls never filled the limit (the backlog was short) does not grow it.
 
 Bounds come from settings (``labeler_min_in_flight``, ``labeler_max_in_flight``).
@@ -36,6 +38,7 @@ class Gradient:
     tolerance: float = 1.5  # latency this many times the baseline is still fine
     backoff: float = 0.75  # the cut on overload
     baseline_weight: float = 0.05  # how fast the long-run latency follows each window
+    noise_s: float = 0.05  # latency within this of the baseline is not queueing (jitter)
     # what the limiter has seen (exported as metrics by the labeler)
     long_s: float = 0.0  # long-run latency baseline
     gradient: float = 1.0
@@ -95,7 +98,9 @@ class Gradient:
                 self.long_s += self.baseline_weight * (short - self.long_s)
                 if self.long_s > 2 * short:  # latency fell a lot: do not wait for the EWMA
                     self.long_s = short
-            self.gradient = max(0.5, min(1.0, self.tolerance * self.long_s / short))
+            queued = short - self.long_s > self.noise_s
+            ratio = self.tolerance * self.long_s / short if queued else 1.0
+            self.gradient = max(0.5, min(1.0, ratio))
             estimate = self.limit * self.gradient + math.sqrt(self.limit)
             if estimate > self.limit and (
                 now < self._hold_until or self._busiest < self.limit * 0.8

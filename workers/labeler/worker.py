@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import AsyncIterator
 from typing import TypeAlias
 
@@ -47,6 +48,7 @@ from workers.settings import Settings
 log = structlog.get_logger(__name__)
 
 Message: TypeAlias = ConsumerRecord  # ConsumerRecord[bytes, bytes]; aiokafka is untyped
+COMMIT_EVERY_S = 0.5
 ENDED = Counter(
     "parcelflow_labeler_jobs_ended",
     "Label jobs ended, by how: labeled, failed, cancelled, dropped, rejected.",
@@ -198,6 +200,7 @@ class Labeler:
         self.tracker.forget(revoked)
 
     async def run(self, stop: asyncio.Event) -> None:
+        committed_at = 0.0
         while not stop.is_set() and not self.failed.is_set():
             self.flow_control()
             room = self.max_jobs - self.tracker.in_flight
@@ -210,7 +213,11 @@ class Labeler:
             for messages in batches.values():
                 for message in messages:
                     self.start(message)
-            await self.commit()
+            # A commit is a broker round trip: not once per fetch (that held the fetch loop
+            # to a few hundred jobs a second), but every COMMIT_EVERY_S or when paused.
+            if self.paused or time.monotonic() - committed_at >= COMMIT_EVERY_S:
+                await self.commit()
+                committed_at = time.monotonic()
             if self.paused:
                 self.room.clear()
                 with contextlib.suppress(TimeoutError):

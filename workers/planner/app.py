@@ -48,7 +48,7 @@ from workers.kafka import (
 )
 from workers.kafka_auth import client_options, faust_credentials
 from workers.loop import collect_garbage_less_often, new_event_loop
-from workers.planner.delivery import deliver_every_offset
+from workers.planner.delivery import deliver_every_offset, wait_at_most
 from workers.planner.join import OrderState, TooLarge, encode_step, on_event, restore
 from workers.planner.skips import SkipWatch
 from workers.runtime import Runtime, ops_server
@@ -91,11 +91,15 @@ SKIPPED = Counter(
 
 
 class PlannerApp(faust.App):
-    """Faust's app whose consumer delivers every offset (``workers.planner.delivery``)."""
+    """Faust's app whose consumer delivers every offset (``workers.planner.delivery``) and
+    waits on a fetch no longer than our setting."""
+
+    fetch_max_wait_ms = 500
 
     def _new_consumer(self) -> Any:
         consumer = super()._new_consumer()
         deliver_every_offset(consumer)
+        wait_at_most(consumer, self.fetch_max_wait_ms)
         return consumer
 
 
@@ -279,6 +283,8 @@ def create_app(settings: Settings, fatal: Fatal | None = None) -> faust.App:
         table_standby_replicas=0,
         topic_disable_leader=True,  # no leader topic: one topic less to provision
     )
+    app.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
+
     source = app.topic(names(ORDERS), names(BOXES), **RAW)
     table = JoinTable(
         app,

@@ -57,6 +57,21 @@ def unset(committed: Mapping[Any, int | None]) -> list[Any]:
     return [tp for tp, offset in committed.items() if not offset]
 
 
+def wait_at_most(consumer: Any, fetch_max_wait_ms: int) -> None:
+    """Faust builds its worker consumer with fetch_max_wait_ms=1500, fixed: give the
+    aiokafka consumer it creates our setting before it starts (a fetch on the embedded
+    broker takes that long whenever it waits)."""
+    thread = consumer._thread
+    create = thread._create_worker_consumer
+
+    def create_with_our_wait(*args: Any, **kwargs: Any) -> Any:
+        made = create(*args, **kwargs)
+        made._fetch_max_wait_ms = fetch_max_wait_ms
+        return made
+
+    thread._create_worker_consumer = create_with_our_wait
+
+
 def deliver_every_offset(consumer: Any) -> None:
     """Apply both changes to a Faust aiokafka consumer (``app.consumer``)."""
     consumer._read_offset = NeverRead()
