@@ -68,7 +68,7 @@ ROWS = [
         " ms",
     ),
 ]
-BENCHES = ("receiver", "planner", "labeler", "latency")
+BENCHES = ("receiver", "planner", "labeler", "latency", "adaptive")
 
 
 def run(name: str) -> str:

@@ -1,20 +1,23 @@
 """How many label calls to keep in flight, found from what the label provider does.
 
-``Gradient`` is the pure limiter (after Netflix's concurrency-limits Gradient2, with the
-multiplicative cut of AIMD for overload answers). Calls report their latency and whether
-the provider pushed back (429, 503, a timeout). Once per window of enough calls:
+``Gradient`` is the pure limiter (after Netflix's concurrency-limits Gradient2 and TCP
+Vegas, with the multiplicative cut of AIMD for overload answers). Calls report their
+latency and whether the provider pushed back (429, 503, a timeout). Once per window of
+enough calls:
 
 - overload seen: the limit is cut (``backoff``, 0.75), and does not grow again until
   ``Retry-After`` has passed;
-- otherwise the gradient of the window's latency against its long-run baseline,
-  ``tolerance * long / short`` clipped to [0.5, 1], scales the limit, plus a headroom of
-  sqrt(limit) to probe for more: latency at the baseline grows the limit, latency rising
-  above it shrinks it (a rise under ``noise_s``, 50 ms, is jitter, not a queue: with calls
-  of a few milliseconds the ratio alone would shrink the limit on noise). The new limit
-  is smoothed into the old one. A window in which the
-  calls never filled the limit (the backlog was short) does not grow it.
+- latency above the baseline (the latency without queueing: the lowest seen, drifting
+  slowly up if latency stays higher) by more than ``noise_s`` (50 ms) or
+  ``noise_share`` (10%) of it, whichever is more, means calls queue at the
+  provider: the limit moves to what it sustains, ``limit * baseline / latency`` (the
+  gradient);
+- otherwise the limit probes for more: sqrt(limit) per window, or 2 within
+  ``cautious_s`` of the last queueing (near the capacity), and not at all while the
+  calls never filled the limit (a short backlog) or a Retry-After holds.
 
-Bounds come from settings (``labeler_min_in_flight``, ``labeler_max_in_flight``).
+Each new estimate is smoothed into the limit (``smoothing``), so one window cannot swing
+it. Bounds come from settings (``labeler_min_in_flight``, ``labeler_max_in_flight``).
 ``Slots`` holds calls to the current limit (an asyncio semaphore whose size changes).
 """
 
@@ -34,13 +37,14 @@ class Gradient:
     limit: float = 16.0
     window_calls: int = 8  # calls per update, at least...
     window_s: float = 0.5  # ...and at least this long
-    smoothing: float = 0.3  # share of the new estimate taken in each update
-    tolerance: float = 1.5  # latency this many times the baseline is still fine
+    smoothing: float = 0.5  # share of the new estimate taken in each update
     backoff: float = 0.75  # the cut on overload
-    baseline_weight: float = 0.05  # how fast the long-run latency follows each window
-    noise_s: float = 0.05  # latency within this of the baseline is not queueing (jitter)
+    drift: float = 0.01  # how fast the baseline follows latency that stays higher
+    noise_s: float = 0.05  # latency within this of the baseline is not queueing (jitter)...
+    noise_share: float = 0.1  # ...nor within this share of it
+    cautious_s: float = 5.0  # after queueing was seen, probe up by 1 call, not sqrt(limit)
     # what the limiter has seen (exported as metrics by the labeler)
-    long_s: float = 0.0  # long-run latency baseline
+    long_s: float = 0.0  # the latency without queueing (the baseline)
     gradient: float = 1.0
     cuts: int = 0
     _window: list[float] = field(default_factory=list)
@@ -48,6 +52,7 @@ class Gradient:
     _busiest: int = 0  # most calls in flight during the window
     _window_started: float | None = None
     _hold_until: float = 0.0  # no growth before (Retry-After)
+    _queued_at: float = float("-inf")
 
     def __post_init__(self) -> None:
         self.limit = float(min(self.max_limit, max(self.min_limit, self.limit)))
@@ -90,22 +95,25 @@ class Gradient:
             self.limit = max(float(self.min_limit), self.limit * self.backoff)
             self.cuts += 1
             self.gradient = self.backoff
+            self._queued_at = now
         elif self._window:
             short = sum(self._window) / len(self._window)
-            if self.long_s == 0.0:
-                self.long_s = short
+            if self.long_s == 0.0 or short < self.long_s:
+                self.long_s = short  # faster than ever seen: that is the baseline
             else:
-                self.long_s += self.baseline_weight * (short - self.long_s)
-                if self.long_s > 2 * short:  # latency fell a lot: do not wait for the EWMA
-                    self.long_s = short
-            queued = short - self.long_s > self.noise_s
-            ratio = self.tolerance * self.long_s / short if queued else 1.0
-            self.gradient = max(0.5, min(1.0, ratio))
-            estimate = self.limit * self.gradient + math.sqrt(self.limit)
-            if estimate > self.limit and (
-                now < self._hold_until or self._busiest < self.limit * 0.8
-            ):
-                estimate = self.limit  # held after a Retry-After, or not needed: no growth
+                self.long_s += self.drift * (short - self.long_s)
+            noise = max(self.noise_s, self.noise_share * self.long_s)
+            if short - self.long_s > noise:  # queueing: what the provider sustains
+                self.gradient = self.long_s / short
+                estimate = self.limit * self.gradient
+                self._queued_at = now
+            else:  # no queue: probe for more, gently near where queueing began
+                self.gradient = 1.0
+                gentle = now - self._queued_at < self.cautious_s
+                probe = 2.0 if gentle else math.sqrt(self.limit)
+                if now < self._hold_until or self._busiest < self.limit * 0.8:
+                    probe = 0.0  # held after a Retry-After, or not needed: no growth
+                estimate = self.limit + probe
             self.limit = self.limit * (1 - self.smoothing) + estimate * self.smoothing
             self.limit = max(float(self.min_limit), min(float(self.max_limit), self.limit))
         self._window.clear()

@@ -1,0 +1,197 @@
+"""Adaptive concurrency benchmark: does the labeler find the label provider's capacity?
+
+    make bench-adaptive            (or: .venv/bin/python -m bench.adaptive --help)
+
+The simulator's Shipium answers label calls in ``--latency`` s (1 s) while at most its
+capacity of calls run at once; above it latency grows with the crowd, above twice it
+calls get 429 with Retry-After. Its capacity is 24, then drops to 8, then rises to 48,
+each phase ``--phase-s`` long. A backlog of label jobs waits in Kafka. The same run is
+made by the labeler with the adaptive limiter (PARCELFLOW_LABELER_ADAPTIVE, at most 64)
+and with the fixed bound of 64, each as its own process. Per phase it prints labels/s as
+a ratio of what the capacity allows (capacity / latency), the share of calls answered
+429 and the seconds the limit took to settle within 10% of the new capacity. Last line:
+``adaptive: throughput_ratio=R rejected_share=S settle_s=T`` (the adaptive limiter: R
+the worst phase, S over the run, T the worst change). Goals: R >= 0.85, S <= 0.02,
+T <= 30. Everything started is stopped, by process id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+from aiohttp import web
+
+from bench.labeler import fill, start_labeler
+from workers.broker.embedded import EmbeddedBroker, free_port
+from workers.devstack.stack import terminate
+from workers.settings import Settings
+from workers.simulator.app import Simulator, create_app
+from workers.topics import ensure_topics
+
+CAPACITIES = (24, 8, 48)
+
+
+@dataclass
+class Run:
+    name: str
+    limits: list[tuple[float, float]] = field(default_factory=list)  # (s, limit)
+    done: list[float] = field(default_factory=list)  # (s) each label call answered 200
+    calls: int = 0
+    rejected: int = 0
+
+
+def limit_of(url: str) -> float | None:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 (local)
+            for line in response.read().decode().splitlines():
+                if line.startswith("parcelflow_labeler_concurrency_limit "):
+                    return float(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+async def one(
+    base: Settings, sim: Simulator, adaptive: bool, args: argparse.Namespace, tmp: Path
+) -> Run:
+    run = Run("adaptive" if adaptive else f"fixed {args.max_in_flight}")
+    ops = free_port()
+    settings = base.model_copy(
+        update={
+            "topic_namespace": f"ba{uuid.uuid4().hex[:6]}.",
+            "labeler_max_in_flight": args.max_in_flight,
+            "labeler_adaptive": adaptive,
+            "ops_port": ops,
+            "shipium_timeout_s": 30.0,
+        }
+    )
+    await ensure_topics(settings)
+    total = int(sum(c / args.latency for c in CAPACITIES) * args.phase_s * 1.3) + 200
+    await fill(settings, total)
+    state = sim.shipium
+    state.capacity = CAPACITIES[0]
+    state.capacity_schedule = [(args.phase_s * n, c) for n, c in enumerate(CAPACITIES)]
+    state.calls = state.overloaded = 0
+    before = len(state.requests)
+    proc = start_labeler(settings, tmp / f"labeler-{'a' if adaptive else 'f'}.log")
+    try:
+        while limit_of(f"http://127.0.0.1:{ops}/metrics") is None:  # wait until it serves
+            if proc.poll() is not None:
+                raise RuntimeError("the labeler exited: see its log")
+            await asyncio.sleep(0.1)
+        state.started = time.monotonic()
+        end = state.started + args.phase_s * len(CAPACITIES)
+        seen = before
+        while time.monotonic() < end:
+            now = time.monotonic() - state.started
+            limit = await asyncio.to_thread(limit_of, f"http://127.0.0.1:{ops}/metrics")
+            if limit is not None:
+                run.limits.append((now, limit))
+            run.done += [now] * (len(state.requests) - seen)
+            seen = len(state.requests)
+            await asyncio.sleep(0.25)
+        run.calls, run.rejected = state.calls, state.overloaded
+    finally:
+        terminate(proc)
+    return run
+
+
+def phase_rows(run: Run, args: argparse.Namespace) -> tuple[list[str], float, float]:
+    rows, worst_ratio, worst_settle = [], 10.0, 0.0
+    for n, capacity in enumerate(CAPACITIES):
+        start, end = n * args.phase_s, (n + 1) * args.phase_s
+        labels = sum(1 for t in run.done if start <= t < end)
+        ratio = labels / args.phase_s / (capacity / args.latency)
+        worst_ratio = min(worst_ratio, ratio)
+        settle = settled_after(run.limits, start, end, capacity)
+        shown = f"{settle:5.1f} s" if settle is not None else "never"
+        worst_settle = max(worst_settle, settle if settle is not None else args.phase_s)
+        rows.append(
+            f"  capacity {capacity:>2}: {labels / args.phase_s:5.1f} labels/s, ratio {ratio:4.2f}, "
+            f"limit settled within 10% after {shown}"
+        )
+    return rows, worst_ratio, worst_settle
+
+
+def settled_after(
+    limits: list[tuple[float, float]], start: float, end: float, cap: int
+) -> float | None:
+    """Seconds from ``start`` until the limit stayed within 10% of ``cap`` to ``end``."""
+    inside = [(t, v) for t, v in limits if start <= t < end]
+    settled = None
+    for t, value in inside:
+        if abs(value - cap) <= 0.1 * cap:
+            if settled is None:
+                settled = t - start
+        else:
+            settled = None
+    return settled
+
+
+async def main(args: argparse.Namespace) -> None:
+    with TemporaryDirectory(prefix="pf-adaptive-") as tmp_dir, EmbeddedBroker() as broker:
+        tmp = Path(tmp_dir)
+        base = Settings(
+            kafka_bootstrap=broker.bootstrap,
+            kafka_embedded=True,
+            kafka_fetch_max_wait_ms=20,
+            topic_partitions=4,
+            label_dir=tmp / "labels",
+            shipium_api_key="bench-key",  # type: ignore[arg-type]
+            tiktok_app_key="bench",
+            sim_label_render=False,
+            sim_label_latency_median_s=args.latency,
+            sim_label_latency_sigma=0.0,
+            sim_label_tail_probability=0.0,
+        )
+        sim = Simulator.from_settings(base)
+        runner = web.AppRunner(create_app(sim), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        base = base.model_copy(
+            update={"shipium_base_url": f"http://127.0.0.1:{runner.addresses[0][1]}"}
+        )
+        try:
+            runs = [await one(base, sim, adaptive, args, tmp) for adaptive in (True, False)]
+        finally:
+            await runner.cleanup()
+    print(
+        f"label calls of {args.latency:g} s; capacity {' -> '.join(map(str, CAPACITIES))}, "
+        f"{args.phase_s:g} s each; 2-core machine"
+    )
+    result = None
+    for run in runs:
+        rows, ratio, settle = phase_rows(run, args)
+        share = run.rejected / run.calls if run.calls else 0.0
+        print(f"{run.name}: {run.calls} calls, {share:.1%} answered 429")
+        print("\n".join(rows))
+        if run.name == "adaptive":
+            result = (ratio, share, settle)
+    assert result is not None
+    ratio, share, settle = result
+    print(
+        f"adaptive: throughput_ratio={ratio:.2f} rejected_share={share:.3f} settle_s={settle:.0f}"
+    )
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--latency", type=float, default=1.0, help="label call seconds (1.0)")
+    p.add_argument("--phase-s", type=float, default=60.0, help="seconds per capacity (60)")
+    p.add_argument("--max-in-flight", type=int, default=64, help="the bound, fixed or max (64)")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main(parse()))
+    except KeyboardInterrupt:
+        sys.exit(130)
