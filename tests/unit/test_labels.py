@@ -137,3 +137,26 @@ def test_the_folder_store_names_everything_by_digest(tmp_path: Path) -> None:
     assert json.loads(pointer or b"{}") == {"job_id": "../job"}
     assert missing is None
     assert all(".." not in p.name and "/" not in p.name for p in tmp_path.rglob("*"))
+
+
+def test_prune_removes_only_what_is_older_than_asked(tmp_path: Path) -> None:
+    import argparse
+    import os
+    import time
+
+    from workers.devstack.client import duration_s, labels_prune
+
+    root = tmp_path / "labels"
+    store = FolderStore(root)
+    old = asyncio.run(put_document(store, "j1", "b1", "pdf", b"%PDF old"))
+    new = asyncio.run(put_document(store, "j2", "b2", "pdf", b"%PDF new"))
+    month_ago = time.time() - 31 * 86_400
+    os.utime(old.uri, (month_ago, month_ago))
+    settings = Settings(label_dir=root)
+    assert labels_prune(settings, argparse.Namespace(older_than="30d")) == 0
+    assert not Path(old.uri).exists() and Path(new.uri).exists()
+    assert (
+        labels_prune(Settings(label_store="s3://bucket/p"), argparse.Namespace(older_than="1d"))
+        == 2
+    )
+    assert (duration_s("12h"), duration_s("90m"), duration_s("45")) == (43_200, 5_400, 45)
