@@ -67,6 +67,14 @@ ROWS = [
         "(info)",
         " ms",
     ),
+    Row(
+        "adaptive",
+        "labels/s / capacity, worst phase",
+        r"^adaptive: throughput_ratio=(\S+)",
+        ">= 0.85",
+    ),
+    Row("adaptive", "share of calls answered 429", r"^adaptive: .*rejected_share=(\S+)", "<= 0.02"),
+    Row("adaptive", "seconds to settle, worst change", r"^adaptive: .*settle_s=(\S+)", "<= 30"),
 ]
 BENCHES = ("receiver", "planner", "labeler", "latency", "adaptive")
 
