@@ -569,10 +569,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = args.func(settings, args)
     except (KafkaError, OSError) as exc:
+        if args.command in ("send", "labels") and not isinstance(exc, KafkaError):
+            where = f"the receiver at http://127.0.0.1:{settings.receiver_port}"
+            fix = "give --url, or set PARCELFLOW_RECEIVER_PORT"
+        else:
+            where, fix = f"Kafka at {settings.kafka_bootstrap}", "set PARCELFLOW_KAFKA_BOOTSTRAP"
         print(
-            f"parcelflow {args.command}: cannot reach Kafka at {settings.kafka_bootstrap} "
-            f"({type(exc).__name__}): start the devstack (make up) or set "
-            "PARCELFLOW_KAFKA_BOOTSTRAP",
+            f"parcelflow {args.command}: cannot reach {where} ({type(exc).__name__}): start "
+            f"the devstack (make up; commands run in the repository find it) or {fix}",
             file=sys.stderr,
         )
         code = 2
