@@ -417,6 +417,12 @@ class Settings(BaseSettings):
         8070, ge=0, description="Port of the dashboard page, its API and its /metrics."
     )
 
+    dashboard_metrics_urls: list[str] = Field(
+        default_factory=list,
+        description="The labelers' /metrics URLs (JSON list): the dashboard plots their "
+        "adaptive concurrency limit over time. Empty: no plot.",
+    )
+
     # --- simulator (devstack) ----------------------------------------------------------
     sim_host: str = Field("127.0.0.1", description="Address the simulator listens on.")
     sim_port: int = Field(8090, ge=0, description="Port the simulator listens on.")

@@ -105,6 +105,9 @@ def test_the_dashboard_shows_the_topics_live_and_replays_a_failure(
         assert bars and counted == len(progress.labels)
         assert "p99" in text("#latency-box_to_job") and "n=30" in text("#latency-order_to_label")
         wait_for(lambda: "label-jobs.v1" in text("#lag"), "the labeler's lag")
+        # the labeler's adaptive limit, read from its /metrics, plotted over time
+        wait_for(lambda: text("#limit-now").startswith("now "), "the adaptive limit")
+        assert driver.find_elements(By.CSS_SELECTOR, "#plot-limit polyline")  # type: ignore[attr-defined]
         driver.save_screenshot(str(SCREENSHOTS / "dashboard.png"))  # type: ignore[attr-defined]
 
         # a scripted failure appears without a reload, with its reason

@@ -70,6 +70,8 @@ def test_counts_each_id_once_and_measures_each_stage() -> None:
     assert (box_to_job["count"], box_to_job["p50"], box_to_job["max"]) == (3, 100, 100)
     assert snap["latency"]["job_to_label"]["max"] == 402
     assert snap["latency"]["order_to_label"]["p99"] == 1_500
+    board.limits.append((T, 16.0))
+    assert board.snapshot(T)["limit"] == {"times": [T], "values": [16.0]}
     assert sum(snap["latency"]["job_to_label"]["histogram"]) == 3
 
 

@@ -21,6 +21,7 @@ import hmac
 from importlib import resources
 from typing import Any
 
+import aiohttp
 import orjson
 import structlog
 from aiohttp import web
@@ -181,6 +182,34 @@ async def follow(settings: Settings, board: Board, stop: asyncio.Event) -> None:
         await consumer.stop()
 
 
+LIMIT_SAMPLE = "parcelflow_labeler_concurrency_limit "
+
+
+async def read_limits(settings: Settings, board: Board, stop: asyncio.Event) -> None:
+    """Every LAG_EVERY_S, the adaptive limit of each labeler whose /metrics is listed in
+    ``dashboard_metrics_urls``, summed: the label calls allowed in flight."""
+    if not settings.dashboard_metrics_urls:
+        return
+    timeout = aiohttp.ClientTimeout(total=2)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        while not stop.is_set():
+            total, seen = 0.0, False
+            for url in settings.dashboard_metrics_urls:
+                try:
+                    async with http.get(url) as response:
+                        text = await response.text()
+                except (aiohttp.ClientError, TimeoutError):
+                    continue  # a labeler restarting: the next read finds it
+                for line in text.splitlines():
+                    if line.startswith(LIMIT_SAMPLE):
+                        total += float(line.split()[1])
+                        seen = True
+            if seen:
+                board.limits.append((now_ms(), total))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), LAG_EVERY_S)
+
+
 async def measure_lag(settings: Settings, board: Board, stop: asyncio.Event) -> None:
     reader = LagReader(settings)
     await reader.start()
@@ -208,6 +237,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         tasks = [
             asyncio.create_task(follow(settings, board, runtime.stop), name="follow"),
             asyncio.create_task(measure_lag(settings, board, runtime.stop), name="lag"),
+            asyncio.create_task(read_limits(settings, board, runtime.stop), name="limits"),
         ]
         log.info(
             "dashboard_ready",

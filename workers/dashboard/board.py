@@ -58,6 +58,9 @@ class Board:
     repairs: int = 0
     parked: int = 0
     lag: list[dict[str, Any]] = field(default_factory=list)  # set by the lag reader
+    # the labelers' adaptive limit over time: (time ms, calls allowed in flight, summed
+    # over the labelers whose /metrics the dashboard reads), the last hour
+    limits: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=720))
     per_minute: dict[int, dict[str, int]] = field(default_factory=dict)  # minute -> counts
 
     def __post_init__(self) -> None:
@@ -173,6 +176,10 @@ class Board:
             "last_minute": self.per_minute.get(this_minute, empty),
             "latency": {m: distribution(self.latency[m], title) for m, title in MEASURES.items()},
             "lag": self.lag,
+            "limit": {
+                "times": [t for t, _ in self.limits],
+                "values": [v for _, v in self.limits],
+            },
             "failures": [failure_row(f) for f in reversed(self.failures.values())][:50],
             "failure_reasons": reasons(self.failures.values()),
             "alerts": [alert_row(a) for a in reversed(self.alerts.values())],

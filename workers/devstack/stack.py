@@ -105,6 +105,9 @@ class Stack:
             "RECEIVER_PORT": str(receiver_port),
             "SIM_PORT": str(sim_port),
             "DASHBOARD_PORT": str(dashboard_port),
+            "DASHBOARD_METRICS_URLS": json.dumps(
+                [f"http://127.0.0.1:{self.ops_ports['labeler']}/metrics"]
+            ),
             "TIKTOK_API_BASE": sim,
             "TIKTOK_AUTH_BASE": sim,
             "SHIPIUM_BASE_URL": sim,
