@@ -34,14 +34,12 @@ from tempfile import TemporaryDirectory
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer
 
 from schemas.codec import encode
 from schemas.topics import LABEL_JOBS, LABELS, ORDERS, PLANS
 from workers.devstack.demo_data import DemoOrder, make_demo, webhook
 from workers.devstack.stack import Stack
-from workers.kafka import Topics
-from workers.kafka_auth import client_options
+from workers.kafka import Topics, make_reader
 from workers.settings import Settings
 from workers.tiktok.signing import webhook_signature
 
@@ -81,15 +79,12 @@ def now_ms() -> float:
 
 async def follow(settings: Settings, seen: Seen, stop: asyncio.Event) -> None:
     names = Topics(settings)
-    consumer = AIOKafkaConsumer(
+    consumer = make_reader(
+        settings,
         names(PLANS),
         names(LABEL_JOBS),
         names(LABELS),
         names(ORDERS),
-        **client_options(settings),
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
     )
     await consumer.start()
     try:

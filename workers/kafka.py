@@ -54,6 +54,18 @@ def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
     return AIOKafkaProducer(**options)
 
 
+def make_reader(settings: Settings, *topics: str) -> AIOKafkaConsumer:
+    """A consumer of ``topics`` from their beginning, in no group: it commits nothing and
+    moves no group's offsets (dashboards, the demo's watcher, tools)."""
+    return AIOKafkaConsumer(
+        *topics,
+        **client_options(settings),
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+
+
 def make_consumer(
     settings: Settings, group: str, *topics: str, **overrides: object
 ) -> AIOKafkaConsumer:

@@ -25,7 +25,6 @@ import aiohttp
 import orjson
 import structlog
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer
 
 from schemas.common import now_ms
 from schemas.topics import (
@@ -41,9 +40,8 @@ from schemas.topics import (
 from workers.auditor.worker import REPAIR_HEADER
 from workers.dashboard.board import Board
 from workers.dashboard.lag import LagReader
-from workers.kafka import Topics
-from workers.kafka_auth import client_options
-from workers.receiver.app import bearer_token
+from workers.kafka import Topics, make_reader
+from workers.receiver.app import bearer_token, ingest_tokens
 from workers.runtime import Runtime, ops_app, worker_runtime
 from workers.settings import Settings
 
@@ -125,10 +123,8 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 def authorized(request: web.Request) -> bool:
-    settings = request.app[SETTINGS]
-    tokens = [t.get_secret_value() for t in settings.ingest_tokens.values()]
-    if settings.ingest_token is not None:
-        tokens.append(settings.ingest_token.get_secret_value())
+    """The receiver's rule: one of the ingest tokens, compared in constant time."""
+    tokens = ingest_tokens(request.app[SETTINGS]).values()
     given = bearer_token(request.headers.get("Authorization", ""))
     if given is None:
         return False
@@ -163,13 +159,7 @@ async def follow(settings: Settings, board: Board, stop: asyncio.Event) -> None:
     """Fold every record of the dashboard's topics into the board, as they come."""
     names = Topics(settings)
     kinds = {names(spec): kind for spec, kind in READ.items()}
-    consumer = AIOKafkaConsumer(
-        *kinds,
-        **client_options(settings),
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
+    consumer = make_reader(settings, *kinds)
     await consumer.start()
     try:
         while not stop.is_set():

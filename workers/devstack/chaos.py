@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 
 from schemas.topics import BOXES, ORDERS
 from workers.auditor.worker import REPAIR_HEADER
@@ -32,8 +31,7 @@ from workers.devstack.demo import Progress, send, watch
 from workers.devstack.demo_data import DemoOrder, make_demo
 from workers.devstack.stack import Stack
 from workers.devstack.verify import Verdict, verify
-from workers.kafka import Topics
-from workers.kafka_auth import client_options
+from workers.kafka import Topics, make_reader
 from workers.settings import Settings
 
 TARGETS = ("receiver", "enricher", "planner", "labeler", "auditor")
@@ -234,13 +232,10 @@ def settle(simulator_url: str, quiet_s: float = 10.0, timeout_s: float = 120.0) 
 async def count_repairs(settings: Settings, idle_s: float = 3.0) -> int:
     """Orders the auditor republished: the records it wrote carry ``REPAIR_HEADER``."""
     names = Topics(settings)
-    consumer = AIOKafkaConsumer(
+    consumer = make_reader(
+        settings,
         names(ORDERS),
         names(BOXES),
-        **client_options(settings),
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
     )
     await consumer.start()
     repaired: set[bytes] = set()

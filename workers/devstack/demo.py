@@ -16,15 +16,13 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer
 
 from schemas.codec import decode, encode
 from schemas.label import LabelFailure, LabelResult
 from schemas.plan import ParcelPlan
 from schemas.topics import LABEL_FAILURES, LABELS, PLANS
 from workers.devstack.demo_data import DemoOrder, webhook
-from workers.kafka import Topics
-from workers.kafka_auth import client_options
+from workers.kafka import Topics, make_reader
 from workers.settings import Settings
 from workers.tiktok.signing import webhook_signature
 
@@ -143,14 +141,11 @@ async def watch(
 ) -> None:
     """Follow the result topics until nothing is pending or the time is up."""
     names = Topics(settings)
-    consumer = AIOKafkaConsumer(
+    consumer = make_reader(
+        settings,
         names(LABELS),
         names(LABEL_FAILURES),
         names(PLANS),
-        **client_options(settings),
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
     )
     await consumer.start()
     started = time.monotonic()

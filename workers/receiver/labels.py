@@ -11,7 +11,7 @@ Without ``format``, the first of ``PARCELFLOW_LABEL_FORMATS``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
 from aiohttp import web
@@ -51,11 +51,24 @@ async def record(store: LabelStore, job_id: str) -> LabelResult | None:
     return label if isinstance(label, LabelResult) else None
 
 
-async def label_record(request: web.Request) -> web.Response:
-    from workers.receiver.app import bearer_refused, upstream_system
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
-    if upstream_system(request) is None:
-        return bearer_refused()
+
+def behind_ingest_token(handler: Handler) -> Handler:
+    """Answer 401 unless the request carries one of the ingest bearer tokens."""
+
+    async def guarded(request: web.Request) -> web.Response:
+        from workers.receiver.app import bearer_refused, upstream_system
+
+        if upstream_system(request) is None:
+            return bearer_refused()
+        return await handler(request)
+
+    return guarded
+
+
+@behind_ingest_token
+async def label_record(request: web.Request) -> web.Response:
     label = await record(request.app[STORE], request.match_info["job_id"])
     if label is None:
         return not_found("no label for this job (yet)")
@@ -101,19 +114,13 @@ async def document(request: web.Request, job_id: str, box_id: str) -> web.Respon
     )
 
 
+@behind_ingest_token
 async def parcel_document(request: web.Request) -> web.Response:
-    from workers.receiver.app import bearer_refused, upstream_system
-
-    if upstream_system(request) is None:
-        return bearer_refused()
     return await document(request, request.match_info["job_id"], request.match_info["box_id"])
 
 
+@behind_ingest_token
 async def box_document(request: web.Request) -> web.Response:
-    from workers.receiver.app import bearer_refused, upstream_system
-
-    if upstream_system(request) is None:
-        return bearer_refused()
     box_id = request.match_info["box_id"]
     raw = await request.app[STORE].get(box_name(box_id))
     if raw is None:
