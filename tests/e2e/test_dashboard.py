@@ -60,6 +60,11 @@ def post(url: str, body: object) -> None:
         pass
 
 
+QUERY_TEXT = "const e = document.querySelector(arguments[0]); return e ? e.innerText : '';"
+QUERY_COUNT = "return document.querySelectorAll(arguments[0]).length;"
+QUERY_BARS = "return [...document.querySelectorAll(arguments[0])].map((b) => +b.dataset.count);"
+
+
 def wait_for(check: object, what: str, timeout_s: float = 60) -> object:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -73,6 +78,7 @@ def wait_for(check: object, what: str, timeout_s: float = 60) -> object:
 def test_the_dashboard_shows_the_topics_live_and_replays_a_failure(
     tmp_path: Path, browser: object
 ) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
     driver = browser
@@ -88,9 +94,13 @@ def test_the_dashboard_shows_the_topics_live_and_replays_a_failure(
         asyncio.run(watch(settings, progress, timeout_s=120, out=False))
         assert progress.pending == 0
 
+        # the page redraws its elements on every pushed event, so each read is one script
+        # (find and read at once): an element found in one call may be gone by the next
         def text(selector: str) -> str:
-            found = driver.find_elements(By.CSS_SELECTOR, selector)  # type: ignore[attr-defined]
-            return str(found[0].text) if found else ""
+            return str(driver.execute_script(QUERY_TEXT, selector))  # type: ignore[attr-defined]
+
+        def count(selector: str) -> int:
+            return int(driver.execute_script(QUERY_COUNT, selector))  # type: ignore[attr-defined]
 
         # the counters, pushed live (the page was opened before any traffic), equal the topics
         wait_for(lambda: text("#total-labels .n") == str(len(progress.labels)), "every label")
@@ -100,14 +110,13 @@ def test_the_dashboard_shows_the_topics_live_and_replays_a_failure(
         assert text("#total-failures .n") == "0"
         assert text("#status") == "live"
         # latency plots, drawn: bars in each histogram and percentiles above them
-        bars = driver.find_elements(By.CSS_SELECTOR, "#plot-job_to_label rect.bar")  # type: ignore[attr-defined]
-        counted = sum(int(b.get_attribute("data-count")) for b in bars)
-        assert bars and counted == len(progress.labels)
+        bars = driver.execute_script(QUERY_BARS, "#plot-job_to_label rect.bar")  # type: ignore[attr-defined]
+        assert bars and sum(bars) == len(progress.labels)
         assert "p99" in text("#latency-box_to_job") and "n=30" in text("#latency-order_to_label")
         wait_for(lambda: "label-jobs.v1" in text("#lag"), "the labeler's lag")
         # the labeler's adaptive limit, read from its /metrics, plotted over time
         wait_for(lambda: text("#limit-now").startswith("now "), "the adaptive limit")
-        assert driver.find_elements(By.CSS_SELECTOR, "#plot-limit polyline")  # type: ignore[attr-defined]
+        assert count("#plot-limit polyline") > 0
         driver.save_screenshot(str(SCREENSHOTS / "dashboard.png"))  # type: ignore[attr-defined]
 
         # a scripted failure appears without a reload, with its reason
@@ -120,14 +129,22 @@ def test_the_dashboard_shows_the_topics_live_and_replays_a_failure(
         )
         asyncio.run(send(failing, settings, stack.receiver_url, stack.simulator_url, token))
         row = "#failures tbody tr[data-job-id]"
-        wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, row), "the failure")  # type: ignore[attr-defined]
+        wait_for(lambda: count(row) > 0, "the failure")
         assert "http_400: destinationAddress.postalCode invalid" in text(row)
         assert text("#total-failures .n") == "1"
         driver.save_screenshot(str(SCREENSHOTS / "dashboard-failure.png"))  # type: ignore[attr-defined]
 
         # replay from the page, behind the ingest token: the job gets its label
         driver.find_element(By.ID, "token").send_keys(token)  # type: ignore[attr-defined]
-        driver.find_element(By.CSS_SELECTOR, f"{row} button").click()  # type: ignore[attr-defined]
+
+        def click_replay() -> bool:
+            try:
+                driver.find_element(By.CSS_SELECTOR, f"{row} button").click()  # type: ignore[attr-defined]
+            except StaleElementReferenceException:
+                return False  # redrawn between find and click: find it again
+            return True
+
+        wait_for(click_replay, "a replay button that stays put")
         wait_for(lambda: text("#replay-result") == "replayed 1", "the replay")
         wait_for(lambda: text("#total-labels .n") == str(len(orders) + 1), "the replayed label")
 
