@@ -44,6 +44,12 @@ from workers.settings import Settings
 from workers.tiktok.signing import webhook_signature
 
 MEASURES = ("box->plan", "box->job", "box->label", "order->event")
+# LABEL_FILES: the label files go to tmpfs by default. On this machine's ext4 (a VM disk
+# that tests fill and empty all day) creating a file took about 1 ms of kernel CPU (perf:
+# ext4_create -> find_inode_bit -> recently_deleted); three files per label at 133
+# labels/s made the labeler spend 30% of a core in the kernel, and the pipeline fell
+# behind. That measures the disk, not parcelflow. --label-dir puts them elsewhere.
+SHM = "/dev/shm"  # noqa: S108 (tmpfs; a private TemporaryDirectory is made in it)
 
 
 @dataclass
@@ -211,14 +217,19 @@ async def main(args: argparse.Namespace) -> None:
         "LABELER_MAX_IN_FLIGHT": "256",
         "LABELER_ADAPTIVE": os.environ.get("BENCH_ADAPTIVE", "true"),
     }
-    with TemporaryDirectory(prefix="pf-latency-") as tmp:
+    with (
+        TemporaryDirectory(prefix="pf-latency-") as tmp,
+        TemporaryDirectory(prefix="pf-latency-labels-", dir=args.label_dir) as labels,
+    ):
+        overrides["LABEL_DIR"] = labels
         stack = Stack(Path(tmp), overrides)
         with stack.running(say=False):
             seen, stop = Seen(), asyncio.Event()
             follower = asyncio.create_task(follow(stack.settings, seen, stop))
             print(
                 f"whole pipeline, 2-core machine, label simulator latency 0; "
-                f"{args.warmup:g} s warm-up, {args.seconds:g} s measured per rate"
+                f"{args.warmup:g} s warm-up, {args.seconds:g} s measured per rate; "
+                f"label files in {labels}"
             )
             rate, knee, last_good = args.rate, None, None
             for run in range(1, args.phases + 1):
@@ -257,6 +268,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--drain", type=float, default=60.0, help="wait for labels after, s (60)")
     p.add_argument("--phases", type=int, default=4, help="rates to try at most (4)")
     p.add_argument("--goal-ms", type=float, default=250.0, help="box->job p99 goal (250)")
+    p.add_argument(
+        "--label-dir",
+        default=SHM if Path(SHM).is_dir() else None,
+        help=f"where the label files go (default {SHM} when there: see LABEL_FILES)",
+    )
     return p.parse_args(argv)
 
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image
 from pypdf import PdfReader
 
@@ -137,6 +138,10 @@ def test_the_folder_store_names_everything_by_digest(tmp_path: Path) -> None:
     assert json.loads(pointer or b"{}") == {"job_id": "../job"}
     assert missing is None
     assert all(".." not in p.name and "/" not in p.name for p in tmp_path.rglob("*"))
+    assert not [p for p in tmp_path.rglob(".*")]  # no temporary file left behind
+    for name in ("../x.json", f"jobs/../../{'a' * 64}.json", "jobs/short.json", "x/" + "a" * 64):
+        with pytest.raises(ValueError, match="not a label store name"):
+            asyncio.run(store.put(name, b"{}", "application/json"))
 
 
 def test_prune_removes_only_what_is_older_than_asked(tmp_path: Path) -> None:

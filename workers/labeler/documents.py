@@ -1,7 +1,7 @@
 """Label document names: a digest of (job id, box id), never raw ids (workers/labeler/store.py).
 
 ``<root>/<first two hex digits>/<64 hex digits>.<format>``: no id can reach outside the
-folder (the resolved path is checked anyway), two parcels never share a file, and every
+folder (the store refuses any other name), two parcels never share a file, and every
 name has the same short length. Files are 0600 and folders 0700: labels carry
 recipients' addresses.
 """

@@ -231,13 +231,13 @@ class JobRunner:
     async def index(self, result: LabelResult) -> None:
         """The label record by job, and each box's job, for the fetch API. Best effort:
         labels.v1 holds the truth; a failure here is logged, the label still counts."""
+        pointer = orjson.dumps({"job_id": result.job_id, "order_id": result.order_id})
+        writes = [(manifest_name(result.job_id), encode(result))]
+        writes += [(box_name(parcel.box_id), pointer) for parcel in result.parcels]
         try:
-            await self.documents.put(
-                manifest_name(result.job_id), encode(result), "application/json"
+            await asyncio.gather(
+                *(self.documents.put(name, data, "application/json") for name, data in writes)
             )
-            for parcel in result.parcels:
-                pointer = orjson.dumps({"job_id": result.job_id, "order_id": result.order_id})
-                await self.documents.put(box_name(parcel.box_id), pointer, "application/json")
         except Exception as exc:  # noqa: BLE001 (see above)
             log.warning("label_index_failed", job_id=result.job_id, error=type(exc).__name__)
 

@@ -17,15 +17,20 @@ Objects get their content type, optional server-side encryption and no public ac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
+import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from workers.labeler.documents import DIR_MODE, FILE_MODE, document_name
+from workers.labeler.documents import DIR_MODE, document_name
 from workers.settings import Settings
 
+# Every name this module or documents.py makes, and nothing else: no id reaches a path.
+NAME = re.compile(r"(?:[0-9a-f]{2}|jobs|boxes)/[0-9a-f]{64}\.(?:pdf|png|zpl|bin|json)")
 CONTENT_TYPES = {"pdf": "application/pdf", "png": "image/png", "zpl": "application/x-zpl"}
 
 
@@ -58,28 +63,37 @@ class LabelStore(Protocol):
 
 
 class FolderStore:
-    """Files under ``root``: 0600 files in 0700 folders, written atomically."""
+    """Files under ``root``: 0600 files in 0700 folders, written atomically (a temporary
+    file renamed into place: a reader sees the whole label or none)."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root
+        self.root = root.resolve()
+        self.made: set[Path] = set()  # folders known to exist with DIR_MODE
 
     def path(self, name: str) -> Path:
-        base = self.root.resolve()
-        path = (base / name).resolve()
-        if not path.is_relative_to(base):  # names are digests: kept as a guard
-            raise ValueError(f"label path {path} is outside {base}")
-        return path
+        if not NAME.fullmatch(name):  # names are digests; anything else is refused
+            raise ValueError(f"not a label store name: {name[:100]!r}")
+        return self.root / name
+
+    def folder(self, folder: Path) -> None:
+        if folder not in self.made:
+            for each in (self.root, folder):
+                each.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+                os.chmod(each, DIR_MODE)
+            self.made.add(folder)
 
     def _put(self, name: str, data: bytes) -> Stored:
         path = self.path(name)
-        for folder in (self.root.resolve(), path.parent):
-            folder.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-            os.chmod(folder, DIR_MODE)
-        tmp = path.with_name(path.name + ".tmp")
-        descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        with os.fdopen(descriptor, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
+        self.folder(path.parent)
+        descriptor, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # 0600
+        try:
+            with os.fdopen(descriptor, "wb") as out:
+                out.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         return Stored(str(path), hashlib.sha256(data).hexdigest(), len(data))
 
     def _get(self, name: str) -> bytes | None:
