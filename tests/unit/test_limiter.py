@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import random
 
 from workers.labeler.limiter import Gradient, Slots
 
@@ -19,6 +21,15 @@ class Script:
         self.now += self.limiter.window_s
         for _ in range(self.limiter.window_calls):
             self.limiter.ended(self.now, latency_s)
+        return self.limiter.limit
+
+    def jittery(self, median_s: float, sigma: float, rng: random.Random) -> float:
+        """A window whose calls vary as a real provider's do (lognormal), none queued."""
+        for _ in range(self.limiter.window_calls):
+            self.limiter.started(self.limiter.current)
+        self.now += self.limiter.window_s
+        for _ in range(self.limiter.window_calls):
+            self.limiter.ended(self.now, rng.lognormvariate(math.log(median_s), sigma))
         return self.limiter.limit
 
     def overload(self, retry_after_s: float | None = None) -> float:
@@ -58,6 +69,18 @@ def test_after_a_cut_recovery_is_gradual_and_waits_for_retry_after() -> None:
     grown = [script.window(1.0) for _ in range(5)]
     assert grown == sorted(grown) and grown[-1] > cut
     assert grown[0] - cut < 3, "one window adds a little"
+
+
+def test_latency_that_varies_call_to_call_is_not_taken_for_queueing() -> None:
+    # A provider at 2 s per call with the devstack simulator's spread (lognormal, 0.35):
+    # no call ever waits in a queue, so the limit must not shrink. Taking the lowest
+    # window as the baseline made every later window look queued: the limit sank to 2.
+    for seed in range(5):
+        script = Script(Gradient(min_limit=2, max_limit=64, limit=16))
+        rng = random.Random(seed)
+        limits = [script.jittery(2.0, 0.35, rng) for _ in range(200)]
+        assert min(limits) >= 12, f"seed {seed}: sank to {min(limits):.1f}"
+        assert limits[-1] == 64, f"seed {seed}: never grew ({limits[-1]:.1f})"
 
 
 def test_a_short_backlog_does_not_grow_the_limit() -> None:

@@ -7,11 +7,16 @@ enough calls:
 
 - overload seen: the limit is cut (``backoff``, 0.75), and does not grow again until
   ``Retry-After`` has passed;
-- latency above the baseline (the latency without queueing: the lowest seen, drifting
-  slowly up if latency stays higher) by more than ``noise_s`` (50 ms) or
-  ``noise_share`` (10%) of it, whichever is more, means calls queue at the
-  provider: the limit moves to what it sustains, ``limit * baseline / latency`` (the
-  gradient);
+- latency above the baseline (the latency without queueing: an average of the windows
+  that did not queue, drifting slowly up if latency stays higher) by more than the
+  noise, means calls queue at the provider: the limit moves to what it sustains,
+  ``limit * baseline / latency`` (the gradient). The noise is ``noise_s`` (50 ms),
+  ``noise_share`` (10%) of the baseline or twice the window's standard error, whichever
+  is most: a provider's latency varies call to call (a lognormal spread of 0.35 is
+  common), and a window of a few calls then differs from the last by far more than 10%
+  without any queue. (The first version took the lowest window as the baseline and a
+  fixed 10% as the noise: with that spread every window looked queued, and the limit
+  sank to its floor. tests/unit/test_limiter.py keeps that case.);
 - otherwise the limit probes for more: sqrt(limit) per window, or 2 within
   ``cautious_s`` of the last queueing (near the capacity), and not at all while the
   calls never filled the limit (a short backlog) or a Retry-After holds.
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import statistics
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -41,7 +47,9 @@ class Gradient:
     backoff: float = 0.75  # the cut on overload
     drift: float = 0.01  # how fast the baseline follows latency that stays higher
     noise_s: float = 0.05  # latency within this of the baseline is not queueing (jitter)...
-    noise_share: float = 0.1  # ...nor within this share of it
+    noise_share: float = 0.1  # ...nor within this share of it...
+    noise_z: float = 2.0  # ...nor within this many standard errors of the window's mean
+    settle: float = 0.2  # share of an unqueued window's latency taken into the baseline
     cautious_s: float = 5.0  # after queueing was seen, probe up by 1 call, not sqrt(limit)
     # what the limiter has seen (exported as metrics by the labeler)
     long_s: float = 0.0  # the latency without queueing (the baseline)
@@ -97,17 +105,20 @@ class Gradient:
             self.gradient = self.backoff
             self._queued_at = now
         elif self._window:
-            short = sum(self._window) / len(self._window)
-            if self.long_s == 0.0 or short < self.long_s:
-                self.long_s = short  # faster than ever seen: that is the baseline
-            else:
-                self.long_s += self.drift * (short - self.long_s)
-            noise = max(self.noise_s, self.noise_share * self.long_s)
+            short = statistics.fmean(self._window)
+            if self.long_s == 0.0:
+                self.long_s = short
+            spread = statistics.pstdev(self._window) / math.sqrt(len(self._window))
+            noise = max(self.noise_s, self.noise_share * self.long_s, self.noise_z * spread)
             if short - self.long_s > noise:  # queueing: what the provider sustains
                 self.gradient = self.long_s / short
                 estimate = self.limit * self.gradient
                 self._queued_at = now
+                self.long_s += self.drift * (
+                    short - self.long_s
+                )  # if it stays, it is the new normal
             else:  # no queue: probe for more, gently near where queueing began
+                self.long_s += self.settle * (short - self.long_s)
                 self.gradient = 1.0
                 gentle = now - self._queued_at < self.cautious_s
                 probe = 2.0 if gentle else math.sqrt(self.limit)
