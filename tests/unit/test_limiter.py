@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import statistics
 
 from workers.labeler.limiter import Gradient, Slots
 
@@ -41,8 +42,9 @@ class Script:
 def test_steady_latency_grows_the_limit_gradually_to_its_maximum() -> None:
     script = Script(Gradient(min_limit=2, max_limit=64, limit=8))
     limits = [script.window(1.0) for _ in range(60)]
-    steps = [b - a for a, b in zip([8.0, *limits], limits, strict=False)]
-    assert all(0 <= step <= 0.5 * (64**0.5) + 1e-9 for step in steps), "gradual, never a jump"
+    before = [8.0, *limits]
+    steps = [(b - a, a) for a, b in zip(before, limits, strict=False)]
+    assert all(0 <= step <= a**0.5 + 1e-9 for step, a in steps), "sqrt(limit) a window at most"
     assert limits[10] > 10 and limits[-1] == 64
 
 
@@ -80,7 +82,28 @@ def test_latency_that_varies_call_to_call_is_not_taken_for_queueing() -> None:
         rng = random.Random(seed)
         limits = [script.jittery(2.0, 0.35, rng) for _ in range(200)]
         assert min(limits) >= 12, f"seed {seed}: sank to {min(limits):.1f}"
-        assert limits[-1] == 64, f"seed {seed}: never grew ({limits[-1]:.1f})"
+        held = statistics.fmean(limits[100:])  # a false alarm now and then costs a little
+        assert held >= 40, f"seed {seed}: held {held:.1f} of 64 on average"
+
+
+def test_calls_started_under_an_earlier_limit_do_not_move_it() -> None:
+    limiter = Gradient(min_limit=2, max_limit=64, limit=16)
+    script = Script(limiter)
+    for _ in range(5):
+        script.window(1.0)  # grows: each window changes the limit
+    old = limiter.started(limiter.current)
+    script.window(1.0)
+    assert limiter.started(limiter.current) != old, "the limit changed: a new generation"
+    level, now = limiter.limit, script.now
+    for n in range(40):  # slow answers to calls made under the old limit: not counted
+        assert not limiter.ended(now + 1 + n, 3.0, generation=old)
+    assert not limiter.ended(now + 50, None, overload=True, generation=old)
+    assert limiter.limit == level and limiter.cuts == 0
+    for window in range(3):  # the same answers to calls made under the current limit
+        fresh = limiter.started(limiter.current)
+        for n in range(limiter.window_calls):
+            limiter.ended(now + 60 + window * 10 + n, 3.0, generation=fresh)
+    assert limiter.limit < level * 0.8
 
 
 def test_a_short_backlog_does_not_grow_the_limit() -> None:

@@ -131,14 +131,14 @@ class JobRunner:
         while True:
             attempt += 1
             try:
-                async with self.call_slots.slot():
+                async with self.call_slots.slot() as generation:
                     started = time.monotonic()
                     try:
                         response = await call(job)
                     except ApiError as err:
-                        await self.observe(None, err)
+                        await self.observe(None, err, generation)
                         raise
-                    await self.observe(time.monotonic() - started, None)
+                    await self.observe(time.monotonic() - started, None, generation)
             except ApiError as err:
                 if err.code in CREDENTIALS:
                     attempt -= 1  # not the job's fault: it does not use up its attempts
@@ -164,11 +164,12 @@ class JobRunner:
                     log.warning("shipium_credentials_accepted_again")
                 return response, attempt, int((time.monotonic() - started) * 1000)
 
-    async def observe(self, latency_s: float | None, err: ApiError | None) -> None:
-        """Tell the limiter how a call went; export what it decided."""
+    async def observe(self, latency_s: float | None, err: ApiError | None, generation: int) -> None:
+        """Tell the limiter how a call went (and under which limit it started); export
+        what it decided."""
         overload = err is not None and err.code in OVERLOAD
         retry_after = err.retry_after_s if err is not None else None
-        if self.limiter.ended(time.monotonic(), latency_s, overload, retry_after):
+        if self.limiter.ended(time.monotonic(), latency_s, overload, retry_after, generation):
             LIMIT.set(self.limiter.current)
             GRADIENT.set(self.limiter.gradient)
             if overload:

@@ -7,22 +7,28 @@ enough calls:
 
 - overload seen: the limit is cut (``backoff``, 0.75), and does not grow again until
   ``Retry-After`` has passed;
-- latency above the baseline (the latency without queueing: an average of the windows
-  that did not queue, drifting slowly up if latency stays higher) by more than the
-  noise, means calls queue at the provider: the limit moves to what it sustains,
+- latency above the baseline (the latency without queueing: it follows faster windows,
+  and drifts slowly up only while latency stays higher through the cuts) by more than
+  the noise, means calls queue at the provider: the limit moves to what it sustains,
   ``limit * baseline / latency`` (the gradient). The noise is ``noise_s`` (50 ms),
-  ``noise_share`` (10%) of the baseline or twice the window's standard error, whichever
-  is most: a provider's latency varies call to call (a lognormal spread of 0.35 is
+  ``noise_share`` (5%) of the baseline or three times the window's standard error,
+  whichever is most: a provider's latency varies call to call (a lognormal spread of 0.35 is
   common), and a window of a few calls then differs from the last by far more than 10%
   without any queue. (The first version took the lowest window as the baseline and a
   fixed 10% as the noise: with that spread every window looked queued, and the limit
-  sank to its floor. tests/unit/test_limiter.py keeps that case.);
-- otherwise the limit probes for more: sqrt(limit) per window, or 2 within
+  sank to its floor. tests/unit/test_limiter.py keeps that case.) A slower window
+  that is not queueing leaves the baseline alone: a queue of a call or two, under the
+  noise, would otherwise raise it window by window and the limit would creep up;
+- otherwise the limit probes for more: ``climb`` x sqrt(limit) per window, or 2 within
   ``cautious_s`` of the last queueing (near the capacity), and not at all while the
   calls never filled the limit (a short backlog) or a Retry-After holds.
 
 Each new estimate is smoothed into the limit (``smoothing``), so one window cannot swing
-it. Bounds come from settings (``labeler_min_in_flight``, ``labeler_max_in_flight``).
+it. A window counts only calls that started under the current limit (``started`` gives
+a generation, ``ended`` takes it back): calls take as long as they take, and a window
+of calls started under the last limit would answer for it, so the limit would probe on
+past the capacity before the queue showed (it did, by 10-20%, before this). Bounds come
+from settings (``labeler_min_in_flight``, ``labeler_max_in_flight``).
 ``Slots`` holds calls to the current limit (an asyncio semaphore whose size changes).
 """
 
@@ -47,9 +53,10 @@ class Gradient:
     backoff: float = 0.75  # the cut on overload
     drift: float = 0.01  # how fast the baseline follows latency that stays higher
     noise_s: float = 0.05  # latency within this of the baseline is not queueing (jitter)...
-    noise_share: float = 0.1  # ...nor within this share of it...
-    noise_z: float = 2.0  # ...nor within this many standard errors of the window's mean
-    settle: float = 0.2  # share of an unqueued window's latency taken into the baseline
+    noise_share: float = 0.05  # ...nor within this share of it...
+    noise_z: float = 3.0  # ...nor within this many standard errors of the window's mean
+    settle: float = 0.2  # share of a faster window's latency taken into the baseline
+    climb: float = 2.0  # far from the last queueing, probe by this many sqrt(limit)
     cautious_s: float = 5.0  # after queueing was seen, probe up by 1 call, not sqrt(limit)
     # what the limiter has seen (exported as metrics by the labeler)
     long_s: float = 0.0  # the latency without queueing (the baseline)
@@ -61,6 +68,7 @@ class Gradient:
     _window_started: float | None = None
     _hold_until: float = 0.0  # no growth before (Retry-After)
     _queued_at: float = float("-inf")
+    _generation: int = 0  # counts changes of ``current``
 
     def __post_init__(self) -> None:
         self.limit = float(min(self.max_limit, max(self.min_limit, self.limit)))
@@ -69,9 +77,11 @@ class Gradient:
     def current(self) -> int:
         return max(self.min_limit, min(self.max_limit, int(self.limit)))
 
-    def started(self, in_flight: int) -> None:
-        """A call started; ``in_flight`` counts it."""
+    def started(self, in_flight: int) -> int:
+        """A call started; ``in_flight`` counts it. Returns the limit's generation, to
+        give back to ``ended``."""
         self._busiest = max(self._busiest, in_flight)
+        return self._generation
 
     def ended(
         self,
@@ -79,11 +89,18 @@ class Gradient:
         latency_s: float | None,
         overload: bool = False,
         retry_after_s: float | None = None,
+        generation: int | None = None,
     ) -> bool:
         """A call ended: its latency (None if it failed otherwise), or the provider's push
-        back. Returns True when the window closed and the limit was updated."""
+        back. ``generation`` (from ``started``): a call that started under an earlier
+        limit says nothing about this one, and is not counted (a Retry-After still
+        holds). Returns True when the window closed and the limit was updated."""
         if self._window_started is None:
             self._window_started = now
+        if generation is not None and generation != self._generation:
+            if overload and retry_after_s:
+                self._hold_until = max(self._hold_until, now + retry_after_s)
+            return False
         if overload:
             self._overload = True
             if retry_after_s:
@@ -99,6 +116,12 @@ class Gradient:
         return True
 
     def _update(self, now: float) -> None:
+        before = self.current
+        self._adjust(now)
+        if self.current != before:
+            self._generation += 1
+
+    def _adjust(self, now: float) -> None:
         if self._overload:
             self.limit = max(float(self.min_limit), self.limit * self.backoff)
             self.cuts += 1
@@ -112,16 +135,17 @@ class Gradient:
             noise = max(self.noise_s, self.noise_share * self.long_s, self.noise_z * spread)
             if short - self.long_s > noise:  # queueing: what the provider sustains
                 self.gradient = self.long_s / short
-                estimate = self.limit * self.gradient
+                estimate = self.current * self.gradient  # the calls that queued, not the float
                 self._queued_at = now
                 self.long_s += self.drift * (
                     short - self.long_s
                 )  # if it stays, it is the new normal
             else:  # no queue: probe for more, gently near where queueing began
-                self.long_s += self.settle * (short - self.long_s)
+                if short < self.long_s:  # faster: the baseline follows (slower: see drift)
+                    self.long_s += self.settle * (short - self.long_s)
                 self.gradient = 1.0
                 gentle = now - self._queued_at < self.cautious_s
-                probe = 2.0 if gentle else math.sqrt(self.limit)
+                probe = 2.0 if gentle else self.climb * math.sqrt(self.limit)
                 if now < self._hold_until or self._busiest < self.limit * 0.8:
                     probe = 0.0  # held after a Retry-After, or not needed: no growth
                 estimate = self.limit + probe
@@ -142,13 +166,14 @@ class Slots:
         self._changed = asyncio.Condition()
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    async def slot(self) -> AsyncIterator[int]:
+        """Holds one call's place; yields the limit's generation (for ``ended``)."""
         async with self._changed:
             await self._changed.wait_for(lambda: self.in_flight < self.limiter.current)
             self.in_flight += 1
-        self.limiter.started(self.in_flight)
+        generation = self.limiter.started(self.in_flight)
         try:
-            yield
+            yield generation
         finally:
             async with self._changed:
                 self.in_flight -= 1
