@@ -19,9 +19,10 @@ enough calls:
   sank to its floor. tests/unit/test_limiter.py keeps that case.) A slower window
   that is not queueing leaves the baseline alone: a queue of a call or two, under the
   noise, would otherwise raise it window by window and the limit would creep up;
-- otherwise the limit probes for more: ``climb`` x sqrt(limit) per window, or 2 within
-  ``cautious_s`` of the last queueing (near the capacity), and not at all while the
-  calls never filled the limit (a short backlog) or a Retry-After holds.
+- otherwise the limit probes for more: ``climb`` x sqrt(limit) per window, or within
+  ``cautious_s`` of the last queueing (near the capacity) by 2 and no higher than the
+  calls in flight when it queued (so it touches the capacity, not beyond), and not at
+  all while the calls never filled the limit (a short backlog) or a Retry-After holds.
 
 Each new estimate is smoothed into the limit (``smoothing``), so one window cannot swing
 it. A window counts only calls that started under the current limit (``started`` gives
@@ -69,6 +70,7 @@ class Gradient:
     _hold_until: float = 0.0  # no growth before (Retry-After)
     _queued_at: float = float("-inf")
     _generation: int = 0  # counts changes of ``current``
+    _queued_calls: int = 0  # calls in flight when queueing was last seen
 
     def __post_init__(self) -> None:
         self.limit = float(min(self.max_limit, max(self.min_limit, self.limit)))
@@ -136,7 +138,7 @@ class Gradient:
             if short - self.long_s > noise:  # queueing: what the provider sustains
                 self.gradient = self.long_s / short
                 estimate = self.current * self.gradient  # the calls that queued, not the float
-                self._queued_at = now
+                self._queued_at, self._queued_calls = now, self.current
                 self.long_s += self.drift * (
                     short - self.long_s
                 )  # if it stays, it is the new normal
@@ -145,7 +147,9 @@ class Gradient:
                     self.long_s += self.settle * (short - self.long_s)
                 self.gradient = 1.0
                 gentle = now - self._queued_at < self.cautious_s
-                probe = 2.0 if gentle else self.climb * math.sqrt(self.limit)
+                # near the last queue: a call at a time, and not past where it queued
+                near = max(0.0, min(2.0, 2 * (self._queued_calls - self.limit)))
+                probe = near if gentle else self.climb * math.sqrt(self.limit)
                 if now < self._hold_until or self._busiest < self.limit * 0.8:
                     probe = 0.0  # held after a Retry-After, or not needed: no growth
                 estimate = self.limit + probe
