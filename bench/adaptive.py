@@ -25,15 +25,12 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from tempfile import TemporaryDirectory
 
-from aiohttp import web
-
-from bench.labeler import fill, start_labeler
-from workers.broker.embedded import EmbeddedBroker, free_port
+from bench.labeler import bench_stack, fill, start_labeler
+from workers.broker.embedded import free_port
 from workers.devstack.stack import terminate
 from workers.settings import Settings
-from workers.simulator.app import Simulator, create_app
+from workers.simulator.app import Simulator
 from workers.topics import ensure_topics
 
 CAPACITIES = (24, 8, 48)
@@ -147,32 +144,14 @@ def settled_after(
 
 
 async def main(args: argparse.Namespace) -> None:
-    with TemporaryDirectory(prefix="pf-adaptive-") as tmp_dir, EmbeddedBroker() as broker:
-        tmp = Path(tmp_dir)
-        base = Settings(
-            kafka_bootstrap=broker.bootstrap,
-            kafka_embedded=True,
-            kafka_fetch_max_wait_ms=20,
-            topic_partitions=4,
-            label_dir=tmp / "labels",
-            shipium_api_key="bench-key",  # type: ignore[arg-type]
-            tiktok_app_key="bench",
-            sim_label_render=False,
-            sim_label_latency_median_s=args.latency,
-            sim_label_latency_sigma=0.0,
-            sim_label_tail_probability=0.0,
-        )
-        sim = Simulator.from_settings(base)
-        runner = web.AppRunner(create_app(sim), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        base = base.model_copy(
-            update={"shipium_base_url": f"http://127.0.0.1:{runner.addresses[0][1]}"}
-        )
-        try:
-            runs = [await one(base, sim, adaptive, args, tmp) for adaptive in (True, False)]
-        finally:
-            await runner.cleanup()
+    async with bench_stack(
+        "pf-adaptive-",
+        kafka_fetch_max_wait_ms=20,
+        sim_label_latency_median_s=args.latency,
+        sim_label_latency_sigma=0.0,
+        sim_label_tail_probability=0.0,
+    ) as (base, sim, tmp):
+        runs = [await one(base, sim, adaptive, args, tmp) for adaptive in (True, False)]
     print(
         f"label calls of {args.latency:g} s; capacity {' -> '.join(map(str, CAPACITIES))}, "
         f"{args.phase_s:g} s each; 2-core machine"

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import Any
 
 import psutil
 from aiohttp import web
@@ -178,8 +181,14 @@ async def peak_rss(
     return peak
 
 
-async def main(args: argparse.Namespace) -> None:
-    with TemporaryDirectory(prefix="pf-bench-") as tmp_dir, EmbeddedBroker() as broker:
+@contextlib.asynccontextmanager
+async def bench_stack(
+    prefix: str, **settings: Any
+) -> AsyncIterator[tuple[Settings, Simulator, Path]]:
+    """An embedded broker, a label simulator (tiny labels: measure parcelflow, not the
+    simulator's drawing) and the settings that reach them, with ``settings`` on top; a
+    temporary folder for the rest. Everything is stopped on the way out."""
+    with TemporaryDirectory(prefix=prefix) as tmp_dir, EmbeddedBroker() as broker:
         tmp = Path(tmp_dir)
         base = Settings(
             kafka_bootstrap=broker.bootstrap,
@@ -188,27 +197,32 @@ async def main(args: argparse.Namespace) -> None:
             label_dir=tmp / "labels",
             shipium_api_key="bench-key",  # type: ignore[arg-type]
             tiktok_app_key="bench",
-            sim_label_render=False,  # measure parcelflow, not the simulator's drawing
+            sim_label_render=False,
+            **settings,
         )
         sim = Simulator.from_settings(base)
         runner = web.AppRunner(create_app(sim), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
         base = base.model_copy(
             update={"shipium_base_url": f"http://127.0.0.1:{runner.addresses[0][1]}"}
         )
         try:
-            if not args.skip_throughput:
-                await throughput(base, sim, args, tmp)
-            if not args.skip_rss:
-                small = await peak_rss(base, sim, args.small, args, tmp)
-                large = await peak_rss(base, sim, args.large, args, tmp)
-                print(f"peak RSS, backlog {args.small:>7}: {small / 2**20:7.1f} MiB")
-                print(f"peak RSS, backlog {args.large:>7}: {large / 2**20:7.1f} MiB")
-                print(f"ratio:                    {large / small:7.3f}  (goal <= 1.10)")
+            yield base, sim, tmp
         finally:
             await runner.cleanup()
+
+
+async def main(args: argparse.Namespace) -> None:
+    async with bench_stack("pf-bench-") as (base, sim, tmp):
+        if not args.skip_throughput:
+            await throughput(base, sim, args, tmp)
+        if not args.skip_rss:
+            small = await peak_rss(base, sim, args.small, args, tmp)
+            large = await peak_rss(base, sim, args.large, args, tmp)
+            print(f"peak RSS, backlog {args.small:>7}: {small / 2**20:7.1f} MiB")
+            print(f"peak RSS, backlog {args.large:>7}: {large / 2**20:7.1f} MiB")
+            print(f"ratio:                    {large / small:7.3f}  (goal <= 1.10)")
 
 
 def parse() -> argparse.Namespace:

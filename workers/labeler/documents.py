@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 
 FORMATS = frozenset({"pdf", "png", "zpl"})
-FILE_MODE = 0o600
 DIR_MODE = 0o700
 
 

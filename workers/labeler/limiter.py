@@ -139,9 +139,8 @@ class Gradient:
                 self.gradient = self.long_s / short
                 estimate = self.current * self.gradient  # the calls that queued, not the float
                 self._queued_at, self._queued_calls = now, self.current
-                self.long_s += self.drift * (
-                    short - self.long_s
-                )  # if it stays, it is the new normal
+                # if it stays, it is the new normal
+                self.long_s += self.drift * (short - self.long_s)
             else:  # no queue: probe for more, gently near where queueing began
                 if short < self.long_s:  # faster: the baseline follows (slower: see drift)
                     self.long_s += self.settle * (short - self.long_s)

@@ -2,9 +2,9 @@
 
 Each job runs as its own task; at most the limiter's current limit (``limiter.py``, at
 most ``labeler_max_in_flight``) of them are in a label call at once. More may be writing
-their attempt or result records meanwhile; when that bounded number of jobs is held, every assigned
-partition is paused, so the consumer stops fetching and the backlog stays in Kafka;
-below the low-water mark they resume. ``getmany`` keeps being called while paused, and
+their attempt or result records meanwhile; when that bounded number of jobs is held,
+every assigned partition is paused, so the consumer stops fetching and the backlog stays
+in Kafka; below the low-water mark they resume. ``getmany`` keeps being called while paused, and
 heartbeats run in aiokafka's background task, so slow calls never trigger a rebalance.
 Offsets are committed per partition only for the contiguous prefix of jobs whose result
 (label or failure) the broker acked.
@@ -162,7 +162,7 @@ class Labeler:
         not shrink with the limit: when calls are fast, most of a job's time is its writes
         (measured at 200 boxes/s with instant calls: a call 28 ms, its writes 150 ms), and
         a margin tied to a small limit held the labeler below the rate jobs came in. Still
-        bounded by settings, whatever the backlog: at most 1.5 x labeler_max_in_flight."""
+        bounded by settings, whatever the backlog."""
         return self.jobs.limiter.current + max(16, self.max_in_flight // 2)
 
     @property
