@@ -9,6 +9,7 @@ with ``client_auth``); Tansu itself then listens on a second, loopback port.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -24,11 +25,45 @@ class BrokerError(RuntimeError):
     pass
 
 
+# Ports for local servers come from below the kernel's ephemeral range (32768-60999 on
+# Linux, 49152-65535 on macOS): a port the kernel handed out by bind(0) is free again once
+# probed, and an outgoing connection of any process may take it as its local port before
+# the server binds, which then fails to start while another server answers its address.
+_PORT_RANGE = (20000, 32767)
+_handed_out: set[int] = set()  # never hand the same port out twice in one process
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports that nothing listens on, each unused by this process so far.
+
+    Every candidate is bound until all are found, so none repeats within a call."""
+    held: list[socket.socket] = []
+    try:
+        for _ in range(1000):
+            if len(held) == count:
+                break
+            port = random.randint(*_PORT_RANGE)  # noqa: S311 (not a secret)
+            if port in _handed_out:
+                continue
+            sock = socket.socket()
+            try:
+                sock.bind((host, port))
+            except OSError:
+                sock.close()
+                continue
+            held.append(sock)
+        else:
+            raise BrokerError(f"no {count} free ports in {_PORT_RANGE} on {host}")
+        ports = [sock.getsockname()[1] for sock in held]
+    finally:
+        for sock in held:
+            sock.close()
+    _handed_out.update(ports)
+    return ports
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(1, host)[0]
 
 
 def wait_for_port(host: str, port: int, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:

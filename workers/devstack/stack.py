@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from workers.broker.embedded import EmbeddedBroker, free_port, wait_for_port
+from workers.broker.embedded import EmbeddedBroker, free_port, free_ports, wait_for_port
 from workers.broker.tls import Certificates, make_certificates
 from workers.settings import Settings
 
@@ -93,10 +93,8 @@ class Stack:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def build_env(self, bootstrap: str, tls: Certificates | None = None) -> dict[str, str]:
-        receiver_port, sim_port, dashboard_port = free_port(), free_port(), free_port()
-        self.ops_ports = {
-            name: free_port() for name in ("enricher", "planner", "labeler", "auditor")
-        }
+        receiver_port, sim_port, dashboard_port, *ops = free_ports(7)
+        self.ops_ports = dict(zip(("enricher", "planner", "labeler", "auditor"), ops, strict=True))
         sim = f"http://127.0.0.1:{sim_port}"
         values = {
             "KAFKA_BOOTSTRAP": bootstrap,
@@ -301,7 +299,7 @@ class Stack:
                 raise StackError(
                     f"{process.name} exited with code {process.proc.returncode}:\n{process.tail()}"
                 )
-            if url is not None and healthy(f"{url}/healthz"):
+            if url is not None and healthy(f"{url}/healthz", process.name):
                 return
             if marker is not None and marker in process.log_path.read_bytes():
                 return
@@ -369,9 +367,11 @@ def exported() -> dict[str, str]:
     return out
 
 
-def healthy(url: str) -> bool:
+def healthy(url: str, worker: str) -> bool:
+    """True when ``url`` answers 200 and names ``worker``: another server on its port
+    (the port was taken before the worker bound it) is not mistaken for it."""
     try:
         with urllib.request.urlopen(url, timeout=0.5) as response:  # noqa: S310 (local http only)
-            return bool(response.status == 200)
-    except OSError:
+            return bool(response.status == 200 and json.load(response).get("worker") == worker)
+    except (OSError, ValueError):
         return False

@@ -268,7 +268,7 @@ async def void_label(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return web.json_response({"status": "ok", "worker": "receiver"})
 
 
 async def readyz(request: web.Request) -> web.Response:

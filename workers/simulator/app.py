@@ -116,7 +116,7 @@ def create_app(sim: Simulator) -> web.Application:
         return json(sim.shipium.requests)
 
     async def healthz(request: web.Request) -> web.Response:
-        return json({"status": "ok"})
+        return json({"status": "ok", "worker": "simulator"})
 
     app.router.add_get(wire.ORDER_DETAIL_PATH, detail)
     app.router.add_get(wire.TOKEN_REFRESH_PATH, refresh)
