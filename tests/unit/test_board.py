@@ -75,6 +75,18 @@ def test_counts_each_id_once_and_measures_each_stage() -> None:
     assert sum(snap["latency"]["job_to_label"]["histogram"]) == 3
 
 
+def test_a_job_read_before_its_boxes_is_measured_when_the_last_box_comes() -> None:
+    board = Board()
+    board.take("boxes", encode(box("J1-B0", {"A": 2}, order_id="J1")), T + 1_000)
+    board.take("jobs", encode(job("J1", parcels=2)), T + 1_300)  # before its box B1
+    board.take("jobs", encode(job("J2")), T + 2_000)  # its box never comes
+    assert board.snapshot(T + 3_000)["latency"]["box_to_job"]["count"] == 0
+    board.take("boxes", encode(box("J1-B1", {"A": 2}, order_id="J1")), T + 1_200)
+    box_to_job = board.snapshot(T + 3_000)["latency"]["box_to_job"]
+    assert (box_to_job["count"], box_to_job["max"]) == (1, 100)  # from the later box
+    assert list(board.early_jobs) == ["job-J2"] and list(board.job_of_box) == ["J2-B0"]
+
+
 def test_failures_show_until_a_replay_labels_them_and_alerts_name_the_shops() -> None:
     board = Board()
     board.take("failures", failure("F1"), T)

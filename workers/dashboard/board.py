@@ -67,6 +67,10 @@ class Board:
         self.seen: dict[str, Recent] = {k: Recent(self.keep) for k in KINDS}
         self.order_in_ms = Recent(self.keep)  # order id -> first time seen
         self.box_closed_ms = Recent(self.keep)  # box id -> closed at
+        # a job read before some of its boxes (the topics are read in no set order):
+        # box id -> the job's id, and job id -> (job time, its box ids), until they come
+        self.job_of_box = Recent(self.keep)
+        self.early_jobs = Recent(self.keep)
         self.repaired = Recent(self.keep)
         self.latency: dict[str, deque[int]] = {m: deque(maxlen=self.samples) for m in MEASURES}
         self.failures = Recent(200)  # job id -> latest failure, while not labeled
@@ -124,6 +128,9 @@ class Board:
         if self._count("boxes", box.box_id, timestamp_ms):
             # when the receiver stored it (the 202), on the broker's clock, not the station's
             self.box_closed_ms.put(box.box_id, timestamp_ms)
+            job_id = self.job_of_box.pop(box.box_id, None)
+            if job_id in self.early_jobs:
+                self._box_to_job(job_id, *self.early_jobs[job_id])
 
     def _repaired(self, order_id: str) -> None:
         if order_id not in self.repaired:
@@ -139,13 +146,21 @@ class Board:
     def _job(self, job: LabelJob | str, timestamp_ms: int) -> None:
         if isinstance(job, str) or job.kind != "create":
             return
-        if not self._count("jobs", job.job_id, timestamp_ms):
+        if not self._count("jobs", job.job_id, timestamp_ms) or not job.parcels:
             return
-        closed: list[int] = [
-            self.box_closed_ms[p.box_id] for p in job.parcels if p.box_id in self.box_closed_ms
-        ]
-        if closed and len(closed) == len(job.parcels):
-            self.latency["box_to_job"].append(max(0, timestamp_ms - max(closed)))
+        self._box_to_job(job.job_id, timestamp_ms, [p.box_id for p in job.parcels])
+
+    def _box_to_job(self, job_id: str, job_ms: int, box_ids: list[str]) -> None:
+        """The job's latency from its last box, once every box of it has been read."""
+        missing = [b for b in box_ids if b not in self.box_closed_ms]
+        if missing:
+            self.early_jobs.put(job_id, (job_ms, box_ids))
+            for box_id in missing:
+                self.job_of_box.put(box_id, job_id)
+            return
+        self.early_jobs.pop(job_id, None)
+        closed = max(self.box_closed_ms[b] for b in box_ids)
+        self.latency["box_to_job"].append(max(0, job_ms - closed))
 
     def _label(self, label: LabelResult | str, timestamp_ms: int) -> None:
         if isinstance(label, str) or not self._count("labels", label.job_id, timestamp_ms):
