@@ -29,11 +29,9 @@ def test_a_port_in_use_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         taken = busy.getsockname()[1]
-        draws = iter([taken, taken])
-        monkeypatch.setattr(embedded, "_PORT_RANGE", (taken, taken + 50))
-        monkeypatch.setattr(
-            random, "randint", lambda a, b: next(draws, None) or random.Random().randint(a, b)
-        )
+        first = random.sample  # the busy port is the first candidate drawn
+        monkeypatch.setattr(random, "sample", lambda pool, k: [taken, *first(pool, k)])
+        monkeypatch.setattr(embedded, "_PORT_RANGE", (taken + 1, taken + 2000))
         ports = free_ports(3)
     assert taken not in ports
     assert len(set(ports)) == 3

@@ -37,12 +37,12 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """``count`` distinct ports that nothing listens on, each unused by this process so far.
 
     Every candidate is bound until all are found, so none repeats within a call."""
+    low, high = _PORT_RANGE
     held: list[socket.socket] = []
     try:
-        for _ in range(1000):
+        for port in random.sample(range(low, high + 1), 1000):  # each candidate once
             if len(held) == count:
                 break
-            port = random.randint(*_PORT_RANGE)  # noqa: S311 (not a secret)
             if port in _handed_out:
                 continue
             sock = socket.socket()
@@ -52,7 +52,7 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
                 sock.close()
                 continue
             held.append(sock)
-        else:
+        if len(held) < count:
             raise BrokerError(f"no {count} free ports in {_PORT_RANGE} on {host}")
         ports = [sock.getsockname()[1] for sock in held]
     finally:

@@ -20,9 +20,10 @@ enough calls:
   that is not queueing leaves the baseline alone: a queue of a call or two, under the
   noise, would otherwise raise it window by window and the limit would creep up;
 - otherwise the limit probes for more: ``climb`` x sqrt(limit) per window, or within
-  ``cautious_s`` of the last queueing (near the capacity) by 2 and no higher than the
-  calls in flight when it queued (so it touches the capacity, not beyond), and not at
-  all while the calls never filled the limit (a short backlog) or a Retry-After holds.
+  ``cautious_s`` of the last queueing (near the capacity) by a call a window (an estimate
+  2 higher, smoothed) and no higher than the calls in flight when it queued (so it
+  touches the capacity, not beyond), and not at all while the calls never filled the
+  limit (a short backlog) or a Retry-After holds.
 
 Each new estimate is smoothed into the limit (``smoothing``), so one window cannot swing
 it. A window counts only calls that started under the current limit (``started`` gives
@@ -58,7 +59,7 @@ class Gradient:
     noise_z: float = 3.0  # ...nor within this many standard errors of the window's mean
     settle: float = 0.2  # share of a faster window's latency taken into the baseline
     climb: float = 2.0  # far from the last queueing, probe by this many sqrt(limit)
-    cautious_s: float = 5.0  # after queueing was seen, probe up by 1 call, not sqrt(limit)
+    cautious_s: float = 5.0  # after queueing was seen, probe by a call a window, not climb
     # what the limiter has seen (exported as metrics by the labeler)
     long_s: float = 0.0  # the latency without queueing (the baseline)
     gradient: float = 1.0

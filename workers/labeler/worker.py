@@ -4,8 +4,9 @@ Each job runs as its own task; at most the limiter's current limit (``limiter.py
 most ``labeler_max_in_flight``) of them are in a label call at once. More may be writing
 their attempt or result records meanwhile; when that bounded number of jobs is held,
 every assigned partition is paused, so the consumer stops fetching and the backlog stays
-in Kafka; below the low-water mark they resume. ``getmany`` keeps being called while paused, and
-heartbeats run in aiokafka's background task, so slow calls never trigger a rebalance.
+in Kafka; below the low-water mark they resume. ``getmany`` keeps being called while
+paused, and heartbeats run in aiokafka's background task, so slow calls never trigger a
+rebalance.
 Offsets are committed per partition only for the contiguous prefix of jobs whose result
 (label or failure) the broker acked.
 """
