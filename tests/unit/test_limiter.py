@@ -106,6 +106,31 @@ def test_calls_started_under_an_earlier_limit_do_not_move_it() -> None:
     assert limiter.limit < level * 0.8
 
 
+def test_it_holds_at_a_capacity_and_climbs_at_once_when_the_capacity_rises() -> None:
+    # A provider that queues above its capacity (latency grows with the crowd, as the
+    # devstack simulator's does), driven as the labeler drives the limiter: the limit's
+    # calls start together and end a latency later. Near where it last queued the limit
+    # probes a call at a time; when as many calls run again without a queue, the
+    # capacity has risen: it doubles (smoothed: x1.5) a window until the queue shows,
+    # without waiting out ``cautious_s`` (5 s) first.
+    limiter, now = Gradient(min_limit=2, max_limit=64, limit=8), 0.0
+
+    def window(capacity: int) -> float:
+        nonlocal now
+        calls = limiter.current
+        generation = [limiter.started(n + 1) for n in range(calls)][-1]
+        now += max(1.0, calls / capacity)
+        for _ in range(calls):
+            limiter.ended(now, max(1.0, calls / capacity), generation=generation)
+        return limiter.limit
+
+    held = [window(8) for _ in range(40)][10:]
+    assert 7 <= min(held) and max(held) < 10, f"around a capacity of 8: {held}"
+    rising = [window(48) for _ in range(20)]
+    assert rising[4] > 40, f"the rise found and climbed (doubling) within 5 s: {rising}"
+    assert all(abs(limit - 48) <= 4.8 for limit in rising[8:]), f"and held: {rising}"
+
+
 def test_a_short_backlog_does_not_grow_the_limit() -> None:
     script = Script(Gradient(min_limit=2, max_limit=64, limit=10))
     assert [script.window(1.0, busy=False) for _ in range(10)] == [10.0] * 10
