@@ -334,7 +334,10 @@ class Settings(BaseSettings):
         2, ge=1, description="The adaptive limit's floor: calls in flight at least allowed."
     )
     labeler_initial_in_flight: int = Field(
-        16, ge=1, description="The adaptive limit at start, before anything was measured."
+        16,
+        ge=1,
+        description="The adaptive limit once the first window (at most 4 calls in flight) "
+        "measured the latency without a queue; it doubles from there until a queue shows.",
     )
     labeler_resume_fraction: float = Field(
         0.97,

@@ -372,3 +372,54 @@ async def test_an_unclear_answer_is_looked_up_before_any_second_create(
     assert labels[0].parcels[0].tracking_id  # the label Shipium had made
     assert sim.shipium.shipment_ids["job-U1"] == 1, "a second create for the same shipment"
     assert sim.shipium.duplicates == 0
+
+
+async def test_the_adaptive_limit_finds_the_providers_capacity(
+    make_settings: Callable[..., Settings], serve: Any
+) -> None:
+    # The simulator's capacity model: above 4 calls at once latency grows with the
+    # crowd, above 8 calls are refused with 429 and Retry-After. The labeler starts at
+    # 16 in flight, may go to 32, and must settle near 4 while labeling every job once.
+    base = make_settings(
+        sim_label_latency_median_s=0.2,
+        sim_label_latency_sigma=0.0,
+        sim_label_tail_probability=0,
+        sim_label_capacity=4,
+    )
+    url, sim = await start_simulator(serve, base)
+    settings = make_settings(
+        shipium_base_url=url,
+        labeler_max_in_flight=32,
+        labeler_initial_in_flight=16,
+        labeler_backoff_base_s=0.05,
+    )
+    await ensure_topics(settings)
+    count = 240
+    for n in range(count):
+        await produce(settings, LABEL_JOBS, f"C{n}", job(f"C{n}"))
+    limits: list[float] = []
+    refused: list[tuple[int, int]] = []  # (calls, of them refused) so far
+
+    async def sample() -> None:
+        while True:
+            limits.append(REGISTRY.get_sample_value("parcelflow_labeler_concurrency_limit") or 0)
+            refused.append((sim.shipium.calls, sim.shipium.overloaded))
+            await asyncio.sleep(0.1)
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(settings, stop))
+    sampler = asyncio.create_task(sample())
+    try:
+        labels = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= count, 90))
+    finally:
+        sampler.cancel()
+        stop.set()
+        await asyncio.wait_for(task, 15)
+    assert len({lb.job_id for lb in labels}) == count and sim.shipium.duplicates == 0
+    later = limits[len(limits) // 2 :]  # the second half of the run
+    assert later and max(later) <= 8, f"the limit stays under twice the capacity: {later}"
+    assert 3 <= sum(later) / len(later) <= 6, f"and near it: {later}"
+    (calls, overloaded), half = refused[-1], refused[len(refused) // 2]
+    assert overloaded > 0, "the start at 16 in flight was over twice the capacity"
+    late = (overloaded - half[1]) / (calls - half[0])
+    assert late < 0.05, f"once settled, few calls are refused: {late:.1%}"

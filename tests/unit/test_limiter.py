@@ -15,6 +15,7 @@ class Script:
 
     def __init__(self, limiter: Gradient) -> None:
         self.limiter, self.now = limiter, 0.0
+        limiter.ended(0.0, None)  # the first window starts now: each window() is one
 
     def window(self, latency_s: float, busy: bool = True) -> float:
         for _ in range(self.limiter.window_calls):
@@ -39,13 +40,22 @@ class Script:
         return self.limiter.limit
 
 
-def test_steady_latency_grows_the_limit_gradually_to_its_maximum() -> None:
-    script = Script(Gradient(min_limit=2, max_limit=64, limit=8))
+def test_steady_latency_grows_the_limit_to_its_maximum_gradually_once_it_queued() -> None:
+    limiter = Gradient(min_limit=2, max_limit=64, limit=16)
+    script = Script(limiter)
+    assert limiter.current == 4, "the baseline is measured with few calls in flight"
+    script.window(1.0)
+    assert limiter.current == 16, "then the limit is the initial one"
+    start = [script.window(1.0) for _ in range(4)]  # no queue seen yet: it doubles
+    assert start == [24.0, 36.0, 54.0, 64.0]
+    script.window(2.0)  # a queue: half-way (smoothed) to what the provider sustains
+    assert limiter.current == 48
+    before = [limiter.limit]
     limits = [script.window(1.0) for _ in range(60)]
-    before = [8.0, *limits]
+    before += limits
     steps = [(b - a, a) for a, b in zip(before, limits, strict=False)]
     assert all(0 <= step <= a**0.5 + 1e-9 for step, a in steps), "sqrt(limit) a window at most"
-    assert limits[10] > 10 and limits[-1] == 64
+    assert limits[-1] == 64
 
 
 def test_rising_latency_lowers_the_limit_and_a_429_cuts_it() -> None:
@@ -89,7 +99,7 @@ def test_latency_that_varies_call_to_call_is_not_taken_for_queueing() -> None:
 def test_calls_started_under_an_earlier_limit_do_not_move_it() -> None:
     limiter = Gradient(min_limit=2, max_limit=64, limit=16)
     script = Script(limiter)
-    for _ in range(5):
+    for _ in range(3):
         script.window(1.0)  # grows: each window changes the limit
     old = limiter.started(limiter.current)
     script.window(1.0)
@@ -138,7 +148,7 @@ def test_a_short_backlog_does_not_grow_the_limit() -> None:
 
 def test_slots_admit_calls_up_to_the_current_limit() -> None:
     async def go() -> list[int]:
-        limiter = Gradient(min_limit=1, max_limit=10, limit=2)
+        limiter = Gradient(min_limit=1, max_limit=10, limit=2, measure_calls=10)
         slots, peak, running = Slots(limiter), [0], [0]
 
         async def call() -> None:

@@ -2,8 +2,15 @@
 
 ``Gradient`` is the pure limiter (after Netflix's concurrency-limits Gradient2 and TCP
 Vegas, with the multiplicative cut of AIMD for overload answers). Calls report their
-latency and whether the provider pushed back (429, 503, a timeout). Once per window of
-enough calls:
+latency and whether the provider pushed back (429, 503, a timeout).
+
+The first window runs at most ``measure_calls`` (4) calls at once, to learn the latency
+without a queue (the baseline), as Envoy's adaptive concurrency measures its minRTT: a
+first window at the initial limit, on a provider whose capacity is below it, teaches a
+queued latency as the baseline, and the limit then settles at about twice the capacity
+(seen in tests/integration/test_labeler.py at a capacity of 4). Then the limit is the
+initial one and doubles each window until a queue shows (slow start). Once per window
+of enough calls:
 
 - overload seen: the limit is cut (``backoff``, 0.75), and does not grow again until
   ``Retry-After`` has passed;
@@ -24,8 +31,8 @@ enough calls:
   2 higher, smoothed) and no higher than the calls in flight when it queued (so it
   touches the capacity, not beyond); a window that runs that many calls again, clearly
   without a queue, means the capacity rose: the caution ends and the limit doubles a
-  window (x1.5 once smoothed) until a queue shows, as TCP's slow start does. Each
-  doubling follows a window without a queue, so it stays under twice the capacity, where
+  window (x1.5 once smoothed) until a queue shows, as at the start. Each doubling
+  follows a window without a queue, so it stays under twice the capacity, where
   providers start to refuse. (Waiting out ``cautious_s`` and climbing by sqrt(limit)
   took 12-15 s to go from 8 to 48 in the benchmark: about a tenth of that phase's
   labels.) No growth at all while the calls never filled the limit (a short backlog) or
@@ -66,6 +73,7 @@ class Gradient:
     settle: float = 0.2  # share of a faster window's latency taken into the baseline
     climb: float = 2.0  # far from the last queueing, probe by this many sqrt(limit)
     cautious_s: float = 5.0  # after queueing was seen, probe by a call a window, not climb
+    measure_calls: int = 4  # calls in flight at most until the baseline is measured
     # what the limiter has seen (exported as metrics by the labeler)
     long_s: float = 0.0  # the latency without queueing (the baseline)
     gradient: float = 1.0
@@ -78,14 +86,15 @@ class Gradient:
     _queued_at: float = float("-inf")
     _generation: int = 0  # counts changes of ``current``
     _queued_calls: int = 0  # calls in flight when queueing was last seen
-    _rising: bool = False  # the capacity rose past the last queue: double until it shows
+    _rising: bool = True  # no queue seen yet, or the capacity rose past the last: double
 
     def __post_init__(self) -> None:
         self.limit = float(min(self.max_limit, max(self.min_limit, self.limit)))
 
     @property
     def current(self) -> int:
-        return max(self.min_limit, min(self.max_limit, int(self.limit)))
+        limit = int(self.limit) if self.long_s else min(int(self.limit), self.measure_calls)
+        return max(self.min_limit, min(self.max_limit, limit))
 
     def started(self, in_flight: int) -> int:
         """A call started; ``in_flight`` counts it. Returns the limit's generation, to
