@@ -136,9 +136,11 @@ def test_it_holds_at_a_capacity_and_climbs_at_once_when_the_capacity_rises() -> 
 
     held = [window(8) for _ in range(40)][10:]
     assert 7 <= min(held) and max(held) < 10, f"around a capacity of 8: {held}"
-    rising = [window(48) for _ in range(20)]
+    rising = [window(48) for _ in range(100)]
     assert rising[4] > 40, f"the rise found and climbed (doubling) within 5 s: {rising}"
-    assert all(abs(limit - 48) <= 4.8 for limit in rising[8:]), f"and held: {rising}"
+    held = [abs(limit - 48) <= 4.8 for limit in rising[8:]]
+    assert sum(held) >= 0.9 * len(held), f"and held within 10%: {rising}"
+    assert max(rising[8:]) <= 60, f"probing (it must, to find a rise) stays near: {rising}"
 
 
 def test_a_short_backlog_does_not_grow_the_limit() -> None:

@@ -86,6 +86,7 @@ class Gradient:
     _queued_at: float = float("-inf")
     _generation: int = 0  # counts changes of ``current``
     _queued_calls: int = 0  # calls in flight when queueing was last seen
+    _queued_s: float = float("inf")  # the latency then (inf: it was an overload)
     _rising: bool = True  # no queue seen yet, or the capacity rose past the last: double
 
     def __post_init__(self) -> None:
@@ -143,7 +144,7 @@ class Gradient:
     def _adjust(self, now: float) -> None:
         if self._overload:
             self._queued_at, self._queued_calls = now, self.current
-            self._rising = False
+            self._queued_s, self._rising = float("inf"), False
             self.limit = max(float(self.min_limit), self.limit * self.backoff)
             self.cuts += 1
             self.gradient = self.backoff
@@ -157,7 +158,7 @@ class Gradient:
                 self.gradient = self.long_s / short
                 estimate = self.current * self.gradient  # the calls that queued, not the float
                 self._queued_at, self._queued_calls = now, self.current
-                self._rising = False
+                self._queued_s, self._rising = short, False
                 # if it stays, it is the new normal
                 self.long_s += self.drift * (short - self.long_s)
             else:  # no queue: probe for more, gently near where queueing began
@@ -165,10 +166,11 @@ class Gradient:
                     self.long_s += self.settle * (short - self.long_s)
                 self.gradient = 1.0
                 gentle = now - self._queued_at < self.cautious_s
-                clear = short - self.long_s < noise / 2
+                # as many calls as queued last time, clearly faster than then and near
+                # the baseline: the capacity rose past it, nothing to be careful of (the
+                # baseline alone could have crept up to the queued latency)
+                clear = short < self._queued_s - noise and short - self.long_s < noise / 2
                 if gentle and clear and self._busiest >= self._queued_calls:
-                    # as many calls as queued last time, and no queue now: the capacity
-                    # rose past it, so there is nothing to be careful of
                     self._queued_at, gentle = float("-inf"), False
                     self._rising = True
                 # near the last queue: a call at a time, and not past where it queued
