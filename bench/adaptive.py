@@ -43,6 +43,7 @@ class Run:
     done: list[float] = field(default_factory=list)  # (s) each label call answered 200
     calls: int = 0
     rejected: int = 0
+    counts: list[tuple[float, int, int]] = field(default_factory=list)  # (s, calls, 429s)
 
 
 def limit_of(url: str) -> float | None:
@@ -93,6 +94,7 @@ async def one(
             if limit is not None:
                 run.limits.append((now, limit))
             run.done += [now] * (len(state.requests) - seen)
+            run.counts.append((now, state.calls, state.overloaded))
             seen = len(state.requests)
             await asyncio.sleep(0.25)
         run.calls, run.rejected = state.calls, state.overloaded
@@ -107,6 +109,10 @@ def phase_rows(run: Run, args: argparse.Namespace) -> tuple[list[str], float, fl
         start, end = n * args.phase_s, (n + 1) * args.phase_s
         labels = sum(1 for t in run.done if start <= t < end)
         ratio = labels / args.phase_s / (capacity / args.latency)
+        within = [(c, o) for t, c, o in run.counts if start <= t < end]
+        calls, refused = (
+            (within[-1][0] - within[0][0], within[-1][1] - within[0][1]) if within else (0, 0)
+        )
         worst_ratio = min(worst_ratio, ratio)
         settle = settled_after(run.limits, start, end, capacity)
         shown = f"{settle:5.1f} s" if settle is not None else "never"
@@ -117,6 +123,7 @@ def phase_rows(run: Run, args: argparse.Namespace) -> tuple[list[str], float, fl
         worst_settle = max(worst_settle, settle if settle is not None else args.phase_s)
         rows.append(
             f"  capacity {capacity:>2}: {labels / args.phase_s:5.1f} labels/s, ratio {ratio:4.2f}, "
+            f"429 on {refused / calls if calls else 0:.1%} of calls, "
             f"limit settled within 10% after {shown}"
         )
         every_2s = {int((t - start) // 2): v for t, v in run.limits if start <= t < end}

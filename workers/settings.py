@@ -337,7 +337,7 @@ class Settings(BaseSettings):
         16,
         ge=1,
         description="The adaptive limit once the first window (at most 4 calls in flight) "
-        "measured the latency without a queue; it doubles from there until a queue shows.",
+        "measured the latency without a queue.",
     )
     labeler_resume_fraction: float = Field(
         0.97,

@@ -9,8 +9,7 @@ without a queue (the baseline), as Envoy's adaptive concurrency measures its min
 first window at the initial limit, on a provider whose capacity is below it, teaches a
 queued latency as the baseline, and the limit then settles at about twice the capacity
 (seen in tests/integration/test_labeler.py at a capacity of 4). Then the limit is the
-initial one and doubles each window until a queue shows (slow start). Once per window
-of enough calls:
+initial one. Once per window of enough calls:
 
 - overload seen: the limit is cut (``backoff``, 0.75), and does not grow again until
   ``Retry-After`` has passed;
@@ -31,7 +30,10 @@ of enough calls:
   2 higher, smoothed) and no higher than the calls in flight when it queued (so it
   touches the capacity, not beyond); a window that runs that many calls again, clearly
   without a queue, means the capacity rose: the caution ends and the limit doubles a
-  window (x1.5 once smoothed) until a queue shows, as at the start. Each doubling
+  window (x1.5 once smoothed) until a queue shows, as TCP's slow start does. (Not at
+  the start: from 16 it doubled to 54 on a capacity of 24 before the queue showed, and
+  calls above 48 were refused: a window's first calls to end are those that started
+  before the crowd did.) Each doubling
   follows a window without a queue, so it stays under twice the capacity, where
   providers start to refuse. (Waiting out ``cautious_s`` and climbing by sqrt(limit)
   took 12-15 s to go from 8 to 48 in the benchmark: about a tenth of that phase's
@@ -87,7 +89,7 @@ class Gradient:
     _generation: int = 0  # counts changes of ``current``
     _queued_calls: int = 0  # calls in flight when queueing was last seen
     _queued_s: float = float("inf")  # the latency then (inf: it was an overload)
-    _rising: bool = True  # no queue seen yet, or the capacity rose past the last: double
+    _rising: bool = False  # the capacity rose past the last queue: double until it shows
 
     def __post_init__(self) -> None:
         self.limit = float(min(self.max_limit, max(self.min_limit, self.limit)))
