@@ -17,20 +17,28 @@ class Script:
         self.limiter, self.now = limiter, 0.0
         limiter.ended(0.0, None)  # the first window starts now: each window() is one
 
+    def calls(self) -> int:
+        """A window's calls: ``window_calls`` (the first, measuring one: ``measure_calls``)."""
+        if not self.limiter.long_s:
+            return min(self.limiter.window_calls, self.limiter.measure_calls)
+        return self.limiter.window_calls
+
     def window(self, latency_s: float, busy: bool = True) -> float:
-        for _ in range(self.limiter.window_calls):
+        calls = self.calls()
+        for _ in range(calls):
             self.limiter.started(self.limiter.current if busy else 1)
         self.now += self.limiter.window_s
-        for _ in range(self.limiter.window_calls):
+        for _ in range(calls):
             self.limiter.ended(self.now, latency_s)
         return self.limiter.limit
 
     def jittery(self, median_s: float, sigma: float, rng: random.Random) -> float:
         """A window whose calls vary as a real provider's do (lognormal), none queued."""
-        for _ in range(self.limiter.window_calls):
+        calls = self.calls()
+        for _ in range(calls):
             self.limiter.started(self.limiter.current)
         self.now += self.limiter.window_s
-        for _ in range(self.limiter.window_calls):
+        for _ in range(calls):
             self.limiter.ended(self.now, rng.lognormvariate(math.log(median_s), sigma))
         return self.limiter.limit
 

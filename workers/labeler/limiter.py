@@ -4,7 +4,7 @@
 Vegas, with the multiplicative cut of AIMD for overload answers). Calls report their
 latency and whether the provider pushed back (429, 503, a timeout).
 
-The first window runs at most ``measure_calls`` (4) calls at once, to learn the latency
+The first window, of ``measure_calls`` (4) calls at most at once, learns the latency
 without a queue (the baseline), as Envoy's adaptive concurrency measures its minRTT: a
 first window at the initial limit, on a provider whose capacity is below it, teaches a
 queued latency as the baseline, and the limit then settles at about twice the capacity
@@ -130,7 +130,9 @@ class Gradient:
         elif latency_s is not None:
             self._window.append(latency_s)
         calls = len(self._window) + (1 if self._overload else 0)
-        if calls < self.window_calls and not self._overload:
+        # the measuring window: one round of its calls (later faster windows refine it)
+        needed = self.window_calls if self.long_s else min(self.window_calls, self.measure_calls)
+        if calls < needed and not self._overload:
             return False
         if now - self._window_started < self.window_s:
             return False
