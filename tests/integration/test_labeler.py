@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,18 @@ MAX_IN_FLIGHT = 4
 WRITE_RETRIES = "parcelflow_labeler_write_retries_total"
 
 
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[None]:
+    """The labeler in this process while the block runs; stopped after, within 15 s."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(settings, stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
 @pytest.fixture
 async def labeler(
     make_settings: Callable[..., Settings], serve: Any
@@ -50,11 +63,8 @@ async def labeler(
         labeler_max_attempts=3,
     )
     await ensure_topics(settings)  # before any test produces: co-partitioned topics
-    stop = asyncio.Event()
-    task = asyncio.create_task(run(settings, stop))
-    yield settings, sim
-    stop.set()
-    await asyncio.wait_for(task, 15)
+    async with running(settings):
+        yield settings, sim
 
 
 async def test_every_job_gets_one_label_within_the_in_flight_bound(
@@ -134,15 +144,10 @@ async def test_rejected_credentials_pause_alert_and_resume_by_themselves(
     settings = make_settings(shipium_base_url=url, labeler_auth_retry_s=0.3)
     sim.faults.push("shipium", [Fault(status=401), Fault(status=403)])
     await ensure_topics(settings)
-    stop = asyncio.Event()
-    task = asyncio.create_task(run(settings, stop))
-    try:
+    async with running(settings):
         await produce(settings, LABEL_JOBS, "A1", job("A1"))
         labels = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= 1))
         alerts = models(Alert, await consume(settings, ALERTS, lambda v: len(v) >= 1))
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
     assert [(lb.job_id, lb.attempts) for lb in labels] == [("job-A1", 1)]
     assert [a.kind for a in alerts] == ["shipium_credentials_rejected"]
     assert await consume(settings, LABEL_FAILURES, lambda v: False, timeout_s=1) == []
@@ -158,13 +163,8 @@ async def test_a_restarted_labeler_never_calls_twice_for_a_labeled_job(
     await ensure_topics(settings)  # before producing: topics made by the broker differ
 
     async def run_until(count: int) -> list[LabelResult]:
-        stop = asyncio.Event()
-        task = asyncio.create_task(run(settings, stop))
-        try:
+        async with running(settings):
             return models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= count))
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 15)
 
     for j in jobs:
         await produce(settings, LABEL_JOBS, j.order_id, j)
@@ -186,16 +186,11 @@ async def test_a_job_past_its_max_age_is_not_retried(
     sim.faults.push("shipium", [Fault(status=503)])
     old = job("OLD").model_copy(update={"created_at_ms": 1})  # made long ago
     await ensure_topics(settings)
-    stop = asyncio.Event()
-    task = asyncio.create_task(run(settings, stop))
-    try:
+    async with running(settings):
         await produce(settings, LABEL_JOBS, "OLD", old)
         failures = models(
             LabelFailure, await consume(settings, LABEL_FAILURES, lambda v: len(v) >= 1)
         )
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
     assert [(f.job_id, f.error_code, f.attempts, f.retriable) for f in failures] == [
         ("job-OLD", "http_503", 1, True)
     ]
@@ -211,13 +206,8 @@ async def test_cancellations_drop_unlabeled_jobs_and_say_to_void_labeled_ones(
     labeled, unlabeled = job("V1"), job("V2")
 
     async def run_once(spec: TopicSpec, until: Callable[[list[bytes]], bool]) -> list[bytes]:
-        stop = asyncio.Event()
-        task = asyncio.create_task(run(settings, stop))
-        try:
+        async with running(settings):
             return await consume(settings, spec, until)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 15)
 
     await produce(settings, LABEL_JOBS, "V1", labeled)
     await produce(settings, LABEL_JOBS, "V1", labeled.model_copy(update={"kind": "cancel"}))
@@ -255,15 +245,10 @@ async def test_slow_calls_cause_no_rebalance(
     )
     await ensure_topics(settings)
     before = REGISTRY.get_sample_value("parcelflow_labeler_partition_assignments_total") or 0
-    stop = asyncio.Event()
-    task = asyncio.create_task(run(settings, stop))
-    try:
+    async with running(settings):
         for n in range(6):
             await produce(settings, LABEL_JOBS, f"S{n}", job(f"S{n}"))
         labels = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= 6, 60))
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
     assert len({lb.job_id for lb in labels}) == 6 and sim.shipium.duplicates == 0
     after = REGISTRY.get_sample_value("parcelflow_labeler_partition_assignments_total") or 0
     assert after - before == 1, "slow calls caused a rebalance"
@@ -406,15 +391,14 @@ async def test_the_adaptive_limit_finds_the_providers_capacity(
             refused.append((sim.shipium.calls, sim.shipium.overloaded))
             await asyncio.sleep(0.1)
 
-    stop = asyncio.Event()
-    task = asyncio.create_task(run(settings, stop))
-    sampler = asyncio.create_task(sample())
-    try:
-        labels = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= count, 90))
-    finally:
-        sampler.cancel()
-        stop.set()
-        await asyncio.wait_for(task, 15)
+    async with running(settings):
+        sampler = asyncio.create_task(sample())
+        try:
+            labels = models(
+                LabelResult, await consume(settings, LABELS, lambda v: len(v) >= count, 90)
+            )
+        finally:
+            sampler.cancel()
     assert len({lb.job_id for lb in labels}) == count and sim.shipium.duplicates == 0
     later = limits[len(limits) // 2 :]  # the second half of the run
     assert later and max(later) <= 8, f"the limit stays under twice the capacity: {later}"

@@ -33,12 +33,11 @@ initial one. Once per window of enough calls:
   window (x1.5 once smoothed) until a queue shows, as TCP's slow start does. (Not at
   the start: from 16 it doubled to 54 on a capacity of 24 before the queue showed, and
   calls above 48 were refused: a window's first calls to end are those that started
-  before the crowd did.) Each doubling
-  follows a window without a queue, so it stays under twice the capacity, where
-  providers start to refuse. (Waiting out ``cautious_s`` and climbing by sqrt(limit)
-  took 12-15 s to go from 8 to 48 in the benchmark: about a tenth of that phase's
-  labels.) No growth at all while the calls never filled the limit (a short backlog) or
-  a Retry-After holds.
+  before the crowd did.) Each doubling follows a window without a queue, so it stays
+  under twice the capacity, where providers start to refuse. (Waiting out
+  ``cautious_s`` and climbing by sqrt(limit) took 12-15 s to go from 8 to 48 in the
+  benchmark: about a tenth of that phase's labels.) No growth at all while the calls
+  never filled the limit (a short backlog) or a Retry-After holds.
 
 Each new estimate is smoothed into the limit (``smoothing``), so one window cannot swing
 it. A window counts only calls that started under the current limit (``started`` gives
@@ -95,8 +94,13 @@ class Gradient:
         self.limit = float(min(self.max_limit, max(self.min_limit, self.limit)))
 
     @property
+    def measuring(self) -> bool:
+        """The first window: no baseline yet, at most ``measure_calls`` calls."""
+        return self.long_s == 0.0
+
+    @property
     def current(self) -> int:
-        limit = int(self.limit) if self.long_s else min(int(self.limit), self.measure_calls)
+        limit = min(int(self.limit), self.measure_calls) if self.measuring else int(self.limit)
         return max(self.min_limit, min(self.max_limit, limit))
 
     def started(self, in_flight: int) -> int:
@@ -131,7 +135,7 @@ class Gradient:
             self._window.append(latency_s)
         calls = len(self._window) + (1 if self._overload else 0)
         # the measuring window: one round of its calls (later faster windows refine it)
-        needed = self.window_calls if self.long_s else min(self.window_calls, self.measure_calls)
+        needed = min(self.window_calls, self.measure_calls) if self.measuring else self.window_calls
         if calls < needed and not self._overload:
             return False
         if now - self._window_started < self.window_s:
@@ -145,24 +149,27 @@ class Gradient:
         if self.current != before:
             self._generation += 1
 
+    def _queued(self, now: float, latency_s: float) -> None:
+        """Remember where the provider pushed back: when, at how many calls, how slow."""
+        self._queued_at, self._queued_calls = now, self.current
+        self._queued_s, self._rising = latency_s, False
+
     def _adjust(self, now: float) -> None:
         if self._overload:
-            self._queued_at, self._queued_calls = now, self.current
-            self._queued_s, self._rising = float("inf"), False
+            self._queued(now, float("inf"))
             self.limit = max(float(self.min_limit), self.limit * self.backoff)
             self.cuts += 1
             self.gradient = self.backoff
         elif self._window:
             short = statistics.fmean(self._window)
-            if self.long_s == 0.0:
+            if self.measuring:
                 self.long_s = short
             spread = statistics.pstdev(self._window) / math.sqrt(len(self._window))
             noise = max(self.noise_s, self.noise_share * self.long_s, self.noise_z * spread)
             if short - self.long_s > noise:  # queueing: what the provider sustains
                 self.gradient = self.long_s / short
                 estimate = self.current * self.gradient  # the calls that queued, not the float
-                self._queued_at, self._queued_calls = now, self.current
-                self._queued_s, self._rising = short, False
+                self._queued(now, short)
                 # if it stays, it is the new normal
                 self.long_s += self.drift * (short - self.long_s)
             else:  # no queue: probe for more, gently near where queueing began
