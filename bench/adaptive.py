@@ -103,16 +103,22 @@ async def one(
     return run
 
 
+def totals_before(run: Run, t: float) -> tuple[int, int]:
+    """(calls, 429s) the simulator had counted at the last sample before ``t``, so that
+    the phases' counts add up to the run's."""
+    before = [(calls, refused) for s, calls, refused in run.counts if s < t]
+    return before[-1] if before else (0, 0)
+
+
 def phase_rows(run: Run, args: argparse.Namespace) -> tuple[list[str], float, float]:
     rows, worst_ratio, worst_settle = [], 10.0, 0.0
     for n, capacity in enumerate(CAPACITIES):
         start, end = n * args.phase_s, (n + 1) * args.phase_s
         labels = sum(1 for t in run.done if start <= t < end)
         ratio = labels / args.phase_s / (capacity / args.latency)
-        within = [(c, o) for t, c, o in run.counts if start <= t < end]
-        calls, refused = (
-            (within[-1][0] - within[0][0], within[-1][1] - within[0][1]) if within else (0, 0)
-        )
+        calls_before, refused_before = totals_before(run, start)
+        calls_by, refused_by = totals_before(run, end)
+        calls, refused = calls_by - calls_before, refused_by - refused_before
         worst_ratio = min(worst_ratio, ratio)
         settle = settled_after(run.limits, start, end, capacity)
         shown = f"{settle:5.1f} s" if settle is not None else "never"
