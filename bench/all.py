@@ -40,6 +40,13 @@ ROWS = [
         "(info)",
     ),
     Row("planner", "planner / Faust floor", r"planner/faust floor:\s+([\d.]+)", ">= 0.8"),
+    Row(
+        "planner",
+        "join looked up / Faust floor (the most the row above can be)",
+        r"looked-up/floor:\s+([\d.]+)",
+        "(info)",
+    ),
+    Row("planner", "planner / join looked up", r"planner/looked-up:\s+([\d.]+)", "(info)"),
     Row("labeler", "labels/s / Little's law", r"^ratio:\s+([\d.]+)\s+\(goal >= 0.9\)", ">= 0.9"),
     Row(
         "labeler",

@@ -13,6 +13,13 @@ two namespaces' ``orders.v1`` and ``warehouse.boxes.v1`` before anything starts.
 - faust floor: a Faust worker configured like the planner that only consumes the events
   in batches and writes one count record per batch: what Faust's per-event consumption
   alone allows, for reading the planner's number.
+- echo: the floor writing every event back unchanged (one record out per event, acked
+  before the next batch), to see what output costs Faust.
+- looked-up: the planner itself with its join looked up: every event's records and state
+  are joined before the worker starts, and the worker only pops them. Its events/s is the
+  most any join inside the planner's app can reach (same app, table, records and waits),
+  so looked-up / floor is the most planner / floor can be, and planner / looked-up is the
+  join's own cost.
 - join alone: the planner's pure join over the same events in this process (decode,
   join, encode every step and its state as the planner does; state as JSON per order,
   read once per batch), no Kafka, with Python's default garbage collection and with the
@@ -20,8 +27,8 @@ two namespaces' ``orders.v1`` and ``warehouse.boxes.v1`` before anything starts.
 
 Each runs as its own process over its backlog; throughput is input events divided by the
 time from its first output to its last, so start-up is not counted, and CPU is the
-process's share of one core over that same time. Prints them all, the ratio
-planner / baseline (goal >= 0.5) and planner / faust floor. A small backlog (a few
+process's share of one core over that same time. Prints them all and their ratios
+(planner / faust floor: goal >= 0.8). A small backlog (a few
 thousand orders) is over before the pass-through is busy: the default is large enough
 that it is. Everything started is stopped, by process id.
 """
@@ -42,6 +49,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import Any
 
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -179,8 +187,13 @@ async def pass_through(settings: Settings) -> None:
         await producer.stop()
 
 
-def faust_floor(settings: Settings) -> None:
-    """The floor process: a Faust worker like the planner that only counts what it consumes."""
+def faust_floor(settings: Settings, echo: bool = False) -> None:
+    """The floor process: a Faust worker like the planner that only counts what it consumes.
+
+    With ``echo`` it also writes every event back, unchanged, to the output topic and
+    waits for the broker's acks before the next batch: the least output the planner
+    itself writes (a plan per box and a job per order: one record per event here).
+    """
     import faust
 
     from workers.broker.offsets import install_end_offsets_correction
@@ -204,15 +217,25 @@ def faust_floor(settings: Settings) -> None:
         producer_linger=0.002,
     )
     source = app.topic(names(ORDERS), names(BOXES), **RAW)
-    out = names(PLANS)
+    out, echoed = names(PLANS), names(LABEL_JOBS)
 
     @app.agent(source, concurrency=1)
     async def count(stream: faust.StreamT[bytes]) -> None:
         assert isinstance(stream, faust.Stream)
         batches = stream.take_events(settings.planner_batch_size, settings.planner_batch_wait_s)
         async for events in batches:
+            sends = []
+            if echo:
+                for event in events:
+                    message = event.message
+                    sends.append(
+                        await app.producer.send(
+                            echoed, message.key, message.value, None, None, None
+                        )
+                    )
             count = str(len(events)).encode()
-            await app.producer.send(out, b"n", count, partition=None, timestamp=None, headers=None)
+            await app.producer.send(out, b"n", count, None, None, None)
+            await asyncio.gather(*sends)  # (none without echo: the floor as it always was)
 
     faust.Worker(
         app, loglevel="WARNING", quiet=True, loop=new_event_loop()
@@ -246,7 +269,7 @@ async def measure(
     elapsed = times[-1] - times[0]
     cpu = ", ".join(f"{k} {(marks[-1][k] - marks[0][k]) / elapsed:.0%}" for k in pids)
     print(
-        f"{name:<13} {inputs / elapsed:8.0f} events/s  "
+        f"{name:<36} {inputs / elapsed:6.0f} events/s  "
         f"({inputs} events in, {len(times)} records out; CPU of a core meanwhile: {cpu})"
     )
     return inputs / elapsed
@@ -281,6 +304,39 @@ def join_alone(items: list[Order | BoxClosed], batch_size: int) -> float:
     return len(raw) / (time.process_time() - started)
 
 
+def looked_up_planner(settings: Settings, orders: int) -> None:
+    """The planner process with its join looked up instead of computed: every event's
+    records and state are joined here before the worker starts, and ``Batch.step`` only
+    pops them. Everything else is the planner's: its Faust app, its table, every record it
+    writes and when it waits for the broker. So its events/s is the most any join inside
+    this app can reach, and its ratio to the floor the most planner/floor can be."""
+    from collections import deque
+
+    from workers import logs
+    from workers.planner import app as planner_app
+
+    results: dict[bytes, deque[tuple[list[tuple[bool, bytes]], bytes | None]]] = {}
+    states: dict[str, OrderState] = {}
+    for item in events(orders, "B"):
+        state = states.get(item.order_id) or OrderState(order_id=item.order_id)
+        encoded = encode_step(state, on_event(state, item, 1), 1024 * 1024)
+        states[item.order_id] = encoded.step.state
+        records = [(True, plan) for plan in encoded.plans] + [(False, j) for j in encoded.jobs]
+        results.setdefault(item.order_id.encode(), deque()).append((records, encoded.state))
+
+    def step(batch: planner_app.Batch, message: Any) -> list[tuple[str, bytes]]:
+        records, state = results[message.key].popleft()
+        if state is not None:
+            batch.partitions[message.key] = message.partition
+            batch.encoded[message.key] = state
+        p = batch.planner
+        return [(p.plans_topic if is_plan else p.jobs_topic, value) for is_plan, value in records]
+
+    planner_app.Batch.step = step  # type: ignore[method-assign,assignment]
+    logs.configure(settings.log_level)
+    planner_app.run(settings)
+
+
 def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     times = {name: psutil.Process(pid).cpu_times() for name, pid in pids.items()}
     return {name: t.user + t.system for name, t in times.items()}
@@ -298,7 +354,7 @@ async def main(args: argparse.Namespace) -> None:
                     "planner_data_dir": tmp / name,
                 }
             )
-            for name in ("baseline", "floor", "planner")
+            for name in ("baseline", "floor", "echo", "planner", "looked-up")
         }
         assert broker.proc is not None
         broker_pid = broker.proc.pid
@@ -307,67 +363,95 @@ async def main(args: argparse.Namespace) -> None:
             await ensure_topics(settings)
             await fill(settings, items)
         print(f"{args.orders} orders: {len(items)} events (orders and boxes), 4 partitions")
-        seen = 0
 
-        def all_passed(topic: str, value: bytes) -> bool:
-            nonlocal seen
-            seen += 1
-            return seen >= len(items)
+        async def run(name: str, command: list[str], done: Callable[[str, bytes], bool]) -> float:
+            key = name.split()[0]
+            return await measure(
+                name,
+                runs[key],
+                command,
+                outputs[key],
+                done,
+                len(items),
+                tmp / f"{key}.log",
+                broker_pid,
+            )
 
-        baseline = await measure(
-            "pass-through",
-            runs["baseline"],
-            ["-m", "bench.planner", "--pass-through"],
-            [Topics(runs["baseline"])(PLANS)],
-            all_passed,
-            len(items),
-            tmp / "baseline.log",
-            broker_pid,
-        )
-        counted = 0
-
-        def all_counted(topic: str, value: bytes) -> bool:
-            nonlocal counted
-            counted += int(value)
-            return counted >= len(items)
-
+        outputs = {key: [Topics(s)(PLANS), Topics(s)(LABEL_JOBS)] for key, s in runs.items()}
+        this = ["-m", "bench.planner"]
+        baseline = await run("baseline (pass-through)", [*this, "--pass-through"], passed(items))
         for name, tune in (("default", False), ("planner's", True)):
             if tune:
                 collect_garbage_less_often()
             rate = join_alone(items, runs["planner"].planner_batch_size)
-            print(f"join alone    {rate:8.0f} events/s  (in this process, no Kafka; {name} GC)")
+            label = f"join alone ({name} GC)"
+            print(f"{label:<36} {rate:6.0f} events/s  (in this process, no Kafka)")
         gc.unfreeze()
         gc.set_threshold(*default_gc)
-        floor = await measure(
-            "faust floor",
-            runs["floor"],
-            ["-m", "bench.planner", "--faust-floor"],
-            [Topics(runs["floor"])(PLANS)],
-            all_counted,
-            len(items),
-            tmp / "floor.log",
-            broker_pid,
+        floor = await run("floor (Faust)", [*this, "--faust-floor"], counted(runs["floor"], items))
+        echo = await run(
+            "echo (floor + output)",
+            [*this, "--faust-floor", "--echo"],
+            counted(runs["echo"], items),
         )
-        jobs: set[str] = set()
-        names = Topics(runs["planner"])
-
-        def all_jobs(topic: str, value: bytes) -> bool:
-            if topic == names(LABEL_JOBS):
-                jobs.add(LabelJob.model_validate_json(value).order_id)
-            return len(jobs) >= args.orders
-
-        planner = await measure(
+        profile = os.environ.get("BENCH_PROFILE", "").split()
+        planner = await run(
             "planner",
-            runs["planner"],
-            [*os.environ.get("BENCH_PROFILE", "").split(), "-m", "workers.cli", "planner"],
-            [names(PLANS), names(LABEL_JOBS)],
-            all_jobs,
-            len(items),
-            tmp / "planner.log",
-            broker_pid,
+            [*profile, "-m", "workers.cli", "planner"],
+            jobs(runs["planner"], args.orders),
+        )
+        ceiling = await run(
+            "looked-up (planner, join looked up)",
+            [*this, "--looked-up", "--orders", str(args.orders)],
+            jobs(runs["looked-up"], args.orders),
         )
     print(f"ratio planner/pass-through: {planner / baseline:.2f} (goal >= 0.5)")
     print(f"ratio planner/faust floor:  {planner / floor:.2f} (the join's own cost inside Faust)")
+    print(f"ratio echo/faust floor:     {echo / floor:.2f} (Faust with one record out per event)")
+    print(
+        f"ratio looked-up/floor:      {ceiling / floor:.2f} (the planner with a join that costs "
+        "nothing: the most planner/floor can be)"
+    )
+    print(f"ratio planner/looked-up:    {planner / ceiling:.2f} (the join's own cost)")
+
+
+def passed(items: list[Order | BoxClosed]) -> Callable[[str, bytes], bool]:
+    """Done when every event came out (the pass-through)."""
+    seen = 0
+
+    def done(topic: str, value: bytes) -> bool:
+        nonlocal seen
+        seen += 1
+        return seen >= len(items)
+
+    return done
+
+
+def counted(settings: Settings, items: list[Order | BoxClosed]) -> Callable[[str, bytes], bool]:
+    """Done when the count records of the floor add up to every event."""
+    total = 0
+    counts = Topics(settings)(PLANS)
+
+    def done(topic: str, value: bytes) -> bool:
+        nonlocal total
+        if topic == counts:
+            total += int(value)
+        return total >= len(items)
+
+    return done
+
+
+def jobs(settings: Settings, orders: int) -> Callable[[str, bytes], bool]:
+    """Done when every order has its label job (a planner)."""
+    seen: set[str] = set()
+    topic = Topics(settings)(LABEL_JOBS)
+
+    def done(topic_: str, value: bytes) -> bool:
+        if topic_ == topic:
+            seen.add(LabelJob.model_validate_json(value).order_id)
+        return len(seen) >= orders
+
+    return done
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -377,6 +461,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--orders", type=int, default=20000)
     parser.add_argument("--pass-through", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--faust-floor", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--echo", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--looked-up", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -384,7 +470,9 @@ if __name__ == "__main__":
     arguments = parse()
     if arguments.pass_through:
         asyncio.run(pass_through(Settings()))
+    elif arguments.looked_up:
+        looked_up_planner(Settings(), arguments.orders)
     elif arguments.faust_floor:
-        faust_floor(Settings())
+        faust_floor(Settings(), echo=arguments.echo)
     else:
         asyncio.run(main(arguments))
