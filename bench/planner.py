@@ -10,9 +10,9 @@ two namespaces' ``orders.v1`` and ``warehouse.boxes.v1`` before anything starts.
 - planner: one ``parcelflow planner`` worker (Faust) joining them into parcel plans and
   label jobs.
 
-- faust floor: a Faust worker configured like the planner that only consumes the events
-  in batches and writes one count record per batch: what Faust's per-event consumption
-  alone allows, for reading the planner's number.
+- faust floor: the planner's Faust app (``new_app``: its settings, its consumer) with an
+  agent that only consumes the events in batches and writes one count record per batch:
+  what Faust's per-event consumption alone allows, for reading the planner's number.
 - echo: the floor writing every event back unchanged (one record out per event, acked
   before the next batch), to see what output costs Faust.
 - looked-up: the planner itself with its join looked up: every event's records and state
@@ -199,23 +199,12 @@ def faust_floor(settings: Settings, echo: bool = False) -> None:
     from workers.broker.offsets import install_end_offsets_correction
     from workers.kafka_auth import client_options
     from workers.loop import new_event_loop
-    from workers.planner.app import RAW, faust_brokers
+    from workers.planner.app import RAW, new_app
 
     if settings.kafka_embedded:
         install_end_offsets_correction(client_options(settings))
     names = Topics(settings)
-    app = faust.App(
-        names.group("bench-floor"),
-        broker=faust_brokers(settings.kafka_bootstrap),
-        store="memory://",
-        datadir=str(settings.planner_data_dir),
-        topic_partitions=settings.topic_partitions,
-        consumer_auto_offset_reset="earliest",
-        web_enabled=False,
-        stream_buffer_maxsize=16384,
-        broker_max_poll_records=5000,
-        producer_linger=0.002,
-    )
+    app = new_app(settings)  # the planner's own app and settings, without its join
     source = app.topic(names(ORDERS), names(BOXES), **RAW)
     out, echoed = names(PLANS), names(LABEL_JOBS)
 
@@ -237,6 +226,7 @@ def faust_floor(settings: Settings, echo: bool = False) -> None:
             await app.producer.send(out, b"n", count, None, None, None)
             await asyncio.gather(*sends)  # (none without echo: the floor as it always was)
 
+    collect_garbage_less_often()  # as the planner does
     faust.Worker(
         app, loglevel="WARNING", quiet=True, loop=new_event_loop()
     ).execute_from_commandline()

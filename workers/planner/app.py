@@ -254,9 +254,9 @@ def faust_brokers(bootstrap: str) -> list[str]:
     return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
 
 
-def create_app(settings: Settings, fatal: Fatal | None = None) -> faust.App:
-    """The planner's app. ``fatal`` is called when the join cannot go on (the process
-    must then exit non-zero); by default it only logs."""
+def new_app(settings: Settings) -> PlannerApp:
+    """The planner's Faust app, configured, without its agent and table (the benchmark's
+    Faust floor is this app with a counting agent)."""
     names = Topics(settings)
     app = PlannerApp(
         names.group(settings.planner_app_id),
@@ -284,6 +284,14 @@ def create_app(settings: Settings, fatal: Fatal | None = None) -> faust.App:
         topic_disable_leader=True,  # no leader topic: one topic less to provision
     )
     app.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
+    return app
+
+
+def create_app(settings: Settings, fatal: Fatal | None = None) -> faust.App:
+    """The planner's app. ``fatal`` is called when the join cannot go on (the process
+    must then exit non-zero); by default it only logs."""
+    names = Topics(settings)
+    app = new_app(settings)
 
     source = app.topic(names(ORDERS), names(BOXES), **RAW)
     table = JoinTable(
