@@ -40,7 +40,7 @@ format: $(STAMP) ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-types: $(STAMP) ## mypy, strict on workers/ and schemas/
+types: $(STAMP) ## mypy, strict on workers/, schemas/ and bench/
 	$(BIN)/mypy
 
 unit: $(STAMP) ## the fast tests only (no broker)

@@ -195,7 +195,7 @@ async def bench_stack(
             kafka_embedded=True,
             topic_partitions=4,
             label_dir=tmp / "labels",
-            shipium_api_key="bench-key",  # type: ignore[arg-type]
+            shipium_api_key="bench-key",
             tiktok_app_key="bench",
             sim_label_render=False,
             **settings,

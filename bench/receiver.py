@@ -196,7 +196,7 @@ async def main(args: argparse.Namespace) -> None:
             topic_namespace=f"bench{uuid.uuid4().hex[:6]}.",
             receiver_port=free_port(),
             tiktok_app_key=APP_KEY,
-            tiktok_app_secret=APP_SECRET,  # type: ignore[arg-type]
+            tiktok_app_secret=APP_SECRET,
             log_level=args.log_level,
         )
         receiver = await measure(
