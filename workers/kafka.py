@@ -46,7 +46,11 @@ def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
     options: dict[str, object] = {
         **client_options(settings),
         "acks": "all",
-        "linger_ms": 5,
+        # Each write is awaited (the labeler writes its attempt and then its label, one
+        # after the other, for every job), so the linger adds to every job's latency. 1 ms
+        # against 5: box -> label p50 98-99 ms against 113-153 in alternating 30 s runs of
+        # bench-latency. Under load, records batch anyway while a request is in flight.
+        "linger_ms": 1,
         "max_request_size": settings.kafka_max_message_bytes,
         "request_timeout_ms": int(settings.kafka_request_timeout_s * 1000),
     }
