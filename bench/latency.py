@@ -34,6 +34,7 @@ from tempfile import TemporaryDirectory
 
 import aiohttp
 import orjson
+import psutil
 
 from schemas.codec import encode
 from schemas.topics import LABEL_JOBS, LABELS, ORDERS, PLANS
@@ -61,6 +62,7 @@ class Phase:
     measured: set[str] = field(default_factory=set)  # orders whose boxes are in the window
     box_order: dict[str, str] = field(default_factory=dict)  # box id -> order id
     late_s: float = 0.0  # how far the sender fell behind its schedule, at most
+    broker_cpu: list[float] = field(default_factory=list)  # share of a core, per 10 s
 
 
 @dataclass
@@ -77,6 +79,37 @@ def percentiles(values: list[float]) -> str:
     cuts = statistics.quantiles(values, n=100, method="inclusive")
     p50, p95, p99 = cuts[49], cuts[94], cuts[98]
     return f"p50_ms={p50:.0f} p95_ms={p95:.0f} p99_ms={p99:.0f} max_ms={max(values):.0f}"
+
+
+def p99_by_window(phase: Phase, seen: Seen, window_s: float = 10.0) -> str:
+    """box -> job p99 of each ``window_s`` of the measured boxes, in order: a tail spread
+    over the run or gathered in a few bursts (a pause somewhere) look alike in one p99."""
+    windows: dict[int, list[float]] = {}
+    closed = {o: phase.last_box_at[o] for o in phase.measured if o in phase.last_box_at}
+    first = min(closed.values(), default=0.0)
+    for order_id, last in closed.items():
+        if order_id in seen.job:
+            key = int((last - first) / (window_s * 1000))
+            windows.setdefault(key, []).append(max(0.0, seen.job[order_id] - last))
+    p99s = []
+    for key in sorted(windows):
+        values = windows[key]
+        cut = statistics.quantiles(values, n=100, method="inclusive")[98] if len(values) > 1 else 0
+        p99s.append(f"{cut:.0f}")
+    return " ".join(p99s)
+
+
+async def cpu_by_window(pid: int, after_s: float, out: list[float], window_s: float = 10) -> None:
+    """The process's share of a core in each ``window_s`` from ``after_s`` on, into ``out``
+    (until cancelled)."""
+    proc = psutil.Process(pid)
+    await asyncio.sleep(after_s)
+    before = sum(proc.cpu_times()[:2])
+    while True:
+        await asyncio.sleep(window_s)
+        now = sum(proc.cpu_times()[:2])
+        out.append((now - before) / window_s)
+        before = now
 
 
 def now_ms() -> float:
@@ -198,7 +231,12 @@ async def run_phase(
         picked.append(order)
         count += len(order.boxes)
     phase = Phase(rate)
+    assert stack.broker is not None and stack.broker.proc is not None
+    sampler = asyncio.create_task(
+        cpu_by_window(stack.broker.proc.pid, args.lead + args.warmup, phase.broker_cpu)
+    )
     await play(stack, picked, phase, args.lead, (args.lead + args.warmup, args.lead + total_s))
+    sampler.cancel()
     deadline = time.monotonic() + args.drain
     while time.monotonic() < deadline:  # until every measured order has its label
         if all(o in seen.label for o in phase.measured):
@@ -238,6 +276,9 @@ async def main(args: argparse.Namespace) -> None:
                 print(f", sender late by {phase.late_s:.2f} s at most, {missing} without label")
                 for measure in MEASURES:
                     print(f"latency {measure} {percentiles(values[measure])}", flush=True)
+                print(f"box->job p99_ms by 10 s: {p99_by_window(phase, seen)}")
+                shares = " ".join(f"{share:.0%}" for share in phase.broker_cpu)
+                print(f"broker CPU of a core by 10 s: {shares}")
                 p99 = percentiles(values["box->job"]).split()[2].split("=")[1]
                 behind = missing > 0 or phase.late_s > 1.0
                 if behind or p99 == "n/a" or float(p99) > args.goal_ms:
