@@ -354,10 +354,11 @@ async def main(args: argparse.Namespace) -> None:
             await fill(settings, items)
         print(f"{args.orders} orders: {len(items)} events (orders and boxes), 4 partitions")
 
-        async def run(name: str, command: list[str], done: Callable[[str, bytes], bool]) -> float:
-            key = name.split()[0]
+        async def run(
+            key: str, label: str, command: list[str], done: Callable[[str, bytes], bool]
+        ) -> float:
             return await measure(
-                name,
+                label,
                 runs[key],
                 command,
                 outputs[key],
@@ -369,7 +370,9 @@ async def main(args: argparse.Namespace) -> None:
 
         outputs = {key: [Topics(s)(PLANS), Topics(s)(LABEL_JOBS)] for key, s in runs.items()}
         this = ["-m", "bench.planner"]
-        baseline = await run("baseline (pass-through)", [*this, "--pass-through"], passed(items))
+        baseline = await run(
+            "baseline", "baseline (pass-through)", [*this, "--pass-through"], passed(items)
+        )
         for name, tune in (("default", False), ("planner's", True)):
             if tune:
                 collect_garbage_less_often()
@@ -378,8 +381,11 @@ async def main(args: argparse.Namespace) -> None:
             print(f"{label:<36} {rate:6.0f} events/s  (in this process, no Kafka)")
         gc.unfreeze()
         gc.set_threshold(*default_gc)
-        floor = await run("floor (Faust)", [*this, "--faust-floor"], counted(runs["floor"], items))
+        floor = await run(
+            "floor", "floor (Faust)", [*this, "--faust-floor"], counted(runs["floor"], items)
+        )
         echo = await run(
+            "echo",
             "echo (floor + output)",
             [*this, "--faust-floor", "--echo"],
             counted(runs["echo"], items),
@@ -387,10 +393,12 @@ async def main(args: argparse.Namespace) -> None:
         profile = os.environ.get("BENCH_PROFILE", "").split()
         planner = await run(
             "planner",
+            "planner",
             [*profile, "-m", "workers.cli", "planner"],
             jobs(runs["planner"], args.orders),
         )
         ceiling = await run(
+            "looked-up",
             "looked-up (planner, join looked up)",
             [*this, "--looked-up", "--orders", str(args.orders)],
             jobs(runs["looked-up"], args.orders),
