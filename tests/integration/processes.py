@@ -1,17 +1,35 @@
-"""Run a parcelflow worker as a real process for a test; stopped by pid, always."""
+"""Run a parcelflow worker for a test: as a real process (stopped by pid, always), or as a
+task in the test's own process (stopped through its stop event)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 from workers.devstack.stack import terminate
 from workers.settings import Settings
+
+
+@asynccontextmanager
+async def in_process(
+    run: Callable[[Settings, asyncio.Event], Coroutine[Any, Any, None]], settings: Settings
+) -> AsyncIterator[None]:
+    """A worker's ``run(settings, stop)`` in this process while the block runs; stopped
+    after, within 15 s."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(settings, stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -17,6 +17,7 @@ from schemas.plan import ParcelPlan
 from schemas.rejected import RejectedRecord
 from schemas.topics import ALERTS, BOXES, BOXES_REJECTED, LABEL_JOBS, ORDERS, PLANS
 from tests.integration.kafka_helpers import consume, models, produce
+from tests.integration.processes import in_process
 from tests.unit.factories import box, order
 from workers.auditor.worker import run
 from workers.kafka import Topics
@@ -45,9 +46,7 @@ async def test_repairs_a_missed_box_and_expires_a_box_without_order(
         Topics(settings)(BOXES), encode(ancient), key=b"O-ancient", timestamp_ms=ten_days_ago
     )
     await producer.stop()
-    stop = asyncio.Event()
-    task = asyncio.create_task(run(settings, stop))
-    try:
+    async with in_process(run, settings):
         boxes = models(BoxClosed, await consume(settings, BOXES, lambda v: len(v) >= 4))
         assert [b.box_id for b in boxes].count("B1") >= 2  # republished, same event
         assert all(b == missed for b in boxes if b.box_id == "B1")
@@ -75,8 +74,5 @@ async def test_repairs_a_missed_box_and_expires_a_box_without_order(
         await asyncio.sleep(1.5)
         after = len(await consume(settings, BOXES, lambda v: False, timeout_s=0.5))
         assert after == before
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
     rejected = await consume(settings, BOXES_REJECTED, lambda v: False, timeout_s=0.5)
     assert len(rejected) == 1  # expired once

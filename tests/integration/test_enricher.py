@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
@@ -18,6 +17,7 @@ from schemas.rejected import RejectedRecord
 from schemas.topics import ALERTS, ORDERS, WEBHOOKS, WEBHOOKS_PARKED, WEBHOOKS_REJECTED
 from schemas.webhook import ParkedWebhook, TikTokWebhook, WebhookRecord
 from tests.integration.kafka_helpers import consume, models, produce, provisioned
+from tests.integration.processes import in_process
 from tests.integration.sim import start_simulator
 from workers.devstack.demo_data import make_demo
 from workers.enricher.worker import run
@@ -52,17 +52,6 @@ REAUTH_METRIC = "parcelflow_enricher_reauthorization_alerts_total"
 Running = tuple[Settings, Simulator, list[dict[str, Any]]]
 
 
-@asynccontextmanager
-async def running_enricher(settings: Settings) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(run(settings, stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
-
-
 @pytest.fixture
 async def tiktok(
     make_settings: Callable[..., Settings], serve: Any
@@ -91,7 +80,7 @@ async def enricher(
 ) -> AsyncIterator[Running]:
     make, sim, demo = tiktok
     settings = make(enricher_park_retry_s=0.3, tiktok_max_attempts=2, tiktok_timeout_s=0.5)
-    async with running_enricher(settings):
+    async with in_process(run, settings):
         yield settings, sim, demo
 
 
@@ -225,7 +214,7 @@ async def test_a_refreshed_token_is_persisted_and_survives_a_restart(
     make, sim, demo = tiktok
     settings = make()
     sim.tiktok.shops["ROW_test"].access_token = "rotated-by-tiktok"
-    async with running_enricher(settings):
+    async with in_process(run, settings):
         await produce(settings, WEBHOOKS, "7495", record(demo[0]["id"]))
         await consume(settings, ORDERS, lambda v: len(v) >= 1)
     assert sim.tiktok.refreshes == 1
@@ -234,7 +223,7 @@ async def test_a_refreshed_token_is_persisted_and_survives_a_restart(
     assert saved["access_token"] == sim.tiktok.shops["ROW_test"].access_token
     assert settings.tiktok_token_file.stat().st_mode & 0o777 == 0o600
     # settings still hold the old, now refused, tokens: the restart must use the file's
-    async with running_enricher(settings):
+    async with in_process(run, settings):
         await produce(settings, WEBHOOKS, "7495", record(demo[1]["id"]))
         orders = models(Order, await consume(settings, ORDERS, lambda v: len(v) >= 2))
     assert {o.order_id for o in orders} == {demo[0]["id"], demo[1]["id"]}
@@ -251,7 +240,7 @@ async def test_a_token_is_refreshed_before_it_expires(
     store = orjson.loads(settings.tiktok_token_file.read_bytes())
     store["shops"]["7495"]["access_expires_at"] = int(time.time()) + 600  # in 10 minutes
     settings.tiktok_token_file.write_bytes(orjson.dumps(store))
-    async with running_enricher(settings):
+    async with in_process(run, settings):
         await produce(settings, WEBHOOKS, "7495", record(demo[0]["id"]))
         orders = models(Order, await consume(settings, ORDERS, lambda v: len(v) >= 1))
     assert [o.order_id for o in orders] == [demo[0]["id"]]
@@ -271,7 +260,7 @@ async def test_a_shop_that_must_reauthorize_waits_with_an_alert_and_other_shops_
     gone = sim.tiktok.shops["ROW_test"]
     gone.revoked, gone.access_token = True, "expired"  # the seller deauthorized the app
     alerts_before = REGISTRY.get_sample_value(REAUTH_METRIC) or 0
-    async with running_enricher(settings):
+    async with in_process(run, settings):
         await produce(settings, WEBHOOKS, "7495", record(demo[0]["id"]))
         await produce(settings, WEBHOOKS, "8001", record(demo[1]["id"], shop_id="8001"))
         alerts = models(Alert, await consume(settings, ALERTS, lambda v: len(v) >= 1))
@@ -302,7 +291,7 @@ async def test_calls_per_shop_are_rate_limited(
     settings = make(tiktok_rate_limit_qps=4, tiktok_batch_size=1)
     for n in range(12):
         sim.tiktok.orders[f"rl{n}"] = {**demo[0], "id": f"rl{n}"}
-    async with running_enricher(settings):
+    async with in_process(run, settings):
         for n in range(12):
             await produce(settings, WEBHOOKS, "7495", record(f"rl{n}"))
         await consume(settings, ORDERS, lambda v: len(v) >= 12)

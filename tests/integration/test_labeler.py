@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from schemas.topics import (
     TopicSpec,
 )
 from tests.integration.kafka_helpers import consume, models, produce
+from tests.integration.processes import in_process
 from tests.integration.sim import start_simulator
 from tests.unit.factories import job
 from workers.labeler.operations import replay
@@ -36,18 +36,6 @@ from workers.topics import ensure_topics
 
 MAX_IN_FLIGHT = 4
 WRITE_RETRIES = "parcelflow_labeler_write_retries_total"
-
-
-@asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[None]:
-    """The labeler in this process while the block runs; stopped after, within 15 s."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(run(settings, stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
 
 
 @pytest.fixture
@@ -63,7 +51,7 @@ async def labeler(
         labeler_max_attempts=3,
     )
     await ensure_topics(settings)  # before any test produces: co-partitioned topics
-    async with running(settings):
+    async with in_process(run, settings):
         yield settings, sim
 
 
@@ -144,7 +132,7 @@ async def test_rejected_credentials_pause_alert_and_resume_by_themselves(
     settings = make_settings(shipium_base_url=url, labeler_auth_retry_s=0.3)
     sim.faults.push("shipium", [Fault(status=401), Fault(status=403)])
     await ensure_topics(settings)
-    async with running(settings):
+    async with in_process(run, settings):
         await produce(settings, LABEL_JOBS, "A1", job("A1"))
         labels = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= 1))
         alerts = models(Alert, await consume(settings, ALERTS, lambda v: len(v) >= 1))
@@ -163,7 +151,7 @@ async def test_a_restarted_labeler_never_calls_twice_for_a_labeled_job(
     await ensure_topics(settings)  # before producing: topics made by the broker differ
 
     async def run_until(count: int) -> list[LabelResult]:
-        async with running(settings):
+        async with in_process(run, settings):
             return models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= count))
 
     for j in jobs:
@@ -186,7 +174,7 @@ async def test_a_job_past_its_max_age_is_not_retried(
     sim.faults.push("shipium", [Fault(status=503)])
     old = job("OLD").model_copy(update={"created_at_ms": 1})  # made long ago
     await ensure_topics(settings)
-    async with running(settings):
+    async with in_process(run, settings):
         await produce(settings, LABEL_JOBS, "OLD", old)
         failures = models(
             LabelFailure, await consume(settings, LABEL_FAILURES, lambda v: len(v) >= 1)
@@ -206,7 +194,7 @@ async def test_cancellations_drop_unlabeled_jobs_and_say_to_void_labeled_ones(
     labeled, unlabeled = job("V1"), job("V2")
 
     async def run_once(spec: TopicSpec, until: Callable[[list[bytes]], bool]) -> list[bytes]:
-        async with running(settings):
+        async with in_process(run, settings):
             return await consume(settings, spec, until)
 
     await produce(settings, LABEL_JOBS, "V1", labeled)
@@ -245,7 +233,7 @@ async def test_slow_calls_cause_no_rebalance(
     )
     await ensure_topics(settings)
     before = REGISTRY.get_sample_value("parcelflow_labeler_partition_assignments_total") or 0
-    async with running(settings):
+    async with in_process(run, settings):
         for n in range(6):
             await produce(settings, LABEL_JOBS, f"S{n}", job(f"S{n}"))
         labels = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= 6, 60))
@@ -391,7 +379,7 @@ async def test_the_adaptive_limit_finds_the_providers_capacity(
             refused.append((sim.shipium.calls, sim.shipium.overloaded))
             await asyncio.sleep(0.1)
 
-    async with running(settings):
+    async with in_process(run, settings):
         sampler = asyncio.create_task(sample())
         try:
             labels = models(
