@@ -152,7 +152,7 @@ async def play(
     settings = stack.settings
     secret = settings.tiktok_app_secret.get_secret_value()
     bearer = {
-        "Authorization": f"Bearer {stack.env['PARCELFLOW_INGEST_TOKEN']}",
+        "Authorization": f"Bearer {stack.token}",
         "content-type": "application/json",
     }
     schedule: list[tuple[float, str, DemoOrder, int]] = []  # (at s, kind, order, box index)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from schemas.common import MAX_INT, Dimensions, Id, Model, Weight
+from schemas.common import MAX_INT, Dimensions, Id, Model, OptionalId, Weight
 
 
 class BoxItem(Model):
@@ -17,6 +17,11 @@ class BoxClosed(Model):
     box_id: Id
     order_id: Id
     station_id: Id
+    warehouse_id: OptionalId = Field(
+        "",
+        description="The warehouse the box was packed in. The receiver fills it in from a "
+        "station that posts for one warehouse; empty: the order's warehouse.",
+    )
     items: list[BoxItem] = Field(min_length=1, max_length=1_000)
     weight: Weight
     dimensions: Dimensions

@@ -4,13 +4,53 @@ from __future__ import annotations
 
 import hashlib
 import time
+import unicodedata
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 ID_MAX = 128
 MAX_INT = 2**53 - 1  # every integer field: exact in JSON everywhere, and in 64 bits
-Id = Annotated[str, StringConstraints(min_length=1, max_length=ID_MAX, strip_whitespace=True)]
+# Characters that reorder or hide text on a screen or a terminal: bidi embeddings,
+# overrides and isolates, and the marks that go with them.
+BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+UNSEEN = frozenset({"Cf", "Zs", "Zl", "Zp", "Mn", "Me"})  # categories that draw nothing alone
+
+
+def printable(text: str) -> str:
+    """``text`` if it is printable: no control character, no bidi control, not only
+    invisible characters. Ids and names reach logs, terminals and labels."""
+    for char in text:
+        category = unicodedata.category(char)
+        if category in ("Cc", "Cs", "Co", "Cn") or char in BIDI_CONTROLS:
+            raise ValueError(
+                f"must be printable text: U+{ord(char):04X} ({category}) is not allowed"
+            )
+    if text and all(unicodedata.category(c) in UNSEEN for c in text):
+        raise ValueError("must be printable text: only invisible characters")
+    return text
+
+
+# What `printable` refuses, as far as a JSON Schema pattern can say it (for consumers).
+PRINTABLE_PATTERN = (
+    "^[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069]*$"
+)
+PRINTABLE_SCHEMA = Field(json_schema_extra={"pattern": PRINTABLE_PATTERN})
+Id = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=ID_MAX, strip_whitespace=True),
+    AfterValidator(printable),
+    PRINTABLE_SCHEMA,
+]
+# An id that may be absent (""), e.g. a box's warehouse when its order names it.
+OptionalId = Annotated[
+    str,
+    StringConstraints(max_length=ID_MAX, strip_whitespace=True),
+    AfterValidator(printable),
+    PRINTABLE_SCHEMA,
+]
 Text = Annotated[str, StringConstraints(max_length=256)]  # names, address lines
 
 

@@ -6,12 +6,15 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.common import MAX_INT, Address, Dimensions, Id, Model, Text, Weight
+from schemas.common import MAX_INT, Address, Dimensions, Id, Model, OptionalId, Weight
 from schemas.order import LineItem
 
 
 class Parcel(Model):
     box_id: Id
+    warehouse_id: OptionalId = Field(
+        "", description="The box's warehouse: a box is (warehouse, box id)."
+    )
     items: list[LineItem] = Field(min_length=1)
     weight: Weight
     dimensions: Dimensions
@@ -33,7 +36,7 @@ class LabelJob(Model):
     shipping_type: Literal["TIKTOK", "SELLER", ""] = Field(
         "", description="The order's: SELLER orders get no TikTok Shop label request."
     )
-    warehouse_id: Text = Field("", description="Picks the ship-from address (warehouses).")
+    warehouse_id: OptionalId = Field("", description="Picks the ship-from address (warehouses).")
     created_at_ms: int = Field(ge=0, le=MAX_INT)
 
 
@@ -46,6 +49,7 @@ class LabelDocument(Model):
 
 class ParcelLabel(Model):
     box_id: Id
+    warehouse_id: OptionalId = Field("", description="The box's warehouse.")
     tracking_id: str
     documents: list[LabelDocument] = Field(
         default_factory=list, description="The label in each format stored."

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.common import MAX_INT, Address, Id, Model, Text
+from schemas.common import MAX_INT, Address, Id, Model, OptionalId, Text
 
 MAX_UNITS = 5_000  # line items (units) of one order
 
@@ -55,7 +55,7 @@ class Order(Model):
         description="TIKTOK: TikTok Shipping, TikTok provides the label; SELLER: the seller "
         "ships with its own logistics (no TikTok Shop label); empty: not known (TIKTOK).",
     )
-    warehouse_id: Text = Field("", description="The seller's warehouse the order ships from.")
+    warehouse_id: OptionalId = Field("", description="The seller's warehouse the order ships from.")
     cause: str = Field(
         "",
         max_length=512,

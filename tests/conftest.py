@@ -65,7 +65,13 @@ FAKE_SECRETS: dict[str, Any] = {
     "tiktok_refresh_token": "TTP_refresh_1",
     "tiktok_shop_cipher": "ROW_test",
     "shipium_api_key": "shipium-test-key",
-    "ingest_token": "ingest-test-token",
+    "principals": {
+        "test-everything": {
+            "token": "ingest-test-token",
+            "roles": ["orders", "boxes", "labels", "operator"],
+            "warehouses": ["*"],
+        }
+    },
 }
 
 

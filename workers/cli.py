@@ -117,6 +117,11 @@ def demo(settings: Settings, args: argparse.Namespace, keep_running: bool) -> in
             discover.write(text, run_dir / "devstack.env", latest)
             for name, url in urls.items():
                 print(f"{name}: {url}", flush=True)
+            if stack.env.get("PARCELFLOW_DASHBOARD_AUTH") == "none":
+                print(
+                    "dashboard: open without login, because it listens on 127.0.0.1 only",
+                    flush=True,
+                )
             orders = make_demo(
                 args.orders,
                 seed=args.seed,
@@ -137,7 +142,7 @@ def demo(settings: Settings, args: argparse.Namespace, keep_running: bool) -> in
                     run_settings,
                     stack.receiver_url,
                     stack.simulator_url,
-                    stack.env["PARCELFLOW_INGEST_TOKEN"],
+                    stack.token,
                 )
             )
             sent_s = time.monotonic() - sent_at

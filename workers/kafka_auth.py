@@ -8,16 +8,19 @@ Faust's app and the CLI tools connect the same way to a managed or secured clust
 
 from __future__ import annotations
 
+import functools
 import ssl
 from pathlib import Path
 from typing import Any
 
 import faust
+import structlog
 from aiokafka.abc import AbstractTokenProvider
 from aiokafka.helpers import create_ssl_context
 
 from workers.settings import Settings
 
+log = structlog.get_logger(__name__)
 TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
 SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
 
@@ -50,9 +53,21 @@ def ssl_context(settings: Settings) -> ssl.SSLContext:
     return context
 
 
+@functools.cache
+def warn_insecure(protocol: str, mechanism: str, check_hostname: bool) -> None:
+    """Once per process: what kafka_allow_insecure let through (the settings refuse it
+    otherwise)."""
+    if protocol in TLS_PROTOCOLS and not check_hostname:
+        log.warning("kafka_insecure", problem="TLS without checking the brokers' host names")
+    if protocol == "SASL_PLAINTEXT" and mechanism == "PLAIN":
+        log.warning("kafka_insecure", problem="a SASL PLAIN password sent without TLS")
+
+
 def client_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for any aiokafka client: bootstrap servers and security."""
     protocol = settings.kafka_security_protocol
+    if settings.kafka_allow_insecure:
+        warn_insecure(protocol, settings.kafka_sasl_mechanism, settings.kafka_ssl_check_hostname)
     options: dict[str, Any] = {
         "bootstrap_servers": settings.kafka_bootstrap,
         "security_protocol": protocol,
@@ -76,6 +91,8 @@ def client_options(settings: Settings) -> dict[str, Any]:
 def faust_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
     """The same security for Faust's ``broker_credentials``."""
     protocol = settings.kafka_security_protocol
+    if settings.kafka_allow_insecure:
+        warn_insecure(protocol, settings.kafka_sasl_mechanism, settings.kafka_ssl_check_hostname)
     context = ssl_context(settings) if protocol in TLS_PROTOCOLS else None
     if protocol not in SASL_PROTOCOLS:
         return None if context is None else faust.SSLCredentials(context)

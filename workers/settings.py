@@ -11,21 +11,52 @@ start, and the devstack generates random secrets for each run.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.common import Address
 
 LabelFormat = Literal["pdf", "png", "zpl"]
+Role = Literal["orders", "boxes", "labels", "operator"]
+ALL_WAREHOUSES = "*"
+WAREHOUSE_ROLES = frozenset({"boxes", "labels"})  # roles that reach only named warehouses
+
+
+class PrincipalSpec(BaseModel):
+    """One caller of the HTTP API: its token (or the token's SHA-256, hex), its roles and
+    the warehouses it may act in ("*": every warehouse)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    token: SecretStr | None = None
+    token_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    roles: list[Role] = Field(min_length=1)
+    warehouses: list[str] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_credential_and_warehouses(self) -> PrincipalSpec:
+        if (self.token is None) == (self.token_sha256 is None):
+            raise ValueError("give exactly one of token and token_sha256")
+        if self.token is not None and len(self.token.get_secret_value()) < 16:
+            raise ValueError("a token has at least 16 characters")
+        if self.warehouses is None and WAREHOUSE_ROLES & set(self.roles):
+            raise ValueError(
+                'the boxes and labels roles need "warehouses" (a list of warehouse ids, '
+                'or ["*"] for every warehouse)'
+            )
+        return self
 
 
 class Warehouse(BaseModel):
     ship_from: Address
     fulfillment_context: dict[str, Any] = Field(default_factory=lambda: {"channel": "TikTok Shop"})
 
+
+PRINCIPAL_NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 
 # What a worker derives from one input (a plan, a job, a dead letter's envelope) needs room
 # beside it in a record of kafka_max_message_bytes.
@@ -70,6 +101,11 @@ class Settings(BaseSettings):
     )
     kafka_ssl_check_hostname: bool = Field(
         True, description="Check that the brokers' certificates name the host connected to."
+    )
+    kafka_allow_insecure: bool = Field(
+        False,
+        description="Accept kafka_ssl_check_hostname=false and a SASL PLAIN password over "
+        "plaintext (a warning is logged). Refused otherwise.",
     )
     kafka_embedded: bool = Field(
         False,
@@ -198,18 +234,45 @@ class Settings(BaseSettings):
     receiver_max_clock_skew_s: float = Field(
         300.0, ge=0, description="How far in the future a webhook's timestamp may be."
     )
+    receiver_request_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="A request whose body has not arrived this long after its headers is "
+        "answered 408 and closed (headers are bounded by receiver_idle_timeout_s).",
+    )
+
+    # --- callers of the HTTP API -------------------------------------------------------
+    principals: dict[str, PrincipalSpec] = Field(
+        default_factory=dict,
+        description="Callers of the HTTP API, as JSON name → {token or token_sha256, roles, "
+        'warehouses}, e.g. {"station-a1": {"token_sha256": "<64 hex>", "roles": ["boxes", '
+        '"labels"], "warehouses": ["WH-A"]}}. Roles: orders, boxes, labels, operator. '
+        "See docs/security.md.",
+    )
+    principals_file: Path | None = Field(
+        None,
+        description="A JSON file of more principals, in the form of `principals` (mount a "
+        "Kubernetes Secret here); read at start.",
+    )
+    api_token: SecretStr | None = Field(
+        None,
+        description="The token parcelflow's own commands (send, labels, void, demo traffic) "
+        "present to the receiver: a client setting, not a server's.",
+    )
     ingest_token: SecretStr | None = Field(
         None,
-        description="Bearer token of the upstream system named 'default' on /v1/orders "
-        "and /v1/boxes. With no token at all those routes answer 401 unless ingest_open.",
+        description="Deprecated: a bearer token with every role in every warehouse (the "
+        "principal 'default'). Use principals.",
     )
     ingest_tokens: dict[str, SecretStr] = Field(
         default_factory=dict,
-        description="Bearer tokens per upstream system, as a JSON object name → token "
-        '(e.g. {"oms": "...", "packing": "..."}); the name is logged with each event.',
+        description="Deprecated: name → token, each with every role in every warehouse. "
+        "Use principals.",
     )
     ingest_open: bool = Field(
-        False, description="Accept /v1/orders and /v1/boxes without a token (development only)."
+        False,
+        description="Development only: with no principal configured, callers without a "
+        "token get every role. Refused unless the server listens on a loopback address.",
     )
 
     # --- TikTok Shop -------------------------------------------------------------------
@@ -376,6 +439,13 @@ class Settings(BaseSettings):
         description="While Shipium rejects the API key (401/403): no new jobs are taken, "
         "and the call is retried this often until the key is accepted again.",
     )
+    box_id_reuse_after_s: float = Field(
+        7 * 86400.0,
+        gt=0,
+        description="A warehouse may give a box id to another order once the box's label "
+        "is this old; before that, a second order's box with the same id is refused "
+        "(box_id_in_use) and the fetch by box id names both orders.",
+    )
     label_dir: Path = Field(Path("var/labels"), description="The folder of the folder label store.")
     label_store: str = Field(
         "folder",
@@ -423,6 +493,39 @@ class Settings(BaseSettings):
         8070, ge=0, description="Port of the dashboard page, its API and its /metrics."
     )
 
+    dashboard_auth: Literal["login", "proxy", "none"] = Field(
+        "login",
+        description="Who may open the dashboard: login (a principal with the operator role "
+        "logs in with its token: an HttpOnly, SameSite=Strict session cookie), proxy (an "
+        "auth proxy in front names the user in dashboard_proxy_header) or none (only when "
+        "dashboard_host is a loopback address: the devstack).",
+    )
+    dashboard_session_key: SecretStr = Field(
+        SecretStr(""),
+        description="Signs the dashboard's session cookies (32+ random characters; the same "
+        "on every replica). Empty: a random key per process (sessions end with a restart).",
+    )
+    dashboard_session_hours: float = Field(
+        12.0, gt=0, le=24 * 30, description="How long a dashboard login lasts."
+    )
+    dashboard_cookie_secure: bool = Field(
+        True,
+        description="Mark the session cookie Secure (sent over HTTPS only). False only for "
+        "a dashboard served over plain HTTP on a loopback address.",
+    )
+    dashboard_proxy_header: str = Field(
+        "X-Forwarded-User",
+        description="With dashboard_auth=proxy: the header in which the auth proxy (e.g. "
+        "oauth2-proxy) names the signed-in user. Only the proxy may reach the dashboard.",
+    )
+    dashboard_proxy_operators: list[str] = Field(
+        default_factory=list,
+        description="With dashboard_auth=proxy: the users (as the proxy names them) who are "
+        "operators, as a JSON list.",
+    )
+    dashboard_max_clients: int = Field(
+        50, ge=1, description="Live pages (event streams) served at once; 503 beyond."
+    )
     dashboard_metrics_urls: list[str] = Field(
         default_factory=list,
         description="The labelers' /metrics URLs (JSON list): the dashboard plots their "
@@ -466,6 +569,16 @@ class Settings(BaseSettings):
         300.0, gt=0, description="How long `parcelflow chaos` (`make chaos`) plays traffic."
     )
 
+    @field_validator("principals")
+    @classmethod
+    def _principal_names(cls, value: dict[str, PrincipalSpec]) -> dict[str, PrincipalSpec]:
+        for name in value:
+            if not PRINCIPAL_NAME.fullmatch(name):
+                raise ValueError(
+                    "a principal's name is 1 to 64 of A-Z a-z 0-9 . _ @ - (one name is not)"
+                )
+        return value
+
     @property
     def max_input_bytes(self) -> int:
         """Largest record value a worker reads; larger ones are dead-lettered."""
@@ -480,6 +593,20 @@ class Settings(BaseSettings):
             elif not (self.kafka_sasl_username and self.kafka_sasl_password.get_secret_value()):
                 raise ValueError(
                     f"{self.kafka_sasl_mechanism} needs kafka_sasl_username and kafka_sasl_password"
+                )
+        if not self.kafka_allow_insecure:
+            if not self.kafka_ssl_check_hostname:
+                raise ValueError(
+                    "kafka_ssl_check_hostname=false lets anyone with a certificate of the CA "
+                    "pose as the brokers: set kafka_allow_insecure=true to accept it"
+                )
+            if (
+                self.kafka_security_protocol == "SASL_PLAINTEXT"
+                and self.kafka_sasl_mechanism == "PLAIN"
+            ):
+                raise ValueError(
+                    "SASL PLAIN over SASL_PLAINTEXT sends the password in clear: use "
+                    "SASL_SSL, or set kafka_allow_insecure=true to accept it"
                 )
         if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
             raise ValueError("mutual TLS needs both kafka_ssl_certfile and kafka_ssl_keyfile")
@@ -504,12 +631,8 @@ class Settings(BaseSettings):
                 continue
             if isinstance(value, SecretStr):
                 text = value.get_secret_value()
-            elif isinstance(value, BaseModel):
-                text = value.model_dump_json()
-            elif isinstance(value, dict):
-                text = json.dumps({k: plain(v) for k, v in value.items()})
-            elif isinstance(value, list):
-                text = json.dumps([plain(v) for v in value])
+            elif isinstance(value, BaseModel | dict | list):
+                text = json.dumps(plain(value))
             elif isinstance(value, bool):
                 text = "true" if value else "false"
             else:
@@ -519,8 +642,16 @@ class Settings(BaseSettings):
 
 
 def plain(value: Any) -> Any:
+    """``value`` as JSON-ready data, secrets revealed (for another process's environment)."""
     if isinstance(value, SecretStr):
         return value.get_secret_value()
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        fields = {name: getattr(value, name) for name in type(value).model_fields}
+        return {name: plain(v) for name, v in fields.items() if v is not None}
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
     return value

@@ -87,7 +87,7 @@ def test_the_dashboard_shows_the_topics_live_and_replays_a_failure(
     failing = make_demo(1, seed=22, run_id=432, now_s=int(time.time()))
     stack = Stack(tmp_path, {"SIM_LABEL_LATENCY_MEDIAN_S": "0.3"})
     with stack.running(say=False):
-        settings, token = stack.settings, stack.env["PARCELFLOW_INGEST_TOKEN"]
+        settings, token = stack.settings, stack.token
         driver.get(stack.dashboard_url)  # type: ignore[attr-defined]
         asyncio.run(send(orders, settings, stack.receiver_url, stack.simulator_url, token))
         progress = Progress(expected={o.order_id for o in orders})

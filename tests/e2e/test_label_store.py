@@ -39,7 +39,7 @@ def test_labels_go_to_the_object_store_and_a_station_fetches_its_box(tmp_path: P
     overrides = {"SIM_LABEL_LATENCY_MEDIAN_S": "0.2", "LABEL_FORMATS": '["pdf", "zpl"]'}
     stack = Stack(tmp_path, overrides, label_store="s3")
     with stack.running(say=False):
-        env, token = stack.env, stack.env["PARCELFLOW_INGEST_TOKEN"]
+        env, token = stack.env, stack.token
         asyncio.run(send(orders, stack.settings, stack.receiver_url, stack.simulator_url, token))
         progress = Progress(expected={o.order_id for o in orders})
         asyncio.run(watch(stack.settings, progress, timeout_s=120, out=False))

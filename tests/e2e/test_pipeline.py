@@ -53,7 +53,7 @@ def test_every_order_gets_exactly_one_label_with_the_item_ids_of_each_box(tmp_pa
     stack = Stack(tmp_path, {"SIM_LABEL_LATENCY_MEDIAN_S": "0.5"})
     with stack.running(say=False):
         settings = stack.settings
-        token = stack.env["PARCELFLOW_INGEST_TOKEN"]
+        token = stack.token
         asyncio.run(send(orders, settings, stack.receiver_url, stack.simulator_url, token))
         progress = Progress(expected={o.order_id for o in orders})
         asyncio.run(watch(settings, progress, timeout_s=120, out=False))
@@ -140,7 +140,7 @@ def test_a_killed_worker_is_restarted_by_the_supervisor_and_nothing_is_lost(
     stack = Stack(tmp_path, {"SIM_LABEL_LATENCY_MEDIAN_S": "0.5"})
     with stack.running(say=False):
         settings = stack.settings
-        token = stack.env["PARCELFLOW_INGEST_TOKEN"]
+        token = stack.token
         killed = {p.name: p.proc.pid for p in stack.processes if p.name in ("labeler", "planner")}
         for pid in killed.values():
             os.kill(pid, signal.SIGKILL)

@@ -245,8 +245,9 @@ async def test_slow_calls_cause_no_rebalance(
 async def test_a_label_that_cannot_be_stored_ends_its_job_with_the_reason(
     make_settings: Callable[..., Settings], serve: Any, tmp_path: Path
 ) -> None:
-    """The label is made but the store refuses its document: the job ends in
-    label-failures.v1 (store_failed, replayable), and the labeler goes on with other jobs."""
+    """The store refuses every write: the job ends in label-failures.v1 (store_failed,
+    replayable) before its boxes are claimed, so no label is made that could not be
+    stored, and the labeler goes on with other jobs."""
     base = make_settings(sim_label_latency_median_s=0.0)
     url, sim = await start_simulator(serve, base)
     not_a_folder = tmp_path / "labels-file"
@@ -269,8 +270,8 @@ async def test_a_label_that_cannot_be_stored_ends_its_job_with_the_reason(
         ("job-ST1", "store_failed", True),
         ("job-ST2", "store_failed", True),
     ]
-    assert "document not stored" in failures[0].message
-    assert sim.shipium.duplicates == 0
+    assert failures[0].message.startswith("box claim not written: NotADirectoryError")
+    assert sim.shipium.requests == []
 
 
 async def test_writes_during_a_broker_pause_are_retried_and_every_job_ends(

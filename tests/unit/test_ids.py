@@ -1,7 +1,7 @@
 """Ids that validate are ids that work: properties over the schemas' whole id space.
 
-Any id the schemas accept (1 to 128 characters after stripping, any unicode: multi-byte,
-path characters, NUL) goes through the join, the auditor's replay, the Shipium request
+Any id the schemas accept (1 to 128 printable characters after stripping, any unicode:
+multi-byte, path characters) goes through the join, the auditor's replay, the Shipium request
 builder and the label file names without an error, and every id derived from it fits.
 """
 
@@ -16,24 +16,27 @@ from hypothesis import strategies as st
 
 from schemas.box import BoxClosed, BoxItem
 from schemas.codec import encode
-from schemas.common import ID_MAX, Address, Dimensions, Weight, derived_id
+from schemas.common import ID_MAX, Address, Dimensions, Weight, derived_id, printable
 from schemas.label import LabelJob
 from schemas.order import LineItem, Order, OrderStatus
 from tests.unit.factories import job as make_job
 from workers.auditor.audit import Audit
 from workers.labeler import decide
-from workers.labeler.documents import document_name
 from workers.labeler.shipium.request import build_label_request
-from workers.labeler.store import FolderStore, put_document
+from workers.labels.store import FolderStore, document_name, put_document
 from workers.planner.join import OrderState, encode_step, on_event
 
 SHIP_FROM = Address(name="WH", street1="1 Dock", city="Reno", state="NV", postal_code="89502")
 ADVERSARIAL = st.sampled_from(
-    ["é" * 128, "x" * 128, "../../../x", "/etc/passwd", "a/b", "a_b", "a\x00b", "a\\b", ".", ".."]
+    ["é" * 128, "x" * 128, "../../../x", "/etc/passwd", "a/b", "a_b", "a\\b", ".", "..", "a\u200db"]
 )
 
 
 def valid_id(text: str) -> bool:
+    try:
+        printable(text)
+    except ValueError:
+        return False
     return 0 < len(text.strip()) <= ID_MAX and text == text.strip()
 
 

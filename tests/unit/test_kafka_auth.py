@@ -80,7 +80,12 @@ def test_each_mechanism_and_protocol_maps_to_aiokafka_options(
     tls = client_options(secured(ca_file, kafka_security_protocol="SSL"))
     assert tls["security_protocol"] == "SSL" and "sasl_mechanism" not in tls
     plain = client_options(
-        secured(ca_file, kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="PLAIN")
+        secured(
+            ca_file,
+            kafka_security_protocol="SASL_PLAINTEXT",
+            kafka_sasl_mechanism="PLAIN",
+            kafka_allow_insecure=True,
+        )
     )
     assert "ssl_context" not in plain and plain["sasl_mechanism"] == "PLAIN"
     token = tmp_path / "token"
@@ -89,7 +94,9 @@ def test_each_mechanism_and_protocol_maps_to_aiokafka_options(
     )
     assert isinstance(oauth["sasl_oauth_token_provider"], FileTokenProvider)
     assert "sasl_plain_password" not in oauth
-    no_check = client_options(secured(ca_file, kafka_ssl_check_hostname=False))
+    no_check = client_options(
+        secured(ca_file, kafka_ssl_check_hostname=False, kafka_allow_insecure=True)
+    )
     assert not no_check["ssl_context"].check_hostname
 
 
@@ -102,6 +109,16 @@ async def test_the_oauth_token_is_read_from_its_file_at_each_authentication(
     assert await provider.token() == "first"
     path.write_text("second")
     assert await provider.token() == "second"
+
+
+def test_insecure_kafka_settings_are_refused_unless_allowed(ca_file: Path) -> None:
+    with pytest.raises(ValidationError, match="kafka_ssl_check_hostname=false"):
+        secured(ca_file, kafka_ssl_check_hostname=False)
+    with pytest.raises(ValidationError, match="password in clear"):
+        secured(ca_file, kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="PLAIN")
+    # SCRAM never sends the password itself: allowed over plaintext
+    scram = secured(ca_file, kafka_security_protocol="SASL_PLAINTEXT")
+    assert client_options(scram)["sasl_mechanism"] == "SCRAM-SHA-512"
 
 
 def test_incomplete_security_settings_are_refused_at_start(ca_file: Path) -> None:

@@ -22,7 +22,7 @@ from workers.labeler.shipium.request import (
     build_label_request,
 )
 from workers.labeler.shipium.response import parse_label_response
-from workers.labeler.store import FolderStore, box_name, manifest_name, put_document
+from workers.labels.store import FolderStore, claim_name, manifest_name, put_document
 from workers.settings import Settings, Warehouse
 from workers.simulator.render import Label, address_lines, pdf, png, zpl
 from workers.simulator.shipium import package_label
@@ -129,8 +129,12 @@ def test_the_folder_store_names_everything_by_digest(tmp_path: Path) -> None:
 
     async def go() -> tuple[Any, bytes | None, bytes | None]:
         stored = await put_document(store, "../job", "box/1", "pdf", b"%PDF-1.4 x")
-        await store.put(box_name("box/1"), json.dumps({"job_id": "../job"}).encode(), "")
-        return stored, await store.get(box_name("box/1")), await store.get(manifest_name("none"))
+        await store.put(claim_name("../wh", "box/1"), json.dumps({"job_id": "../job"}).encode(), "")
+        return (
+            stored,
+            await store.get(claim_name("../wh", "box/1")),
+            await store.get(manifest_name("none")),
+        )
 
     stored, pointer, missing = asyncio.run(go())
     assert Path(stored.uri).is_relative_to((tmp_path / "labels").resolve())

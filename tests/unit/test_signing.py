@@ -61,7 +61,7 @@ def test_verify_api_signature_round_trip_and_tamper() -> None:
 
 
 def test_bearer_scheme_is_case_insensitive_and_a_bare_token_is_refused() -> None:
-    from workers.receiver.app import bearer_token
+    from workers.auth import bearer_token
 
     assert bearer_token("Bearer abc") == "abc"
     assert bearer_token("bearer abc") == "abc"

@@ -7,17 +7,21 @@ consumer groups' committed offsets for the lag of each stage. Routes, on
 
 - ``GET /``: the page (no internet needed: its script and styles are inline);
 - ``GET /api/snapshot``: what the page shows, as JSON; ``GET /api/events``: the same,
-  pushed every second as server-sent events;
+  pushed every second as server-sent events (one snapshot per second, shared by every
+  page; at most ``dashboard_max_clients`` at once, 503 beyond);
 - ``POST /api/failures/replay`` ``{"job_ids": [...]}`` or ``{"all": true}``: replay
-  failed label jobs, behind the ingest bearer token;
-- ``/healthz``, ``/readyz``, ``/metrics`` (with ``parcelflow_consumer_lag``).
+  failed label jobs;
+- ``GET /login``, ``POST /login``, ``POST /logout``: see ``access.py``;
+- ``/healthz``, ``/readyz``, ``/metrics`` (with ``parcelflow_consumer_lag``): on
+  ``PARCELFLOW_OPS_PORT`` when it is set (production), else on this port.
+
+Everything but login and the ops routes needs the operator role (``access.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 from importlib import resources
 from typing import Any
 
@@ -37,11 +41,13 @@ from schemas.topics import (
     PLANS,
     WEBHOOKS_PARKED,
 )
+from workers import auth
 from workers.auditor.worker import REPAIR_HEADER
+from workers.auth import Principals, protect
+from workers.dashboard.access import Access, login_page
 from workers.dashboard.board import Board
 from workers.dashboard.lag import LagReader
 from workers.kafka import Topics, make_reader
-from workers.receiver.app import bearer_token, ingest_tokens
 from workers.runtime import Runtime, ops_app, worker_runtime
 from workers.settings import Settings
 
@@ -76,21 +82,71 @@ def page(snapshot: dict[str, Any] | None = None) -> str:
     )
 
 
-def dashboard_app(runtime: Runtime, board: Board) -> web.Application:
-    app = ops_app(runtime)
+class Pushes:
+    """One snapshot per tick, encoded once and shared by every event stream."""
+
+    def __init__(self, board: Board, max_clients: int) -> None:
+        self.board, self.max_clients = board, max_clients
+        self.clients = 0
+        self.data = b""
+        self.at = 0.0
+        self.fresh = asyncio.Condition()
+
+    def latest(self) -> bytes:
+        """The snapshot of this tick (made now if none is, or it is a tick old)."""
+        now = asyncio.get_running_loop().time()
+        if not self.data or now - self.at >= PUSH_EVERY_S:
+            self.data, self.at = orjson.dumps(self.board.snapshot(now_ms())), now
+        return self.data
+
+    async def tick(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            if self.clients:
+                self.latest()
+                async with self.fresh:
+                    self.fresh.notify_all()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), PUSH_EVERY_S)
+        async with self.fresh:
+            self.fresh.notify_all()  # the streams see the stop
+
+
+PUSHES = web.AppKey("pushes", Pushes)
+
+
+def dashboard_app(runtime: Runtime, board: Board, access: Access) -> web.Application:
+    settings = runtime.settings
+    app = ops_app(runtime) if not settings.ops_port else web.Application()
+    app.middlewares.append(auth.middleware)
+    app[auth.IDENTIFY] = access.identify
+    app[auth.REFUSE] = refuse
     app[BOARD] = board
-    app[SETTINGS] = runtime.settings
+    app[SETTINGS] = settings
     app[CLOSING] = asyncio.Event()
+    app[PUSHES] = Pushes(board, settings.dashboard_max_clients)
 
     async def closing(app: web.Application) -> None:
         app[CLOSING].set()  # ends the event streams, so shutdown does not wait on them
 
     app.on_shutdown.append(closing)
-    app.router.add_get("/", index)
-    app.router.add_get("/api/snapshot", snapshot)
-    app.router.add_get("/api/events", events)
-    app.router.add_post("/api/failures/replay", replay)
+    for method, path, handler in (
+        ("GET", "/", index),
+        ("GET", "/api/snapshot", snapshot),
+        ("GET", "/api/events", events),
+        ("POST", "/api/failures/replay", replay),
+    ):
+        protect(app, app.router.add_route(method, path, handler), "operator")
+    app.router.add_get("/login", access.login_form)
+    app.router.add_post("/login", access.login)
+    app.router.add_post("/logout", access.logout)
     return app
+
+
+def refuse(request: web.Request, status: int, detail: str) -> web.StreamResponse:
+    """The page answers a login form (401); the API answers JSON."""
+    if request.path == "/" and status == 401:
+        return login_page("Sign in to see the dashboard.", status=401)
+    return auth.refusal(status, detail)
 
 
 async def index(request: web.Request) -> web.Response:
@@ -102,43 +158,39 @@ async def index(request: web.Request) -> web.Response:
 
 
 async def snapshot(request: web.Request) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(request.app[BOARD].snapshot(now_ms())), content_type="application/json"
-    )
+    return web.Response(body=request.app[PUSHES].latest(), content_type="application/json")
 
 
 async def events(request: web.Request) -> web.StreamResponse:
+    pushes, closing = request.app[PUSHES], request.app[CLOSING]
+    if pushes.clients >= pushes.max_clients:
+        return web.json_response(
+            {"error": "too many live pages", "detail": "PARCELFLOW_DASHBOARD_MAX_CLIENTS"},
+            status=503,
+            headers={"Retry-After": "10"},
+        )
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
-    await response.prepare(request)
-    board, closing = request.app[BOARD], request.app[CLOSING]
-    with contextlib.suppress(ConnectionResetError):
-        while not closing.is_set():
-            data = orjson.dumps(board.snapshot(now_ms()))
-            await response.write(b"data: " + data + b"\n\n")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(closing.wait(), PUSH_EVERY_S)
+    pushes.clients += 1
+    try:
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionResetError):
+            while not closing.is_set():
+                await response.write(b"data: " + pushes.latest() + b"\n\n")
+                async with pushes.fresh:
+                    await pushes.fresh.wait()
+    finally:
+        pushes.clients -= 1
     return response
-
-
-def authorized(request: web.Request) -> bool:
-    """The receiver's rule: one of the ingest tokens, compared in constant time."""
-    tokens = ingest_tokens(request.app[SETTINGS]).values()
-    given = bearer_token(request.headers.get("Authorization", ""))
-    if given is None:
-        return False
-    return any(hmac.compare_digest(given.encode(), t.encode()) for t in tokens)
 
 
 async def replay(request: web.Request) -> web.Response:
     from workers.labeler import operations
 
-    if not authorized(request):
+    if request.content_type != "application/json":  # a form posted from elsewhere: no
         return web.json_response(
-            {"error": "missing or wrong bearer token (the ingest token)"},
-            status=401,
-            headers={"WWW-Authenticate": "Bearer"},
+            {"error": "unsupported media type", "detail": "send application/json"}, status=415
         )
     try:
         body = orjson.loads(await request.read())
@@ -217,14 +269,16 @@ async def measure_lag(settings: Settings, board: Board, stop: asyncio.Event) -> 
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     board = Board()
-    # the ops routes are on the dashboard's own port: no second ops server
-    quiet = settings.model_copy(update={"ops_port": 0})
-    async with worker_runtime(quiet, "dashboard", stop) as runtime:
-        runner = web.AppRunner(dashboard_app(runtime, board), access_log=None)
+    access = Access(settings, Principals.from_settings(settings))
+    # without an ops port, the ops routes are on the dashboard's own port
+    async with worker_runtime(settings, "dashboard", stop) as runtime:
+        app = dashboard_app(runtime, board, access)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, settings.dashboard_host, settings.dashboard_port)
         await site.start()
         tasks = [
+            asyncio.create_task(app[PUSHES].tick(runtime.stop), name="pushes"),
             asyncio.create_task(follow(settings, board, runtime.stop), name="follow"),
             asyncio.create_task(measure_lag(settings, board, runtime.stop), name="lag"),
             asyncio.create_task(read_limits(settings, board, runtime.stop), name="limits"),
@@ -232,6 +286,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         log.info(
             "dashboard_ready",
             url=f"http://{settings.dashboard_host}:{settings.dashboard_port}/",
+            access=access.says,
         )
         try:
             stopped = asyncio.create_task(runtime.stop.wait())

@@ -206,7 +206,7 @@ async def play(orders: list[DemoOrder], stack: Stack, seconds: float) -> None:
                         stack.settings,
                         stack.receiver_url,
                         stack.simulator_url,
-                        stack.env["PARCELFLOW_INGEST_TOKEN"],
+                        stack.token,
                         retry_for_s=600.0,
                     )
                 )

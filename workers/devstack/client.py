@@ -50,7 +50,7 @@ async def post(url: str, body: bytes, headers: dict[str, str]) -> int:
 
 def send(settings: Settings, args: argparse.Namespace) -> int:
     receiver = args.url or f"http://127.0.0.1:{settings.receiver_port}"
-    bearer = settings.ingest_token.get_secret_value() if settings.ingest_token else ""
+    bearer = settings.api_token.get_secret_value() if settings.api_token else ""
     headers = {"Authorization": f"Bearer {bearer}", "content-type": "application/json"}
     given: Any = orjson.loads(Path(args.file).read_bytes()) if args.file else None
     if args.what == "webhook":
@@ -190,7 +190,7 @@ def labels_get(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     if args.format and args.box:
         path += f"?format={quote(args.format)}"
-    token = settings.ingest_token.get_secret_value() if settings.ingest_token else ""
+    token = settings.api_token.get_secret_value() if settings.api_token else ""
     headers = {"Authorization": f"Bearer {token}"}
     request = urllib.request.Request(base + path, headers=headers)  # noqa: S310 (http only)
     try:

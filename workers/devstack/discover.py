@@ -2,7 +2,7 @@
 
 ``parcelflow up`` and ``run`` write ``devstack.env`` in their run folder and at
 ``var/run/devstack.env`` (the latest): the broker, receiver, simulator and dashboard
-addresses, the ingest token and the TikTok app key and secret, as ``PARCELFLOW_*``
+addresses, the API token and the TikTok app key and secret, as ``PARCELFLOW_*``
 lines (``source`` it in a shell) with the addresses in comments. A command run without
 ``PARCELFLOW_KAFKA_BOOTSTRAP`` uses the file while the devstack that wrote it runs;
 variables the user exported win.
@@ -25,7 +25,7 @@ SHARED = (  # what a client of the devstack needs, as PARCELFLOW_ names without 
     "RECEIVER_PORT",
     "SIM_PORT",
     "DASHBOARD_PORT",
-    "INGEST_TOKEN",
+    "API_TOKEN",
     "TIKTOK_APP_KEY",
     "TIKTOK_APP_SECRET",
     "TIKTOK_TOKEN_FILE",

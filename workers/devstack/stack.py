@@ -96,6 +96,8 @@ class Stack:
         receiver_port, sim_port, dashboard_port, *ops = free_ports(7)
         self.ops_ports = dict(zip(("enricher", "planner", "labeler", "auditor"), ops, strict=True))
         sim = f"http://127.0.0.1:{sim_port}"
+        token = secrets.token_urlsafe(24)
+        everything = {"roles": ["orders", "boxes", "labels", "operator"], "warehouses": ["*"]}
         values = {
             "KAFKA_BOOTSTRAP": bootstrap,
             "KAFKA_EMBEDDED": "true",
@@ -115,7 +117,11 @@ class Stack:
             "TIKTOK_REFRESH_TOKEN": f"TTP_{secrets.token_urlsafe(24)}",
             "TIKTOK_SHOP_CIPHER": f"ROW_{secrets.token_urlsafe(12)}",
             "SHIPIUM_API_KEY": secrets.token_hex(16),
-            "INGEST_TOKEN": secrets.token_urlsafe(24),
+            # one principal with every role for the devstack's own commands and demo traffic
+            "PRINCIPALS": json.dumps({"devstack": {"token": token, **everything}}),
+            "API_TOKEN": token,
+            # the dashboard listens on 127.0.0.1 only: open without login (it says so)
+            "DASHBOARD_AUTH": "none",
             "PLANNER_DATA_DIR": str(self.run_dir / "planner"),
             "TIKTOK_TOKEN_FILE": str(self.run_dir / "tiktok-tokens.json"),
             "LABEL_DIR": str(self.run_dir / "labels"),
@@ -142,6 +148,11 @@ class Stack:
             if k.startswith("PARCELFLOW_")
         }
         return Settings.model_validate(values)
+
+    @property
+    def token(self) -> str:
+        """The bearer token of the devstack's principal (every role, every warehouse)."""
+        return self.env["PARCELFLOW_API_TOKEN"]
 
     @property
     def receiver_url(self) -> str:

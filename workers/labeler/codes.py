@@ -19,6 +19,7 @@ class FailureCode(StrEnum):
     INTERNAL_ERROR = "internal_error"  # a parcelflow defect: the job ended, replayable
     SELLER_SHIPPED = "seller_shipped"  # the seller ships it: no TikTok Shop label request
     UNKNOWN_WAREHOUSE = "unknown_warehouse"  # not in PARCELFLOW_WAREHOUSES: replay once added
+    BOX_ID_IN_USE = "box_id_in_use"  # another order holds the box id in its warehouse
 
 
 def http_code(status: int) -> str:

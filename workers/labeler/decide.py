@@ -109,6 +109,7 @@ def result(
     parcels = [
         ParcelLabel(
             box_id=parcel.box_id,
+            warehouse_id=parcel.warehouse_id,
             tracking_id=package.tracking_id,
             documents=list(docs),
             document_path=docs[0].uri if docs and not docs[0].uri.startswith("s3://") else "",

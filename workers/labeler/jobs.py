@@ -8,7 +8,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import orjson
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
@@ -30,10 +29,10 @@ from workers.labeler.limiter import Gradient, Slots
 from workers.labeler.retry import RetryPolicy
 from workers.labeler.shipium.client import ShipiumClient
 from workers.labeler.shipium.response import LabelResponse
-from workers.labeler.store import (
+from workers.labels import claims
+from workers.labels.store import (
     CONTENT_TYPES,
     LabelStore,
-    box_name,
     manifest_name,
     open_store,
     put_document,
@@ -53,6 +52,10 @@ CUTS = Counter("parcelflow_labeler_limit_cuts", "Times the limit was cut for 429
 WRITE_RETRIES = Counter(
     "parcelflow_labeler_write_retries",
     "Writes (labels, failures, attempts, alerts) retried because the broker did not ack.",
+)
+BOX_REFUSED = Counter(
+    "parcelflow_labeler_box_id_refused",
+    "Label jobs refused because another order holds one of their box ids in its warehouse.",
 )
 STORE_ATTEMPTS = 3
 Response = TypeVar("Response")
@@ -230,17 +233,44 @@ class JobRunner:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def index(self, result: LabelResult) -> None:
-        """The label record by job, and each box's job, for the fetch API. Best effort:
-        labels.v1 holds the truth; a failure here is logged, the label still counts."""
-        pointer = orjson.dumps({"job_id": result.job_id, "order_id": result.order_id})
-        writes = [(manifest_name(result.job_id), encode(result))]
-        writes += [(box_name(parcel.box_id), pointer) for parcel in result.parcels]
+        """The label record by job, for the fetch API (a box finds its job by its claim).
+        Best effort: labels.v1 holds the truth; a failure here is logged, the label still
+        counts."""
         try:
-            await asyncio.gather(
-                *(self.documents.put(name, data, "application/json") for name, data in writes)
+            await self.documents.put(
+                manifest_name(result.job_id), encode(result), "application/json"
             )
         except Exception as exc:  # noqa: BLE001 (see above)
             log.warning("label_index_failed", job_id=result.job_id, error=type(exc).__name__)
+
+    async def claim_boxes(self, job: LabelJob) -> LabelFailure | None:
+        """Claim every box of the job for its order (``workers/labels/claims.py``); the
+        failure that ends the job when another order holds one of its box ids."""
+        at = now_ms()
+        reuse_after_ms = int(self.settings.box_id_reuse_after_s * 1000)
+        for parcel in job.parcels:
+            wanted = claims.Claim(
+                warehouse_id=parcel.warehouse_id,
+                box_id=parcel.box_id,
+                order_id=job.order_id,
+                job_id=job.job_id,
+                claimed_at_ms=at,
+            )
+            try:
+                held = await claims.claim(self.documents, wanted, reuse_after_ms)
+            except Exception as exc:  # noqa: BLE001 (a disk or an object store: any error)
+                message = f"box claim not written: {type(exc).__name__}: {str(exc)[:200]}"
+                return decide.failure(job, FailureCode.STORE_FAILED, message, True, 0, at)
+            if held is not None:
+                BOX_REFUSED.inc()
+                message = (
+                    f"box id {parcel.box_id} is held in warehouse {parcel.warehouse_id or '-'} "
+                    f"by order {held.order_id} (job {held.job_id}): close the box under "
+                    "another id, or replay once the box id may be reused "
+                    "(PARCELFLOW_BOX_ID_REUSE_AFTER_S)"
+                )
+                return decide.failure(job, FailureCode.BOX_ID_IN_USE, message, False, 0, at)
+        return None
 
     async def label(
         self, job: LabelJob, outcome: tuple[LabelResponse, int, int] | LabelFailure
@@ -293,6 +323,16 @@ class JobRunner:
             return "labeled"
         refused = decide.routing_failure(job, self.settings, now_ms())
         if refused is not None and action is not Action.RECOVER:
+            await self.publish(self.failures_topic, job.order_id, refused)
+            log.warning(
+                "label_job_refused",
+                job_id=job.job_id,
+                order_id=job.order_id,
+                code=refused.error_code,
+            )
+            return "failed"
+        refused = await self.claim_boxes(job)
+        if refused is not None:
             await self.publish(self.failures_topic, job.order_id, refused)
             log.warning(
                 "label_job_refused",

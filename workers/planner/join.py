@@ -6,7 +6,9 @@ state and what to publish. Nothing here touches Kafka or Faust.
 The rules:
 
 - Boxes wait for their order. Once the order is known, a box with a SKU the order does
-  not have, or with more units of a SKU than the whole order has, is rejected at once.
+  not have, or with more units of a SKU than the whole order has, or packed in another
+  warehouse than the one the order ships from, is rejected at once.
+- A box is (warehouse, box id): its warehouse is the one it names, else its order's.
 - The order is released when it is AWAITING_SHIPMENT and either every unit is in a box,
   or a box says ``last_box``. At release the boxes are allocated in box id order (so any
   arrival order gives the same plans), every box gets its plan, and one label job is
@@ -120,6 +122,7 @@ def _rejection(box: BoxClosed, reason: str, event_id: str | None = None) -> Parc
         event_id=event_id or plan_event_id(box.order_id, box.box_id),
         order_id=box.order_id,
         box_id=box.box_id,
+        warehouse_id=box.warehouse_id,
         status="rejected",
         reason=reason,
         weight=box.weight,
@@ -157,7 +160,7 @@ def on_box(state: OrderState, box: BoxClosed, now_ms: int) -> Step:
 
 
 def _same_contents(a: BoxClosed, b: BoxClosed) -> bool:
-    fields = ("order_id", "items", "weight", "dimensions", "last_box")
+    fields = ("order_id", "warehouse_id", "items", "weight", "dimensions", "last_box")
     return all(getattr(a, f) == getattr(b, f) for f in fields)
 
 
@@ -202,7 +205,12 @@ def _evaluate(state: OrderState, now_ms: int) -> Step:
         foreign = foreign_skus(units, box)
         oversized = oversized_skus(units, box)
         reason = ""
-        if foreign:
+        if box.warehouse_id and order.warehouse_id and box.warehouse_id != order.warehouse_id:
+            reason = (
+                f"box packed in warehouse {box.warehouse_id}, but order {order.order_id} "
+                f"ships from warehouse {order.warehouse_id}"
+            )
+        elif foreign:
             reason = f"SKU not in order {order.order_id}: {', '.join(foreign)}"
         elif oversized:
             reason = f"box holds more units than order {order.order_id} has of: " + ", ".join(
@@ -228,17 +236,25 @@ def _evaluate(state: OrderState, now_ms: int) -> Step:
             plans[box.box_id] = _rejection(box, allocation.rejected[box.box_id])
         else:
             items = allocation.assigned[box.box_id]
+            warehouse_id = box.warehouse_id or order.warehouse_id
             plans[box.box_id] = ParcelPlan(
                 event_id=plan_event_id(order.order_id, box.box_id),
                 order_id=order.order_id,
                 box_id=box.box_id,
+                warehouse_id=warehouse_id,
                 status="planned",
                 items=items,
                 weight=box.weight,
                 dimensions=box.dimensions,
             )
             parcels.append(
-                Parcel(box_id=box.box_id, items=items, weight=box.weight, dimensions=box.dimensions)
+                Parcel(
+                    box_id=box.box_id,
+                    warehouse_id=warehouse_id,
+                    items=items,
+                    weight=box.weight,
+                    dimensions=box.dimensions,
+                )
             )
         step.plans.append(plans[box.box_id])
     job_id = job_id_for(order.order_id, [p.box_id for p in parcels])

@@ -8,7 +8,6 @@ acks=all. When the broker does not ack within ``receiver_ack_timeout_s`` the ans
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
@@ -16,7 +15,6 @@ from typing import Any
 import orjson
 import structlog
 from aiohttp import web
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
@@ -28,6 +26,8 @@ from schemas.common import derived_id, now_ms
 from schemas.order import Order
 from schemas.topics import ALERTS, BOXES, ORDERS, WEBHOOKS, WEBHOOKS_REJECTED
 from schemas.webhook import TikTokWebhook, WebhookRecord, WebhookType
+from workers import auth
+from workers.auth import PRINCIPAL, Principal, Principals, protect
 from workers.kafka import (
     Topics,
     make_producer,
@@ -38,6 +38,7 @@ from workers.labeler.operations import VOID_REFUSAL
 from workers.loop import new_event_loop
 from workers.receiver import labels
 from workers.receiver.dedupe import Dedupe
+from workers.receiver.keys import APPS, DEDUPE, METRICS, PRINCIPALS, PRODUCER, SETTINGS
 from workers.receiver.metrics import ReceiverMetrics
 from workers.receiver.openapi import document
 from workers.receiver.validate import Invalid, validate
@@ -46,13 +47,6 @@ from workers.tiktok.signing import verify_webhook
 from workers.topics import ensure_topics
 
 log = structlog.get_logger(__name__)
-
-SETTINGS = web.AppKey("settings", Settings)
-PRODUCER = web.AppKey("producer", AIOKafkaProducer)
-METRICS = web.AppKey("metrics", ReceiverMetrics)
-DEDUPE = web.AppKey("dedupe", Dedupe)
-APPS = web.AppKey("tiktok_apps", Mapping[str, str])  # app_key -> app_secret
-TOKENS = web.AppKey("ingest_tokens", dict[str, str])  # upstream system -> bearer token
 
 AUTHORIZATION_ALERTS = {
     WebhookType.SELLER_DEAUTHORIZATION: (
@@ -102,6 +96,20 @@ def unavailable() -> web.Response:
     )
 
 
+class TooSlow(Exception):
+    """The body did not arrive within the request's deadline."""
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body, or TooSlow past ``receiver_request_timeout_s`` (a body dripped a
+    byte at a time must not hold a connection)."""
+    try:
+        async with asyncio.timeout(request.app[SETTINGS].receiver_request_timeout_s):
+            return await request.read()
+    except TimeoutError:
+        raise TooSlow from None
+
+
 def signing_app(apps: Mapping[str, str], raw: bytes, signature: str) -> str | None:
     """The app key whose secret signed ``raw``, or None. Each compare is constant-time."""
     if not signature:
@@ -140,7 +148,7 @@ async def tiktok_webhook(request: web.Request) -> web.Response:
     app = request.app
     settings, metrics = app[SETTINGS], app[METRICS]
     names = Topics(settings)
-    raw = await request.read()
+    raw = await read_body(request)
     app_key = signing_app(app[APPS], raw, request.headers.get("Authorization", ""))
     if app_key is None:
         metrics.bad_signatures.inc()
@@ -193,48 +201,40 @@ async def tiktok_webhook(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
-def bearer_token(header: str) -> str | None:
-    """The token of ``Authorization: Bearer <token>`` (the scheme in any case), or None."""
-    scheme, _, token = header.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return None
-    return token
-
-
-def upstream_system(request: web.Request) -> str | None:
-    """The name of the upstream system whose bearer token the request carries, or None."""
-    tokens = request.app[TOKENS]
-    if not tokens:
-        return "open" if request.app[SETTINGS].ingest_open else None
-    given = bearer_token(request.headers.get("Authorization", ""))
-    if given is None:
-        return None
-    raw = given.encode()
-    matches = [name for name, token in tokens.items() if hmac.compare_digest(raw, token.encode())]
-    return matches[0] if matches else None
-
-
-def bearer_refused() -> web.Response:
-    return web.json_response(
-        {"error": "missing or wrong bearer token"},
-        status=401,
-        headers={"WWW-Authenticate": "Bearer"},
-    )
+def warehouse_problem(principal: Principal, box: BoxClosed) -> tuple[int, Invalid] | BoxClosed:
+    """The box with its warehouse (filled in from a station of one warehouse), or why
+    the principal may not post it: 403 for a foreign warehouse, 400 when it must say."""
+    if box.warehouse_id:
+        if principal.in_warehouse(box.warehouse_id):
+            return box
+        problem = f"principal {principal.name} may not post boxes of this warehouse"
+        return 403, Invalid("forbidden", [{"field": "warehouse_id", "problem": problem}])
+    if principal.only_warehouse is not None:
+        return box.model_copy(update={"warehouse_id": principal.only_warehouse})
+    if principal.warehouses is None:
+        return box  # a principal of every warehouse: the order's warehouse is the box's
+    problem = "required: this principal posts boxes for several warehouses"
+    return 400, Invalid("invalid BoxClosed", [{"field": "warehouse_id", "problem": problem}])
 
 
 def ingest(
     model: type[Order] | type[BoxClosed], topic_of: Callable[[Topics], str]
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handler(request: web.Request) -> web.Response:
-        system = upstream_system(request)
-        if system is None:
-            return bearer_refused()
-        event: BaseModel | Invalid = validate(model, await request.read())
+        principal = request[PRINCIPAL]
+        event: BaseModel | Invalid = validate(model, await read_body(request))
         if isinstance(event, Invalid):
             request.app[METRICS].rejected.labels(request.path, event.error).inc()
             return error(400, event)
         assert isinstance(event, Order | BoxClosed)  # noqa: S101 (narrowing for mypy)
+        if isinstance(event, BoxClosed):
+            checked = warehouse_problem(principal, event)
+            if isinstance(checked, tuple):
+                status, invalid = checked
+                request.app[METRICS].rejected.labels(request.path, invalid.error).inc()
+                log.warning("box_refused", principal=principal.name, status=status)
+                return error(status, invalid)
+            event = checked
         topic = topic_of(Topics(request.app[SETTINGS]))
         try:
             await durable_send(request.app, [(topic, event.order_id, encode(event))])
@@ -246,7 +246,7 @@ def ingest(
             event_id=event.event_id,
             order_id=event.order_id,
             box_id=event.box_id if isinstance(event, BoxClosed) else None,
-            system=system,
+            principal=principal.name,
         )
         return web.json_response({"status": "accepted", "event_id": event.event_id}, status=202)
 
@@ -255,8 +255,6 @@ def ingest(
 
 async def void_label(request: web.Request) -> web.Response:
     """TikTok Shop labels cannot be voided through Shipium: a clear refusal, never a 5xx."""
-    if upstream_system(request) is None:
-        return bearer_refused()
     return web.json_response(
         {
             "error": "void_not_supported",
@@ -309,6 +307,17 @@ async def count_and_shape(
         return error(
             413, Invalid("body too large", [{"field": "(body)", "problem": f"over {limit} bytes"}])
         )
+    except TooSlow:
+        counter.labels(route, "408").inc()
+        deadline = request.app[SETTINGS].receiver_request_timeout_s
+        response = error(
+            408,
+            Invalid(
+                "request timeout", [{"field": "(body)", "problem": f"not whole in {deadline:g} s"}]
+            ),
+        )
+        response.force_close()
+        return response
     except web.HTTPException as exc:
         counter.labels(route, str(exc.status)).inc()
         raise
@@ -347,13 +356,6 @@ def tiktok_apps(settings: Settings) -> dict[str, str]:
     return {key: secret for key, secret in apps.items() if key and secret}
 
 
-def ingest_tokens(settings: Settings) -> dict[str, str]:
-    tokens = {name: token.get_secret_value() for name, token in settings.ingest_tokens.items()}
-    if settings.ingest_token is not None:
-        tokens["default"] = settings.ingest_token.get_secret_value()
-    return {name: token for name, token in tokens.items() if token}
-
-
 def create_app(settings: Settings) -> web.Application:
     apps = tiktok_apps(settings)
     if not apps:
@@ -362,19 +364,29 @@ def create_app(settings: Settings) -> web.Application:
             "PARCELFLOW_TIKTOK_WEBHOOK_APPS) must be set: the receiver verifies every "
             "webhook's signature"
         )
+    if settings.ingest_open and not auth.is_loopback(settings.receiver_host):
+        raise ValueError(
+            "PARCELFLOW_INGEST_OPEN lets anyone post orders and read labels: it is refused "
+            "unless PARCELFLOW_RECEIVER_HOST is a loopback address"
+        )
     app = web.Application(
-        client_max_size=settings.receiver_max_body_bytes, middlewares=[count_and_shape]
+        client_max_size=settings.receiver_max_body_bytes,
+        middlewares=[count_and_shape, auth.middleware],
     )
+    principals = Principals.from_settings(settings)
     app[SETTINGS] = settings
     app[APPS] = apps
-    app[TOKENS] = ingest_tokens(settings)
+    app[PRINCIPALS] = principals
+    app[auth.IDENTIFY] = lambda request: principals.from_header(
+        request.headers.get("Authorization")
+    )
     app[METRICS] = ReceiverMetrics()
     app[DEDUPE] = Dedupe(settings.receiver_dedupe_window_s, settings.receiver_dedupe_max_ids)
     app.cleanup_ctx.append(kafka_ctx)
-    app.router.add_post("/webhooks/tiktok", tiktok_webhook)
-    app.router.add_post("/v1/orders", ingest(Order, lambda n: n(ORDERS)))
-    app.router.add_post("/v1/boxes", ingest(BoxClosed, lambda n: n(BOXES)))
-    app.router.add_post("/v1/labels/{job_id}/void", void_label)
+    app.router.add_post("/webhooks/tiktok", tiktok_webhook)  # signed: no principal
+    protect(app, app.router.add_post("/v1/orders", ingest(Order, lambda n: n(ORDERS))), "orders")
+    protect(app, app.router.add_post("/v1/boxes", ingest(BoxClosed, lambda n: n(BOXES))), "boxes")
+    protect(app, app.router.add_post("/v1/labels/{job_id}/void", void_label), "operator")
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)

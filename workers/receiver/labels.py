@@ -2,38 +2,32 @@
 
 - ``GET /v1/labels/{job_id}``: the label record (parcels, tracking ids, formats);
 - ``GET /v1/labels/{job_id}/{box_id}?format=pdf|png|zpl``: one parcel's document;
-- ``GET /v1/boxes/{box_id}/label?format=...``: the same, by box id alone.
+- ``GET /v1/boxes/{box_id}/label?format=...&warehouse=...&order_id=...``: the same, by
+  box id: the box is (warehouse, box id); ``warehouse`` may be left out by a principal of
+  one warehouse; ``order_id`` is needed only after two orders used the box id (409).
 
-Behind the ingest bearer tokens. Everything is read from the label store the labeler
-writes (workers/labeler/store.py): by digest names, so no id reaches a path or a key.
+Every route needs the ``labels`` role. A label of a warehouse the principal may not read
+answers 404, as a label that does not exist: ids cannot be probed. Everything is read
+from the label store the labeler writes, by digest names: no id reaches a path or a key.
 Without ``format``, the first of ``PARCELFLOW_LABEL_FORMATS``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import orjson
 from aiohttp import web
 
 from schemas.codec import decode
-from schemas.label import LabelResult
-from workers.labeler.documents import document_name
-from workers.labeler.store import (
-    CONTENT_TYPES,
-    LabelStore,
-    box_name,
-    manifest_name,
-    open_store,
-)
-from workers.settings import Settings
-
-STORE = web.AppKey("label_store", LabelStore)
+from schemas.label import LabelResult, ParcelLabel
+from workers.auth import PRINCIPAL, protect
+from workers.labels import claims
+from workers.labels.store import CONTENT_TYPES, document_name, manifest_name, open_store
+from workers.receiver.keys import SETTINGS, STORE
 
 
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:
-    from workers.receiver.app import SETTINGS
-
     app[STORE] = open_store(app[SETTINGS])
     yield
     await app[STORE].close()
@@ -43,35 +37,36 @@ def not_found(what: str) -> web.Response:
     return web.json_response({"error": "not_found", "detail": what}, status=404)
 
 
-async def record(store: LabelStore, job_id: str) -> LabelResult | None:
-    raw = await store.get(manifest_name(job_id))
-    if raw is None:
+def bad_request(field: str, problem: str) -> web.Response:
+    body = {"error": "invalid_query", "fields": [{"field": field, "problem": problem}]}
+    return web.json_response(body | {"detail": f"{field}: {problem}"}, status=400)
+
+
+async def readable_label(request: web.Request, job_id: str) -> LabelResult | None:
+    """The job's label if the principal may read at least one of its parcels."""
+    raw = await request.app[STORE].get(manifest_name(job_id))
+    label = decode(LabelResult, raw) if raw is not None else None
+    if not isinstance(label, LabelResult):
         return None
-    label = decode(LabelResult, raw)
-    return label if isinstance(label, LabelResult) else None
+    principal = request[PRINCIPAL]
+    if not any(principal.in_warehouse(p.warehouse_id) for p in label.parcels):
+        return None
+    return label
 
 
-Handler = Callable[[web.Request], Awaitable[web.Response]]
+def readable_parcel(request: web.Request, label: LabelResult, box_id: str) -> ParcelLabel | None:
+    principal = request[PRINCIPAL]
+    return next(
+        (p for p in label.parcels if p.box_id == box_id and principal.in_warehouse(p.warehouse_id)),
+        None,
+    )
 
 
-def behind_ingest_token(handler: Handler) -> Handler:
-    """Answer 401 unless the request carries one of the ingest bearer tokens."""
-
-    async def guarded(request: web.Request) -> web.Response:
-        from workers.receiver.app import bearer_refused, upstream_system
-
-        if upstream_system(request) is None:
-            return bearer_refused()
-        return await handler(request)
-
-    return guarded
-
-
-@behind_ingest_token
 async def label_record(request: web.Request) -> web.Response:
-    label = await record(request.app[STORE], request.match_info["job_id"])
+    label = await readable_label(request, request.match_info["job_id"])
     if label is None:
         return not_found("no label for this job (yet)")
+    principal = request[PRINCIPAL]
     body = {
         "job_id": label.job_id,
         "order_id": label.order_id,
@@ -82,29 +77,24 @@ async def label_record(request: web.Request) -> web.Response:
         "parcels": [
             {
                 "box_id": p.box_id,
+                "warehouse_id": p.warehouse_id,
                 "tracking_id": p.tracking_id,
                 "formats": [d.format for d in p.documents],
             }
             for p in label.parcels
+            if principal.in_warehouse(p.warehouse_id)
         ],
     }
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
-async def document(request: web.Request, job_id: str, box_id: str) -> web.Response:
-    from workers.receiver.app import SETTINGS
-
-    settings: Settings = request.app[SETTINGS]
-    fmt = request.query.get("format", settings.label_formats[0])
+async def document(request: web.Request, label: LabelResult, box_id: str) -> web.Response:
+    fmt = request.query.get("format", request.app[SETTINGS].label_formats[0])
     if fmt not in CONTENT_TYPES:
-        return web.json_response(
-            {
-                "error": "invalid_format",
-                "fields": [{"field": "format", "problem": "one of pdf, png, zpl"}],
-            },
-            status=400,
-        )
-    data = await request.app[STORE].get(document_name(job_id, box_id, fmt))
+        return bad_request("format", "one of pdf, png, zpl")
+    if readable_parcel(request, label, box_id) is None:
+        return not_found("no label for this box (yet)")
+    data = await request.app[STORE].get(document_name(label.job_id, box_id, fmt))
     if data is None:
         return not_found(f"no {fmt} label for this box (formats stored: PARCELFLOW_LABEL_FORMATS)")
     return web.Response(
@@ -114,23 +104,44 @@ async def document(request: web.Request, job_id: str, box_id: str) -> web.Respon
     )
 
 
-@behind_ingest_token
 async def parcel_document(request: web.Request) -> web.Response:
-    return await document(request, request.match_info["job_id"], request.match_info["box_id"])
-
-
-@behind_ingest_token
-async def box_document(request: web.Request) -> web.Response:
-    box_id = request.match_info["box_id"]
-    raw = await request.app[STORE].get(box_name(box_id))
-    if raw is None:
+    label = await readable_label(request, request.match_info["job_id"])
+    if label is None:
         return not_found("no label for this box (yet)")
-    job_id = str(orjson.loads(raw)["job_id"])
-    return await document(request, job_id, box_id)
+    return await document(request, label, request.match_info["box_id"])
+
+
+async def box_document(request: web.Request) -> web.Response:
+    principal = request[PRINCIPAL]
+    warehouse = request.query.get("warehouse", principal.only_warehouse)
+    if warehouse is None:
+        return bad_request("warehouse", "required: this principal reads several warehouses")
+    if not principal.in_warehouse(warehouse):
+        return not_found("no label for this box (yet)")  # as if it did not exist
+    box_id = request.match_info["box_id"]
+    found = await claims.resolve(
+        request.app[STORE], warehouse, box_id, request.query.get("order_id")
+    )
+    if isinstance(found, claims.Ambiguous):
+        return web.json_response(
+            {
+                "error": "box_id_ambiguous",
+                "orders": found.orders,
+                "detail": "more than one order used this box id in this warehouse: ask "
+                "again with ?order_id=",
+            },
+            status=409,
+        )
+    if found is None:
+        return not_found("no label for this box (yet)")
+    return await document(request, found.label, box_id)
 
 
 def add_routes(app: web.Application) -> None:
     app.cleanup_ctx.append(store_ctx)
-    app.router.add_get("/v1/labels/{job_id}", label_record)
-    app.router.add_get("/v1/labels/{job_id}/{box_id}", parcel_document)
-    app.router.add_get("/v1/boxes/{box_id}/label", box_document)
+    for path, handler in (
+        ("/v1/labels/{job_id}", label_record),
+        ("/v1/labels/{job_id}/{box_id}", parcel_document),
+        ("/v1/boxes/{box_id}/label", box_document),
+    ):
+        protect(app, app.router.add_get(path, handler), "labels")

@@ -68,7 +68,7 @@ def parse_order(raw: dict[str, Any], shop_id: str, event_id: str, cause: str = "
         source="tiktok",
         cause=cause,
         shipping_type=shipping_type(raw.get("shipping_type")),
-        warehouse_id=str(raw.get("warehouse_id") or "")[:256],
+        warehouse_id=str(raw.get("warehouse_id") or "")[:128],
     )
 
 

@@ -1,23 +1,26 @@
 """Where label documents live: a local folder, or any S3-compatible object store.
 
-``PARCELFLOW_LABEL_STORE`` is ``folder`` (``PARCELFLOW_LABEL_DIR``, the devstack's) or
-``s3://bucket[/prefix]`` (AWS S3, MinIO, GCS's S3 API: ``PARCELFLOW_LABEL_S3_ENDPOINT``;
-credentials the AWS way: environment, profile or instance role). Every name is a digest
-(workers/labeler/documents.py), never a raw id:
+The labeler writes it; the receiver's label API reads it. ``PARCELFLOW_LABEL_STORE`` is
+``folder`` (``PARCELFLOW_LABEL_DIR``, the devstack's) or ``s3://bucket[/prefix]`` (AWS S3,
+MinIO, GCS's S3 API: ``PARCELFLOW_LABEL_S3_ENDPOINT``; credentials the AWS way:
+environment, profile or instance role). Every name is a digest, never a raw id:
 
 - ``<2 hex>/<sha256(job, box)>.<pdf|png|zpl>``: one parcel's label in one format;
 - ``jobs/<sha256(job)>.json``: the job's label record (what labels.v1 carries);
-- ``boxes/<sha256(box)>.json``: which job a box's label belongs to (for a station that
-  knows only its box id).
+- ``boxes/<sha256(warehouse, box)>.json``: the box's claim, which order and job hold the
+  box id in its warehouse (``workers/labels/claims.py``).
 
 Objects get their content type, optional server-side encryption and no public access
-(no ACL is ever set: the bucket's own policy applies).
+(no ACL is ever set: the bucket's own policy applies). Files are 0600 in 0700 folders:
+labels carry recipients' addresses. Claims are written only if absent or unchanged since
+read (``put_if``): S3's conditional writes, a lock file in the folder store.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -26,12 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from workers.labeler.documents import DIR_MODE, document_name
 from workers.settings import Settings
 
 # Every name this module or documents.py makes, and nothing else: no id reaches a path.
 NAME = re.compile(r"(?:[0-9a-f]{2}|jobs|boxes)/[0-9a-f]{64}\.(?:pdf|png|zpl|bin|json)")
 CONTENT_TYPES = {"pdf": "application/pdf", "png": "image/png", "zpl": "application/x-zpl"}
+FORMATS = frozenset(CONTENT_TYPES)
+DIR_MODE = 0o700
 
 
 def digest(*parts: str) -> str:
@@ -39,12 +43,25 @@ def digest(*parts: str) -> str:
     return hashlib.sha256(framed.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def document_name(job_id: str, box_id: str, fmt: str) -> str:
+    """One parcel's label in one format: two parcels never share a name, and every name
+    has the same short length."""
+    framed = f"{len(job_id)}:{job_id}{len(box_id)}:{box_id}"
+    name = hashlib.sha256(framed.encode("utf-8", "surrogatepass")).hexdigest()
+    suffix = fmt.lower() if fmt.lower() in FORMATS else "bin"
+    return f"{name[:2]}/{name}.{suffix}"
+
+
 def manifest_name(job_id: str) -> str:
     return f"jobs/{digest('job', job_id)}.json"
 
 
-def box_name(box_id: str) -> str:
-    return f"boxes/{digest('box', box_id)}.json"
+def claim_name(warehouse_id: str, box_id: str) -> str:
+    return f"boxes/{digest('box', warehouse_id, box_id)}.json"
+
+
+def tag_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -58,6 +75,15 @@ class LabelStore(Protocol):
     async def put(self, name: str, data: bytes, content_type: str) -> Stored: ...
 
     async def get(self, name: str) -> bytes | None: ...
+
+    async def get_tagged(self, name: str) -> tuple[bytes, str] | None:
+        """The object and a tag that changes whenever it does (for ``put_if``)."""
+        ...
+
+    async def put_if(self, name: str, data: bytes, tag: str | None) -> bool:
+        """Write ``name`` only if it is absent (``tag`` None) or still has ``tag``; False
+        when another writer came first."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -102,11 +128,30 @@ class FolderStore:
         except FileNotFoundError:
             return None
 
+    def _put_if(self, name: str, data: bytes, tag: str | None) -> bool:
+        path = self.path(name)
+        self.folder(path.parent)
+        # one lock for every conditional write of this folder (replicas on one host)
+        with open(self.root / ".claims.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            current = self._get(name)
+            if (None if current is None else tag_of(current)) != tag:
+                return False
+            self._put(name, data)
+            return True
+
     async def put(self, name: str, data: bytes, content_type: str) -> Stored:
         return await asyncio.to_thread(self._put, name, data)
 
     async def get(self, name: str) -> bytes | None:
         return await asyncio.to_thread(self._get, name)
+
+    async def get_tagged(self, name: str) -> tuple[bytes, str] | None:
+        data = await self.get(name)
+        return None if data is None else (data, tag_of(data))
+
+    async def put_if(self, name: str, data: bytes, tag: str | None) -> bool:
+        return await asyncio.to_thread(self._put_if, name, data, tag)
 
     async def close(self) -> None:
         return None
@@ -137,20 +182,27 @@ class S3Store:
             self._client = await self._context.__aenter__()
         return self._client
 
-    async def put(self, name: str, data: bytes, content_type: str) -> Stored:
-        client = await self.client()
+    def encryption(self) -> dict[str, str]:
         extra: dict[str, str] = {}
         if self.settings.label_s3_sse:
             extra["ServerSideEncryption"] = self.settings.label_s3_sse
         if self.settings.label_s3_kms_key_id:
             extra["SSEKMSKeyId"] = self.settings.label_s3_kms_key_id
+        return extra
+
+    async def put(self, name: str, data: bytes, content_type: str) -> Stored:
+        client = await self.client()
         key = self.key(name)
         await client.put_object(
-            Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, **extra
+            Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, **self.encryption()
         )
         return Stored(f"s3://{self.bucket}/{key}", hashlib.sha256(data).hexdigest(), len(data))
 
     async def get(self, name: str) -> bytes | None:
+        found = await self.get_tagged(name)
+        return None if found is None else found[0]
+
+    async def get_tagged(self, name: str) -> tuple[bytes, str] | None:
         client = await self.client()
         try:
             answer = await client.get_object(Bucket=self.bucket, Key=self.key(name))
@@ -158,7 +210,28 @@ class S3Store:
             return None
         async with answer["Body"] as body:
             data: bytes = await body.read()
-        return data
+        return data, str(answer["ETag"])
+
+    async def put_if(self, name: str, data: bytes, tag: str | None) -> bool:
+        """S3's conditional writes: If-None-Match: * to create, If-Match: <ETag> to
+        replace; 412 (or 409 for a race between two) means another writer came first."""
+        client = await self.client()
+        condition = {"IfNoneMatch": "*"} if tag is None else {"IfMatch": tag}
+        try:
+            await client.put_object(
+                Bucket=self.bucket,
+                Key=self.key(name),
+                Body=data,
+                ContentType="application/json",
+                **condition,
+                **self.encryption(),
+            )
+        except client.exceptions.ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status in (409, 412):
+                return False
+            raise
+        return True
 
     async def close(self) -> None:
         if self._context is not None:

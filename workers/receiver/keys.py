@@ -1,0 +1,22 @@
+"""The receiver app's state, as typed keys: one place, so its route modules share it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+
+from workers.auth import Principals
+from workers.labels.store import LabelStore
+from workers.receiver.dedupe import Dedupe
+from workers.receiver.metrics import ReceiverMetrics
+from workers.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+PRODUCER = web.AppKey("producer", AIOKafkaProducer)
+METRICS = web.AppKey("metrics", ReceiverMetrics)
+DEDUPE = web.AppKey("dedupe", Dedupe)
+APPS = web.AppKey("tiktok_apps", Mapping[str, str])  # app_key -> app_secret
+PRINCIPALS = web.AppKey("principals", Principals)
+STORE = web.AppKey("label_store", LabelStore)
