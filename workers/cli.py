@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel, SecretStr
 
 from workers.settings import Settings
+from workers.terminal import safe
 
 
 def worker(name: str) -> Any:
@@ -251,7 +252,8 @@ def failures_command(settings: Settings, args: argparse.Namespace) -> int:
         found = asyncio.run(operations.failures(settings))
         print("job_id\torder_id\treason\tattempts\tmessage")
         for f in found:
-            print(f"{f.job_id}\t{f.order_id}\t{f.error_code}\t{f.attempts}\t{f.message}")
+            fields = (f.job_id, f.order_id, f.error_code, str(f.attempts), f.message)
+            print("\t".join(safe(field) for field in fields))
         if not found:
             print("no failures")
         return 0
@@ -262,11 +264,57 @@ def failures_command(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     replayed = asyncio.run(operations.replay(settings, None if args.all else set(args.job_id)))
     for f in replayed:
-        print(f"replayed {f.job_id} (order {f.order_id}, failed with {f.error_code})")
+        print(safe(f"replayed {f.job_id} (order {f.order_id}, failed with {f.error_code})"))
     missing = set(args.job_id or []) - {f.job_id for f in replayed}
     for job_id in sorted(missing):
-        print(f"not replayed {job_id}: no replayable failure with that job id", file=sys.stderr)
+        print(
+            f"not replayed {safe(job_id)}: no replayable failure with that job id", file=sys.stderr
+        )
     return 1 if missing else 0
+
+
+def principals_command(settings: Settings, args: argparse.Namespace) -> int:
+    """List principals (never their tokens), or make a token and the entry that holds
+    only its SHA-256, for PARCELFLOW_PRINCIPALS or the principals file."""
+    import hashlib
+    import secrets
+
+    from workers.auth import Principals
+
+    if args.action == "list":
+        found = Principals.from_settings(settings).entries
+        for _, p in sorted(found, key=lambda e: e[1].name):
+            where = "*" if p.warehouses is None else ",".join(sorted(p.warehouses))
+            print(f"{p.name}\troles={','.join(sorted(p.roles))}\twarehouses={where}")
+        if not found:
+            print("no principals: set PARCELFLOW_PRINCIPALS or PARCELFLOW_PRINCIPALS_FILE")
+        return 0
+    if not args.name or not args.role:
+        print("principals token needs --name and at least one --role", file=sys.stderr)
+        return 2
+    token = secrets.token_urlsafe(32)
+    entry: dict[str, object] = {
+        "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
+        "roles": sorted(set(args.role)),
+    }
+    if args.warehouse:
+        entry["warehouses"] = sorted(set(args.warehouse))
+    from pydantic import ValidationError
+
+    from workers.auth import problems
+    from workers.settings import PRINCIPAL_NAME, PrincipalSpec
+
+    if not PRINCIPAL_NAME.fullmatch(args.name):
+        print("principals token: --name is 1 to 64 of A-Z a-z 0-9 . _ @ -", file=sys.stderr)
+        return 2
+    try:
+        PrincipalSpec.model_validate(entry)
+    except ValidationError as exc:
+        print(f"principals token: {problems(exc)}", file=sys.stderr)
+        return 2
+    print(f"token (give it to the caller; it is not stored anywhere): {token}", file=sys.stderr)
+    print(json.dumps({args.name: entry}))
+    return 0
 
 
 def void_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -436,17 +484,46 @@ def parser() -> argparse.ArgumentParser:
         help="the topics parcelflow needs: plan (compare with the cluster), apply (create "
         "and alter what may be), check (exit 1 on what a worker would refuse)",
     )
-    topics.add_argument("action", choices=["plan", "apply", "check", "tail"])
+    topics.add_argument("action", choices=["plan", "apply", "check", "tail", "acls"])
     topics.add_argument("topic", nargs="?", help="tail: the topic, e.g. labels.v1")
     topics.add_argument("--follow", action="store_true", help="tail: keep printing new records")
     topics.add_argument("--key", help="tail: only records with this key (an order id)")
+    topics.add_argument(
+        "--format",
+        choices=["commands", "table"],
+        default="commands",
+        help="acls: kafka-acls.sh commands (default) or a Markdown table",
+    )
     topics.set_defaults(func=topics_command)
+
+    principals = sub.add_parser(
+        "principals",
+        help="callers of the HTTP API: list them, or make a new one's token",
+    )
+    principals.add_argument("action", choices=["list", "token"])
+    principals.add_argument("--name", help="token: the new principal's name, e.g. station-a1")
+    principals.add_argument(
+        "--role",
+        action="append",
+        choices=["orders", "boxes", "labels", "operator"],
+        help="token: a role (repeatable)",
+    )
+    principals.add_argument(
+        "--warehouse", action="append", help="token: a warehouse it acts in (repeatable; *: all)"
+    )
+    principals.set_defaults(func=principals_command)
 
     labels = sub.add_parser("labels", help="get a label (record or document); prune old ones")
     labels.add_argument("action", choices=["get", "prune"])
     labels.add_argument("job_id", nargs="?", help="get: the label job's id")
     labels.add_argument("--box", help="get: the box whose document to fetch")
     labels.add_argument("--format", choices=["pdf", "png", "zpl"], help="get: the format")
+    labels.add_argument(
+        "--warehouse", help="get --box: the box's warehouse (a station of one may leave it out)"
+    )
+    labels.add_argument(
+        "--order-id", help="get --box: the box's order, once two orders used its box id"
+    )
     labels.add_argument("-o", "--output", help="get: write the document to this file")
     labels.add_argument(
         "--url", help="get: the receiver (http://127.0.0.1:PARCELFLOW_RECEIVER_PORT)"
@@ -526,6 +603,15 @@ def send_command(settings: Settings, args: argparse.Namespace) -> int:
 def topics_command(settings: Settings, args: argparse.Namespace) -> int:
     from workers.topics import apply, current, render
 
+    if args.action == "acls":
+        from workers import acls
+
+        found = acls.acls(settings)
+        if args.format == "table":
+            print(acls.as_table(found))
+        else:
+            print(acls.as_commands(found, settings.kafka_bootstrap))
+        return 0
     if args.action == "tail":
         from workers.devstack.client import tail
 
@@ -548,7 +634,41 @@ def topics_command(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-CLIENTS = {"failures", "tokens", "topics", "send", "labels", "config", "void"}  # commands of a user
+CLIENTS = {
+    "failures",
+    "tokens",
+    "topics",
+    "send",
+    "labels",
+    "config",
+    "void",
+    "principals",
+}  # commands of a user
+
+
+def load_settings() -> Settings:
+    """The settings, or exit 2 with one line per problem: the setting and what is wrong,
+    never the value (it may be a secret)."""
+    import re
+
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    try:
+        return Settings()
+    except SettingsError as exc:  # a value that is not the JSON its setting takes
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"PARCELFLOW_{field.group(1).upper()}" if field else "a setting"
+        print(f"parcelflow: {name}: not valid JSON for this setting", file=sys.stderr)
+        sys.exit(2)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False, include_input=False):
+            where = err["loc"][0] if err["loc"] else ""
+            name = f"PARCELFLOW_{str(where).upper()}" if where else "settings"
+            rest = ".".join(str(p) for p in err["loc"][1:])
+            message = err["msg"].removeprefix("Value error, ")
+            print(f"parcelflow: {name}{'.' + rest if rest else ''}: {message}", file=sys.stderr)
+        sys.exit(2)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -562,7 +682,7 @@ def main(argv: list[str] | None = None) -> None:
         used = use_running_devstack()
         if used is not None and args.command != "config":
             print(f"parcelflow: using the running devstack ({used})", file=sys.stderr)
-    settings = Settings()
+    settings = load_settings()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     if args.command not in CLIENTS:
         sys.exit(args.func(settings, args))

@@ -26,6 +26,7 @@ from workers.devstack.demo_data import order_with
 from workers.kafka import Topics
 from workers.kafka_auth import client_options
 from workers.settings import Settings
+from workers.terminal import safe
 from workers.tiktok.signing import webhook_signature
 
 
@@ -139,7 +140,7 @@ async def follow(settings: Settings, topic: str, key: str | None, forever: bool)
             for messages in batches.values():
                 for m in messages:
                     if wanted is None or m.key == wanted:
-                        print(line(m), flush=True)
+                        print(safe(line(m)), flush=True)
             if not forever and all(await positions(consumer, tps, ends)):
                 return 0
     finally:
@@ -182,14 +183,18 @@ def labels_get(settings: Settings, args: argparse.Namespace) -> int:
     if args.job_id and args.box:
         path = f"/v1/labels/{quote(args.job_id)}/{quote(args.box)}"
     elif args.box:
+        query = {"warehouse": args.warehouse, "order_id": args.order_id}
         path = f"/v1/boxes/{quote(args.box)}/label"
+        given = {k: v for k, v in query.items() if v}
+        if given:
+            path += "?" + urllib.parse.urlencode(given)
     elif args.job_id:
         path = f"/v1/labels/{quote(args.job_id)}"
     else:
         print("labels get needs a JOB_ID, a --box BOX_ID, or both", file=sys.stderr)
         return 2
     if args.format and args.box:
-        path += f"?format={quote(args.format)}"
+        path += ("&" if "?" in path else "?") + f"format={quote(args.format)}"
     token = settings.api_token.get_secret_value() if settings.api_token else ""
     headers = {"Authorization": f"Bearer {token}"}
     request = urllib.request.Request(base + path, headers=headers)  # noqa: S310 (http only)
@@ -197,7 +202,8 @@ def labels_get(settings: Settings, args: argparse.Namespace) -> int:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our API)
             data = response.read()
     except urllib.error.HTTPError as exc:
-        print(f"GET {path} -> {exc.code} {exc.read().decode(errors='replace')}", file=sys.stderr)
+        answer = exc.read().decode(errors="replace")
+        print(safe(f"GET {path} -> {exc.code} {answer}"), file=sys.stderr)
         return 1
     if args.output:
         Path(args.output).write_bytes(data)
@@ -207,7 +213,8 @@ def labels_get(settings: Settings, args: argparse.Namespace) -> int:
     elif args.box:
         sys.stdout.buffer.write(data)
     else:
-        print(orjson.dumps(orjson.loads(data), option=orjson.OPT_INDENT_2).decode())
+        text = orjson.dumps(orjson.loads(data), option=orjson.OPT_INDENT_2).decode()
+        print("\n".join(safe(row) for row in text.splitlines()))
     return 0
 
 

@@ -11,6 +11,7 @@ variables the user exported win.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -53,8 +54,21 @@ def write(text: str, *paths: Path) -> None:
         path.write_text(text)  # 0600: the process umask is 077
 
 
+def trusted(path: Path) -> bool:
+    """Whether ``path`` is a file this user owns and no one else may write: another user's
+    file could point the commands at a broker or receiver of theirs."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o022
+
+
 def running(path: Path = LATEST) -> dict[str, str] | None:
-    """The variables of the devstack that wrote ``path``, if its process still runs."""
+    """The variables of the devstack that wrote ``path``, if its process still runs: only
+    the ``PARCELFLOW_`` names a client needs (SHARED), only from a trusted file."""
+    if not trusted(path):
+        return None
     try:
         text = path.read_text()
     except OSError:
@@ -66,7 +80,8 @@ def running(path: Path = LATEST) -> dict[str, str] | None:
             pid = int(line.split()[2].rstrip(";"))
         elif "=" in line and not line.startswith("#"):
             key, _, value = line.partition("=")
-            values[key] = value
+            if key.removeprefix("PARCELFLOW_") in SHARED and key.startswith("PARCELFLOW_"):
+                values[key] = value
     if pid <= 0 or not alive(pid):
         return None
     return values

@@ -17,6 +17,8 @@ compare-and-set writes against the label store.
 
 from __future__ import annotations
 
+import asyncio
+import random
 from dataclasses import dataclass
 from enum import Enum
 
@@ -28,7 +30,7 @@ from schemas.label import LabelResult
 from workers.labels.store import LabelStore, claim_name, manifest_name
 
 MAX_CONTESTED = 16  # orders remembered as refused per claim
-WRITE_ATTEMPTS = 5  # compare-and-set rounds before a claim is given up as contended
+WRITE_ATTEMPTS = 10  # compare-and-set rounds before a claim is given up as contended
 
 
 class Claim(Model):
@@ -79,7 +81,9 @@ async def claim(store: LabelStore, wanted: Claim, reuse_after_ms: int) -> Claim 
     """Claim the box for ``wanted``'s order: None when it holds the box now, else the
     claim of the order that holds it."""
     name = claim_name(wanted.warehouse_id, wanted.box_id)
-    for _ in range(WRITE_ATTEMPTS):
+    for attempt in range(WRITE_ATTEMPTS):
+        if attempt:  # another writer came first: read again after a short, jittered wait
+            await asyncio.sleep(random.uniform(0, 0.01 * attempt))  # noqa: S311 (jitter)
         found = await store.get_tagged(name)
         held = parse(found[0]) if found is not None else None
         verdict, write = decide(held, wanted, reuse_after_ms)

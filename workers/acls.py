@@ -1,0 +1,134 @@
+"""What each worker may do on the Kafka cluster: the ACLs of its own principal.
+
+In production every worker connects as its own principal (a client certificate's
+subject with mTLS, or a SCRAM user with SASL_SSL), so a platform team can grant each
+exactly what it needs and nothing more. ``parcelflow topics acls`` prints them from the
+topic registry, as ``kafka-acls.sh`` commands or as a table. Pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.topics import (
+    ALERTS,
+    BOXES,
+    BOXES_REJECTED,
+    LABEL_ATTEMPTS,
+    LABEL_FAILURES,
+    LABEL_JOBS,
+    LABEL_JOBS_REJECTED,
+    LABELS,
+    ORDERS,
+    ORDERS_REJECTED,
+    PLANS,
+    WEBHOOKS,
+    WEBHOOKS_PARKED,
+    WEBHOOKS_REJECTED,
+    TopicSpec,
+)
+from workers.kafka import Topics
+from workers.settings import Settings
+from workers.topics import changelog_topic, wanted
+
+
+@dataclass(frozen=True)
+class Access:
+    """What one worker reads, writes and which consumer groups it uses."""
+
+    reads: tuple[TopicSpec, ...] = ()
+    writes: tuple[TopicSpec, ...] = ()
+    groups: tuple[str, ...] = ()  # base names (the namespace is added)
+    changelog: bool = False  # the planner's table changelog: read and written
+    group_offsets: bool = False  # reads every parcelflow group's committed offsets
+
+
+WORKERS: dict[str, Access] = {
+    "receiver": Access(writes=(WEBHOOKS, WEBHOOKS_REJECTED, ORDERS, BOXES, ALERTS)),
+    "enricher": Access(
+        reads=(WEBHOOKS, WEBHOOKS_PARKED),
+        writes=(ORDERS, WEBHOOKS_PARKED, WEBHOOKS_REJECTED, ALERTS),
+        groups=("parcelflow-enricher", "parcelflow-enricher-parked"),
+    ),
+    "planner": Access(
+        reads=(ORDERS, BOXES),
+        writes=(PLANS, LABEL_JOBS, ORDERS_REJECTED, BOXES_REJECTED),
+        changelog=True,
+    ),
+    "labeler": Access(
+        # the ledger reads its own records back: a redelivered job is never labeled twice
+        reads=(LABEL_JOBS, LABELS, LABEL_ATTEMPTS, LABEL_FAILURES),
+        writes=(LABELS, LABEL_FAILURES, LABEL_ATTEMPTS, LABEL_JOBS_REJECTED, ALERTS),
+        groups=("parcelflow-labeler",),
+    ),
+    "auditor": Access(
+        reads=(ORDERS, BOXES, PLANS, LABEL_JOBS, LABELS, LABEL_FAILURES),
+        writes=(ORDERS, BOXES, BOXES_REJECTED, ALERTS),
+    ),
+    "dashboard": Access(
+        reads=(ORDERS, BOXES, PLANS, LABEL_JOBS, LABELS, LABEL_FAILURES, ALERTS, WEBHOOKS_PARKED),
+        writes=(LABEL_JOBS,),  # replay of failed jobs
+        group_offsets=True,
+    ),
+}
+
+
+@dataclass(frozen=True, order=True)
+class Acl:
+    principal: str
+    resource: str  # topic, group or cluster
+    name: str
+    operation: str
+
+
+def principal_of(worker: str) -> str:
+    return f"User:parcelflow-{worker}"
+
+
+def acls(settings: Settings) -> list[Acl]:
+    """Every ACL, per worker principal, plus the topics job's."""
+    names = Topics(settings)
+    every_topic = [w.name for w in wanted(settings)]
+    rows: set[Acl] = set()
+    for worker, access in WORKERS.items():
+        who = principal_of(worker)
+        # every worker checks every topic at start (partitions, co-partitioning, configs)
+        for topic in every_topic:
+            rows |= {Acl(who, "topic", topic, op) for op in ("Describe", "DescribeConfigs")}
+        reads = {names(t) for t in access.reads}
+        writes = {names(t) for t in access.writes}
+        if access.changelog:
+            reads.add(changelog_topic(settings))
+            writes.add(changelog_topic(settings))
+        rows |= {Acl(who, "topic", t, "Read") for t in reads}
+        rows |= {Acl(who, "topic", t, "Write") for t in writes}
+        groups = [names.group(g) for g in access.groups]
+        if worker == "planner":
+            groups.append(names.group(settings.planner_app_id))
+        rows |= {Acl(who, "group", g, "Read") for g in groups}
+        if access.group_offsets:
+            for other in WORKERS.values():
+                rows |= {Acl(who, "group", names.group(g), "Describe") for g in other.groups}
+            rows.add(Acl(who, "group", names.group(settings.planner_app_id), "Describe"))
+    topics_job = principal_of("topics")
+    for topic in every_topic:
+        for op in ("Create", "Describe", "DescribeConfigs", "AlterConfigs"):
+            rows.add(Acl(topics_job, "topic", topic, op))
+    return sorted(rows)
+
+
+def as_commands(rows: list[Acl], bootstrap: str) -> str:
+    """``kafka-acls.sh`` commands, one per ACL."""
+    kinds = {"topic": "--topic", "group": "--group"}
+    return "\n".join(
+        f"kafka-acls.sh --bootstrap-server {bootstrap} --command-config admin.properties "
+        f"--add --allow-principal {a.principal} --operation {a.operation} "
+        f"{kinds[a.resource]} {a.name}"
+        for a in rows
+    )
+
+
+def as_table(rows: list[Acl]) -> str:
+    lines = ["| principal | resource | name | operation |", "|---|---|---|---|"]
+    lines += [f"| {a.principal} | {a.resource} | `{a.name}` | {a.operation} |" for a in rows]
+    return "\n".join(lines)
