@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +61,24 @@ def post(url: str, body: object) -> None:
         pass
 
 
+def status_of(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> int:
+    data = b'{"all": true}' if method == "POST" else None
+    request = urllib.request.Request(  # noqa: S310 (local dashboard)
+        url,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+OPERATOR_TOKEN = "operator-token-for-the-browser-test"
+
+
 QUERY_TEXT = "const e = document.querySelector(arguments[0]); return e ? e.innerText : '';"
 QUERY_COUNT = "return document.querySelectorAll(arguments[0]).length;"
 QUERY_BARS = "return [...document.querySelectorAll(arguments[0])].map((b) => +b.dataset.count);"
@@ -83,24 +102,43 @@ def test_the_dashboard_shows_the_topics_live_and_replays_a_failure(
 
     driver = browser
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    # the page redraws its elements on every pushed event, so each read is one script
+    # (find and read at once): an element found in one call may be gone by the next
+    def text(selector: str) -> str:
+        return str(driver.execute_script(QUERY_TEXT, selector))  # type: ignore[attr-defined]
+
+    def count(selector: str) -> int:
+        return int(driver.execute_script(QUERY_COUNT, selector))  # type: ignore[attr-defined]
+
     orders = make_demo(30, seed=21, run_id=431, now_s=int(time.time()))
     failing = make_demo(1, seed=22, run_id=432, now_s=int(time.time()))
-    stack = Stack(tmp_path, {"SIM_LABEL_LATENCY_MEDIAN_S": "0.3"})
+    overrides = {
+        "SIM_LABEL_LATENCY_MEDIAN_S": "0.3",
+        "DASHBOARD_AUTH": "login",  # as in production: operators log in
+        "DASHBOARD_COOKIE_SECURE": "false",  # plain HTTP on 127.0.0.1
+    }
+    operator = {"token": OPERATOR_TOKEN, "roles": ["operator"]}
+    stack = Stack(tmp_path, overrides, principals={"ops": operator})
     with stack.running(say=False):
         settings, token = stack.settings, stack.token
-        driver.get(stack.dashboard_url)  # type: ignore[attr-defined]
+        base = stack.dashboard_url
+        # without login: 401 on the page, the API and replay; with a non-operator too
+        for path, method in (("", "GET"), ("api/snapshot", "GET"), ("api/events", "GET")):
+            assert status_of(base + path, method) == 401, path
+        assert status_of(base + "api/failures/replay", "POST") == 401
+        assert status_of(base + "api/snapshot", headers={"Authorization": "Bearer nope"}) == 401
+        # the page offers the login form; the operator's token opens it
+        driver.get(base)  # type: ignore[attr-defined]
+        driver.find_element(By.ID, "token").send_keys(OPERATOR_TOKEN)  # type: ignore[attr-defined]
+        driver.find_element(By.ID, "sign-in").click()  # type: ignore[attr-defined]
+        wait_for(lambda: text("#status") in ("live", "connecting…"), "the page after login")
+        cookie = driver.get_cookie("parcelflow_session")  # type: ignore[attr-defined]
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         asyncio.run(send(orders, settings, stack.receiver_url, stack.simulator_url, token))
         progress = Progress(expected={o.order_id for o in orders})
         asyncio.run(watch(settings, progress, timeout_s=120, out=False))
         assert progress.pending == 0
-
-        # the page redraws its elements on every pushed event, so each read is one script
-        # (find and read at once): an element found in one call may be gone by the next
-        def text(selector: str) -> str:
-            return str(driver.execute_script(QUERY_TEXT, selector))  # type: ignore[attr-defined]
-
-        def count(selector: str) -> int:
-            return int(driver.execute_script(QUERY_COUNT, selector))  # type: ignore[attr-defined]
 
         # the counters, pushed live (the page was opened before any traffic), equal the topics
         wait_for(lambda: text("#total-labels .n") == str(len(progress.labels)), "every label")
@@ -134,9 +172,7 @@ def test_the_dashboard_shows_the_topics_live_and_replays_a_failure(
         assert text("#total-failures .n") == "1"
         driver.save_screenshot(str(SCREENSHOTS / "dashboard-failure.png"))  # type: ignore[attr-defined]
 
-        # replay from the page, behind the ingest token: the job gets its label
-        driver.find_element(By.ID, "token").send_keys(token)  # type: ignore[attr-defined]
-
+        # replay from the page, as the signed-in operator: the job gets its label
         def click_replay() -> bool:
             try:
                 driver.find_element(By.CSS_SELECTOR, f"{row} button").click()  # type: ignore[attr-defined]

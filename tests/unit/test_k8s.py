@@ -85,13 +85,9 @@ def test_probes_use_the_ops_port_and_pods_run_locked_down(objects: list[dict[str
         assert isinstance(pod["securityContext"]["runAsUser"], int)
         (container,) = pod["containers"]
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        env = {e["name"]: e["value"] for e in container.get("env", [])}
-        if name.endswith("dashboard"):  # its page, API and ops routes share one port
-            wanted = env["PARCELFLOW_DASHBOARD_PORT"]
-        else:
-            wanted = config[
-                "PARCELFLOW_RECEIVER_PORT" if name.endswith("receiver") else "PARCELFLOW_OPS_PORT"
-            ]
+        wanted = config[
+            "PARCELFLOW_RECEIVER_PORT" if name.endswith("receiver") else "PARCELFLOW_OPS_PORT"
+        ]
         for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
             port = container[probe]["httpGet"]["port"]
             assert ports[port] == int(wanted), (name, probe)
@@ -101,8 +97,95 @@ def test_probes_use_the_ops_port_and_pods_run_locked_down(objects: list[dict[str
         assert context["allowPrivilegeEscalation"] is False
         assert context["capabilities"]["drop"] == ["ALL"]
         assert "memory" in container["resources"]["limits"]
+        assert pod["automountServiceAccountToken"] is False
     assert {o["metadata"]["name"] for o in objects if o["kind"] == "PodDisruptionBudget"} == set(
         deployments
+    )
+
+
+def test_each_workload_reads_only_its_own_secret(objects: list[dict[str, Any]]) -> None:
+    seen = {}
+    for name, container in containers(objects):
+        (secret,) = [ref["secretRef"]["name"] for ref in container["envFrom"] if "secretRef" in ref]
+        seen[name] = secret
+    assert seen == {name: name for name in seen}, "a workload reads another's secret"
+    mounted = {
+        obj["metadata"]["name"]: {
+            v["secret"]["secretName"]
+            for v in obj["spec"]["template"]["spec"].get("volumes", [])
+            if "secret" in v
+        }
+        for obj in objects
+        if obj["kind"] in ("Deployment", "Job")
+    }
+    # the callers' file goes only where callers are checked
+    holders = {name for name, secrets in mounted.items() if "parcelflow-principals" in secrets}
+    assert holders == {"parcelflow-receiver", "parcelflow-dashboard"}
+
+
+def test_only_the_webhook_and_the_api_face_the_internet(objects: list[dict[str, Any]]) -> None:
+    (ingress,) = [o for o in objects if o["kind"] == "Ingress"]
+    paths = {
+        (p["path"], p["pathType"])
+        for rule in ingress["spec"]["rules"]
+        for p in rule["http"]["paths"]
+    }
+    assert paths == {("/webhooks/tiktok", "Exact"), ("/v1/", "Prefix")}
+
+
+def test_network_policies_deny_by_default_and_open_only_what_each_workload_needs(
+    objects: list[dict[str, Any]],
+) -> None:
+    policies = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "NetworkPolicy"}
+    deny = policies["parcelflow-default-deny"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny and "egress" not in deny
+
+    def selected(spec: dict[str, Any], name: str) -> bool:
+        selector = spec["podSelector"]
+        if not selector:
+            return True
+        if selector.get("matchLabels", {}).get("app.kubernetes.io/name") == name:
+            return True
+        return any(name in e["values"] for e in selector.get("matchExpressions", []))
+
+    def ingress_ports(name: str) -> set[int]:
+        return {
+            port["port"]
+            for spec in policies.values()
+            if selected(spec, name)
+            for rule in spec.get("ingress", [])
+            for port in rule["ports"]
+        }
+
+    def egress_ports(name: str) -> set[int]:
+        return {
+            port["port"]
+            for spec in policies.values()
+            if selected(spec, name)
+            for rule in spec.get("egress", [])
+            for port in rule["ports"]
+        }
+
+    assert ingress_ports("parcelflow-receiver") == {8080}
+    assert ingress_ports("parcelflow-planner") == {9100}  # Prometheus only
+    assert ingress_ports("parcelflow-dashboard") == {8070, 9100}
+    assert egress_ports("parcelflow-planner") == {53, 9093}  # DNS and Kafka, nothing else
+    assert egress_ports("parcelflow-auditor") == {53, 9093}
+    assert 443 in egress_ports("parcelflow-enricher") and 443 in egress_ports("parcelflow-labeler")
+    assert 443 not in egress_ports("parcelflow-dashboard")
+
+
+def test_production_gives_each_workload_its_own_kafka_principal() -> None:
+    objects = build("overlays/production")
+    config = next(o for o in objects if o["kind"] == "ConfigMap")["data"]
+    assert config["PARCELFLOW_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert config["PARCELFLOW_KAFKA_SASL_MECHANISM"].startswith("SCRAM-")
+    assert "PARCELFLOW_KAFKA_SASL_USERNAME" not in config  # one per workload, in its Secret
+    Settings(
+        **{k.removeprefix("PARCELFLOW_").lower(): v for k, v in config.items()},
+        kafka_sasl_username="parcelflow-labeler",
+        kafka_sasl_password="from-the-secret",
     )
 
 

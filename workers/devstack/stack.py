@@ -74,6 +74,8 @@ class Process:
 class Stack:
     run_dir: Path
     overrides: dict[str, str] = field(default_factory=dict)
+    # more callers beside the devstack's own principal: name -> PARCELFLOW_PRINCIPALS entry
+    principals: dict[str, dict[str, object]] = field(default_factory=dict)
     workers: tuple[str, ...] = WORKERS
     broker: EmbeddedBroker | None = None
     processes: list[Process] = field(default_factory=list)
@@ -118,7 +120,9 @@ class Stack:
             "TIKTOK_SHOP_CIPHER": f"ROW_{secrets.token_urlsafe(12)}",
             "SHIPIUM_API_KEY": secrets.token_hex(16),
             # one principal with every role for the devstack's own commands and demo traffic
-            "PRINCIPALS": json.dumps({"devstack": {"token": token, **everything}}),
+            "PRINCIPALS": json.dumps(
+                {"devstack": {"token": token, **everything}} | self.principals
+            ),
             "API_TOKEN": token,
             # the dashboard listens on 127.0.0.1 only: open without login (it says so)
             "DASHBOARD_AUTH": "none",
