@@ -179,16 +179,20 @@ async def raw_request(url: str, head: bytes, body_chunks: list[bytes], pause_s: 
         writer.close()
 
 
+@pytest.mark.parametrize(
+    "request_line", [b"GET /v1/labels/job-1", b"POST /v1/boxes", b"POST /webhooks/tiktok"]
+)
+@pytest.mark.parametrize("value", [b"Bearer \xc3\xa9\xe2\x80\xae-token", b"Bearer \xff\xfe"])
 async def test_a_non_ascii_authorization_header_is_401_not_an_error(
-    receiver: tuple[str, Settings, FolderStore],
+    receiver: tuple[str, Settings, FolderStore], request_line: bytes, value: bytes
 ) -> None:
     url, _, _ = receiver
     head = (
-        b"GET /v1/labels/job-1 HTTP/1.1\r\nHost: x\r\n"
-        b"Authorization: Bearer \xc3\xa9\xe2\x80\xae-token\r\nConnection: close\r\n\r\n"
+        request_line + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+        b"Authorization: " + value + b"\r\nConnection: close\r\n\r\n{}"
     )
     answer = await raw_request(url, head, [], 0)
-    assert answer.startswith(b"HTTP/1.1 401")
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
 
 
 async def test_a_body_dripped_byte_by_byte_is_cut_off_at_the_request_deadline(

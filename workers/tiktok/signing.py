@@ -16,6 +16,8 @@ def webhook_signature(app_key: str, app_secret: str, body: bytes) -> str:
 
 def verify_webhook(app_key: str, app_secret: str, body: bytes, authorization: str) -> bool:
     """Constant-time check of a webhook's ``Authorization`` header over the raw body."""
+    if not authorization.isascii():  # a signature is hex: anything else is no signature
+        return False
     expected = webhook_signature(app_key, app_secret, body)
     return hmac.compare_digest(expected.encode(), authorization.strip().lower().encode())
 
