@@ -1,0 +1,122 @@
+"""The dashboard's door: login, sessions, bearer tokens, and live pages that share one
+snapshot per tick and are capped (no broker is needed: the board is filled by hand)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import FAKE_SECRETS
+from workers.auth import Principals
+from workers.dashboard.access import COOKIE, Access
+from workers.dashboard.app import PUSHES, dashboard_app
+from workers.dashboard.board import Board
+from workers.runtime import Runtime
+from workers.settings import Settings
+
+OPERATOR = "operator-token-0123456789"
+STATION = "station-token-0123456789"
+
+
+class CountingBoard(Board):
+    made = 0
+
+    def snapshot(self, now_ms: int) -> dict[str, Any]:
+        self.made += 1
+        return super().snapshot(now_ms)
+
+
+@pytest.fixture
+async def dashboard(serve: Any) -> AsyncIterator[tuple[str, CountingBoard, asyncio.Event]]:
+    settings = Settings(
+        **{
+            **FAKE_SECRETS,
+            "principals": {
+                "ops": {"token": OPERATOR, "roles": ["operator"]},
+                "station": {"token": STATION, "roles": ["labels"], "warehouses": ["A"]},
+            },
+        },
+        dashboard_auth="login",
+        dashboard_cookie_secure=False,
+        dashboard_max_clients=2,
+        dashboard_session_key="k" * 32,
+    )
+    board, stop = CountingBoard(), asyncio.Event()
+    runtime = Runtime(settings, "dashboard", stop)
+    app = dashboard_app(runtime, board, Access(settings, Principals.from_settings(settings)))
+    url = await serve(app)
+    ticker = asyncio.create_task(app[PUSHES].tick(stop))
+    yield url, board, stop
+    stop.set()
+    await ticker
+
+
+async def test_login_sets_a_strict_httponly_session_and_only_operators_get_one(
+    dashboard: tuple[str, CountingBoard, asyncio.Event],
+) -> None:
+    url, _, _ = dashboard
+    jar = aiohttp.CookieJar(unsafe=True)  # keep cookies of an IP address (127.0.0.1)
+    async with aiohttp.ClientSession(cookie_jar=jar) as http:
+        for path in ("/", "/api/snapshot", "/api/events"):
+            async with http.get(url + path) as r:
+                assert r.status == 401, path
+        async with http.get(url + "/") as r:
+            assert "Operator token" in await r.text()  # the page offers the login
+        async with http.post(url + "/api/failures/replay", json={"all": True}) as r:
+            assert r.status == 401
+        async with http.post(url + "/login", data={"token": STATION}) as r:
+            assert r.status == 401 and COOKIE not in r.cookies  # not an operator
+        async with http.post(url + "/login", data={"token": OPERATOR}, allow_redirects=False) as r:
+            assert r.status == 303
+            cookie = r.headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        async with http.get(url + "/api/snapshot") as r:  # the session cookie goes along
+            assert r.status == 200 and "totals" in await r.json()
+        async with http.post(url + "/api/failures/replay", data="job_ids=x") as r:
+            assert r.status == 415  # a form (from another site): refused
+        async with http.post(url + "/logout") as r:
+            assert r.status == 200
+        async with http.get(url + "/api/snapshot") as r:
+            assert r.status == 401
+    async with aiohttp.ClientSession() as http:
+        bearer = {"Authorization": f"Bearer {OPERATOR}"}
+        async with http.get(url + "/api/snapshot", headers=bearer) as r:
+            assert r.status == 200
+        forged = {"Cookie": f"{COOKIE}=9999999999:ops:{'0' * 64}"}
+        async with http.get(url + "/api/snapshot", headers=forged) as r:
+            assert r.status == 401
+
+
+async def test_live_pages_share_one_snapshot_per_tick_and_are_capped(
+    dashboard: tuple[str, CountingBoard, asyncio.Event],
+) -> None:
+    url, board, _ = dashboard
+    bearer = {"Authorization": f"Bearer {OPERATOR}"}
+    received: list[int] = [0, 0]
+    streaming = [asyncio.Event(), asyncio.Event()]
+
+    async def page(n: int, http: aiohttp.ClientSession) -> None:
+        async with http.get(url + "/api/events", headers=bearer) as r:
+            assert r.status == 200
+            async for line in r.content:
+                if line.startswith(b"data: "):
+                    received[n] += 1
+                    streaming[n].set()
+                    if received[n] >= 4:
+                        return
+
+    async with aiohttp.ClientSession() as http:
+        pages = [asyncio.create_task(page(n, http)) for n in range(2)]
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in streaming)), 10)
+        async with http.get(url + "/api/events", headers=bearer) as r:
+            assert r.status == 503  # a third page: over dashboard_max_clients
+        before = board.made
+        await asyncio.wait_for(asyncio.gather(*pages), 15)
+    pushed = sum(received)
+    made = board.made - before
+    # two pages, each pushed every tick: one snapshot per tick, not one per page
+    assert made <= pushed / 2 + 1, (made, pushed)
