@@ -19,6 +19,7 @@ from schemas.label import LabelAttempt, LabelFailure, LabelJob, LabelResult
 from schemas.order import Order
 from schemas.plan import ParcelPlan
 from schemas.rejected import RejectedRecord
+from schemas.tokens import SealedTokens
 from schemas.webhook import ParkedWebhook, WebhookRecord
 
 DAY_MS = 86_400_000
@@ -64,6 +65,15 @@ LABEL_ATTEMPTS = TopicSpec(
     30 * DAY_MS,
 )
 ALERTS = TopicSpec("alerts.v1", Alert, "shop id", "Operational alerts.", 30 * DAY_MS)
+# The enricher replicas' shared TikTok tokens: the latest record per shop is its tokens.
+TOKENS = TopicSpec(
+    "tiktok.tokens.v1",
+    SealedTokens,
+    "shop id (or * for the default tokens)",
+    "TikTok access and refresh tokens per shop, encrypted; compacted.",
+    retention_ms=-1,
+    cleanup_policy="compact",
+)
 
 
 def _rejected(source: TopicSpec) -> TopicSpec:
@@ -93,6 +103,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     LABEL_FAILURES,
     LABEL_ATTEMPTS,
     ALERTS,
+    TOKENS,
     WEBHOOKS_REJECTED,
     ORDERS_REJECTED,
     BOXES_REJECTED,

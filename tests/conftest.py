@@ -65,6 +65,7 @@ FAKE_SECRETS: dict[str, Any] = {
     "tiktok_refresh_token": "TTP_refresh_1",
     "tiktok_shop_cipher": "ROW_test",
     "shipium_api_key": "shipium-test-key",
+    "tiktok_token_key": "k4iB0sGQZxX0kPnXvFJ7oZ3c8W9dQe4rT2yU6iO1pAs=",
     "principals": {
         "test-everything": {
             "token": "ingest-test-token",

@@ -22,6 +22,7 @@ from schemas.topics import (
     ORDERS,
     ORDERS_REJECTED,
     PLANS,
+    TOKENS,
     WEBHOOKS,
     WEBHOOKS_PARKED,
     WEBHOOKS_REJECTED,
@@ -46,8 +47,9 @@ class Access:
 WORKERS: dict[str, Access] = {
     "receiver": Access(writes=(WEBHOOKS, WEBHOOKS_REJECTED, ORDERS, BOXES, ALERTS)),
     "enricher": Access(
-        reads=(WEBHOOKS, WEBHOOKS_PARKED),
-        writes=(ORDERS, WEBHOOKS_PARKED, WEBHOOKS_REJECTED, ALERTS),
+        # the shops' TikTok tokens, shared by its replicas: only the enricher reads them
+        reads=(WEBHOOKS, WEBHOOKS_PARKED, TOKENS),
+        writes=(ORDERS, WEBHOOKS_PARKED, WEBHOOKS_REJECTED, ALERTS, TOKENS),
         groups=("parcelflow-enricher", "parcelflow-enricher-parked"),
     ),
     "planner": Access(

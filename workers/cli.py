@@ -325,40 +325,71 @@ def void_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def tokens_command(settings: Settings, args: argparse.Namespace) -> int:
-    """List shops in the token file, or set one shop's tokens (read from stdin, not argv)."""
-    from workers.tiktok.tokens import TokenStore, set_shop_tokens
+    """TikTok tokens in tiktok.tokens.v1: list shops, set one shop's tokens (read from
+    stdin, never argv), import a token file of earlier versions, or make a key."""
+    from cryptography.fernet import Fernet
 
-    path = settings.tiktok_token_file
-    if path is None:
-        print("PARCELFLOW_TIKTOK_TOKEN_FILE is not set", file=sys.stderr)
-        return 2
-    if args.action == "list":
-        if not path.exists():
-            print(f"no token file at {path}: no shop has been authorized or refreshed yet")
-            return 0
-        print("shop_id\tcipher\texpires_at\tstate")
-        for shop_id, auth in sorted(TokenStore(path, {}).shops.items()):
-            state = f"MUST RE-AUTHORIZE: {auth.unauthorized}" if auth.unauthorized else "ok"
-            print(
-                f"{shop_id}\tcipher={auth.shop_cipher}\texpires_at={auth.access_expires_at}\t{state}"
-            )
+    if args.action == "key":
+        print(Fernet.generate_key().decode())
         return 0
-    if not args.shop_id:
-        print("tokens set needs --shop-id", file=sys.stderr)
-        return 2
+    return asyncio.run(tokens_async(settings, args))
+
+
+async def tokens_async(settings: Settings, args: argparse.Namespace) -> int:
+    from workers.tiktok.tokens import (
+        ShopAuth,
+        TokenKeyMissing,
+        import_missing,
+        read_token_file,
+        shared_tokens,
+        writer_name,
+    )
+    from workers.topics import ensure_topics
+
+    given: dict[str, Any] = {}
+    if args.action == "set":
+        if not args.shop_id:
+            print("tokens set needs --shop-id", file=sys.stderr)
+            return 2
+        try:
+            given = json.loads(sys.stdin.read())
+        except ValueError:
+            given = {}
+        if not isinstance(given, dict) or not {"access_token", "refresh_token"} <= set(given):
+            print(
+                'tokens set: stdin must be JSON with "access_token" and "refresh_token" '
+                "(the data of TikTok's token answer)",
+                file=sys.stderr,
+            )
+            return 2
     try:
-        given = json.loads(sys.stdin.read())
-        access, refresh = given["access_token"], given["refresh_token"]
-    except (ValueError, KeyError, TypeError) as exc:
-        print(
-            'stdin must be JSON with "access_token" and "refresh_token" (TikTok\'s token '
-            f"answer's data): {exc}",
-            file=sys.stderr,
-        )
+        await ensure_topics(settings)
+        async with shared_tokens(settings, writer_name("cli")) as store:
+            if args.action == "list":
+                print("shop\tcipher\texpires_at\tstate")
+                for key, auth in sorted(store.shops.items()):
+                    state = f"MUST RE-AUTHORIZE: {auth.unauthorized}" if auth.unauthorized else "ok"
+                    print(safe(f"{key}\t{auth.shop_cipher}\t{auth.access_expires_at}\t{state}"))
+                if not store.shops:
+                    print("no shop has tokens yet")
+            elif args.action == "import":
+                path = Path(args.file) if args.file else settings.tiktok_token_file
+                found = read_token_file(path) if path is not None else {}
+                done = await import_missing(store, found, str(path))
+                print(f"imported {len(done)} of {len(found)} shops from {path}: {done}")
+            else:
+                auth = ShopAuth(
+                    access_token=given["access_token"],
+                    refresh_token=given["refresh_token"],
+                    shop_cipher=args.shop_cipher or given.get("shop_cipher", ""),
+                    access_expires_at=int(given.get("access_token_expire_in", 0)),
+                    refresh_expires_at=int(given.get("refresh_token_expire_in", 0)),
+                )
+                await store.put(args.shop_id, auth)
+                print(f"tokens of shop {safe(args.shop_id)} written: every enricher uses them")
+    except TokenKeyMissing as exc:
+        print(f"parcelflow tokens: {exc}", file=sys.stderr)
         return 2
-    cipher = args.shop_cipher or given.get("shop_cipher", "")
-    set_shop_tokens(path, args.shop_id, access, refresh, cipher)
-    print(f"tokens of shop {args.shop_id} written to {path}; the enricher picks them up")
     return 0
 
 
@@ -473,9 +504,12 @@ def parser() -> argparse.ArgumentParser:
     void.add_argument("job_id")
     void.set_defaults(func=void_command)
     tokens = sub.add_parser(
-        "tokens", help="TikTok tokens per shop: list, or set after a shop re-authorized"
+        "tokens",
+        help="TikTok tokens per shop (tiktok.tokens.v1): list, set after a shop "
+        "re-authorized, import a token file, or make a key",
     )
-    tokens.add_argument("action", choices=["list", "set"])
+    tokens.add_argument("action", choices=["list", "set", "import", "key"])
+    tokens.add_argument("--file", help="import: the token file (PARCELFLOW_TIKTOK_TOKEN_FILE)")
     tokens.add_argument("--shop-id", help="the shop whose tokens are set")
     tokens.add_argument("--shop-cipher", default="", help="its shop cipher")
     tokens.set_defaults(func=tokens_command)

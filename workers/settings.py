@@ -294,12 +294,24 @@ class Settings(BaseSettings):
     tiktok_access_token: SecretStr = Field(SecretStr(""), description="Shop access token.")
     tiktok_refresh_token: SecretStr = Field(SecretStr(""), description="Shop refresh token.")
     tiktok_shop_cipher: str = Field("", description="Shop cipher for Open API calls.")
+    tiktok_token_key: SecretStr = Field(
+        SecretStr(""),
+        description="Encrypts the tokens in tiktok.tokens.v1 (a Fernet key: `parcelflow "
+        "tokens key` makes one). Every enricher replica and the tokens command need the "
+        "same key; the enricher refuses to start without one.",
+    )
     tiktok_token_file: Path | None = Field(
         Path("var/tiktok-tokens.json"),
-        description="JSON file of access and refresh tokens per shop (mode 0600). The "
-        "enricher writes refreshed tokens to it, so a restart keeps them; entries in it win "
-        "over the tokens above, which serve any shop without an entry. "
-        "`parcelflow tokens set` writes a shop's new tokens after it re-authorizes.",
+        description="Migration only: a token file of earlier versions. Its shops that "
+        "tiktok.tokens.v1 does not know are imported when an enricher starts (or by "
+        "`parcelflow tokens import`); the file is never written.",
+    )
+    tiktok_refresh_race_wait_s: float = Field(
+        3.0,
+        ge=0,
+        description="After TikTok refuses a refresh token, how long an enricher waits for "
+        "another replica's refreshed tokens in tiktok.tokens.v1 before it declares the shop "
+        "unauthorized (a refresh token can be used once).",
     )
     tiktok_refresh_before_s: float = Field(
         24 * 3600.0,
@@ -565,6 +577,12 @@ class Settings(BaseSettings):
         "benchmarks that measure parcelflow and not the simulator.",
     )
     sim_seed: int = Field(7, description="Seed for the simulator's random latency.")
+    sim_tiktok_token_ttl_s: float = Field(
+        0.0,
+        ge=0,
+        description="Lifetime of the access tokens the simulated TikTok hands out on a "
+        "refresh (0: 7 days, as TikTok). Short lifetimes make the enrichers refresh often.",
+    )
     chaos_seconds: float = Field(
         300.0, gt=0, description="How long `parcelflow chaos` (`make chaos`) plays traffic."
     )

@@ -14,7 +14,8 @@ from prometheus_client import REGISTRY
 from schemas.alert import Alert
 from schemas.order import Order, OrderStatus
 from schemas.rejected import RejectedRecord
-from schemas.topics import ALERTS, ORDERS, WEBHOOKS, WEBHOOKS_PARKED, WEBHOOKS_REJECTED
+from schemas.tokens import SealedTokens
+from schemas.topics import ALERTS, ORDERS, TOKENS, WEBHOOKS, WEBHOOKS_PARKED, WEBHOOKS_REJECTED
 from schemas.webhook import ParkedWebhook, TikTokWebhook, WebhookRecord
 from tests.integration.kafka_helpers import consume, models, produce, provisioned
 from tests.integration.processes import in_process
@@ -24,7 +25,13 @@ from workers.enricher.worker import run
 from workers.settings import Settings
 from workers.simulator.app import Simulator
 from workers.simulator.faults import Fault
-from workers.tiktok.tokens import set_shop_tokens
+from workers.tiktok.tokens import Sealer, ShopAuth, shared_tokens
+
+
+async def set_tokens(settings: Settings, key: str, access: str, refresh: str, **more: Any) -> None:
+    """What `parcelflow tokens set` does: the shop's tokens into tiktok.tokens.v1."""
+    async with shared_tokens(settings, "test") as store:
+        await store.put(key, ShopAuth(access_token=access, refresh_token=refresh, **more))
 
 
 def record(
@@ -218,11 +225,16 @@ async def test_a_refreshed_token_is_persisted_and_survives_a_restart(
         await produce(settings, WEBHOOKS, "7495", record(demo[0]["id"]))
         await consume(settings, ORDERS, lambda v: len(v) >= 1)
     assert sim.tiktok.refreshes == 1
-    assert settings.tiktok_token_file is not None
-    saved = orjson.loads(settings.tiktok_token_file.read_bytes())["shops"]["*"]
-    assert saved["access_token"] == sim.tiktok.shops["ROW_test"].access_token
-    assert settings.tiktok_token_file.stat().st_mode & 0o777 == 0o600
-    # settings still hold the old, now refused, tokens: the restart must use the file's
+    records = await consume(settings, TOKENS, lambda v: len(v) >= 2)  # imported, refreshed
+    newest = models(SealedTokens, records)[-1]
+    current = sim.tiktok.shops["ROW_test"]
+    assert newest.shop_key == "*" and current.access_token.encode() not in records[-1]
+    assert current.refresh_token.encode() not in records[-1]  # sealed, not in clear
+    opened = Sealer(settings.tiktok_token_key).open(newest)
+    assert opened is not None
+    assert opened.access_token.get_secret_value() == current.access_token
+    assert opened.refresh_token.get_secret_value() == current.refresh_token
+    # settings still hold the old, now refused, tokens: the restart must use the topic's
     async with in_process(run, settings):
         await produce(settings, WEBHOOKS, "7495", record(demo[1]["id"]))
         orders = models(Order, await consume(settings, ORDERS, lambda v: len(v) >= 2))
@@ -235,11 +247,16 @@ async def test_a_token_is_refreshed_before_it_expires(
 ) -> None:
     make, sim, demo = tiktok
     settings = make(tiktok_refresh_before_s=3600)
-    assert settings.tiktok_token_file is not None
-    set_shop_tokens(settings.tiktok_token_file, "7495", "TTP_access_1", "TTP_refresh_1", "ROW_test")
-    store = orjson.loads(settings.tiktok_token_file.read_bytes())
-    store["shops"]["7495"]["access_expires_at"] = int(time.time()) + 600  # in 10 minutes
-    settings.tiktok_token_file.write_bytes(orjson.dumps(store))
+    await provisioned(settings)
+    in_ten_minutes = int(time.time()) + 600
+    await set_tokens(
+        settings,
+        "7495",
+        "TTP_access_1",
+        "TTP_refresh_1",
+        shop_cipher="ROW_test",
+        access_expires_at=in_ten_minutes,
+    )
     async with in_process(run, settings):
         await produce(settings, WEBHOOKS, "7495", record(demo[0]["id"]))
         orders = models(Order, await consume(settings, ORDERS, lambda v: len(v) >= 1))
@@ -251,11 +268,11 @@ async def test_a_shop_that_must_reauthorize_waits_with_an_alert_and_other_shops_
     tiktok: tuple[Callable[..., Settings], Simulator, list[dict[str, Any]]],
 ) -> None:
     make, sim, demo = tiktok
-    settings = make(enricher_park_retry_s=0.3)
-    assert settings.tiktok_token_file is not None
+    settings = make(enricher_park_retry_s=0.3, tiktok_refresh_race_wait_s=0.2)
+    await provisioned(settings)
     other = sim.tiktok.add_shop("ROW_other", "TTP_other_access", "TTP_other_refresh")
-    set_shop_tokens(
-        settings.tiktok_token_file, "8001", "TTP_other_access", "TTP_other_refresh", "ROW_other"
+    await set_tokens(
+        settings, "8001", "TTP_other_access", "TTP_other_refresh", shop_cipher="ROW_other"
     )
     gone = sim.tiktok.shops["ROW_test"]
     gone.revoked, gone.access_token = True, "expired"  # the seller deauthorized the app
@@ -273,9 +290,7 @@ async def test_a_shop_that_must_reauthorize_waits_with_an_alert_and_other_shops_
         assert len(await consume(settings, ORDERS, lambda v: False, timeout_s=0.5)) == 1
         # the seller authorizes again; the operator writes the new tokens
         gone.revoked, gone.access_token, gone.refresh_token = False, "TTP_new", "TTP_new_refresh"
-        set_shop_tokens(
-            settings.tiktok_token_file, "7495", "TTP_new", "TTP_new_refresh", "ROW_test"
-        )
+        await set_tokens(settings, "7495", "TTP_new", "TTP_new_refresh", shop_cipher="ROW_test")
         orders = models(Order, await consume(settings, ORDERS, lambda v: len(v) >= 2))
     assert {(o.order_id, o.shop_id) for o in orders} == {
         (demo[0]["id"], "7495"),

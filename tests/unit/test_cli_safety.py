@@ -99,6 +99,11 @@ def test_each_worker_principal_gets_only_what_it_does_on_kafka() -> None:
     assert allowed("dashboard", "group", "prod.parcelflow-labeler", "Describe")
     assert not allowed("dashboard", "group", "prod.parcelflow-labeler", "Read")
     assert allowed("topics", "topic", "prod.labels.v1", "Create")
+    # the TikTok tokens: only the enricher reads or writes them
+    readers = {
+        a.principal for a in rows if a.name == "prod.tiktok.tokens.v1" and a.operation == "Read"
+    }
+    assert readers == {"User:parcelflow-enricher"}
     assert not any(a.operation == "Create" and "topics" not in a.principal for a in rows)
     commands = acls.as_commands(rows, "kafka:9093").splitlines()
     assert len(commands) == len(rows)

@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {
     "PARCELFLOW_TIKTOK_APP_SECRET": {"receiver", "enricher"},
     "PARCELFLOW_TIKTOK_REFRESH_TOKEN": {"enricher"},
+    "PARCELFLOW_TIKTOK_TOKEN_KEY": {"enricher"},
     "PARCELFLOW_SHIPIUM_API_KEY": {"labeler"},
     "PARCELFLOW_PRINCIPALS": {"receiver", "dashboard"},
     "PARCELFLOW_DASHBOARD_SESSION_KEY": {"dashboard"},

@@ -21,7 +21,6 @@ K8S = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.30.0"
 SETTINGS = {f"PARCELFLOW_{name.upper()}" for name in Settings.model_fields}
 WORKERS = {"enricher", "planner", "labeler", "auditor"}
-GROUPS = {"labeler": "parcelflow-labeler", "enricher": "parcelflow-enricher"}
 
 pytestmark = pytest.mark.skipif(
     shutil.which("kubectl") is None, reason="kubectl (its kustomize) is not installed"
@@ -196,12 +195,23 @@ def test_keda_scales_on_the_right_groups_never_past_one_replica_per_partition() 
     scaled = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "ScaledObject"}
     assert set(scaled) == {"parcelflow-labeler", "parcelflow-enricher", "parcelflow-planner"}
     partitions = int(config["PARCELFLOW_TOPIC_PARTITIONS"])
+    planner_group = Settings.model_fields["planner_app_id"].default
+    # every topic a worker consumes in a group, with that group: a backlog anywhere scales it
+    wanted = {
+        "labeler": {("parcelflow-labeler", "label-jobs.v1")},
+        "enricher": {
+            ("parcelflow-enricher", "tiktok.webhooks.v1"),
+            ("parcelflow-enricher-parked", "tiktok.webhooks.parked.v1"),
+        },
+        "planner": {(planner_group, "orders.v1"), (planner_group, "warehouse.boxes.v1")},
+    }
     for name, spec in scaled.items():
         assert spec["scaleTargetRef"]["name"] == name
         assert spec["maxReplicaCount"] <= partitions
-        (trigger,) = spec["triggers"]
         worker = name.removeprefix("parcelflow-")
-        group = GROUPS.get(worker, Settings.model_fields["planner_app_id"].default)
-        assert trigger["metadata"]["consumerGroup"] == group
+        triggers = {
+            (t["metadata"]["consumerGroup"], t["metadata"]["topic"]) for t in spec["triggers"]
+        }
+        assert triggers == wanted[worker], name
     job = next(o for o in objects if o["kind"] == "Job")
     assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["topics", "check"]

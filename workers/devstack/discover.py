@@ -29,6 +29,7 @@ SHARED = (  # what a client of the devstack needs, as PARCELFLOW_ names without 
     "API_TOKEN",
     "TIKTOK_APP_KEY",
     "TIKTOK_APP_SECRET",
+    "TIKTOK_TOKEN_KEY",
     "TIKTOK_TOKEN_FILE",
     "LABEL_DIR",
 )

@@ -8,6 +8,7 @@ then SIGKILL after a grace period.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -119,6 +120,7 @@ class Stack:
             "TIKTOK_REFRESH_TOKEN": f"TTP_{secrets.token_urlsafe(24)}",
             "TIKTOK_SHOP_CIPHER": f"ROW_{secrets.token_urlsafe(12)}",
             "SHIPIUM_API_KEY": secrets.token_hex(16),
+            "TIKTOK_TOKEN_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
             # one principal with every role for the devstack's own commands and demo traffic
             "PRINCIPALS": json.dumps(
                 {"devstack": {"token": token, **everything}} | self.principals

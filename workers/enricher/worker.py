@@ -14,6 +14,8 @@ TikTok does not know) goes to the dead-letter topic.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -21,6 +23,7 @@ from typing import Any, TypeAlias
 import aiohttp
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import Counter
 
 from schemas.alert import Alert
@@ -42,7 +45,14 @@ from workers.kafka import (
 from workers.runtime import Runtime, worker_runtime
 from workers.settings import Settings
 from workers.tiktok.client import ShopUnauthorized, TikTokClient, TikTokError
-from workers.tiktok.tokens import TokenStore
+from workers.tiktok.tokens import (
+    TokenStore,
+    TokenTopic,
+    defaults_of,
+    import_missing,
+    read_token_file,
+    writer_name,
+)
 from workers.tiktok.wire import parse_order
 
 log = structlog.get_logger(__name__)
@@ -265,17 +275,26 @@ async def enrich(settings: Settings, runtime: Runtime) -> None:
     producer = make_producer(settings)
     runtime.wants_broker(producer.client)
     runtime.wants_consumer("the webhooks consumer", consumer)
+    store = TokenStore()
+    tokens = TokenTopic(settings, store, writer_name("enricher"))
     async with aiohttp.ClientSession() as http:
-        tiktok = TikTokClient(http, settings, TokenStore.from_settings(settings))
+        owner = Ownership(consumer, names(WEBHOOKS))
+        tiktok = TikTokClient(http, settings, store, owner.owns)
         enricher = Enricher(settings, producer, tiktok)
         try:
             await producer.start()
+            await tokens.start(producer)
+            await import_missing(store, defaults_of(settings), "settings")
+            if settings.tiktok_token_file is not None:
+                found = read_token_file(settings.tiktok_token_file)
+                await import_missing(store, found, str(settings.tiktok_token_file))
             await consumer.start()
             await parked.start()
             log.info("enricher_ready", topic=names(WEBHOOKS))
             loops = [
                 asyncio.create_task(consume(consumer, enricher, stop), name="webhooks"),
                 asyncio.create_task(consume_parked(parked, enricher, stop), name="parked"),
+                asyncio.create_task(refresh_ahead(tiktok, owner, stop), name="refresh"),
             ]
             await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
             stop.set()
@@ -283,4 +302,46 @@ async def enrich(settings: Settings, runtime: Runtime) -> None:
         finally:
             await parked.stop()
             await consumer.stop()
+            await tokens.stop()
             await producer.stop()
+
+
+class Ownership:
+    """Which token keys this replica refreshes: those whose partition of the webhooks
+    topic (keyed by shop id) its webhooks consumer holds now. Shops' webhooks and their
+    refreshes then happen in one replica, and two replicas never refresh one shop."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, topic: str) -> None:
+        self.consumer, self.topic = consumer, topic
+        self.partitioner = DefaultPartitioner()
+
+    def owns(self, key: str) -> bool:
+        partitions = sorted(self.consumer.partitions_for_topic(self.topic) or ())
+        if not partitions:
+            return False
+        mine = {tp.partition for tp in self.consumer.assignment() if tp.topic == self.topic}
+        return self.partitioner(key.encode(), partitions, partitions) in mine
+
+
+REFRESH_CHECK_S = 30.0
+
+
+async def refresh_ahead(tiktok: TikTokClient, owner: Ownership, stop: asyncio.Event) -> None:
+    """Refresh the tokens this replica owns before they expire (and once, tokens whose
+    expiry is not known yet), so that no call waits on a refresh."""
+    tried: set[str] = set()
+    settings = tiktok.settings
+    while not stop.is_set():
+        for key, auth in list(tiktok.store.shops.items()):
+            unknown = auth.access_expires_at == 0 and key not in tried
+            due = auth.needs_refresh(settings.tiktok_refresh_before_s, time.time())
+            if auth.unauthorized or not (unknown or due) or not owner.owns(key):
+                continue
+            tried.add(key)
+            try:
+                await tiktok.refresh_tokens(key, stale=auth)
+            except (TikTokError, ShopUnauthorized) as err:
+                log.warning("tiktok_refresh_ahead_failed", shop_key=key, error=str(err))
+        every = REFRESH_CHECK_S if owner.consumer.assignment() else 1.0  # not joined yet
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)

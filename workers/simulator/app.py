@@ -35,6 +35,7 @@ class Simulator:
             tiktok=TikTokState(
                 app_key=settings.tiktok_app_key,
                 app_secret=settings.tiktok_app_secret.get_secret_value(),
+                token_ttl_s=settings.sim_tiktok_token_ttl_s,
             ),
             shipium=ShipiumState(
                 api_key=settings.shipium_api_key.get_secret_value(),

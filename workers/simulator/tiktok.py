@@ -39,7 +39,9 @@ class TikTokState:
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: int = 0
     refreshes: int = 0
+    refused_refreshes: int = 0  # a used (single-use) or unknown refresh token
     rejected_signatures: int = 0
+    token_ttl_s: float = 0.0  # access tokens of a refresh expire after this (0: 7 days)
 
     def add_shop(self, cipher: str, access_token: str, refresh_token: str) -> SimShop:
         self.shops[cipher] = SimShop(cipher, access_token, refresh_token)
@@ -107,8 +109,10 @@ async def token_refresh(request: web.Request, state: TikTokState) -> web.Respons
     q = request.query
     if q.get("app_key") != state.app_key or q.get("app_secret") != state.app_secret:
         return answer(wire.BAD_CREDENTIALS, "invalid app credentials")
+    # a refresh token works once: the refresh replaces it (a used one is refused)
     shops = [s for s in state.shops.values() if s.refresh_token == q.get("refresh_token")]
     if not shops or q.get("grant_type") != "refresh_token":
+        state.refused_refreshes += 1
         return answer(INVALID_REFRESH_TOKEN, "invalid refresh token")
     shop = shops[0]
     if shop.revoked:
@@ -116,14 +120,15 @@ async def token_refresh(request: web.Request, state: TikTokState) -> web.Respons
     state.refreshes += 1
     shop.access_token = f"TTP_{secrets.token_urlsafe(24)}"
     shop.refresh_token = f"TTP_{secrets.token_urlsafe(24)}"
-    shop.access_expires_at = 0.0
     now = int(time.time())
+    ttl = state.token_ttl_s or 7 * 86400.0
+    shop.access_expires_at = time.time() + state.token_ttl_s if state.token_ttl_s else 0.0
     return answer(
         wire.OK,
         "success",
         {
             "access_token": shop.access_token,
-            "access_token_expire_in": now + 7 * 86400,
+            "access_token_expire_in": int(now + ttl),
             "refresh_token": shop.refresh_token,
             "refresh_token_expire_in": now + 365 * 86400,
             "open_id": "sim",

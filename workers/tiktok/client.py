@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -41,10 +41,17 @@ class ShopUnauthorized(TikTokError):
 
 
 class TikTokClient:
-    def __init__(self, http: aiohttp.ClientSession, settings: Settings, store: TokenStore) -> None:
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        settings: Settings,
+        store: TokenStore,
+        owns: Callable[[str], bool] = lambda key: True,
+    ) -> None:
         self.http = http
         self.settings = settings
         self.store = store
+        self.owns = owns  # whether this replica refreshes the tokens of a key
         self.timeout = aiohttp.ClientTimeout(total=settings.tiktok_timeout_s)
         self._limiters: dict[str, AsyncLimiter] = {}
         self._refresh_locks: dict[str, asyncio.Lock] = {}
@@ -65,7 +72,8 @@ class TikTokClient:
         while True:
             attempt += 1
             key, auth = self.auth(shop_id)
-            if auth.needs_refresh(self.settings.tiktok_refresh_before_s, time.time()):
+            due = auth.needs_refresh(self.settings.tiktok_refresh_before_s, time.time())
+            if due and self.owns(key):  # another replica's still-valid token is used as is
                 await self.refresh_tokens(shop_id, stale=auth)
                 key, auth = self.auth(shop_id)
             params = {"ids": ",".join(order_ids), "shop_cipher": auth.shop_cipher}
@@ -152,15 +160,28 @@ class TikTokClient:
         return data
 
     async def refresh_tokens(self, shop_id: str, stale: ShopAuth) -> None:
-        """Trade the shop's refresh token for new tokens (one refresh per shop at a time).
+        """Trade the shop's refresh token for new tokens (one refresh per shop at a time:
+        only the replica that owns the key refreshes, one task at a time).
 
-        A refused refresh marks the shop unauthorized (persisted) and raises ShopUnauthorized.
+        A refused refresh (a refresh token is single-use) first waits for another
+        replica's new tokens; without any, it marks the shop unauthorized (for every
+        replica) and raises ShopUnauthorized.
         """
         lock = self._refresh_locks.setdefault(shop_id, asyncio.Lock())
         async with lock:
             key, current = self.auth(shop_id)
-            if current.access_token.get_secret_value() != stale.access_token.get_secret_value():
+            if not current.same_tokens(stale):
                 return  # refreshed while we waited (by us, or by an operator's new tokens)
+            if not self.owns(key):  # the owner refreshes: wait a little for its write
+                wait_s = self.settings.tiktok_refresh_race_wait_s
+                if await self.store.replaced(key, current, wait_s) is not None:
+                    return
+                raise TikTokError(
+                    "the shop's tokens are refreshed by the enricher replica that handles "
+                    "its webhooks",
+                    code="refresh_elsewhere",
+                    retriable=True,
+                )
             params = {
                 "app_key": self.settings.tiktok_app_key,
                 "app_secret": self.settings.tiktok_app_secret.get_secret_value(),
@@ -181,12 +202,16 @@ class TikTokClient:
                     f"token refresh: HTTP {status}", code="refresh", retriable=True, status=status
                 )
             if int(payload.get("code", -1)) != wire.OK:
+                wait_s = self.settings.tiktok_refresh_race_wait_s
+                if await self.store.replaced(key, current, wait_s) is not None:
+                    log.warning("tiktok_refresh_race_lost", shop_id=shop_id)
+                    return  # another replica refreshed first: its tokens are in use now
                 reason = f"refresh refused: {payload.get('code')} {payload.get('message', '')}"
-                self.store.put(key, current.model_copy(update={"unauthorized": reason}))
+                await self.store.put(key, current.model_copy(update={"unauthorized": reason}))
                 log.error("tiktok_shop_unauthorized", shop_id=shop_id, reason=reason)
                 raise ShopUnauthorized(shop_id, reason)
             data = payload["data"]
-            self.store.put(
+            await self.store.put(
                 key,
                 ShopAuth(
                     access_token=SecretStr(data["access_token"]),
