@@ -95,13 +95,15 @@ async def test_three_replicas_refresh_single_use_tokens_under_traffic(
     with ExitStack() as running:
         # started from a thread: the simulator answers on this loop meanwhile (a refresh
         # whose answer never comes loses the shop: its refresh token was used)
-        replicas = [
-            await asyncio.to_thread(
-                running.enter_context,
-                worker_process("enricher", settings, tmp_path / f"e{n}.log", b"enricher_ready"),
+        replicas = await asyncio.gather(
+            *(
+                asyncio.to_thread(
+                    running.enter_context,
+                    worker_process("enricher", settings, tmp_path / f"e{n}.log", b"enricher_ready"),
+                )
+                for n in range(3)
             )
-            for n in range(3)
-        ]
+        )
         sending = asyncio.create_task(traffic())
         await asyncio.sleep(3.0)
         replicas[0].send_signal(signal.SIGKILL)  # its shops move to the others mid-traffic

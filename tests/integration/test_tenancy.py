@@ -17,10 +17,9 @@ import pytest
 
 from schemas.box import BoxClosed
 from schemas.codec import encode
-from schemas.label import LabelDocument, LabelResult, ParcelLabel
 from schemas.topics import BOXES
 from tests.integration.kafka_helpers import consume, models
-from tests.unit.factories import box
+from tests.unit.factories import box, label_result
 from workers.labels import claims
 from workers.labels.store import FolderStore, manifest_name, put_document
 from workers.receiver.app import create_app
@@ -47,29 +46,6 @@ def auth(who: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKENS[who]}"}
 
 
-def labeled(order: str, box_id: str, warehouse: str) -> LabelResult:
-    return LabelResult(
-        event_id=f"label-job-{order}",
-        job_id=f"job-{order}",
-        order_id=order,
-        carrier="TikTok Shop",
-        service="ground",
-        shipment_id=f"s-{order}",
-        parcels=[
-            ParcelLabel(
-                box_id=box_id,
-                warehouse_id=warehouse,
-                tracking_id=f"T-{order}",
-                documents=[LabelDocument(format="pdf", uri="x", sha256="x", size=1)],
-            )
-        ],
-        attempts=1,
-        latency_ms=1,
-        call_ms=1,
-        labeled_at_ms=1,
-    )
-
-
 async def label_as_the_labeler_does(store: FolderStore, order: str, box_id: str, wh: str) -> bool:
     """Claim the box, and when it is ours store the label: what the labeler does."""
     wanted = claims.Claim(
@@ -78,7 +54,7 @@ async def label_as_the_labeler_does(store: FolderStore, order: str, box_id: str,
     if await claims.claim(store, wanted, DAY_MS) is not None:
         return False
     await put_document(store, f"job-{order}", box_id, "pdf", f"%PDF label of {order}".encode())
-    await store.put(manifest_name(f"job-{order}"), encode(labeled(order, box_id, wh)), "")
+    await store.put(manifest_name(f"job-{order}"), encode(label_result(order, box_id, wh)), "")
     return True
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from schemas.box import BoxClosed, BoxItem
 from schemas.common import Address, Dimensions, Weight, now_ms
-from schemas.label import LabelJob, Parcel
+from schemas.label import LabelDocument, LabelJob, LabelResult, Parcel, ParcelLabel
 from schemas.order import LineItem, Order, OrderStatus
 
 
@@ -80,4 +80,28 @@ def job(order_id: str = "O1", parcels: int = 1) -> LabelJob:
             for n in range(parcels)
         ],
         created_at_ms=now_ms(),
+    )
+
+
+def label_result(order_id: str, box_id: str = "BOX-1", warehouse: str = "A") -> LabelResult:
+    """The label of job ``job-<order_id>``: one parcel, box ``box_id`` in ``warehouse``."""
+    return LabelResult(
+        event_id=f"label-job-{order_id}",
+        job_id=f"job-{order_id}",
+        order_id=order_id,
+        carrier="TikTok Shop",
+        service="ground",
+        shipment_id=f"s-{order_id}",
+        parcels=[
+            ParcelLabel(
+                box_id=box_id,
+                warehouse_id=warehouse,
+                tracking_id=f"T-{order_id}",
+                documents=[LabelDocument(format="pdf", uri="x", sha256="x", size=1)],
+            )
+        ],
+        attempts=1,
+        latency_ms=1,
+        call_ms=1,
+        labeled_at_ms=1,
     )

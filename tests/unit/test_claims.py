@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 from schemas.codec import encode
-from schemas.label import LabelResult, ParcelLabel
+from tests.unit.factories import label_result
 from workers.labels import claims
 from workers.labels.claims import Ambiguous, Claim, Found, Verdict, decide
 from workers.labels.store import FolderStore, manifest_name
@@ -42,22 +42,6 @@ def test_another_order_is_refused_and_recorded_until_the_box_id_may_be_reused() 
     assert decide(write, later, DAY_MS) == (Verdict.CLAIM, later)
 
 
-def label(order: str, box: str = "BOX-1", wh: str = "A") -> LabelResult:
-    return LabelResult(
-        event_id=f"label-job-{order}",
-        job_id=f"job-{order}",
-        order_id=order,
-        carrier="TikTok Shop",
-        service="ground",
-        shipment_id="s",
-        parcels=[ParcelLabel(box_id=box, warehouse_id=wh, tracking_id="T")],
-        attempts=1,
-        latency_ms=1,
-        call_ms=1,
-        labeled_at_ms=1,
-    )
-
-
 def test_claims_in_a_store_resolve_to_the_box_label_or_name_both_orders(tmp_path: Path) -> None:
     store = FolderStore(tmp_path / "labels")
 
@@ -65,7 +49,7 @@ def test_claims_in_a_store_resolve_to_the_box_label_or_name_both_orders(tmp_path
         reuse = DAY_MS
         assert await claims.claim(store, wanted("O1"), reuse) is None
         assert await claims.resolve(store, "A", "BOX-1", None) is None  # not labeled yet
-        await store.put(manifest_name("job-O1"), encode(label("O1")), "application/json")
+        await store.put(manifest_name("job-O1"), encode(label_result("O1")), "application/json")
         found = await claims.resolve(store, "A", "BOX-1", None)
         assert isinstance(found, Found) and found.label.order_id == "O1"
         # the same box id in another warehouse is another box
@@ -80,11 +64,11 @@ def test_claims_in_a_store_resolve_to_the_box_label_or_name_both_orders(tmp_path
         assert await claims.resolve(store, "A", "BOX-1", "O2") == Ambiguous(["O1", "O2"])
         assert await claims.resolve(store, "A", "BOX-1", "O7") is None
         # a label record that does not hold the claimed box is never answered
-        await store.put(manifest_name("job-O1"), encode(label("O1", box="OTHER")), "")
+        await store.put(manifest_name("job-O1"), encode(label_result("O1", box_id="OTHER")), "")
         assert await claims.resolve(store, "A", "BOX-1", "O1") == Ambiguous(["O1", "O2"])
         # past the reuse window another order takes the id
         assert await claims.claim(store, wanted("O3", at_ms=12 * DAY_MS), reuse) is None
-        await store.put(manifest_name("job-O3"), encode(label("O3")), "")
+        await store.put(manifest_name("job-O3"), encode(label_result("O3")), "")
         found = await claims.resolve(store, "A", "BOX-1", None)
         assert isinstance(found, Found) and found.label.order_id == "O3"
 

@@ -321,17 +321,13 @@ class JobRunner:
             assert done is not None  # noqa: S101 (decided on it)
             await self.publish(self.labels_topic, job.order_id, done)  # same event id
             return "labeled"
-        refused = decide.routing_failure(job, self.settings, now_ms())
-        if refused is not None and action is not Action.RECOVER:
-            await self.publish(self.failures_topic, job.order_id, refused)
-            log.warning(
-                "label_job_refused",
-                job_id=job.job_id,
-                order_id=job.order_id,
-                code=refused.error_code,
-            )
-            return "failed"
-        refused = await self.claim_boxes(job)
+        # a job a dead process started was routed then: only its boxes are claimed again
+        routing = (
+            None
+            if action is Action.RECOVER
+            else decide.routing_failure(job, self.settings, now_ms())
+        )
+        refused = routing or await self.claim_boxes(job)
         if refused is not None:
             await self.publish(self.failures_topic, job.order_id, refused)
             log.warning(
