@@ -40,6 +40,23 @@ def docker_answers() -> bool:
         return False
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_ports() -> None:
+    """Under pytest-xdist (``make test`` runs three workers), each worker draws the ports
+    of the stacks and brokers it starts from a slice of its own: two workers never hand
+    out the same port."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return
+    from workers.broker import embedded
+
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    low, high = embedded._PORT_RANGE
+    size = (high - low + 1) // count
+    start = low + int(worker.removeprefix("gw")) * size
+    embedded._PORT_RANGE = (start, start + size - 1)
+
+
 @pytest.fixture(scope="session")
 def broker() -> Iterator[Broker]:
     given = os.environ.get("PARCELFLOW_KAFKA_BOOTSTRAP")
