@@ -5,11 +5,16 @@ parcelflow receiver | enricher | planner | labeler | auditor | dashboard | simul
 parcelflow run      start everything, send demo traffic, print a summary, stop
 parcelflow up       the same, but keep running until Ctrl-C
 parcelflow chaos    the same under a seeded schedule of kills, stops and broker pauses
-parcelflow tokens   list TikTok tokens per shop, or set them after a shop re-authorized
+parcelflow send     a signed webhook, a box or an order event to the receiver
+parcelflow labels   a label record or document from the receiver; prune old ones
 parcelflow failures / void   label failures (list, replay); void refusal
-parcelflow topics   plan, apply or check the topics parcelflow needs
+parcelflow topics   plan, apply, check or tail the topics; the Kafka ACLs of each worker
+parcelflow tokens   TikTok tokens per shop: list, set, import a token file, make a key
+parcelflow principals   callers of the HTTP API: list, or make a new one's token
 parcelflow health   probe this host's worker (a container's HEALTHCHECK)
 parcelflow config   print every setting as a Markdown table
+
+`parcelflow COMMAND --help` shows a command's own flags and an example.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 from pydantic import BaseModel, SecretStr
 
 from workers.settings import Settings
-from workers.terminal import safe
+from workers.terminal import UsageError, safe
 
 
 def worker(name: str) -> Any:
@@ -164,7 +169,7 @@ def demo(settings: Settings, args: argparse.Namespace, keep_running: bool) -> in
                     flush=True,
                 )
                 for line in text.splitlines():
-                    if line.startswith(("PARCELFLOW_INGEST", "PARCELFLOW_TIKTOK_APP")):
+                    if line.startswith(("PARCELFLOW_API_TOKEN", "PARCELFLOW_TIKTOK_APP")):
                         print(line, flush=True)
                 wait_for_signal()
     except StackError as exc:
@@ -258,10 +263,7 @@ def failures_command(settings: Settings, args: argparse.Namespace) -> int:
             print("no failures")
         return 0
     if not args.job_id and not args.all:
-        print(
-            "name the jobs to replay with --job-id, or replay every one with --all", file=sys.stderr
-        )
-        return 2
+        raise UsageError("name the jobs to replay with --job-id, or replay every one with --all")
     replayed = asyncio.run(operations.replay(settings, None if args.all else set(args.job_id)))
     for f in replayed:
         print(safe(f"replayed {f.job_id} (order {f.order_id}, failed with {f.error_code})"))
@@ -290,8 +292,7 @@ def principals_command(settings: Settings, args: argparse.Namespace) -> int:
             print("no principals: set PARCELFLOW_PRINCIPALS or PARCELFLOW_PRINCIPALS_FILE")
         return 0
     if not args.name or not args.role:
-        print("principals token needs --name and at least one --role", file=sys.stderr)
-        return 2
+        raise UsageError("principals token needs --name and at least one --role")
     token = secrets.token_urlsafe(32)
     entry: dict[str, object] = {
         "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
@@ -305,13 +306,11 @@ def principals_command(settings: Settings, args: argparse.Namespace) -> int:
     from workers.settings import PRINCIPAL_NAME, PrincipalSpec
 
     if not PRINCIPAL_NAME.fullmatch(args.name):
-        print("principals token: --name is 1 to 64 of A-Z a-z 0-9 . _ @ -", file=sys.stderr)
-        return 2
+        raise UsageError("principals token: --name is 1 to 64 of A-Z a-z 0-9 . _ @ -")
     try:
         PrincipalSpec.model_validate(entry)
     except ValidationError as exc:
-        print(f"principals token: {problems(exc)}", file=sys.stderr)
-        return 2
+        raise UsageError(f"principals token: {problems(exc)}") from None
     print(f"token (give it to the caller; it is not stored anywhere): {token}", file=sys.stderr)
     print(json.dumps({args.name: entry}))
     return 0
@@ -349,19 +348,16 @@ async def tokens_async(settings: Settings, args: argparse.Namespace) -> int:
     given: dict[str, Any] = {}
     if args.action == "set":
         if not args.shop_id:
-            print("tokens set needs --shop-id", file=sys.stderr)
-            return 2
+            raise UsageError("tokens set needs --shop-id")
         try:
             given = json.loads(sys.stdin.read())
         except ValueError:
             given = {}
         if not isinstance(given, dict) or not {"access_token", "refresh_token"} <= set(given):
-            print(
+            raise UsageError(
                 'tokens set: stdin must be JSON with "access_token" and "refresh_token" '
-                "(the data of TikTok's token answer)",
-                file=sys.stderr,
+                "(the data of TikTok's token answer)"
             )
-            return 2
     try:
         await ensure_topics(settings)
         async with shared_tokens(settings, writer_name("cli")) as store:
@@ -388,8 +384,7 @@ async def tokens_async(settings: Settings, args: argparse.Namespace) -> int:
                 await store.put(args.shop_id, auth)
                 print(f"tokens of shop {safe(args.shop_id)} written: every enricher uses them")
     except TokenKeyMissing as exc:
-        print(f"parcelflow tokens: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from None
     return 0
 
 
@@ -423,7 +418,11 @@ def shown(value: object) -> str:
 def settings_rows(settings: Settings | None = None) -> list[str]:
     """Every setting: its default (README), or the value in effect with where it came from."""
     default = Settings.model_construct()  # defaults only: no environment read
-    title = "| variable | default | meaning |" if settings is None else "| variable | value | |"
+    title = (
+        "| variable | default | meaning |"
+        if settings is None
+        else "| variable | value | set (differs from the default) |"
+    )
     rows = [title, "|---|---|---|"]
     for name, info in Settings.model_fields.items():
         if settings is None:
@@ -516,11 +515,17 @@ def parser() -> argparse.ArgumentParser:
     topics = sub.add_parser(
         "topics",
         help="the topics parcelflow needs: plan (compare with the cluster), apply (create "
-        "and alter what may be), check (exit 1 on what a worker would refuse)",
+        "and alter what may be), check (exit 1 on what a worker would refuse), tail (print "
+        "records), acls (each worker's Kafka ACLs)",
+        epilog="example: parcelflow topics tail labels.v1 --from-end --follow --limit 10",
     )
     topics.add_argument("action", choices=["plan", "apply", "check", "tail", "acls"])
     topics.add_argument("topic", nargs="?", help="tail: the topic, e.g. labels.v1")
     topics.add_argument("--follow", action="store_true", help="tail: keep printing new records")
+    topics.add_argument(
+        "--from-end", action="store_true", help="tail: only records written from now on"
+    )
+    topics.add_argument("--limit", type=int, help="tail: stop after this many records")
     topics.add_argument("--key", help="tail: only records with this key (an order id)")
     topics.add_argument(
         "--format",
@@ -568,23 +573,42 @@ def parser() -> argparse.ArgumentParser:
     send = sub.add_parser(
         "send", help="send a signed TikTok webhook, a box or an order event to the receiver"
     )
-    send.add_argument("what", choices=["webhook", "box", "order"])
-    send.add_argument("--file", help="the JSON body to send, instead of flags")
-    send.add_argument("--order-id", help="the TikTok order id")
-    send.add_argument("--box-id", help="box: its id")
-    send.add_argument(
+    kinds = send.add_subparsers(dest="what", required=True)
+    webhook = kinds.add_parser(
+        "webhook",
+        help="a TikTok order webhook, signed with the app's secret",
+        epilog="example: parcelflow send webhook --order-id 1001 --item MUG-BLK=2 --item TEE-M",
+    )
+    webhook.add_argument("--order-id", help="the TikTok order id")
+    webhook.add_argument(
         "--item",
         action="append",
         default=[],
-        help="SKU=QTY (repeatable). box: what is in it; webhook: also load an order with "
-        "these items into the devstack's simulator first",
+        help="SKU=QTY (repeatable): the order's units, loaded into the simulator first",
     )
-    send.add_argument("--shop-id", default="7495000000000000000", help="webhook: the shop")
-    send.add_argument("--status", default="AWAITING_SHIPMENT", help="webhook: order status")
-    send.add_argument("--type", type=int, default=1, help="webhook: TikTok's type (1: order)")
-    send.add_argument("--station", default="PACK-01", help="box: packing station")
-    send.add_argument("--weight-lb", type=float, default=1.0, help="box: weight in lb (1.0)")
-    send.add_argument("--url", help="the receiver (http://127.0.0.1:PARCELFLOW_RECEIVER_PORT)")
+    webhook.add_argument("--shop-id", default="7495000000000000000", help="the shop")
+    webhook.add_argument("--status", default="AWAITING_SHIPMENT", help="the order status")
+    webhook.add_argument("--type", type=int, default=1, help="TikTok's webhook type (1: order)")
+    box = kinds.add_parser(
+        "box",
+        help="a box-closed event of a packing station",
+        epilog="example: parcelflow send box --order-id 1001 --box-id 1001-A --item MUG-BLK=2",
+    )
+    box.add_argument("--order-id", help="the box's order")
+    box.add_argument("--box-id", help="the box's id")
+    box.add_argument(
+        "--item", action="append", default=[], help="SKU=QTY (repeatable): what is in it"
+    )
+    box.add_argument("--station", default="PACK-01", help="the packing station (PACK-01)")
+    box.add_argument("--weight-lb", type=float, default=1.0, help="weight in lb (1.0)")
+    order = kinds.add_parser(
+        "order",
+        help="an order event of an upstream system (with its line items)",
+        epilog="example: parcelflow send order --file order.json  (schemas/json/orders.v1.json)",
+    )
+    for kind in (webhook, box, order):
+        kind.add_argument("--file", help="the JSON body to send, instead of flags")
+        kind.add_argument("--url", help="the receiver (http://127.0.0.1:PARCELFLOW_RECEIVER_PORT)")
     send.set_defaults(func=send_command)
 
     health = sub.add_parser(
@@ -650,8 +674,7 @@ def topics_command(settings: Settings, args: argparse.Namespace) -> int:
         from workers.devstack.client import tail
 
         if not args.topic:
-            print("topics tail needs a topic, e.g. labels.v1", file=sys.stderr)
-            return 2
+            raise UsageError("topics tail needs a topic, e.g. labels.v1")
         return tail(settings, args)
 
     if args.action == "apply":
@@ -720,6 +743,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     if args.command not in CLIENTS:
         sys.exit(args.func(settings, args))
+
     import logging
 
     from aiokafka.errors import KafkaError
@@ -727,6 +751,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the one line below says it
     try:
         code = args.func(settings, args)
+    except UsageError as exc:
+        print(f"parcelflow {args.command}: {exc}", file=sys.stderr)
+        code = 2
     except (KafkaError, OSError) as exc:
         if args.command in ("send", "labels") and not isinstance(exc, KafkaError):
             where = f"the receiver at http://127.0.0.1:{settings.receiver_port}"

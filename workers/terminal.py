@@ -1,6 +1,10 @@
-"""Text from records, made safe to print on a terminal."""
+"""What the CLI prints: text from records made safe for a terminal, and usage errors."""
 
 from __future__ import annotations
+
+
+class UsageError(Exception):
+    """A command given wrong: ``parcelflow`` prints the message as one line, exits 2."""
 
 
 def safe(text: str) -> str:

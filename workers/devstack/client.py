@@ -26,7 +26,7 @@ from workers.devstack.demo_data import order_with
 from workers.kafka import Topics
 from workers.kafka_auth import client_options
 from workers.settings import Settings
-from workers.terminal import safe
+from workers.terminal import UsageError, safe
 from workers.tiktok.signing import webhook_signature
 
 
@@ -35,8 +35,24 @@ def items(pairs: list[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for pair in pairs:
         sku, _, qty = pair.partition("=")
+        if not sku.strip() or (qty and not (qty.isdigit() and 1 <= int(qty) <= 10_000)):
+            raise UsageError(f"--item {safe(pair)!r}: use SKU=QTY with QTY from 1 to 10000")
         out[sku] = out.get(sku, 0) + (int(qty) if qty else 1)
     return out
+
+
+def body_of(path: str | None) -> Any:
+    """The JSON of ``--file``, or None without one."""
+    if path is None:
+        return None
+    try:
+        return orjson.loads(Path(path).read_bytes())
+    except FileNotFoundError:
+        raise UsageError(f"--file {safe(path)}: no such file") from None
+    except OSError as exc:
+        raise UsageError(f"--file {safe(path)}: cannot read it ({exc.strerror})") from None
+    except orjson.JSONDecodeError as exc:
+        raise UsageError(f"--file {safe(path)}: not valid JSON ({exc})") from None
 
 
 async def post(url: str, body: bytes, headers: dict[str, str]) -> int:
@@ -53,14 +69,15 @@ def send(settings: Settings, args: argparse.Namespace) -> int:
     receiver = args.url or f"http://127.0.0.1:{settings.receiver_port}"
     bearer = settings.api_token.get_secret_value() if settings.api_token else ""
     headers = {"Authorization": f"Bearer {bearer}", "content-type": "application/json"}
-    given: Any = orjson.loads(Path(args.file).read_bytes()) if args.file else None
+    given: Any = body_of(args.file)
     if args.what == "webhook":
         if given is None:
-            if not args.order_id:
-                print("send webhook needs --order-id (or --file)", file=sys.stderr)
-                return 2
-            if args.item:
-                load_order(settings, args)
+            if not (args.order_id and args.item):
+                raise UsageError(
+                    "send webhook needs --order-id and --item SKU=QTY (the order's units, "
+                    "loaded into the simulated TikTok Shop first), or --file"
+                )
+            load_order(settings, args)
             given = {
                 "type": args.type,
                 "tts_notification_id": f"ntf-{args.order_id}-{int(time.time())}",
@@ -80,8 +97,7 @@ def send(settings: Settings, args: argparse.Namespace) -> int:
     if args.what == "box":
         if given is None:
             if not (args.order_id and args.box_id and args.item):
-                print("send box needs --order-id, --box-id and --item (or --file)", file=sys.stderr)
-                return 2
+                raise UsageError("send box needs --order-id, --box-id and --item (or --file)")
             packed = items(args.item)
             given = BoxClosed(
                 event_id=f"box-{args.box_id}-{now_ms()}",
@@ -95,8 +111,7 @@ def send(settings: Settings, args: argparse.Namespace) -> int:
             ).model_dump(mode="json")
         return asyncio.run(post(f"{receiver}/v1/boxes", orjson.dumps(given), headers))
     if given is None:
-        print("send order needs --file: an order event (schemas/json/Order.json)", file=sys.stderr)
-        return 2
+        raise UsageError("send order needs --file: an order event (schemas/json/orders.v1.json)")
     return asyncio.run(post(f"{receiver}/v1/orders", orjson.dumps(given), headers))
 
 
@@ -114,15 +129,23 @@ def load_order(settings: Settings, args: argparse.Namespace) -> None:
 def tail(settings: Settings, args: argparse.Namespace) -> int:
     known = {spec.name: spec for spec in ALL_TOPICS}
     if args.topic not in known:
-        print(f"unknown topic {args.topic!r}; one of: {', '.join(sorted(known))}", file=sys.stderr)
-        return 2
+        raise UsageError(f"unknown topic {safe(args.topic)!r}; one of: {', '.join(sorted(known))}")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit: a number of records, at least 1")
     topic = Topics(settings)(known[args.topic])
     if settings.kafka_embedded:
         install_end_offsets_correction(client_options(settings))
-    return asyncio.run(follow(settings, topic, args.key, args.follow))
+    return asyncio.run(follow(settings, topic, args.key, args.follow, args.from_end, args.limit))
 
 
-async def follow(settings: Settings, topic: str, key: str | None, forever: bool) -> int:
+async def follow(
+    settings: Settings,
+    topic: str,
+    key: str | None,
+    forever: bool,
+    from_end: bool = False,
+    limit: int | None = None,
+) -> int:
     consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False)
     try:
         await consumer.start()
@@ -132,15 +155,23 @@ async def follow(settings: Settings, topic: str, key: str | None, forever: bool)
             print(f"topic {topic} does not exist", file=sys.stderr)
             return 1
         consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
+        if from_end:  # only what comes from now on
+            for tp in tps:
+                consumer.seek(tp, ends[tp])
+        else:
+            await consumer.seek_to_beginning(*tps)
         wanted = key.encode() if key is not None else None
+        printed = 0
         while True:
             batches = await consumer.getmany(timeout_ms=500)
             for messages in batches.values():
                 for m in messages:
                     if wanted is None or m.key == wanted:
                         print(safe(line(m)), flush=True)
+                        printed += 1
+                        if limit is not None and printed >= limit:
+                            return 0
             if not forever and all(await positions(consumer, tps, ends)):
                 return 0
     finally:
@@ -158,12 +189,28 @@ def line(m: Any) -> str:
         value: Any = orjson.loads(m.value) if m.value is not None else None
     except orjson.JSONDecodeError:
         value = {"undecodable_bytes": len(m.value)}
+    if isinstance(value, dict) and "value_b64" in value:  # a dead letter: its original too
+        value = value | {"original": original(value["value_b64"])}
     head = {
         "partition": m.partition,
         "offset": m.offset,
         "key": m.key.decode(errors="replace") if m.key is not None else None,
     }
     return orjson.dumps(head | {"value": value}).decode()
+
+
+def original(b64: object) -> Any:
+    """A dead letter's original bytes: the JSON when they parse, else base64 with a note."""
+    import base64
+
+    try:
+        raw = base64.b64decode(str(b64), validate=True)
+    except ValueError:
+        return {"note": "not base64", "value_b64": b64}
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {"note": "not JSON: the bytes, as base64", "value_b64": b64}
 
 
 def labels_get(settings: Settings, args: argparse.Namespace) -> int:
@@ -174,8 +221,7 @@ def labels_get(settings: Settings, args: argparse.Namespace) -> int:
 
     base = args.url or f"http://127.0.0.1:{settings.receiver_port}"
     if not base.startswith(("http://", "https://")):
-        print(f"--url {base!r}: an http:// or https:// address", file=sys.stderr)
-        return 2
+        raise UsageError(f"--url {base!r}: an http:// or https:// address")
 
     def quote(part: str) -> str:
         return urllib.parse.quote(part, safe="")
@@ -191,8 +237,7 @@ def labels_get(settings: Settings, args: argparse.Namespace) -> int:
     elif args.job_id:
         path = f"/v1/labels/{quote(args.job_id)}"
     else:
-        print("labels get needs a JOB_ID, a --box BOX_ID, or both", file=sys.stderr)
-        return 2
+        raise UsageError("labels get needs a JOB_ID, a --box BOX_ID, or both")
     if args.format and args.box:
         path += ("&" if "?" in path else "?") + f"format={quote(args.format)}"
     token = settings.api_token.get_secret_value() if settings.api_token else ""
@@ -230,17 +275,14 @@ def duration_s(text: str) -> float:
 def labels_prune(settings: Settings, args: argparse.Namespace) -> int:
     """Delete the folder store's documents and records older than ``--older-than``."""
     if settings.label_store != "folder":
-        print(
+        raise UsageError(
             "labels prune works on the folder store; an object store prunes itself with a "
-            "lifecycle rule (see README)",
-            file=sys.stderr,
+            "lifecycle rule (see README)"
         )
-        return 2
     try:
         cutoff = time.time() - duration_s(args.older_than)
     except ValueError:
-        print(f"--older-than {args.older_than!r}: use e.g. 30d, 12h, 90m", file=sys.stderr)
-        return 2
+        raise UsageError(f"--older-than {args.older_than!r}: use e.g. 30d, 12h, 90m") from None
     root = settings.label_dir
     removed = kept = 0
     for path in root.rglob("*") if root.exists() else ():

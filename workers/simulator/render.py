@@ -3,7 +3,9 @@ PNG (Pillow, 203 dpi as thermal printers print) or ZPL (the printers' own langua
 
 Each shows "TikTok Shop", the ship-from and ship-to addresses, the service, the weight,
 the order id, the box id (multi-parcel shipments name their boxes), "box n of N", a
-Code128 barcode of the tracking id and the box's TikTok item ids.
+Code128 barcode of the tracking id and the box's TikTok item ids. The barcode's module
+is as wide as the label allows (at most 1.1 pt, 4 dots at 203 dpi) with a quiet zone of
+at least 10 modules each side, so it fits and scans whatever the tracking id.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from reportlab.pdfgen import canvas
 
 WIDTH_IN, HEIGHT_IN = 4, 6
 DPI = 203
+QUIET_MODULES = 10  # Code128's quiet zone, each side
 
 
 @dataclass(frozen=True)
@@ -68,13 +71,17 @@ def pdf(label: Label) -> bytes:
     for n, line in enumerate(label.ship_from):
         page.drawString(40, h - 44 - 9 * n, line)
     page.line(8, h - 92, w - 8, h - 92)
-    page.drawString(12, h - 106, "SHIP TO")
+    page.drawString(12, h - 102, "SHIP TO")
     page.setFont("Helvetica-Bold", 12)
     for n, line in enumerate(label.ship_to):
-        page.drawString(40, h - 108 - 15 * n, line)
+        page.drawString(40, h - 118 - 14 * n, line)
     page.line(8, h - 190, w - 8, h - 190)
-    barcode = Code128(label.tracking, barHeight=60, barWidth=1.1, humanReadable=True)
-    barcode.drawOn(page, max(4, (w - barcode.width) / 2), h - 270)
+    modules = sum(m for _, m in bars(label.tracking))
+    module = min(1.1, (w - 16) / (modules + 2 * QUIET_MODULES))
+    barcode = Code128(label.tracking, barHeight=60, barWidth=module, quiet=0)
+    barcode.drawOn(page, (w - barcode.width) / 2, h - 262)
+    page.setFont("Courier", 9)
+    page.drawCentredString(w / 2, h - 275, label.tracking)
     page.setFont("Helvetica", 8)
     details = [
         f"Tracking {label.tracking}",
@@ -124,7 +131,7 @@ def png(label: Label) -> bytes:
         y += 36
     draw.line((16, y + 8, w - 16, y + 8), fill=0, width=3)
     runs = bars(label.tracking)
-    module = max(1, (w - 60) // sum(m for _, m in runs))
+    module = max(1, min(4, w // (sum(m for _, m in runs) + 2 * QUIET_MODULES)))
     x = (w - module * sum(m for _, m in runs)) // 2
     top = y + 30
     for is_bar, modules in runs:
@@ -165,10 +172,14 @@ def zpl(label: Label) -> bytes:
     lines += [f"^FO110,{110 + 26 * n}^FD{zpl_text(s)}^FS" for n, s in enumerate(label.ship_from)]
     lines += ["^FO20,250^GB772,3,3^FS", "^FO30,265^FDSHIP TO^FS", "^CF0,34"]
     lines += [f"^FO110,{265 + 40 * n}^FD{zpl_text(s)}^FS" for n, s in enumerate(label.ship_to)]
+    width = 812
+    modules = sum(m for _, m in bars(label.tracking))
+    module = max(1, min(3, width // (modules + 2 * QUIET_MODULES)))
+    left = (width - module * modules) // 2
     lines += [
         "^FO20,480^GB772,3,3^FS",
-        "^BY3,2,160",
-        f"^FO60,510^BCN,160,Y,N,N^FD{label.tracking}^FS",
+        f"^BY{module},2,160",
+        f"^FO{left},510^BCN,160,Y,N,N^FD{zpl_text(label.tracking)}^FS",
     ]
     lines += [
         "^CF0,26",
