@@ -82,5 +82,5 @@ lock: $(STAMP) ## pin every dependency of the image, with hashes, in deploy/requ
 	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links \
 		--generate-hashes --output-file deploy/requirements.lock pyproject.toml
 
-docs: $(STAMP) ## regenerate the settings table in README.md from workers/settings.py
-	$(BIN)/parcelflow config --readme README.md
+docs: $(STAMP) ## regenerate the settings table in docs/configuration.md from workers/settings.py
+	$(BIN)/parcelflow config --readme docs/configuration.md

@@ -392,9 +392,12 @@ def config_table(settings: Settings, args: argparse.Namespace) -> int:
     if args.readme:
         readme = Path(args.readme)
         text = readme.read_text()
-        start = text.index("| variable | default | meaning |")
-        end = text.index("\n\n", start)
-        readme.write_text(text[:start] + "\n".join(settings_rows()) + text[end:])
+        start = text.find("| variable | default | meaning |")
+        if start < 0:
+            raise UsageError(f"--readme {safe(args.readme)}: no settings table in it")
+        end = text.find("\n\n", start)
+        rest = text[end:] if end >= 0 else "\n"  # the table may end the file
+        readme.write_text(text[:start] + "\n".join(settings_rows()) + rest)
         return 0
     print("\n".join(settings_rows(settings)))
     return 0
@@ -416,7 +419,7 @@ def shown(value: object) -> str:
 
 
 def settings_rows(settings: Settings | None = None) -> list[str]:
-    """Every setting: its default (README), or the value in effect with where it came from."""
+    """Every setting: its default (docs/configuration.md), or the value in effect."""
     default = Settings.model_construct()  # defaults only: no environment read
     title = (
         "| variable | default | meaning |"
@@ -622,7 +625,9 @@ def parser() -> argparse.ArgumentParser:
     health.set_defaults(func=health_command)
 
     config = sub.add_parser("config", help="print every setting as a Markdown table")
-    config.add_argument("--readme", help="rewrite the settings table in this README instead")
+    config.add_argument(
+        "--readme", help="rewrite the settings table in this file instead (docs/configuration.md)"
+    )
     config.set_defaults(func=config_table)
     return root
 
