@@ -1,4 +1,5 @@
-"""Export one JSON Schema per topic into ``schemas/json/`` for other languages.
+"""Export one JSON Schema per topic into ``schemas/json/`` for other languages, and the
+AsyncAPI document of every topic (``schemas/asyncapi.json``, see ``schemas/asyncapi.py``).
 
 Run ``python -m schemas.export`` after changing a model; a test fails while they differ.
 """
@@ -9,9 +10,11 @@ from pathlib import Path
 
 import orjson
 
+from schemas.asyncapi import document
 from schemas.topics import ALL_TOPICS
 
 JSON_DIR = Path(__file__).parent / "json"
+ASYNCAPI = Path(__file__).parent / "asyncapi.json"
 
 
 def render() -> dict[str, bytes]:
@@ -26,13 +29,18 @@ def render() -> dict[str, bytes]:
     return files
 
 
+def render_asyncapi() -> bytes:
+    return orjson.dumps(document(), option=orjson.OPT_INDENT_2) + b"\n"
+
+
 def main() -> None:
     JSON_DIR.mkdir(exist_ok=True)
     for old in JSON_DIR.glob("*.json"):
         old.unlink()
     for name, body in render().items():
         (JSON_DIR / name).write_bytes(body)
-    print(f"wrote {len(ALL_TOPICS)} schemas to {JSON_DIR}")
+    ASYNCAPI.write_bytes(render_asyncapi())
+    print(f"wrote {len(ALL_TOPICS)} schemas to {JSON_DIR} and {ASYNCAPI.name}")
 
 
 if __name__ == "__main__":

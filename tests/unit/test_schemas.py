@@ -92,3 +92,30 @@ def test_the_documented_box_example_is_a_valid_box_closed_event() -> None:
     )
     box = BoxClosed.model_validate_json(example)
     assert box.items[0].sku == "MUG-RED"
+
+
+def test_the_asyncapi_document_is_current_valid_and_names_every_topic() -> None:
+    """schemas/asyncapi.json: what `make schemas` writes, valid AsyncAPI 3.0 (the spec's
+    own JSON Schema, from @asyncapi/specs 6.11.1, Apache-2.0, in tests/data/), a channel
+    per topic of the registry whose message payload is that topic's exported schema."""
+    import json
+
+    import jsonschema
+
+    from schemas.export import ASYNCAPI, render_asyncapi
+    from schemas.topics import ALL_TOPICS
+
+    assert ASYNCAPI.read_bytes() == render_asyncapi(), "stale: run `make schemas`"
+    doc = json.loads(ASYNCAPI.read_bytes())
+    spec = json.loads((ROOT / "tests" / "data" / "asyncapi-3.0.0.schema.json").read_bytes())
+    jsonschema.validate(doc, spec)
+    addresses = {c["address"] for c in doc["channels"].values()}
+    assert addresses == {t.name for t in ALL_TOPICS}
+    for name, message in doc["components"]["messages"].items():
+        payload = ASYNCAPI.parent / message["payload"]["$ref"]
+        assert json.loads(payload.read_bytes())["$id"] == f"parcelflow/{payload.stem}", name
+    bad = json.loads(json.dumps(doc))
+    del bad["channels"]["orders"]["address"]
+    bad["channels"]["orders"]["adress"] = "typo"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, spec)  # the validation can fail
