@@ -198,7 +198,10 @@ def write_report(dashboard_url: str, run_dir: Path, page: Any, labels: int) -> P
 
     import orjson
 
+    from workers.dashboard.app import LAG_EVERY_S
+
     deadline = time.monotonic() + 15
+    seen_all_at: float | None = None
     while True:
         try:
             url = f"{dashboard_url}api/snapshot"
@@ -207,8 +210,14 @@ def write_report(dashboard_url: str, run_dir: Path, page: Any, labels: int) -> P
         except OSError as exc:
             print(f"parcelflow: no report: the dashboard did not answer ({exc})", file=sys.stderr)
             return None
-        # the dashboard reads the topics on its own: wait until it has seen every label
-        if time.monotonic() > deadline or snapshot["totals"]["labels"] >= labels:
+        # the dashboard reads the topics on its own: wait until it has seen every label,
+        # then for a lag read made after that (one every LAG_EVERY_S), so the backlog shown
+        # is the final one
+        now = time.monotonic()
+        if seen_all_at is None and snapshot["totals"]["labels"] >= labels:
+            seen_all_at = now
+        lag_fresh = seen_all_at is not None and now - seen_all_at > LAG_EVERY_S + 0.5
+        if now > deadline or lag_fresh:
             break
         time.sleep(0.5)
     path = run_dir / "report.html"

@@ -121,3 +121,15 @@ def test_memory_is_bounded_by_its_limits() -> None:
     assert len(board.latency["job_to_label"]) == 5
     assert len(board.per_minute) == 60
     assert board.totals["orders"] == 100
+
+
+def test_the_per_minute_plot_spans_the_run_not_an_hour() -> None:
+    board = Board()
+    board.take("orders", encode(order("O1")), T + 10_000, False)
+    minutes = board.snapshot(T + 30_000)["per_minute"]["minutes"]
+    assert len(minutes) == 5 and minutes[-1] == T  # a short run: the last 5 minutes
+    board.take("orders", encode(order("O2")), T - 20 * 60_000, False)
+    minutes = board.snapshot(T + 30_000)["per_minute"]["minutes"]
+    assert (minutes[0], len(minutes)) == (T - 20 * 60_000, 21)  # from the first minute
+    late = board.snapshot(T + 3 * 3_600_000)["per_minute"]["minutes"]
+    assert len(late) == 60  # at most the last hour

@@ -30,6 +30,7 @@ MEASURES = {
     "job_to_label": "label job → label stored",
     "order_to_label": "order in → label stored",
 }
+SHORTEST_SPAN = 5  # minutes the per-minute plot spans at least
 MINUTES = 60  # counts per minute kept for the plot
 # reasons shops must act on, from the enricher (refresh refused) and the receiver (type 7)
 REAUTHORIZE = {"shop_reauthorization_required", "seller_deauthorized"}
@@ -179,7 +180,10 @@ class Board:
 
     def snapshot(self, now_ms: int) -> dict[str, Any]:
         this_minute = now_ms // 60_000
-        minutes = list(range(this_minute - MINUTES + 1, this_minute + 1))
+        # the plot spans the run: from its first minute (at least the last 5) to now
+        first = min(self.per_minute, default=this_minute)
+        start = max(this_minute - MINUTES + 1, min(first, this_minute - SHORTEST_SPAN + 1))
+        minutes = list(range(start, this_minute + 1))
         empty = dict.fromkeys(KINDS, 0)
         return {
             "at_ms": now_ms,
