@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import signal
+import threading
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -16,13 +18,28 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def stop_on_signals() -> asyncio.Event:
-    """An event that SIGTERM or Ctrl-C sets: a worker's loop runs until it is set."""
+def stop_on_signals(deadline_s: float | None = None) -> asyncio.Event:
+    """An event that SIGTERM or Ctrl-C sets: a worker's loop runs until it is set. With
+    ``deadline_s``, a worker still running that long after the signal exits with code 1,
+    whatever it waits for (a broker that is gone, a write that never acks)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stopping() -> None:
+        if deadline_s is not None and not stop.is_set():
+            hard_stop_after(deadline_s)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopping)
     return stop
+
+
+def hard_stop_after(deadline_s: float) -> None:
+    """End this process with code 1 in ``deadline_s`` unless it has ended by then."""
+    timer = threading.Timer(deadline_s, os._exit, (1,))
+    timer.daemon = True
+    timer.start()
 
 
 def collect_garbage_less_often() -> None:

@@ -126,6 +126,8 @@ async def worker_runtime(
     await ensure_topics(settings)
     if settings.kafka_embedded:
         install_end_offsets_correction(client_options(settings))
-    runtime = Runtime(settings, name, stop if stop is not None else stop_on_signals())
+    if stop is None:
+        stop = stop_on_signals(settings.worker_stop_timeout_s)
+    runtime = Runtime(settings, name, stop)
     async with ops_server(runtime):
         yield runtime

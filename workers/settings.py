@@ -171,6 +171,13 @@ class Settings(BaseSettings):
         "The labeler polls while its calls run, so slow calls never come near it.",
     )
 
+    worker_stop_timeout_s: float = Field(
+        8.0,
+        gt=0,
+        description="A worker asked to stop (SIGTERM, Ctrl-C) exits within this long, "
+        "whatever it waits for (a broker that is gone); exit code 1 past it.",
+    )
+
     # --- logging and metrics -----------------------------------------------------------
     log_level: str = Field("info", description="debug, info, warning or error.")
     ops_host: str = Field(
@@ -353,7 +360,7 @@ class Settings(BaseSettings):
     )
 
     planner_stop_timeout_s: float = Field(
-        20.0,
+        8.0,
         gt=0,
         description="A planner asked to stop (SIGTERM), or whose join failed, exits within "
         "this long whatever it is waiting for (exit code 1 past it).",

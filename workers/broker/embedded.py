@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from workers import lifeline
 from workers.broker.tls import Certificates
 
 
@@ -128,7 +129,11 @@ class EmbeddedBroker:
             self._log = self.log_path.open("ab")
         out = self._log if self._log is not None else subprocess.DEVNULL
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
-        self.proc = subprocess.Popen(argv, stdout=out, stderr=out, env=env)  # noqa: S603 (our binary)
+        # its own session: a Ctrl-C at the terminal does not stop it before the workers
+        # (they are stopped first); it dies with the process that started it
+        self.proc = subprocess.Popen(  # noqa: S603 (our binary)
+            lifeline.wrap(argv), stdout=out, stderr=out, env=env, start_new_session=True
+        )
         try:
             wait_for_port(self.host, inner_port, timeout_s, self.proc)
             if self.tls is not None:
@@ -156,7 +161,9 @@ class EmbeddedBroker:
         ]
         if self.client_auth:
             argv += ["--client-ca", str(self.tls.ca)]
-        return subprocess.Popen(argv, stdout=out, stderr=out)  # noqa: S603 (our module)
+        return subprocess.Popen(  # noqa: S603 (our module)
+            lifeline.wrap(argv), stdout=out, stderr=out, start_new_session=True
+        )
 
     def stop(self, timeout_s: float = 5.0) -> None:
         for proc in (self.terminator, self.proc):

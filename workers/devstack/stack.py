@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from workers import lifeline
 from workers.broker.embedded import EmbeddedBroker, free_port, free_ports, wait_for_port
 from workers.broker.tls import Certificates, make_certificates
 from workers.settings import Settings
@@ -221,7 +222,9 @@ class Stack:
         port = free_port()
         log = (self.run_dir / "s3.log").open("ab")
         self.s3 = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            lifeline.wrap(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+            ),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -297,7 +300,7 @@ class Stack:
         if name in self.ops_ports:
             env = env | {"PARCELFLOW_OPS_PORT": str(self.ops_ports[name])}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", name],
+            lifeline.wrap([sys.executable, "-m", "workers.cli", name]),
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -327,20 +330,31 @@ class Stack:
         terminate(process.proc, grace_s)
         process.log.close()
 
-    def stop(self) -> None:
-        """Stop the workers (intake first), then the broker. Safe to call twice."""
+    def hold(self) -> None:
+        """Restart no worker from now on (the supervisor ends)."""
         self._stopping.set()
         if self._supervisor is not None:
             self._supervisor.join()
             self._supervisor = None
-        order = {
-            name: n
-            for n, name in enumerate(
-                ("receiver", "enricher", "planner", "labeler", "auditor", "dashboard", "simulator")
-            )
-        }
-        for process in sorted(self.processes, key=lambda p: order.get(p.name, 99)):
-            self.stop_process(process)
+
+    def stop(self) -> None:
+        """Stop the intake (receivers), then every other worker at once, then the broker
+        last (a worker never sees it go). Safe to call twice."""
+        self.hold()
+        first = [p for p in self.processes if p.name == "receiver"]
+        rest = [p for p in self.processes if p.name != "receiver"]
+        for group in (first, rest):
+            for process in group:
+                if process.proc.poll() is None:
+                    process.proc.terminate()  # all at once: they stop in parallel
+            deadline = time.monotonic() + 10.0
+            for process in group:
+                try:
+                    process.proc.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    process.proc.kill()
+                    process.proc.wait()
+                process.log.close()
         self.processes.clear()
         if self.broker is not None:
             self.broker.stop()

@@ -35,7 +35,7 @@ from workers.kafka import (
     rejected_record,
 )
 from workers.labeler.operations import VOID_REFUSAL
-from workers.loop import new_event_loop
+from workers.loop import hard_stop_after, new_event_loop
 from workers.receiver import labels
 from workers.receiver.dedupe import Dedupe
 from workers.receiver.keys import APPS, DEDUPE, METRICS, PRINCIPALS, PRODUCER, SETTINGS
@@ -402,12 +402,19 @@ def server_options(settings: Settings) -> dict[str, Any]:
 
 
 def run(settings: Settings) -> None:
+    app = create_app(settings)
+
+    async def hard_stop(app: web.Application) -> None:  # a broker gone may hang a flush
+        hard_stop_after(settings.worker_stop_timeout_s)
+
+    app.on_shutdown.append(hard_stop)
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.receiver_host,
         port=settings.receiver_port,
         print=None,
         access_log=None,
         loop=new_event_loop(),
+        shutdown_timeout=settings.worker_stop_timeout_s / 2,
         **server_options(settings),
     )

@@ -133,4 +133,11 @@ def create_app(sim: Simulator) -> web.Application:
 
 def run(settings: Settings) -> None:
     app = create_app(Simulator.from_settings(settings))
-    web.run_app(app, host=settings.sim_host, port=settings.sim_port, print=None, access_log=None)
+    web.run_app(
+        app,
+        host=settings.sim_host,
+        port=settings.sim_port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=2.0,  # open connections of a stopped stack: closed, not waited on
+    )
