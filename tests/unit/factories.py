@@ -6,6 +6,7 @@ from schemas.box import BoxClosed, BoxItem
 from schemas.common import Address, Dimensions, Weight, now_ms
 from schemas.label import LabelDocument, LabelJob, LabelResult, Parcel, ParcelLabel
 from schemas.order import LineItem, Order, OrderStatus
+from workers.simulator.render import Label
 
 
 def line_items(order_id: str, skus: dict[str, int]) -> list[LineItem]:
@@ -105,3 +106,18 @@ def label_result(order_id: str, box_id: str = "BOX-1", warehouse: str = "A") -> 
         call_ms=1,
         labeled_at_ms=1,
     )
+
+
+# a simulator label: box 2 of a three-box shipment, 14 item ids
+LABEL = Label(
+    tracking="TT0123456789ABCDEF01",
+    service="TikTok Shop Standard",
+    order_id="576460000000000001",
+    box_id="576460000000000001-B2",
+    index=2,
+    count=3,
+    weight="2.4 lb",
+    ship_from=["Warehouse", "1 Dock Rd", "Reno, NV 89502"],
+    ship_to=["Buyer 0001", "12 Main St", "Austin, TX 73301", "US"],
+    item_ids=[f"57646000000000000100{n}" for n in range(14)],
+)

@@ -148,23 +148,20 @@ def test_network_policies_deny_by_default_and_open_only_what_each_workload_needs
             return True
         return any(name in e["values"] for e in selector.get("matchExpressions", []))
 
-    def ingress_ports(name: str) -> set[int]:
+    def ports(name: str, direction: str) -> set[int]:
         return {
             port["port"]
             for spec in policies.values()
             if selected(spec, name)
-            for rule in spec.get("ingress", [])
+            for rule in spec.get(direction, [])
             for port in rule["ports"]
         }
 
+    def ingress_ports(name: str) -> set[int]:
+        return ports(name, "ingress")
+
     def egress_ports(name: str) -> set[int]:
-        return {
-            port["port"]
-            for spec in policies.values()
-            if selected(spec, name)
-            for rule in spec.get("egress", [])
-            for port in rule["ports"]
-        }
+        return ports(name, "egress")
 
     assert ingress_ports("parcelflow-receiver") == {8080}
     assert ingress_ports("parcelflow-planner") == {9100}  # Prometheus only

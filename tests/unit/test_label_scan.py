@@ -4,6 +4,7 @@ its quiet zones, and every label names its box."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 import re
@@ -14,6 +15,7 @@ import zxingcpp
 from PIL import Image
 from pypdf import PdfReader
 
+from tests.unit.factories import LABEL
 from workers.simulator.render import QUIET_MODULES, Label, bars, pdf, png, zpl
 
 TRACKING_IDS = [
@@ -24,18 +26,7 @@ TRACKING_IDS = [
 
 
 def label(tracking: str) -> Label:
-    return Label(
-        tracking=tracking,
-        service="TikTok Shop Standard",
-        order_id="576460000000000001",
-        box_id="576460000000000001-B2",
-        index=1,
-        count=1,
-        weight="1.5 lb",
-        ship_from=["Dock 4", "1 Dock Rd", "Reno, NV 89502"],
-        ship_to=["Jane Doe", "1 Main St", "Austin, TX 78701", "US"],
-        item_ids=["577000000000000001", "577000000000000002"],
-    )
+    return dataclasses.replace(LABEL, tracking=tracking)  # a box of a three-box shipment
 
 
 def decoded(image: Image.Image) -> list[str]:
@@ -68,7 +59,7 @@ def test_the_pdf_label_scans_and_fits_with_its_quiet_zones(tracking: str) -> Non
     module_px = (last - first) / sum(m for _, m in bars(tracking))
     assert first >= QUIET_MODULES * module_px and width - last >= QUIET_MODULES * module_px
     text = PdfReader(io.BytesIO(document)).pages[0].extract_text()
-    assert "Box 576460000000000001-B2" in text and tracking in text
+    assert f"Box {LABEL.box_id}" in text and tracking in text
 
 
 @pytest.mark.parametrize("tracking", TRACKING_IDS)
@@ -91,4 +82,4 @@ def test_the_zpl_barcode_fits_the_label_with_its_quiet_zones(tracking: str) -> N
     page = int(re.search(r"\^PW(\d+)", text).group(1))  # type: ignore[union-attr]
     right = left + module * sum(m for _, m in bars(tracking))
     assert left >= QUIET_MODULES * module and page - right >= QUIET_MODULES * module
-    assert f"^FD{tracking}^FS" in text and "Box 576460000000000001-B2" in text
+    assert f"^FD{tracking}^FS" in text and f"Box {LABEL.box_id}" in text

@@ -13,7 +13,7 @@ from PIL import Image
 from pypdf import PdfReader
 
 from schemas.common import Address
-from tests.unit.factories import job
+from tests.unit.factories import LABEL, job
 from workers.labeler import decide
 from workers.labeler.codes import DECISIONS, FailureCode
 from workers.labeler.shipium.request import (
@@ -29,18 +29,6 @@ from workers.simulator.shipium import package_label
 from workers.terminal import UsageError
 
 RENO = Address(name="Dock 4", street1="1 Dock Rd", city="Reno", state="NV", postal_code="89502")
-LABEL = Label(
-    tracking="TT0123456789ABCDEF01",
-    service="TikTok Shop Standard",
-    order_id="576460000000000001",
-    box_id="576460000000000001-B2",
-    index=2,
-    count=3,
-    weight="2.4 lb",
-    ship_from=["Warehouse", "1 Dock Rd", "Reno, NV 89502"],
-    ship_to=["Buyer 0001", "12 Main St", "Austin, TX 73301", "US"],
-    item_ids=[f"57646000000000000100{n}" for n in range(14)],
-)
 
 
 def test_the_pdf_is_a_4x6_label_with_the_tracking_id_addresses_and_item_ids() -> None:
