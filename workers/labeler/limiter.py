@@ -1,51 +1,22 @@
 """How many label calls to keep in flight, found from what the label provider does.
 
-``Gradient`` is the pure limiter (after Netflix's concurrency-limits Gradient2 and TCP
-Vegas, with the multiplicative cut of AIMD for overload answers). Calls report their
-latency and whether the provider pushed back (429, 503, a timeout).
+``Gradient`` is the pure limiter (after Netflix's Gradient2, TCP Vegas and AIMD's cut).
+Calls report their latency and whether the provider pushed back (429, 503, a timeout).
 
-The first window, of ``measure_calls`` (4) calls at most at once, learns the latency
-without a queue (the baseline), as Envoy's adaptive concurrency measures its minRTT: a
-first window at the initial limit, on a provider whose capacity is below it, teaches a
-queued latency as the baseline, and the limit then settles at about twice the capacity
-(seen in tests/integration/test_labeler.py at a capacity of 4). Then the limit is the
-initial one. Once per window of enough calls:
+- The first window (at most ``measure_calls`` in flight) measures the latency without a
+  queue: the baseline. Then the limit starts at the initial one.
+- Once per window: overload cuts the limit (``backoff``) and holds it through
+  ``Retry-After``; latency above the baseline by more than the noise (``noise_s``,
+  ``noise_share`` of the baseline, or three standard errors) moves the limit to
+  ``limit * baseline / latency``; otherwise it grows by ``climb`` x sqrt(limit), by one
+  call a window near the last queue (``cautious_s``), or doubles after a window that ran
+  as many calls as last queued without a queue (the capacity rose). It does not grow
+  while the calls never filled it.
+- Each estimate is smoothed into the limit (``smoothing``); a window counts only calls
+  started under the current limit (``started``/``ended`` carry a generation).
 
-- overload seen: the limit is cut (``backoff``, 0.75), and does not grow again until
-  ``Retry-After`` has passed;
-- latency above the baseline (the latency without queueing: it follows faster windows,
-  and drifts slowly up only while latency stays higher through the cuts) by more than
-  the noise, means calls queue at the provider: the limit moves to what it sustains,
-  ``limit * baseline / latency`` (the gradient). The noise is ``noise_s`` (50 ms),
-  ``noise_share`` (5%) of the baseline or three times the window's standard error,
-  whichever is most: a provider's latency varies call to call (a lognormal spread of 0.35 is
-  common), and a window of a few calls then differs from the last by far more than 10%
-  without any queue. (The first version took the lowest window as the baseline and a
-  fixed 10% as the noise: with that spread every window looked queued, and the limit
-  sank to its floor. tests/unit/test_limiter.py keeps that case.) A slower window
-  that is not queueing leaves the baseline alone: a queue of a call or two, under the
-  noise, would otherwise raise it window by window and the limit would creep up;
-- otherwise the limit probes for more: ``climb`` x sqrt(limit) per window, or within
-  ``cautious_s`` of the last queueing (near the capacity) by a call a window (an estimate
-  2 higher, smoothed) and no higher than the calls in flight when it queued (so it
-  touches the capacity, not beyond); a window that runs that many calls again, clearly
-  without a queue, means the capacity rose: the caution ends and the limit doubles a
-  window (x1.5 once smoothed) until a queue shows, as TCP's slow start does. (Not at
-  the start: from 16 it doubled to 54 on a capacity of 24 before the queue showed, and
-  calls above 48 were refused: a window's first calls to end are those that started
-  before the crowd did.) Each doubling follows a window without a queue, so it stays
-  under twice the capacity, where providers start to refuse. (Waiting out
-  ``cautious_s`` and climbing by sqrt(limit) took 12-15 s to go from 8 to 48 in the
-  benchmark: about a tenth of that phase's labels.) No growth at all while the calls
-  never filled the limit (a short backlog) or a Retry-After holds.
-
-Each new estimate is smoothed into the limit (``smoothing``), so one window cannot swing
-it. A window counts only calls that started under the current limit (``started`` gives
-a generation, ``ended`` takes it back): calls take as long as they take, and a window
-of calls started under the last limit would answer for it, so the limit would probe on
-past the capacity before the queue showed (it did, by 10-20%, before this). Bounds come
-from settings (``labeler_min_in_flight``, ``labeler_max_in_flight``).
 ``Slots`` holds calls to the current limit (an asyncio semaphore whose size changes).
+Why each rule is as it is, with what was measured: docs/architecture.md.
 """
 
 from __future__ import annotations
