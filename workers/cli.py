@@ -455,10 +455,14 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = root.add_subparsers(dest="command", required=True)
     for name in ("receiver", "enricher", "planner", "labeler", "auditor", "dashboard", "simulator"):
-        sub.add_parser(name, help=f"run the {name}").set_defaults(func=worker(name))
+        sub.add_parser(
+            name, help=f"run the {name}", epilog=f"example: parcelflow {name}  (PARCELFLOW_* set)"
+        ).set_defaults(func=worker(name))
     for name, keep in (("run", False), ("up", True)):
         p = sub.add_parser(
-            name, help="start everything and send demo traffic" + (", keep running" if keep else "")
+            name,
+            help="start everything and send demo traffic" + (", keep running" if keep else ""),
+            epilog=f"example: parcelflow {name} --orders 50 --label-latency 0.5",
         )
         p.add_argument("--orders", type=int, default=200, help="demo orders to send (200)")
         p.add_argument(
@@ -496,6 +500,7 @@ def parser() -> argparse.ArgumentParser:
         "chaos",
         help="the stack under demo traffic while a seeded schedule kills and stops workers "
         "and pauses the broker; then every order is checked",
+        epilog="example: parcelflow chaos --seconds 120 --seed 7",
     )
     chaos.add_argument(
         "--seconds", type=float, help="traffic seconds (PARCELFLOW_CHAOS_SECONDS, 300)"
@@ -504,13 +509,19 @@ def parser() -> argparse.ArgumentParser:
     chaos.add_argument("--rate", type=float, default=2.0, help="demo orders a second (2)")
     chaos.add_argument("--run-dir", default="var/run", help="where logs and labels go (var/run)")
     chaos.set_defaults(func=chaos_command)
-    failures = sub.add_parser("failures", help="list or replay label jobs that failed for good")
+    failures = sub.add_parser(
+        "failures",
+        help="list or replay label jobs that failed for good",
+        epilog="example: parcelflow failures replay --job-id job-576460000000000001",
+    )
     failures.add_argument("action", choices=["list", "replay"])
     failures.add_argument("--job-id", action="append", help="a job to replay (repeatable)")
     failures.add_argument("--all", action="store_true", help="replay every replayable failure")
     failures.set_defaults(func=failures_command)
     void = sub.add_parser(
-        "void", help="void a label (refused: TikTok Shop labels are voided in Seller Center)"
+        "void",
+        help="void a label (refused: TikTok Shop labels are voided in Seller Center)",
+        epilog="example: parcelflow void job-576460000000000001",
     )
     void.add_argument("job_id")
     void.set_defaults(func=void_command)
@@ -518,6 +529,8 @@ def parser() -> argparse.ArgumentParser:
         "tokens",
         help="TikTok tokens per shop (tiktok.tokens.v1): list, set after a shop "
         "re-authorized, import a token file, or make a key",
+        epilog='example: echo \'{"access_token": "...", "refresh_token": "..."}\' | '
+        "parcelflow tokens set --shop-id 7495 --shop-cipher ROW_x",
     )
     tokens.add_argument("action", choices=["list", "set", "import", "key"])
     tokens.add_argument("--file", help="import: the token file (PARCELFLOW_TIKTOK_TOKEN_FILE)")
@@ -550,6 +563,8 @@ def parser() -> argparse.ArgumentParser:
     principals = sub.add_parser(
         "principals",
         help="callers of the HTTP API: list them, or make a new one's token",
+        epilog="example: parcelflow principals token --name station-a1 --role boxes "
+        "--role labels --warehouse WH-A",
     )
     principals.add_argument("action", choices=["list", "token"])
     principals.add_argument("--name", help="token: the new principal's name, e.g. station-a1")
@@ -564,7 +579,11 @@ def parser() -> argparse.ArgumentParser:
     )
     principals.set_defaults(func=principals_command)
 
-    labels = sub.add_parser("labels", help="get a label (record or document); prune old ones")
+    labels = sub.add_parser(
+        "labels",
+        help="get a label (record or document); prune old ones",
+        epilog="example: parcelflow labels get --box 1001-A --warehouse WH-A -o 1001-A.pdf",
+    )
     labels.add_argument("action", choices=["get", "prune"])
     labels.add_argument("job_id", nargs="?", help="get: the label job's id")
     labels.add_argument("--box", help="get: the box whose document to fetch")
@@ -626,6 +645,7 @@ def parser() -> argparse.ArgumentParser:
     health = sub.add_parser(
         "health",
         help="probe this host's worker: exit 0 if its /healthz (or /readyz) answers 200",
+        epilog="example: parcelflow health --ready",
     )
     health.add_argument("--ready", action="store_true", help="ask /readyz instead")
     health.add_argument(
@@ -633,7 +653,11 @@ def parser() -> argparse.ArgumentParser:
     )
     health.set_defaults(func=health_command)
 
-    config = sub.add_parser("config", help="print every setting as a Markdown table")
+    config = sub.add_parser(
+        "config",
+        help="print every setting as a Markdown table",
+        epilog="example: PARCELFLOW_LOG_LEVEL=debug parcelflow config",
+    )
     config.add_argument(
         "--readme", help="rewrite the settings table in this file instead (docs/configuration.md)"
     )

@@ -85,3 +85,16 @@ def test_each_send_kind_has_its_own_help_with_an_example(
         main(["--help"])
     text = capsys.readouterr().out
     assert all(f"parcelflow {c}" in text for c in ("send", "labels", "principals", "tokens"))
+
+
+def test_every_command_has_help_with_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+    from workers.cli import parser
+
+    commands = parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    for name, command in commands.items():
+        example = command.epilog or ""
+        assert (example.startswith("example:") and "parcelflow " in example) or name == "send", name
+    for kind in ("webhook", "box", "order"):
+        with pytest.raises(SystemExit):
+            main(["send", kind, "--help"])
+        assert f"example: parcelflow send {kind}" in capsys.readouterr().out
