@@ -16,10 +16,11 @@ from schemas.order import Order, OrderStatus
 from schemas.rejected import RejectedRecord
 from schemas.tokens import SealedTokens
 from schemas.topics import ALERTS, ORDERS, TOKENS, WEBHOOKS, WEBHOOKS_PARKED, WEBHOOKS_REJECTED
-from schemas.webhook import ParkedWebhook, TikTokWebhook, WebhookRecord
+from schemas.webhook import ParkedWebhook
 from tests.integration.kafka_helpers import consume, models, produce, provisioned
 from tests.integration.processes import in_process
 from tests.integration.sim import start_simulator
+from tests.unit.factories import webhook_record as record
 from workers.devstack.demo_data import make_demo
 from workers.enricher.worker import run
 from workers.settings import Settings
@@ -32,27 +33,6 @@ async def set_tokens(settings: Settings, key: str, access: str, refresh: str, **
     """What `parcelflow tokens set` does: the shop's tokens into tiktok.tokens.v1."""
     async with shared_tokens(settings, "test") as store:
         await store.put(key, ShopAuth(access_token=access, refresh_token=refresh, **more))
-
-
-def record(
-    order_id: str,
-    status: str = "AWAITING_SHIPMENT",
-    n: int = 0,
-    shop_id: str = "7495",
-    type: int = 1,
-) -> WebhookRecord:
-    return WebhookRecord(
-        event_id=f"ntf-{order_id}-{n}",
-        received_at_ms=1,
-        app_key="testapp",
-        webhook=TikTokWebhook(
-            type=type,
-            tts_notification_id=f"ntf-{order_id}-{n}",
-            shop_id=shop_id,
-            timestamp=1_700_000_000,
-            data={"order_id": order_id, "order_status": status},
-        ),
-    )
 
 
 REAUTH_METRIC = "parcelflow_enricher_reauthorization_alerts_total"

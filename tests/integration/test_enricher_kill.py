@@ -11,10 +11,10 @@ import pytest
 
 from schemas.order import Order
 from schemas.topics import ORDERS, WEBHOOKS
-from schemas.webhook import TikTokWebhook, WebhookRecord
 from tests.integration.kafka_helpers import consume, models, produce
 from tests.integration.processes import worker_process
 from tests.integration.sim import start_simulator
+from tests.unit.factories import webhook_record
 from workers.devstack.demo_data import make_demo
 from workers.simulator.faults import Fault
 
@@ -43,18 +43,7 @@ async def test_sigkill_mid_run_loses_no_order(
         sim.tiktok.orders[raw["id"]] = raw
     sim.faults.push("tiktok", [Fault(delay_s=0.15) for _ in range(COUNT)])  # slow TikTok
     for n, raw in enumerate(demo):
-        record = WebhookRecord(
-            event_id=f"ntf-kill-{n}",
-            received_at_ms=1,
-            app_key="testapp",
-            webhook=TikTokWebhook(
-                type=1,
-                tts_notification_id=f"ntf-kill-{n}",
-                shop_id="7495",
-                timestamp=1_700_000_000,
-                data={"order_id": raw["id"], "order_status": "AWAITING_SHIPMENT"},
-            ),
-        )
+        record = webhook_record(raw["id"], n=n)
         await produce(settings, WEBHOOKS, "7495", record)
     log = tmp_path / "enricher.log"
     with worker_process("enricher", settings, log, b"enricher_ready") as first:

@@ -19,10 +19,10 @@ import pytest
 from schemas.alert import Alert
 from schemas.order import Order
 from schemas.topics import ALERTS, ORDERS, WEBHOOKS
-from schemas.webhook import TikTokWebhook, WebhookRecord
 from tests.integration.kafka_helpers import consume, models, produce, provisioned
 from tests.integration.processes import worker_process
 from tests.integration.sim import start_simulator
+from tests.unit.factories import webhook_record
 from workers.devstack.demo_data import make_demo
 from workers.kafka import make_producer
 from workers.tiktok.client import TikTokClient
@@ -33,21 +33,6 @@ pytestmark = pytest.mark.slow
 SHOPS = {f"900{n}": f"ROW_shop{n}" for n in range(1, 7)}  # shop id -> cipher
 PER_SHOP = 25
 TTL_S = 3.0
-
-
-def webhook(shop_id: str, order_id: str) -> WebhookRecord:
-    return WebhookRecord(
-        event_id=f"ntf-rep-{order_id}",
-        received_at_ms=1,
-        app_key="testapp",
-        webhook=TikTokWebhook(
-            type=1,
-            tts_notification_id=f"ntf-rep-{order_id}",
-            shop_id=shop_id,
-            timestamp=1_700_000_000,
-            data={"order_id": order_id, "order_status": "AWAITING_SHIPMENT"},
-        ),
-    )
 
 
 async def test_three_replicas_refresh_single_use_tokens_under_traffic(
@@ -86,7 +71,7 @@ async def test_three_replicas_refresh_single_use_tokens_under_traffic(
         """A webhook a shop every 40 ms or so, for about 6 s (two token lifetimes)."""
         for n in range(PER_SHOP):
             for shop_id, ids in orders.items():
-                await produce(settings, WEBHOOKS, shop_id, webhook(shop_id, ids[n]))
+                await produce(settings, WEBHOOKS, shop_id, webhook_record(ids[n], shop_id=shop_id))
             await asyncio.sleep(0.25)
 
     def done(values: list[bytes]) -> bool:

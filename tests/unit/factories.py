@@ -6,6 +6,7 @@ from schemas.box import BoxClosed, BoxItem
 from schemas.common import Address, Dimensions, Weight, now_ms
 from schemas.label import LabelDocument, LabelJob, LabelResult, Parcel, ParcelLabel
 from schemas.order import LineItem, Order, OrderStatus
+from schemas.webhook import TikTokWebhook, WebhookRecord
 from workers.simulator.render import Label
 
 
@@ -121,3 +122,25 @@ LABEL = Label(
     ship_to=["Buyer 0001", "12 Main St", "Austin, TX 73301", "US"],
     item_ids=[f"57646000000000000100{n}" for n in range(14)],
 )
+
+
+def webhook_record(
+    order_id: str,
+    status: str = "AWAITING_SHIPMENT",
+    n: int = 0,
+    shop_id: str = "7495",
+    type: int = 1,
+) -> WebhookRecord:
+    """A verified order webhook as the receiver stores it (notification ntf-ORDER-N)."""
+    return WebhookRecord(
+        event_id=f"ntf-{order_id}-{n}",
+        received_at_ms=1,
+        app_key="testapp",
+        webhook=TikTokWebhook(
+            type=type,
+            tts_notification_id=f"ntf-{order_id}-{n}",
+            shop_id=shop_id,
+            timestamp=1_700_000_000,
+            data={"order_id": order_id, "order_status": status},
+        ),
+    )
