@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run up chaos test lint format types unit integration e2e schemas bench bench-labeler bench-receiver bench-planner bench-latency bench-adaptive docs lock clean
+.PHONY: help install run up chaos scale test lint format types unit integration e2e schemas bench bench-labeler bench-receiver bench-planner bench-latency bench-adaptive docs lock clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,6 +28,9 @@ up: $(STAMP) ## the same as run, but keep everything running until Ctrl-C
 
 chaos: $(STAMP) ## the stack under traffic while workers are killed and stopped and the broker paused (PARCELFLOW_CHAOS_SECONDS, 300)
 	$(BIN)/parcelflow chaos
+
+scale: $(STAMP) ## the stack under traffic while each worker is scaled 1 -> 3 -> 1 and killed once; every order and shop checked
+	$(BIN)/parcelflow scale
 
 # Three workers, each running whole test modules (their fixtures stay together): the
 # tests mostly wait on brokers, processes and timeouts, so this is about three times faster.

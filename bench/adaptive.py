@@ -39,35 +39,52 @@ CAPACITIES = (24, 8, 48)
 @dataclass
 class Run:
     name: str
-    limits: list[tuple[float, float]] = field(default_factory=list)  # (s, limit)
+    limits: list[tuple[float, float]] = field(default_factory=list)  # (s, sum of the limits)
     done: list[float] = field(default_factory=list)  # (s) each label call answered 200
     calls: int = 0
     rejected: int = 0
     counts: list[tuple[float, int, int]] = field(default_factory=list)  # (s, calls, 429s)
+    # per replica: (s, labels it made so far), from its metrics
+    made: list[list[tuple[float, float]]] = field(default_factory=list)
 
 
-def limit_of(url: str) -> float | None:
+def metric_of(url: str, series: str) -> float | None:
+    """The value of one series (``name`` or ``name{labels}``) on a metrics page."""
     try:
         with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 (local)
             for line in response.read().decode().splitlines():
-                if line.startswith("parcelflow_labeler_concurrency_limit "):
+                if line.startswith(f"{series} "):
                     return float(line.split()[1])
     except OSError:
         return None
     return None
 
 
+def limit_of(url: str) -> float | None:
+    return metric_of(url, "parcelflow_labeler_concurrency_limit")
+
+
+def made_of(url: str) -> float | None:
+    return metric_of(url, 'parcelflow_labeler_jobs_ended_total{outcome="labeled"}')
+
+
 async def one(
-    base: Settings, sim: Simulator, adaptive: bool, args: argparse.Namespace, tmp: Path
+    base: Settings,
+    sim: Simulator,
+    adaptive: bool,
+    args: argparse.Namespace,
+    tmp: Path,
+    replicas: int = 1,
 ) -> Run:
-    run = Run("adaptive" if adaptive else f"fixed {args.max_in_flight}")
-    ops = free_port()
+    name = "adaptive" if adaptive else f"fixed {args.max_in_flight}"
+    run = Run(name if replicas == 1 else f"{name}, {replicas} replicas")
+    ops = [free_port() for _ in range(replicas)]
     settings = base.model_copy(
         update={
             "topic_namespace": f"ba{uuid.uuid4().hex[:6]}.",
+            "topic_partitions": max(base.topic_partitions, 2 * replicas),
             "labeler_max_in_flight": args.max_in_flight,
             "labeler_adaptive": adaptive,
-            "ops_port": ops,
             "shipium_timeout_s": 30.0,
         }
     )
@@ -79,28 +96,48 @@ async def one(
     state.capacity_schedule = [(args.phase_s * n, c) for n, c in enumerate(CAPACITIES)]
     state.calls = state.overloaded = 0
     before = len(state.requests)
-    proc = start_labeler(settings, tmp / f"labeler-{'a' if adaptive else 'f'}.log")
+    procs = [
+        start_labeler(
+            settings.model_copy(update={"ops_port": port}),
+            tmp / f"labeler-{'a' if adaptive else 'f'}{replicas}-{n}.log",
+        )
+        for n, port in enumerate(ops)
+    ]
+    urls = [f"http://127.0.0.1:{port}/metrics" for port in ops]
+    run.made = [[] for _ in urls]
     try:
-        while limit_of(f"http://127.0.0.1:{ops}/metrics") is None:  # wait until it serves
-            if proc.poll() is not None:
-                raise RuntimeError("the labeler exited: see its log")
-            await asyncio.sleep(0.1)
+        for url, proc in zip(urls, procs, strict=True):
+            while limit_of(url) is None:  # wait until it serves
+                if proc.poll() is not None:
+                    raise RuntimeError("a labeler exited: see its log")
+                await asyncio.sleep(0.1)
         state.started = time.monotonic()
         end = state.started + args.phase_s * len(CAPACITIES)
         seen = before
         while time.monotonic() < end:
             now = time.monotonic() - state.started
-            limit = await asyncio.to_thread(limit_of, f"http://127.0.0.1:{ops}/metrics")
-            if limit is not None:
-                run.limits.append((now, limit))
+            limits = await asyncio.gather(*(asyncio.to_thread(limit_of, u) for u in urls))
+            if all(limit is not None for limit in limits):
+                run.limits.append((now, sum(limit or 0.0 for limit in limits)))
+            made = await asyncio.gather(*(asyncio.to_thread(made_of, u) for u in urls))
+            for samples, count in zip(run.made, made, strict=True):
+                samples.append((now, count or 0.0))
             run.done += [now] * (len(state.requests) - seen)
             run.counts.append((now, state.calls, state.overloaded))
             seen = len(state.requests)
             await asyncio.sleep(0.25)
         run.calls, run.rejected = state.calls, state.overloaded
     finally:
-        terminate(proc)
+        for proc in procs:
+            terminate(proc)
     return run
+
+
+def made_in(samples: list[tuple[float, float]], start: float, end: float) -> float:
+    """Labels one replica made from ``start`` to ``end`` (its counter's growth)."""
+    inside = [count for t, count in samples if start <= t < end]
+    before = [count for t, count in samples if t < start]
+    return (inside[-1] if inside else 0.0) - (before[-1] if before else 0.0)
 
 
 def totals_before(run: Run, t: float) -> tuple[int, int]:
@@ -110,8 +147,14 @@ def totals_before(run: Run, t: float) -> tuple[int, int]:
     return before[-1] if before else (0, 0)
 
 
-def phase_rows(run: Run, args: argparse.Namespace) -> tuple[list[str], float, float]:
-    rows, worst_ratio, worst_settle = [], 10.0, 0.0
+def fairness(run: Run, start: float, end: float) -> float:
+    """The slowest replica's labels over the fastest's, from ``start`` to ``end``."""
+    made = [made_in(samples, start, end) for samples in run.made]
+    return min(made) / max(made) if len(made) > 1 and max(made) > 0 else 1.0
+
+
+def phase_rows(run: Run, args: argparse.Namespace) -> tuple[list[str], float, float, float]:
+    rows, worst_ratio, worst_settle, worst_fair = [], 10.0, 0.0, 1.0
     for n, capacity in enumerate(CAPACITIES):
         start, end = n * args.phase_s, (n + 1) * args.phase_s
         labels = sum(1 for t in run.done if start <= t < end)
@@ -127,16 +170,22 @@ def phase_rows(run: Run, args: argparse.Namespace) -> tuple[list[str], float, fl
         loose = settled_after(run.limits, start, end, capacity, max(0.1 * capacity, 1.0))
         shown += f" (within 10% or one call: {f'{loose:.1f} s' if loose is not None else 'never'})"
         worst_settle = max(worst_settle, settle if settle is not None else args.phase_s)
-        rows.append(
+        row = (
             f"  capacity {capacity:>2}: {labels / args.phase_s:5.1f} labels/s, ratio {ratio:4.2f}, "
             f"429 on {refused / calls if calls else 0:.1%} of calls, "
-            f"limit settled within 10% after {shown}"
         )
+        if len(run.made) > 1:
+            # the first 10 s of a phase are the limiters finding it: fairness after that
+            fair = fairness(run, start + min(10.0, args.phase_s / 3), end)
+            worst_fair = min(worst_fair, fair)
+            each = " / ".join(f"{made_in(m, start, end) / args.phase_s:.1f}" for m in run.made)
+            row += f"per replica {each} labels/s, fairness {fair:.2f}, summed limit "
+        rows.append(row + f"settled within 10% after {shown}")
         every_2s = {int((t - start) // 2): v for t, v in run.limits if start <= t < end}
         rows.append(
             "    limit every 2 s: " + " ".join(f"{v:g}" for _, v in sorted(every_2s.items()))
         )
-    return rows, worst_ratio, worst_settle
+    return rows, worst_ratio, worst_settle, worst_fair
 
 
 def settled_after(
@@ -165,23 +214,30 @@ async def main(args: argparse.Namespace) -> None:
         sim_label_tail_probability=0.0,
     ) as (base, sim, tmp):
         runs = [await one(base, sim, adaptive, args, tmp) for adaptive in (True, False)]
+        if args.replicas > 1:
+            runs.append(await one(base, sim, True, args, tmp, args.replicas))
     print(
         f"label calls of {args.latency:g} s; capacity {' -> '.join(map(str, CAPACITIES))}, "
         f"{args.phase_s:g} s each; 2-core machine"
     )
-    result = None
+    lines: list[str] = []
     for run in runs:
-        rows, ratio, settle = phase_rows(run, args)
+        rows, ratio, settle, fair = phase_rows(run, args)
         share = run.rejected / run.calls if run.calls else 0.0
         print(f"{run.name}: {run.calls} calls, {share:.1%} answered 429")
         print("\n".join(rows))
         if run.name == "adaptive":
-            result = (ratio, share, settle)
-    assert result is not None
-    ratio, share, settle = result
-    print(
-        f"adaptive: throughput_ratio={ratio:.2f} rejected_share={share:.3f} settle_s={settle:.0f}"
-    )
+            lines.insert(
+                0,
+                f"adaptive: throughput_ratio={ratio:.2f} rejected_share={share:.3f} "
+                f"settle_s={settle:.0f}",
+            )
+        elif len(run.made) > 1:
+            lines.append(
+                f"adaptive-replicas: throughput_ratio={ratio:.2f} rejected_share={share:.3f} "
+                f"fairness={fair:.2f}"
+            )
+    print("\n".join(lines))
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -189,6 +245,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency", type=float, default=1.0, help="label call seconds (1.0)")
     p.add_argument("--phase-s", type=float, default=60.0, help="seconds per capacity (60)")
     p.add_argument("--max-in-flight", type=int, default=64, help="the bound, fixed or max (64)")
+    p.add_argument(
+        "--replicas", type=int, default=3, help="labelers sharing the provider (3; 1: no run)"
+    )
     return p.parse_args(argv)
 
 

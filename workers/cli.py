@@ -5,6 +5,7 @@ parcelflow receiver | enricher | planner | labeler | auditor | dashboard | simul
 parcelflow run      start everything, send demo traffic, print a summary, stop
 parcelflow up       the same, but keep running until Ctrl-C
 parcelflow chaos    the same under a seeded schedule of kills, stops and broker pauses
+parcelflow scale    the same while every worker is scaled 1 -> 3 -> 1 and killed once
 parcelflow send     a signed webhook, a box or an order event to the receiver
 parcelflow labels   a label record or document from the receiver; prune old ones
 parcelflow failures / void   label failures (list, replay); void refusal
@@ -245,6 +246,38 @@ def chaos_command(settings: Settings, args: argparse.Namespace) -> int:
     for problem in result.problems[:20]:
         print(f"chaos: wrong: {problem}")
     print(f"chaos: restarts by worker: {result.restarts or 0}; seed={seed}")
+    print(result.last_line(), flush=True)
+    return 0 if result.ok else 1
+
+
+def scale_command(settings: Settings, args: argparse.Namespace) -> int:
+    from workers.devstack.scale import plan, run_scale
+    from workers.devstack.stack import StackError
+
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
+    run_dir = Path(args.run_dir) / time.strftime("%Y%m%d-%H%M%S")
+    print(
+        f"scale: seed={seed} seconds={args.seconds:g} rate={args.rate:g}/s peak={args.peak} "
+        f"(logs in {run_dir})"
+    )
+    for step in plan(args.seconds, args.peak, seed):
+        print(f"scale: planned {step}")
+    sys.stdout.flush()
+    try:
+        result = run_scale(run_dir, seconds=args.seconds, seed=seed, peak=args.peak, rate=args.rate)
+    except StackError as exc:
+        print(f"parcelflow: the stack did not start: {exc}", file=sys.stderr)
+        return 2
+    for problem in result.problems[:20]:
+        print(f"scale: wrong: {problem}")
+    for shop in result.unauthorized:
+        print(f"scale: shop {shop} would have to authorize the app again")
+    peak = ", ".join(f"{w} {n}" for w, n in result.peak.items())
+    print(f"scale: most processes at once: {peak}; restarts: {result.restarts or 0}")
+    print(
+        f"scale: TikTok token refreshes {result.tiktok['refreshes']}, refused "
+        f"{result.tiktok['refused_refreshes']}; seed={seed}"
+    )
     print(result.last_line(), flush=True)
     return 0 if result.ok else 1
 
@@ -509,6 +542,19 @@ def parser() -> argparse.ArgumentParser:
     chaos.add_argument("--rate", type=float, default=2.0, help="demo orders a second (2)")
     chaos.add_argument("--run-dir", default="var/run", help="where logs and labels go (var/run)")
     chaos.set_defaults(func=chaos_command)
+    scale = sub.add_parser(
+        "scale",
+        help="the stack under demo traffic from several shops while the receiver, enricher, "
+        "planner and labeler are each scaled 1 -> peak -> 1 and killed once; then every "
+        "order and every shop's tokens are checked",
+        epilog="example: parcelflow scale --seconds 120 --peak 3 --seed 7",
+    )
+    scale.add_argument("--seconds", type=float, default=180.0, help="traffic seconds (180)")
+    scale.add_argument("--peak", type=int, default=3, help="most processes per worker (3)")
+    scale.add_argument("--seed", type=int, help="replay this plan (a new seed by default)")
+    scale.add_argument("--rate", type=float, default=2.0, help="demo orders a second (2)")
+    scale.add_argument("--run-dir", default="var/run", help="where logs and labels go (var/run)")
+    scale.set_defaults(func=scale_command)
     failures = sub.add_parser(
         "failures",
         help="list or replay label jobs that failed for good",

@@ -5,6 +5,8 @@ SIGTERM when the parent dies (``prctl(PR_SET_PDEATHSIG)``, kept across ``exec``)
 the parent is still the one named (it may have died already), then becomes COMMAND. The
 devstack starts the broker, the simulator and every worker this way: a ``parcelflow up``
 that is killed leaves no orphan holding its ports. Elsewhere than Linux it only execs.
+Linux sends the signal when the *thread* that started the child ends, not only the
+process: start children from a thread that lives as long as they should.
 """
 
 from __future__ import annotations

@@ -10,12 +10,15 @@ from typing import Any
 import orjson
 import structlog
 
+GROUP_LOGGER = "aiokafka.consumer.group_coordinator"
+
 
 def configure(level: str = "info", *, json: bool = True) -> None:
     """structlog for parcelflow's own lines, and the standard library's loggers (aiokafka,
     aiohttp, Faust, mode) rendered the same way: one JSON object per line on stderr."""
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-    logging.config.dictConfig(stdlib_config(max(numeric, logging.WARNING), json=json))
+    quieter = max(numeric, logging.WARNING)
+    logging.config.dictConfig(stdlib_config(quieter, json=json, groups_level=numeric))
     renderer: structlog.typing.Processor
     if json:
         renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
@@ -41,9 +44,13 @@ def dumps(value: Any, **_: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
-def stdlib_config(level: int | str, *, json: bool = True) -> dict[str, Any]:
+def stdlib_config(
+    level: int | str, *, json: bool = True, groups_level: int | str | None = None
+) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` that renders standard-library records (Faust's and
-    mode's included: the planner passes it to Faust's worker) like structlog's lines."""
+    mode's included: the planner passes it to Faust's worker) like structlog's lines.
+    aiokafka's consumer-group lines (joined group X, generation N; partitions assigned
+    and revoked: a few per rebalance) log at ``groups_level``, by default ``level``."""
     renderer = (
         structlog.processors.JSONRenderer(serializer=dumps)
         if json
@@ -74,6 +81,7 @@ def stdlib_config(level: int | str, *, json: bool = True) -> dict[str, Any]:
                 "stream": "ext://sys.stderr",
             }
         },
+        "loggers": {GROUP_LOGGER: {"level": level if groups_level is None else groups_level}},
         "root": {"level": level, "handlers": ["default"]},
     }
 

@@ -195,6 +195,12 @@ class Settings(BaseSettings):
     # --- receiver ----------------------------------------------------------------------
     receiver_host: str = Field("127.0.0.1", description="Address the receiver listens on.")
     receiver_port: int = Field(8080, ge=0, description="Port the receiver listens on.")
+    receiver_reuse_port: bool = Field(
+        False,
+        description="Let several receivers on one host listen on the same port "
+        "(SO_REUSEPORT: the kernel spreads connections among them), as the devstack's "
+        "scale run does.",
+    )
     receiver_max_body_bytes: int = Field(
         512 * 1024,
         ge=1024,

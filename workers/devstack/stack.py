@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from workers.settings import Settings
 
 WORKERS = ("simulator", "receiver", "enricher", "planner", "labeler", "auditor", "dashboard")
 READY_MARKERS = {
+    "receiver": b"receiver_ready",
     "enricher": b"enricher_ready",
     "labeler": b"labeler_ready",
     "auditor": b"auditor_ready",
@@ -65,7 +67,14 @@ class Process:
     proc: subprocess.Popen[bytes]
     log_path: Path
     log: IO[bytes]
+    replica: int = 0  # 0 for the first of a worker; 1, 2... for more (``Stack.add_replica``)
+    log_start: int = 0  # the log's size when this process started (earlier lines are not its)
     started_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def label(self) -> str:
+        """``labeler``, ``labeler-1``...: the worker and replica, as its log file is named."""
+        return self.name if not self.replica else f"{self.name}-{self.replica}"
 
     def tail(self, lines: int = 20) -> str:
         text = self.log_path.read_bytes().decode(errors="replace").splitlines()
@@ -91,10 +100,15 @@ class Stack:
     events: list[str] = field(default_factory=list)  # what the supervisor saw and did
     say: bool = True
     ops_ports: dict[str, int] = field(default_factory=dict)  # worker -> its ops port
-    _streak: dict[str, int] = field(default_factory=dict)  # quick exits in a row, per worker
+    _streak: dict[str, int] = field(default_factory=dict)  # quick exits in a row, per process
     _supervisor: threading.Thread | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # every worker is started from this one thread: Linux sends a lifeline's signal when
+    # the *thread* that started the process ends, and this one lives as long as the stack
+    _spawner: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="spawner")
+    )
 
     def build_env(self, bootstrap: str, tls: Certificates | None = None) -> dict[str, str]:
         receiver_port, sim_port, dashboard_port, *ops = free_ports(7)
@@ -107,6 +121,7 @@ class Stack:
             "KAFKA_EMBEDDED": "true",
             "KAFKA_FETCH_MAX_WAIT_MS": "20",  # Tansu holds a fetch until its wait is over
             "RECEIVER_PORT": str(receiver_port),
+            "RECEIVER_REUSE_PORT": "true",  # more receivers share the port (add_replica)
             "SIM_PORT": str(sim_port),
             "DASHBOARD_PORT": str(dashboard_port),
             "DASHBOARD_METRICS_URLS": json.dumps(
@@ -264,21 +279,21 @@ class Stack:
                     if code is None:
                         continue
                     now = time.monotonic()
-                    if process.name not in due:
+                    if process.label not in due:
                         if now - process.started_at >= STEADY_S:
-                            self._streak[process.name] = 0
-                        streak = self._streak.get(process.name, 0)
-                        due[process.name] = now + min(30.0, 2.0**streak)
+                            self._streak[process.label] = 0
+                        streak = self._streak.get(process.label, 0)
+                        due[process.label] = now + min(30.0, 2.0**streak)
                         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
-                        self.note(f"{process.name} (pid {process.proc.pid}) exited with {how}")
-                    if now >= due[process.name]:
-                        del due[process.name]
+                        self.note(f"{process.label} (pid {process.proc.pid}) exited with {how}")
+                    if now >= due[process.label]:
+                        del due[process.label]
                         self.processes.remove(process)
                         process.log.close()
-                        fresh = self.spawn(process.name)
+                        fresh = self.spawn(process.name, process.replica)
                         self.restarts[process.name] = self.restarts.get(process.name, 0) + 1
-                        self._streak[process.name] = self._streak.get(process.name, 0) + 1
-                        self.note(f"{process.name} restarted (pid {fresh.proc.pid})")
+                        self._streak[process.label] = self._streak.get(process.label, 0) + 1
+                        self.note(f"{fresh.label} restarted (pid {fresh.proc.pid})")
 
     def pid_of(self, name: str) -> int | None:
         """The pid of the named worker's current process, if one is running."""
@@ -288,43 +303,74 @@ class Stack:
                     return process.proc.pid
         return None
 
+    def replicas(self, name: str) -> list[Process]:
+        """The named worker's processes (running, or exited and due for a restart)."""
+        with self._lock:
+            return [p for p in self.processes if p.name == name]
+
+    def add_replica(self, name: str, timeout_s: float = 60.0) -> Process:
+        """Start one more process of a worker, as a scale-up would; back when it is ready.
+        Its consumers join their groups, which rebalance."""
+        with self._lock:
+            taken = {p.replica for p in self.processes if p.name == name}
+            replica = min(set(range(len(taken) + 1)) - taken)
+            process = self.spawn(name, replica)
+        self.wait_ready(process, time.monotonic() + timeout_s)
+        return process
+
+    def remove_replica(self, process: Process, grace_s: float = 10.0) -> None:
+        """Stop one process by SIGTERM as a scale-down would (SIGKILL after ``grace_s``);
+        it is not restarted."""
+        with self._lock:
+            if process in self.processes:
+                self.processes.remove(process)
+        self.stop_process(process, grace_s)
+
     def note(self, event: str) -> None:
         self.events.append(event)
         if self.say:
             print(f"  supervisor: {event}", file=sys.stderr, flush=True)
 
-    def spawn(self, name: str) -> Process:
-        log_path = self.run_dir / f"{name}.log"
+    def spawn(self, name: str, replica: int = 0) -> Process:
+        """Start a worker's process; more replicas than the first get their own ops port
+        and planner data directory (in production: their own pod)."""
+        label = name if not replica else f"{name}-{replica}"
+        log_path = self.run_dir / f"{label}.log"
         log = log_path.open("ab")
+        log_start = log.tell()
         env = self.env
         if name in self.ops_ports:
-            env = env | {"PARCELFLOW_OPS_PORT": str(self.ops_ports[name])}
-        proc = subprocess.Popen(
+            port = self.ops_ports[name] if not replica else free_port()
+            env = env | {"PARCELFLOW_OPS_PORT": str(port)}
+        if name == "planner" and replica:
+            env = env | {"PARCELFLOW_PLANNER_DATA_DIR": str(self.run_dir / label)}
+        proc = self._spawner.submit(
+            subprocess.Popen,
             lifeline.wrap([sys.executable, "-m", "workers.cli", name]),
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches us, and we stop the workers in order
-        )
-        process = Process(name, proc, log_path, log)
+        ).result()
+        process = Process(name, proc, log_path, log, replica, log_start)
         self.processes.append(process)
         return process
 
     def wait_ready(self, process: Process, deadline: float) -> None:
-        url = {"simulator": self.simulator_url, "receiver": self.receiver_url}.get(process.name)
+        url = {"simulator": self.simulator_url}.get(process.name)
         marker = READY_MARKERS.get(process.name)
         while time.monotonic() < deadline:
             if process.proc.poll() is not None:
                 raise StackError(
-                    f"{process.name} exited with code {process.proc.returncode}:\n{process.tail()}"
+                    f"{process.label} exited with code {process.proc.returncode}:\n{process.tail()}"
                 )
             if url is not None and healthy(f"{url}/healthz", process.name):
                 return
-            if marker is not None and marker in process.log_path.read_bytes():
+            if marker is not None and marker in process.log_path.read_bytes()[process.log_start :]:
                 return
             time.sleep(0.1)
-        raise StackError(f"{process.name} was not ready in time:\n{process.tail()}")
+        raise StackError(f"{process.label} was not ready in time:\n{process.tail()}")
 
     def stop_process(self, process: Process, grace_s: float = 10.0) -> None:
         terminate(process.proc, grace_s)
@@ -356,6 +402,8 @@ class Stack:
                     process.proc.wait()
                 process.log.close()
         self.processes.clear()
+        self._spawner.shutdown()
+        self._spawner = ThreadPoolExecutor(1, thread_name_prefix="spawner")
         if self.broker is not None:
             self.broker.stop()
             self.broker = None

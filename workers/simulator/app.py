@@ -1,13 +1,17 @@
 """The simulator's aiohttp app: TikTok Shop and Shipium on one port, plus /_sim admin routes.
 
 Admin routes (devstack and tests only): ``PUT /_sim/tiktok/orders`` loads orders that
-Get Order Detail will serve, ``POST /_sim/faults`` queues scripted answers,
+Get Order Detail will serve, ``PUT /_sim/tiktok/shops`` authorizes more shops (cipher ->
+access token, refresh token, when the access token expires), ``GET /_sim/tiktok/shops``
+shows each shop's live refresh token as a SHA-256 digest, ``POST /_sim/faults`` queues
+scripted answers,
 ``GET /_sim/stats`` and ``GET /_sim/shipium/requests`` show what was called.
 Shipium's label lookup by partnerShipmentId is served too (404 none, 409 in progress).
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +67,7 @@ class Simulator:
             "tiktok": {
                 "calls": self.tiktok.calls,
                 "refreshes": self.tiktok.refreshes,
+                "refused_refreshes": self.tiktok.refused_refreshes,
                 "rejected_signatures": self.tiktok.rejected_signatures,
                 "orders": len(self.tiktok.orders),
             },
@@ -77,6 +82,10 @@ class Simulator:
 
 
 SIM = web.AppKey("simulator", Simulator)
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def json(data: Any, status: int = 200) -> web.Response:
@@ -105,6 +114,24 @@ def create_app(sim: Simulator) -> web.Application:
             sim.tiktok.orders[str(order["id"])] = order
         return json({"loaded": len(orders)})
 
+    async def add_shops(request: web.Request) -> web.Response:
+        shops = orjson.loads(await request.read())
+        for cipher, tokens in shops.items():
+            shop = sim.tiktok.add_shop(cipher, tokens["access_token"], tokens["refresh_token"])
+            shop.access_expires_at = float(tokens.get("access_expires_at", 0))
+        return json({"shops": len(sim.tiktok.shops)})
+
+    async def shops(request: web.Request) -> web.Response:
+        return json(
+            {
+                cipher: {
+                    "refresh_token_sha256": sha256(shop.refresh_token),
+                    "revoked": shop.revoked,
+                }
+                for cipher, shop in sim.tiktok.shops.items()
+            }
+        )
+
     async def faults(request: web.Request) -> web.Response:
         raw = orjson.loads(await request.read())
         sim.faults.push(raw["api"], [Fault.from_json(f) for f in raw["faults"]])
@@ -124,6 +151,8 @@ def create_app(sim: Simulator) -> web.Application:
     app.router.add_post(LABEL_PATH, label)
     app.router.add_get(LOOKUP_PATH, lookup)
     app.router.add_put("/_sim/tiktok/orders", load_orders)
+    app.router.add_put("/_sim/tiktok/shops", add_shops)
+    app.router.add_get("/_sim/tiktok/shops", shops)
     app.router.add_post("/_sim/faults", faults)
     app.router.add_get("/_sim/stats", stats)
     app.router.add_get("/_sim/shipium/requests", requests)
