@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
 import sys
 import time
 import urllib.request
@@ -140,6 +141,85 @@ def made_in(samples: list[tuple[float, float]], start: float, end: float) -> flo
     return (inside[-1] if inside else 0.0) - (before[-1] if before else 0.0)
 
 
+@dataclass
+class Start:
+    """Labels/s in the first ``measure_s`` after a scale-up and after a restart."""
+
+    warm: bool
+    scale_up: float = 0.0  # all replicas together, 1 -> 3
+    scale_up_429: float = 0.0  # share of their calls answered 429
+    restart: float = 0.0  # the one replica that replaced the three
+    restart_limit: list[float] = field(default_factory=list)  # its limit every 5 s
+
+
+async def starts(
+    base: Settings, sim: Simulator, warm: bool, args: argparse.Namespace, tmp: Path
+) -> Start:
+    """One labeler learns a steady capacity for ``learn_s``; two more start (a scale-up);
+    ``measure_s`` later all three stop and one new one starts (a restart, a deploy)."""
+    result = Start(warm)
+    settings = base.model_copy(
+        update={
+            "topic_namespace": f"bw{uuid.uuid4().hex[:6]}.",
+            "topic_partitions": 6,
+            "labeler_max_in_flight": args.max_in_flight,
+            "labeler_warm_start": warm,
+            "shipium_timeout_s": 30.0,
+        }
+    )
+    await ensure_topics(settings)
+    capacity = CAPACITIES[-1]
+    await fill(settings, int(capacity / args.latency * (args.learn_s + 3 * args.measure_s) * 1.3))
+    state = sim.shipium
+    state.capacity, state.capacity_schedule = capacity, []
+    state.started = time.monotonic()
+    name = "w" if warm else "c"
+    procs: list[subprocess.Popen[bytes]] = []
+
+    async def start(n: int) -> str:
+        port = free_port()
+        log = tmp / f"labeler-{name}{n}.log"
+        procs.append(start_labeler(settings.model_copy(update={"ops_port": port}), log))
+        url = f"http://127.0.0.1:{port}/metrics"
+        while limit_of(url) is None:
+            if procs[-1].poll() is not None:
+                raise RuntimeError(f"a labeler exited: see {log}")
+            await asyncio.sleep(0.1)
+        return url
+
+    async def made_during(seconds: float, url: str | None = None) -> tuple[float, float]:
+        """(labels/s, share of calls answered 429) over the next ``seconds``."""
+        done, calls, refused = len(state.requests), state.calls, state.overloaded
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            await asyncio.sleep(5.0)
+            if url is not None:
+                limit = await asyncio.to_thread(limit_of, url)
+                result.restart_limit.append(limit or 0.0)
+        calls, refused = state.calls - calls, state.overloaded - refused
+        return (len(state.requests) - done) / seconds, refused / calls if calls else 0.0
+
+    try:
+        await start(0)
+        await asyncio.sleep(args.learn_s)
+        procs.extend(  # started together, as an autoscaler adds them
+            start_labeler(
+                settings.model_copy(update={"ops_port": free_port()}),
+                tmp / f"labeler-{name}{n}.log",
+            )
+            for n in (1, 2)
+        )
+        result.scale_up, result.scale_up_429 = await made_during(args.measure_s)
+        for proc in procs:
+            terminate(proc)
+        url = await start(3)
+        result.restart, _ = await made_during(args.measure_s, url)
+    finally:
+        for proc in procs:
+            terminate(proc)
+    return result
+
+
 def totals_before(run: Run, t: float) -> tuple[int, int]:
     """(calls, 429s) the simulator had counted at the last sample before ``t``, so that
     the phases' counts add up to the run's."""
@@ -216,6 +296,7 @@ async def main(args: argparse.Namespace) -> None:
         runs = [await one(base, sim, adaptive, args, tmp) for adaptive in (True, False)]
         if args.replicas > 1:
             runs.append(await one(base, sim, True, args, tmp, args.replicas))
+        started = [await starts(base, sim, warm, args, tmp) for warm in (True, False)]
     print(
         f"label calls of {args.latency:g} s; capacity {' -> '.join(map(str, CAPACITIES))}, "
         f"{args.phase_s:g} s each; 2-core machine"
@@ -237,6 +318,26 @@ async def main(args: argparse.Namespace) -> None:
                 f"adaptive-replicas: throughput_ratio={ratio:.2f} rejected_share={share:.3f} "
                 f"fairness={fair:.2f}"
             )
+    capacity = CAPACITIES[-1] / args.latency
+    print(
+        f"starting replicas (capacity {capacity:g} labels/s; one labeler learns it for "
+        f"{args.learn_s:g} s, then two more start; later one replaces all three), labels/s in "
+        f"the first {args.measure_s:g} s:"
+    )
+    for one_start in started:
+        print(
+            f"  {'warm' if one_start.warm else 'cold'}: scale-up 1 -> 3 "
+            f"{one_start.scale_up:5.1f} ({one_start.scale_up / capacity:.2f} of capacity, "
+            f"429 on {one_start.scale_up_429:.1%}), restart {one_start.restart:5.1f} "
+            f"({one_start.restart / capacity:.2f}); restarted limit every 5 s: "
+            + " ".join(f"{v:g}" for v in one_start.restart_limit)
+        )
+    warm, cold = started
+    lines.append(
+        f"warm-start: scale_up_ratio={warm.scale_up / cold.scale_up:.2f} "
+        f"restart_ratio={warm.restart / cold.restart:.2f} (warm labels/s over cold, first "
+        f"{args.measure_s:g} s)"
+    )
     print("\n".join(lines))
 
 
@@ -248,6 +349,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--replicas", type=int, default=3, help="labelers sharing the provider (3; 1: no run)"
     )
+    p.add_argument("--learn-s", type=float, default=40.0, help="before the scale-up (40)")
+    p.add_argument("--measure-s", type=float, default=30.0, help="after each start (30)")
     return p.parse_args(argv)
 
 

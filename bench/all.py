@@ -82,6 +82,30 @@ ROWS = [
     ),
     Row("adaptive", "share of calls answered 429", r"^adaptive: .*rejected_share=(\S+)", "<= 0.02"),
     Row("adaptive", "seconds to settle, worst change", r"^adaptive: .*settle_s=(\S+)", "<= 30"),
+    Row(
+        "adaptive",
+        "3 replicas: labels/s / capacity, worst phase",
+        r"^adaptive-replicas: throughput_ratio=(\S+)",
+        ">= 0.85",
+    ),
+    Row(
+        "adaptive",
+        "3 replicas: share of calls answered 429",
+        r"^adaptive-replicas: .*rejected_share=(\S+)",
+        "<= 0.02",
+    ),
+    Row(
+        "adaptive",
+        "3 replicas: slowest / fastest replica",
+        r"^adaptive-replicas: .*fairness=(\S+)",
+        ">= 0.5",
+    ),
+    Row(
+        "adaptive",
+        "warm / cold start, labels/s in 30 s after a restart",
+        r"^warm-start: .*restart_ratio=(\S+)",
+        "(info)",
+    ),
 ]
 BENCHES = ("receiver", "planner", "labeler", "latency", "adaptive")
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from schemas.alert import Alert
 from schemas.box import BoxClosed
 from schemas.label import LabelAttempt, LabelFailure, LabelJob, LabelResult
+from schemas.limits import LimitReport
 from schemas.order import Order
 from schemas.plan import ParcelPlan
 from schemas.rejected import RejectedRecord
@@ -75,6 +76,16 @@ TOKENS = TopicSpec(
     cleanup_policy="compact",
 )
 
+# Each labeler replica's adaptive limit every few seconds: a replica that starts (and every
+# replica on a rebalance) takes its share of what the group learned.
+LIMITS = TopicSpec(
+    "labeler.limits.v1",
+    LimitReport,
+    "labeler replica (host:pid)",
+    "Each labeler replica's adaptive limit, read by replicas that start.",
+    retention_ms=DAY_MS,
+)
+
 
 def _rejected(source: TopicSpec) -> TopicSpec:
     base = source.name.removesuffix(".v1")
@@ -104,6 +115,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     LABEL_ATTEMPTS,
     ALERTS,
     TOKENS,
+    LIMITS,
     WEBHOOKS_REJECTED,
     ORDERS_REJECTED,
     BOXES_REJECTED,

@@ -19,6 +19,7 @@ from schemas.topics import (
     LABEL_JOBS,
     LABEL_JOBS_REJECTED,
     LABELS,
+    LIMITS,
     ORDERS,
     ORDERS_REJECTED,
     PLANS,
@@ -58,9 +59,10 @@ WORKERS: dict[str, Access] = {
         changelog=True,
     ),
     "labeler": Access(
-        # the ledger reads its own records back: a redelivered job is never labeled twice
-        reads=(LABEL_JOBS, LABELS, LABEL_ATTEMPTS, LABEL_FAILURES),
-        writes=(LABELS, LABEL_FAILURES, LABEL_ATTEMPTS, LABEL_JOBS_REJECTED, ALERTS),
+        # the ledger reads its own records back: a redelivered job is never labeled twice;
+        # the replicas share what they learned of the provider through LIMITS
+        reads=(LABEL_JOBS, LABELS, LABEL_ATTEMPTS, LABEL_FAILURES, LIMITS),
+        writes=(LABELS, LABEL_FAILURES, LABEL_ATTEMPTS, LABEL_JOBS_REJECTED, ALERTS, LIMITS),
         groups=("parcelflow-labeler",),
     ),
     "auditor": Access(

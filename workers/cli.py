@@ -377,13 +377,13 @@ def tokens_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def tokens_async(settings: Settings, args: argparse.Namespace) -> int:
+    from workers.kafka import writer_name
     from workers.tiktok.tokens import (
         ShopAuth,
         TokenKeyMissing,
         import_missing,
         read_token_file,
         shared_tokens,
-        writer_name,
     )
     from workers.topics import ensure_topics
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -257,3 +258,8 @@ async def read_to_end(
     finally:
         await reader.stop()
     return records
+
+
+def writer_name(role: str) -> str:
+    """Who writes a record: the role, the host and the process (a replica's identity)."""
+    return f"{role}@{os.uname().nodename}:{os.getpid()}"[:128]

@@ -427,6 +427,21 @@ class Settings(BaseSettings):
         description="The adaptive limit once the first window (at most 4 calls in flight) "
         "measured the latency without a queue.",
     )
+    labeler_warm_start: bool = Field(
+        True,
+        description="Replicas share their adaptive limits through labeler.limits.v1: one that "
+        "starts, and every one on a rebalance, takes the group's capacity times its share of "
+        "the label-jobs partitions, then probes from there (false: each starts cold).",
+    )
+    labeler_limit_report_s: float = Field(
+        5.0, gt=0, description="How often each labeler replica reports its limit."
+    )
+    labeler_warm_window_s: float = Field(
+        120.0,
+        gt=0,
+        description="Reports this recent still count when no replica reported within three "
+        "report periods (the whole group restarted).",
+    )
     labeler_resume_fraction: float = Field(
         0.97,
         gt=0,

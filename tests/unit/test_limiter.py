@@ -179,3 +179,33 @@ def test_slots_admit_calls_up_to_the_current_limit() -> None:
         return [first, peak[0]]
 
     assert asyncio.run(go()) == [2, 5]
+
+
+def test_a_warm_limiter_starts_at_the_shared_limit_skips_measuring_and_probes_later() -> None:
+    limiter = Gradient(min_limit=2, max_limit=64, limit=16)
+    script = Script(limiter)
+    limiter.warm(40.0, 1.0, script.now)
+    assert (limiter.current, limiter.long_s, limiter.measuring) == (40, 1.0, False)
+    # near a queue for cautious_s: windows without a queue do not grow it...
+    for _ in range(int(limiter.cautious_s / limiter.window_s) - 1):
+        assert script.window(1.0) == 40.0
+    # ...then it probes for more as a cold one does
+    for _ in range(6):
+        script.window(1.0)
+    assert limiter.limit > 44
+    # a share above the ceiling or below the floor is held to them
+    limiter.warm(500.0, 1.0, script.now)
+    assert limiter.current == 64
+    limiter.warm(0.5, 1.0, script.now)
+    assert limiter.current == 2
+
+
+def test_calls_started_before_a_warm_limit_do_not_count_in_its_first_window() -> None:
+    limiter = Gradient(min_limit=2, max_limit=64, limit=16)
+    script = Script(limiter)
+    script.window(1.0)  # measured: baseline 1 s
+    old = limiter.started(10)
+    limiter.warm(30.0, 1.0, script.now)
+    for _ in range(limiter.window_calls):
+        limiter.ended(script.now + 1.0, 9.0, generation=old)  # slow, under the old limit
+    assert limiter.limit == 30.0

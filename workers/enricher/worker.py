@@ -41,6 +41,7 @@ from workers.kafka import (
     max_value_bytes,
     publish,
     read_record,
+    writer_name,
 )
 from workers.runtime import Runtime, worker_runtime
 from workers.settings import Settings
@@ -51,7 +52,6 @@ from workers.tiktok.tokens import (
     defaults_of,
     import_missing,
     read_token_file,
-    writer_name,
 )
 from workers.tiktok.wire import parse_order
 

@@ -99,6 +99,11 @@ class JobRunner:
         LIMIT.set(self.limiter.current)
         self.documents: LabelStore = open_store(settings)
 
+    async def limit_moved(self) -> None:
+        """The limit was set from outside (a warm start): export it, wake waiting calls."""
+        LIMIT.set(self.limiter.current)
+        await self.call_slots.limit_changed()
+
     # --- writing records -----------------------------------------------------------------
 
     async def publish(self, topic: str, key: str, model: BaseModel) -> None:

@@ -114,6 +114,20 @@ class Gradient:
         self._update(now)
         return True
 
+    def warm(self, limit: float, baseline_s: float, now: float) -> None:
+        """Take a limit learned elsewhere (other replicas of the group) and, when none was
+        measured here yet, their latency without a queue. Growth from there starts as near
+        a queue: nothing for ``cautious_s``, then the usual probing."""
+        if baseline_s > 0 and self.measuring:
+            self.long_s = baseline_s
+        before = self.current
+        self.limit = max(float(self.min_limit), min(float(self.max_limit), limit))
+        self._queued(now, self.long_s)
+        self._window.clear()
+        self._overload, self._busiest, self._window_started = False, 0, now
+        if self.current != before:
+            self._generation += 1
+
     def _update(self, now: float) -> None:
         before = self.current
         self._adjust(now)

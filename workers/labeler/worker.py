@@ -36,11 +36,13 @@ from workers.kafka import (
     make_producer,
     max_value_bytes,
     read_record,
+    writer_name,
 )
 from workers.labeler import decide
 from workers.labeler.codes import FailureCode
 from workers.labeler.flow import OffsetTracker
 from workers.labeler.jobs import Fatal, JobRunner
+from workers.labeler.shares import WarmStart
 from workers.labeler.shipium.client import ShipiumClient
 from workers.logs import dump_tasks
 from workers.runtime import Runtime, worker_runtime
@@ -70,6 +72,7 @@ class Labeler:
         self.producer = producer
         names = Topics(settings)
         self.rejected_topic = names(LABEL_JOBS_REJECTED)
+        self.jobs_topic = names(LABEL_JOBS)
         self.tracker = OffsetTracker()
         self.tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
         self.ledger_ready = asyncio.Event()  # cleared while an assignment's ledger loads
@@ -82,6 +85,10 @@ class Labeler:
         # jobs' calls.
         self.jobs = JobRunner(settings, producer, shipium, self.max_in_flight)
         self.ledger = self.jobs.ledger
+        self.warm: WarmStart | None = None
+        if settings.labeler_adaptive and settings.labeler_warm_start:
+            limiter, moved = self.jobs.limiter, self.jobs.limit_moved
+            self.warm = WarmStart(settings, limiter, moved, writer_name("labeler"))
         self.resume_fraction = settings.labeler_resume_fraction
         self.room = asyncio.Event()  # set whenever a job finishes
         self.order_locks: dict[str, tuple[asyncio.Lock, int]] = {}
@@ -278,6 +285,9 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
                 await self.labeler.ledger.load({tp.partition for tp in assigned})
             finally:
                 self.labeler.ledger_ready.set()
+            if self.labeler.warm is not None:
+                total = self.labeler.consumer.partitions_for_topic(self.labeler.jobs_topic)
+                await self.labeler.warm.assigned(len(assigned), len(total or ()))
         log.info(
             "partitions_assigned",
             partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
@@ -312,6 +322,8 @@ async def label(settings: Settings, runtime: Runtime) -> None:
         listener.labeler = labeler
         try:
             await producer.start()
+            if labeler.warm is not None:
+                await labeler.warm.start(producer)
             await consumer.start()
             log.info("labeler_ready", topic=names(LABEL_JOBS), max_in_flight=labeler.max_in_flight)
             await labeler.run(runtime.stop)
@@ -319,4 +331,6 @@ async def label(settings: Settings, runtime: Runtime) -> None:
                 raise SystemExit(f"labeler stopped: {labeler.fatal}")
         finally:
             await consumer.stop()
+            if labeler.warm is not None:
+                await labeler.warm.stop()
             await producer.stop()

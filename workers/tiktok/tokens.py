@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -265,7 +264,3 @@ async def shared_tokens(settings: Settings, writer: str) -> AsyncIterator[TokenS
     finally:
         await topic.stop()
         await producer.stop()
-
-
-def writer_name(role: str) -> str:
-    return f"{role}@{os.uname().nodename}:{os.getpid()}"[:128]
