@@ -293,10 +293,17 @@ async def main(args: argparse.Namespace) -> None:
         sim_label_latency_sigma=0.0,
         sim_label_tail_probability=0.0,
     ) as (base, sim, tmp):
-        runs = [await one(base, sim, adaptive, args, tmp) for adaptive in (True, False)]
-        if args.replicas > 1:
+        wanted = set(args.runs.split(","))
+        runs = [
+            await one(base, sim, adaptive, args, tmp)
+            for adaptive, name in ((True, "adaptive"), (False, "fixed"))
+            if name in wanted
+        ]
+        if args.replicas > 1 and "replicas" in wanted:
             runs.append(await one(base, sim, True, args, tmp, args.replicas))
-        started = [await starts(base, sim, warm, args, tmp) for warm in (True, False)]
+        started = []
+        if "starts" in wanted:
+            started = [await starts(base, sim, warm, args, tmp) for warm in (True, False)]
     print(
         f"label calls of {args.latency:g} s; capacity {' -> '.join(map(str, CAPACITIES))}, "
         f"{args.phase_s:g} s each; 2-core machine"
@@ -318,6 +325,12 @@ async def main(args: argparse.Namespace) -> None:
                 f"adaptive-replicas: throughput_ratio={ratio:.2f} rejected_share={share:.3f} "
                 f"fairness={fair:.2f}"
             )
+    if started:
+        print_starts(started, args)
+    print("\n".join(lines))
+
+
+def print_starts(started: list[Start], args: argparse.Namespace) -> None:
     capacity = CAPACITIES[-1] / args.latency
     print(
         f"starting replicas (capacity {capacity:g} labels/s; one labeler learns it for "
@@ -333,12 +346,11 @@ async def main(args: argparse.Namespace) -> None:
             + " ".join(f"{v:g}" for v in one_start.restart_limit)
         )
     warm, cold = started
-    lines.append(
+    print(
         f"warm-start: scale_up_ratio={warm.scale_up / cold.scale_up:.2f} "
         f"restart_ratio={warm.restart / cold.restart:.2f} (warm labels/s over cold, first "
         f"{args.measure_s:g} s)"
     )
-    print("\n".join(lines))
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -348,6 +360,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-in-flight", type=int, default=64, help="the bound, fixed or max (64)")
     p.add_argument(
         "--replicas", type=int, default=3, help="labelers sharing the provider (3; 1: no run)"
+    )
+    p.add_argument(
+        "--runs",
+        default="adaptive,fixed,replicas,starts",
+        help="which runs (adaptive,fixed,replicas,starts: all)",
     )
     p.add_argument("--learn-s", type=float, default=40.0, help="before the scale-up (40)")
     p.add_argument("--measure-s", type=float, default=30.0, help="after each start (30)")

@@ -209,3 +209,25 @@ def test_calls_started_before_a_warm_limit_do_not_count_in_its_first_window() ->
     for _ in range(limiter.window_calls):
         limiter.ended(script.now + 1.0, 9.0, generation=old)  # slow, under the old limit
     assert limiter.limit == 30.0
+
+
+def test_a_limiter_of_three_replicas_probes_at_a_share_of_the_pace() -> None:
+    alone, shared = Gradient(limit=16), Gradient(limit=16, probe_share=1 / math.sqrt(3))
+    for limiter in (alone, shared):
+        script = Script(limiter)
+        script.window(1.0)  # measured
+        for _ in range(4):
+            script.window(1.0)
+    grown_alone, grown_shared = alone.limit - 16, shared.limit - 16
+    assert 0 < grown_shared < grown_alone * 0.7
+
+
+def test_nudge_moves_the_limit_within_its_bounds_and_starts_a_new_generation() -> None:
+    limiter = Gradient(min_limit=2, max_limit=64, limit=16)
+    Script(limiter).window(1.0)
+    old = limiter.started(1)
+    limiter.nudge(30.0)
+    assert limiter.current == 30
+    assert not limiter.ended(100.0, 5.0, generation=old)  # an older call does not count
+    limiter.nudge(1000.0)
+    assert limiter.current == 64

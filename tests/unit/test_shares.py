@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from schemas.limits import LimitReport
-from workers.labeler.shares import learned
+from workers.labeler.shares import even_share, learned, running
 
 NOW = 1_000_000_000
 SECOND = 1000
@@ -59,3 +59,17 @@ def test_a_replica_at_its_ceiling_says_the_provider_may_take_more() -> None:
     assert found is not None and found.at_least
     found = learned(group(below), NOW, fresh_ms=15 * SECOND, window_ms=120 * SECOND)
     assert found is not None and not found.at_least
+
+
+def test_replicas_even_out_by_partitions_and_keep_their_sum() -> None:
+    group_now = [report("a", 40, 1), report("b", 6, 1), report("c", 2, 1)]
+    shares = [even_share(group_now, r.partitions) for r in group_now]
+    assert shares == [16, 16, 16]
+    assert even_share(group_now, 4) == 32  # twice the partitions: twice the share
+    assert even_share(group_now[:1], 2) is None  # alone: nothing to even out
+    assert even_share(group_now, 0) is None  # no partitions held
+
+
+def test_only_replicas_that_report_and_have_not_left_run_now() -> None:
+    reports = group(report("a", 10, 1), report("b", 10, 20), report("c", 10, 1, leaving=True))
+    assert [r.writer for r in running(reports, NOW, 15 * SECOND)] == ["a"]

@@ -46,6 +46,9 @@ class Gradient:
     climb: float = 2.0  # far from the last queueing, probe by this many sqrt(limit)
     cautious_s: float = 5.0  # after queueing was seen, probe by a call a window, not climb
     measure_calls: int = 4  # calls in flight at most until the baseline is measured
+    # share of a group's probing this limiter does: 1/sqrt(replicas) when several probe
+    # one provider, so that together they grow as fast as one would
+    probe_share: float = 1.0
     # what the limiter has seen (exported as metrics by the labeler)
     long_s: float = 0.0  # the latency without queueing (the baseline)
     gradient: float = 1.0
@@ -128,6 +131,14 @@ class Gradient:
         if self.current != before:
             self._generation += 1
 
+    def nudge(self, limit: float) -> None:
+        """Move to ``limit`` (held to the bounds) and nothing else: the replicas of a group
+        even out their limits this way, their sum unchanged."""
+        before = self.current
+        self.limit = max(float(self.min_limit), min(float(self.max_limit), limit))
+        if self.current != before:
+            self._generation += 1
+
     def _update(self, now: float) -> None:
         before = self.current
         self._adjust(now)
@@ -172,6 +183,7 @@ class Gradient:
                 # near the last queue: a call at a time, and not past where it queued
                 near = max(0.0, min(2.0, 2 * (self._queued_calls - self.limit)))
                 probe = near if gentle else self.climb * math.sqrt(self.limit)
+                probe *= self.probe_share
                 if self._rising:
                     probe = max(probe, self.limit)
                 if now < self._hold_until or self._busiest < self.limit * 0.8:

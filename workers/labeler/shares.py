@@ -11,12 +11,18 @@ run now) or, when none did (the whole group restarted), of those that reported w
 ``labeler_warm_window_s``. When one of them ran at its ceiling the provider may take more
 than that sum, so no replica's limit is cut for the share. The limiter goes on probing
 from there as always.
+
+Between assignments, after each report, the replicas even out: each moves halfway to its
+share of the running replicas' summed limit (by partitions held), which leaves the sum
+where the limiters found it, and probes for more at 1/sqrt(replicas) of its own pace, so
+that together they probe as fast as one replica alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -37,6 +43,7 @@ from workers.settings import Settings
 
 log = structlog.get_logger(__name__)
 FRESH_PERIODS = 3  # a replica that reported within this many periods runs now
+EVEN_OUT = 0.5  # how far a replica moves toward its even share each period
 
 
 @dataclass(frozen=True)
@@ -48,12 +55,26 @@ class Learned:
     at_least: bool = False
 
 
+def running(reports: dict[str, LimitReport], now: int, fresh_ms: int) -> list[LimitReport]:
+    """The latest reports of the replicas that run now (pure; times in ms)."""
+    return [r for r in reports.values() if now - r.at_ms <= fresh_ms and not r.leaving]
+
+
+def even_share(group: list[LimitReport], mine: int) -> float | None:
+    """This replica's share of the running replicas' summed limit, by partitions held;
+    None alone (nothing to even out)."""
+    held = sum(r.partitions for r in group)
+    if len(group) < 2 or not held or not mine:
+        return None
+    return sum(r.limit for r in group) * mine / held
+
+
 def learned(
     reports: dict[str, LimitReport], now: int, fresh_ms: int, window_ms: int
 ) -> Learned | None:
     """The group's capacity from each replica's latest report (pure; times in ms)."""
-    running = [r for r in reports.values() if now - r.at_ms <= fresh_ms and not r.leaving]
-    counted = running or [r for r in reports.values() if now - r.at_ms <= window_ms]
+    counted = running(reports, now, fresh_ms)
+    counted = counted or [r for r in reports.values() if now - r.at_ms <= window_ms]
     counted = [r for r in counted if r.limit > 0]
     if not counted:
         return None
@@ -113,10 +134,16 @@ class LimitTopic:
                 if isinstance(report, LimitReport):
                     self.reports[report.writer] = report
 
+    @property
+    def fresh_ms(self) -> int:
+        return int(FRESH_PERIODS * self.settings.labeler_limit_report_s * 1000)
+
     def learned(self) -> Learned | None:
-        period_ms = int(self.settings.labeler_limit_report_s * 1000)
         window_ms = int(self.settings.labeler_warm_window_s * 1000)
-        return learned(self.reports, now_ms(), FRESH_PERIODS * period_ms, window_ms)
+        return learned(self.reports, now_ms(), self.fresh_ms, window_ms)
+
+    def running(self) -> list[LimitReport]:
+        return running(self.reports, now_ms(), self.fresh_ms)
 
     async def report(self, limiter: Gradient, partitions: int, leaving: bool = False) -> None:
         if self.producer is None:
@@ -195,6 +222,19 @@ class WarmStart:
             await asyncio.sleep(self.settings.labeler_limit_report_s)
             if not self.limiter.measuring and self.partitions:
                 await self.report()
+                await self.even_out()
+
+    async def even_out(self) -> None:
+        """Probe as one of the replicas running now (together as fast as one alone), and
+        move halfway to this replica's share of their summed limit: a replica that cut
+        deep once (its calls were the ones refused) does not stay starved while the others
+        hold the capacity, and the sum, which the limiters found, stays."""
+        group = self.topic.running()
+        self.limiter.probe_share = 1 / math.sqrt(max(1, len(group)))
+        share = even_share(group, self.partitions)
+        if share is not None:
+            self.limiter.nudge(self.limiter.limit + EVEN_OUT * (share - self.limiter.limit))
+            await self.moved()
 
     async def report(self, leaving: bool = False) -> None:
         await self.topic.report(self.limiter, self.partitions, leaving=leaving)
