@@ -133,8 +133,12 @@ class JobRunner:
     # --- one job -----------------------------------------------------------------------
 
     async def call_with_retries(
-        self, job: LabelJob, call: Callable[[LabelJob], Awaitable[Response]]
+        self, job: LabelJob, call: Callable[[LabelJob], Awaitable[Response]], timed: bool = True
     ) -> tuple[Response, int, int] | LabelFailure:
+        """``call`` until it answers or the retry policy gives up. ``timed``: its latency
+        is the provider's label latency, which the limiter learns from (a lookup is far
+        faster than a create: counted, it would teach a baseline no create can reach, and
+        every create would then look queued)."""
         attempt = 0
         while True:
             attempt += 1
@@ -146,7 +150,8 @@ class JobRunner:
                     except ApiError as err:
                         await self.observe(None, err, generation)
                         raise
-                    await self.observe(time.monotonic() - started, None, generation)
+                    latency = time.monotonic() - started if timed else None
+                    await self.observe(latency, None, generation)
             except ApiError as err:
                 if err.code in CREDENTIALS:
                     attempt -= 1  # not the job's fault: it does not use up its attempts
@@ -344,7 +349,7 @@ class JobRunner:
             return "failed"
         if action is Action.RECOVER:
             # A process that died may have made this label: look before making another.
-            found = await self.call_with_retries(job, self.shipium.find_label)
+            found = await self.call_with_retries(job, self.shipium.find_label, timed=False)
             if not isinstance(found, LabelFailure) and found[0] is not None:
                 log.info("label_recovered", job_id=job.job_id, order_id=job.order_id)
                 return await self.label(job, (found[0], 1, found[2]))

@@ -201,7 +201,12 @@ class WarmStart:
         """Take this replica's share of what the group learned."""
         self.partitions = mine
         group = self.topic.learned()
-        if group is None or not total:
+        if not total:
+            return
+        if group is None:  # nothing learned yet: the initial limit is for the group
+            if self.limiter.measuring and mine < total:
+                self.limiter.nudge(self.settings.labeler_initial_in_flight * mine / total)
+                await self.moved()
             return
         share = group.capacity * mine / total
         if group.at_least:  # the group found no limit below its ceilings: do not cut
@@ -232,8 +237,10 @@ class WarmStart:
         group = self.topic.running()
         self.limiter.probe_share = 1 / math.sqrt(max(1, len(group)))
         share = even_share(group, self.partitions)
-        if share is not None:
-            self.limiter.nudge(self.limiter.limit + EVEN_OUT * (share - self.limiter.limit))
+        limit = self.limiter.limit
+        # a small step is not worth it: each change of limit starts the window anew
+        if share is not None and abs(share - limit) >= max(1.0, 0.1 * limit):
+            self.limiter.nudge(limit + EVEN_OUT * (share - limit))
             await self.moved()
 
     async def report(self, leaving: bool = False) -> None:
