@@ -12,10 +12,12 @@ import pytest
 from prometheus_client import REGISTRY
 
 from schemas.alert import Alert
+from schemas.common import now_ms
 from schemas.label import LabelFailure, LabelResult
 from schemas.rejected import RejectedRecord
 from schemas.topics import (
     ALERTS,
+    LABEL_ATTEMPTS,
     LABEL_FAILURES,
     LABEL_JOBS,
     LABEL_JOBS_REJECTED,
@@ -26,6 +28,7 @@ from tests.integration.kafka_helpers import consume, models, produce
 from tests.integration.processes import in_process
 from tests.integration.sim import start_simulator
 from tests.unit.factories import job
+from workers.labeler.decide import attempt
 from workers.labeler.operations import replay
 from workers.labeler.shipium.request import ITEM_REFERENCE_FIELD
 from workers.labeler.worker import run
@@ -396,3 +399,25 @@ async def test_the_adaptive_limit_finds_the_providers_capacity(
     assert overloaded > 0, "the start at 16 in flight was over twice the capacity"
     late = (overloaded - half[1]) / (calls - half[0])
     assert late < 0.05, f"once settled, few calls are refused: {late:.1%}"
+
+
+async def test_lookups_do_not_teach_the_limiter_its_baseline(
+    make_settings: Callable[..., Settings], serve: Any
+) -> None:
+    """Jobs a labeler that died had started are looked up before any create (a lookup
+    answers in milliseconds): the limiter's latency without a queue is the creates'."""
+    base = make_settings(
+        sim_label_latency_median_s=0.3, sim_label_latency_sigma=0.0, sim_label_tail_probability=0
+    )
+    url, _ = await start_simulator(serve, base)
+    settings = make_settings(shipium_base_url=url, labeler_max_in_flight=16)
+    await ensure_topics(settings)
+    count = 24
+    for n in range(count):
+        started = job(f"R{n}")
+        await produce(settings, LABEL_ATTEMPTS, started.order_id, attempt(started, now_ms()))
+        await produce(settings, LABEL_JOBS, started.order_id, started)
+    async with in_process(run, settings):
+        await consume(settings, LABELS, lambda v: len(v) >= count, 60)
+        baseline = REGISTRY.get_sample_value("parcelflow_labeler_baseline_seconds")
+    assert baseline is not None and baseline >= 0.25, baseline

@@ -51,6 +51,16 @@ def test_the_pdf_is_a_4x6_label_with_the_tracking_id_addresses_and_item_ids() ->
         assert wanted in text, wanted
 
 
+def test_a_label_without_a_box_id_names_no_box() -> None:
+    """Shipium's single-parcel request carries no package id: the label says which parcel
+    it is, and never an invented "Box 1"."""
+    single = Label(**{**LABEL.__dict__, "box_id": "", "index": 1, "count": 1})
+    (page,) = PdfReader(io.BytesIO(pdf(single))).pages
+    text = page.extract_text()
+    assert "Parcel 1 of 1" in text and "Box" not in text
+    assert "^FDParcel 1 of 1^FS" in zpl(single).decode()
+
+
 def test_png_and_zpl_are_what_thermal_printers_take() -> None:
     image = Image.open(io.BytesIO(png(LABEL)))
     assert image.size == (812, 1218)  # 4x6 in at 203 dpi

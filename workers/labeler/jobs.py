@@ -48,6 +48,10 @@ GRADIENT = Gauge(
     "parcelflow_labeler_latency_gradient",
     "Long-run latency over the last window's, clipped to [0.5, 1] (1: no queueing seen).",
 )
+BASELINE = Gauge(
+    "parcelflow_labeler_baseline_seconds",
+    "The label call latency without a queue, as the limiter measured it (0: not yet).",
+)
 CUTS = Counter("parcelflow_labeler_limit_cuts", "Times the limit was cut for 429, 503 or timeouts.")
 WRITE_RETRIES = Counter(
     "parcelflow_labeler_write_retries",
@@ -102,6 +106,7 @@ class JobRunner:
     async def limit_moved(self) -> None:
         """The limit was set from outside (a warm start): export it, wake waiting calls."""
         LIMIT.set(self.limiter.current)
+        BASELINE.set(self.limiter.long_s)
         await self.call_slots.limit_changed()
 
     # --- writing records -----------------------------------------------------------------
@@ -185,6 +190,7 @@ class JobRunner:
         if self.limiter.ended(time.monotonic(), latency_s, overload, retry_after, generation):
             LIMIT.set(self.limiter.current)
             GRADIENT.set(self.limiter.gradient)
+            BASELINE.set(self.limiter.long_s)
             if overload:
                 CUTS.inc()
             await self.call_slots.limit_changed()

@@ -29,7 +29,7 @@ class Label:
     tracking: str
     service: str
     order_id: str
-    box_id: str
+    box_id: str  # the caller's package id; "" when the request named none (one parcel)
     index: int  # 1-based
     count: int
     weight: str
@@ -86,7 +86,7 @@ def pdf(label: Label) -> bytes:
     details = [
         f"Tracking {label.tracking}",
         f"Order {label.order_id}",
-        f"Box {label.box_id}  ({label.index} of {label.count})",
+        box_line(label),
         f"Weight {label.weight}",
     ]
     for n, line in enumerate(details):
@@ -143,7 +143,7 @@ def png(label: Label) -> bytes:
     y += 50
     for line in (
         f"Order {label.order_id}",
-        f"Box {label.box_id}  ({label.index} of {label.count})",
+        box_line(label),
         f"Weight {label.weight}",
     ):
         draw.text((24, y), line, font=small, fill=0)
@@ -184,7 +184,7 @@ def zpl(label: Label) -> bytes:
     lines += [
         "^CF0,26",
         f"^FO30,740^FDOrder {zpl_text(label.order_id)}^FS",
-        f"^FO30,775^FDBox {zpl_text(label.box_id)} ({label.index} of {label.count})^FS",
+        f"^FO30,775^FD{zpl_text(box_line(label))}^FS",
         f"^FO30,810^FDWeight {zpl_text(label.weight)}^FS",
         "^FO20,850^GB772,3,3^FS",
         "^CF0,20^FO30,865^FDTikTok item ids in this box:^FS",
@@ -198,3 +198,11 @@ def zpl(label: Label) -> bytes:
 
 
 RENDERERS = {"pdf": pdf, "png": png, "zpl": zpl}
+
+
+def box_line(label: Label) -> str:
+    """Which parcel this is: its box id where the request named one (Shipium's
+    single-parcel request has no package id, so such a label says only its place)."""
+    if label.box_id:
+        return f"Box {label.box_id}  ({label.index} of {label.count})"
+    return f"Parcel {label.index} of {label.count}"

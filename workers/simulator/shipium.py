@@ -114,7 +114,7 @@ def package_label(
             tracking=tracking,
             service="TikTok Shop Standard",
             order_id=str(shipment.get(TIKTOK_ORDER_ID_FIELD, "")),
-            box_id=str(package.get("partnerPackageId") or f"{index + 1}"),
+            box_id=str(package.get("partnerPackageId") or ""),
             index=index + 1,
             count=count,
             weight=f"{weight.get('weight', '?')} {weight.get('weightUnit', '')}".strip(),
