@@ -222,12 +222,40 @@ def test_a_limiter_of_three_replicas_probes_at_a_share_of_the_pace() -> None:
     assert 0 < grown_shared < grown_alone * 0.7
 
 
-def test_nudge_moves_the_limit_within_its_bounds_and_starts_a_new_generation() -> None:
+def test_nudge_moves_the_limit_within_its_bounds_and_keeps_the_window() -> None:
     limiter = Gradient(min_limit=2, max_limit=64, limit=16)
-    Script(limiter).window(1.0)
-    old = limiter.started(1)
+    script = Script(limiter)
+    script.window(1.0)  # measured: baseline 1 s
+    before = [limiter.started(n + 1) for n in range(limiter.window_calls)]
     limiter.nudge(30.0)
     assert limiter.current == 30
-    assert not limiter.ended(100.0, 5.0, generation=old)  # an older call does not count
+    # the calls started before the step still make the window: they show a queue
+    closed = [limiter.ended(script.now + 1.0, 2.0, generation=g) for g in before]
+    assert closed[-1] and limiter.gradient < 0.6 and limiter.limit < 30
     limiter.nudge(1000.0)
     assert limiter.current == 64
+
+
+def test_a_small_limit_closes_its_window_after_its_own_number_of_calls() -> None:
+    limiter = Gradient(min_limit=2, max_limit=64, limit=3)
+    script = Script(limiter)
+    script.window(1.0)  # measured with 3 calls
+    calls = limiter.current
+    assert calls < limiter.window_calls
+    started = [limiter.started(n + 1) for n in range(calls)]
+    closed = [limiter.ended(script.now + 1.0, 1.0, generation=g) for g in started]
+    assert closed == [False] * (calls - 1) + [True]
+
+
+def test_a_small_fractional_limit_that_its_calls_fill_still_grows() -> None:
+    limiter = Gradient(min_limit=2, max_limit=64, limit=16)
+    script = Script(limiter)
+    script.window(1.0)  # measured
+    limiter.nudge(3.9)  # 3 calls fill it: 3 < 0.8 x 3.9, yet nothing is left unused
+    for _ in range(4):
+        n = limiter.current
+        started = [limiter.started(k + 1) for k in range(n)]
+        script.now += 1.0
+        for generation in started:
+            limiter.ended(script.now, 1.0, generation=generation)
+    assert limiter.current > 4

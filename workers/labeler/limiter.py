@@ -109,7 +109,10 @@ class Gradient:
             self._window.append(latency_s)
         calls = len(self._window) + (1 if self._overload else 0)
         # the measuring window: one round of its calls (later faster windows refine it)
-        needed = min(self.window_calls, self.measure_calls) if self.measuring else self.window_calls
+        # a small limit closes its window after its own number of calls: with 3 in flight
+        # a window of 8 would take three round trips, and the limit would trail the
+        # provider by as much (several replicas sharing one provider run small limits)
+        needed = min(self.window_calls, self.measure_calls if self.measuring else self.current)
         if calls < needed and not self._overload:
             return False
         if now - self._window_started < self.window_s:
@@ -133,11 +136,10 @@ class Gradient:
 
     def nudge(self, limit: float) -> None:
         """Move to ``limit`` (held to the bounds) and nothing else: the replicas of a group
-        even out their limits this way, their sum unchanged."""
-        before = self.current
+        even out their limits this way, their sum unchanged. The window goes on: a step
+        toward an even share is no probe, and calls started before it still tell whether
+        the provider queues."""
         self.limit = max(float(self.min_limit), min(float(self.max_limit), limit))
-        if self.current != before:
-            self._generation += 1
 
     def _update(self, now: float) -> None:
         before = self.current
@@ -186,8 +188,10 @@ class Gradient:
                 probe *= self.probe_share
                 if self._rising:
                     probe = max(probe, self.limit)
-                if now < self._hold_until or self._busiest < self.limit * 0.8:
-                    probe = 0.0  # held after a Retry-After, or not needed: no growth
+                if now < self._hold_until or self._busiest < self.current * 0.8:
+                    probe = 0.0  # held after a Retry-After, or not needed: no growth (the
+                    # calls in flight are whole: against the fraction, a limit of 3.9 would
+                    # never see its 3 calls as filling it)
                 estimate = self.limit + probe
             self.limit = self.limit * (1 - self.smoothing) + estimate * self.smoothing
             self.limit = max(float(self.min_limit), min(float(self.max_limit), self.limit))
