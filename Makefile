@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run up chaos scale test lint format types unit integration e2e schemas bench bench-labeler bench-receiver bench-planner bench-latency bench-adaptive docs lock clean
+.PHONY: help install run up chaos scale soak test lint format types unit integration e2e schemas bench bench-labeler bench-receiver bench-planner bench-latency bench-adaptive docs lock clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,6 +31,9 @@ chaos: $(STAMP) ## the stack under traffic while workers are killed and stopped 
 
 scale: $(STAMP) ## the stack under traffic while each worker is scaled 1 -> 3 -> 1 and killed once; every order and shop checked
 	$(BIN)/parcelflow scale
+
+soak: $(STAMP) ## steady traffic for PARCELFLOW_SOAK_MINUTES (30) at PARCELFLOW_SOAK_RATE (20/s); latency and broker every 5 min
+	$(BIN)/parcelflow soak
 
 # Three workers, each running whole test modules (their fixtures stay together): the
 # tests mostly wait on brokers, processes and timeouts, so this is about three times faster.

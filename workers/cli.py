@@ -6,6 +6,7 @@ parcelflow run      start everything, send demo traffic, print a summary, stop
 parcelflow up       the same, but keep running until Ctrl-C
 parcelflow chaos    the same under a seeded schedule of kills, stops and broker pauses
 parcelflow scale    the same while every worker is scaled 1 -> 3 -> 1 and killed once
+parcelflow soak     steady traffic for a long time: latency and the broker every 5 minutes
 parcelflow send     a signed webhook, a box or an order event to the receiver
 parcelflow labels   a label record or document from the receiver; prune old ones
 parcelflow failures / void   label failures (list, replay); void refusal
@@ -278,6 +279,28 @@ def scale_command(settings: Settings, args: argparse.Namespace) -> int:
         f"scale: TikTok token refreshes {result.tiktok['refreshes']}, refused "
         f"{result.tiktok['refused_refreshes']}; seed={seed}"
     )
+    print(result.last_line(), flush=True)
+    return 0 if result.ok else 1
+
+
+def soak_command(settings: Settings, args: argparse.Namespace) -> int:
+    from workers.devstack.soak import run_soak
+    from workers.devstack.stack import StackError
+
+    minutes = args.minutes if args.minutes is not None else settings.soak_minutes
+    rate = args.rate if args.rate is not None else settings.soak_rate
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
+    run_dir = Path(args.run_dir) / time.strftime("%Y%m%d-%H%M%S")
+    print(f"soak: minutes={minutes:g} rate={rate:g}/s seed={seed} (logs in {run_dir})", flush=True)
+    try:
+        result = run_soak(run_dir, minutes=minutes, rate=rate, seed=seed, every_s=args.every_s)
+    except StackError as exc:
+        print(f"parcelflow: the stack did not start: {exc}", file=sys.stderr)
+        return 2
+    for window in result.windows:
+        print(f"soak: {window}")
+    for problem in result.verdict.problems[:20]:
+        print(f"soak: wrong: {problem}")
     print(result.last_line(), flush=True)
     return 0 if result.ok else 1
 
@@ -555,6 +578,18 @@ def parser() -> argparse.ArgumentParser:
     scale.add_argument("--rate", type=float, default=2.0, help="demo orders a second (2)")
     scale.add_argument("--run-dir", default="var/run", help="where logs and labels go (var/run)")
     scale.set_defaults(func=scale_command)
+    soak = sub.add_parser(
+        "soak",
+        help="the stack under steady demo traffic for a long time; box -> label latency and "
+        "the broker's CPU and memory every few minutes; then every order is checked",
+        epilog="example: parcelflow soak --minutes 10 --rate 20",
+    )
+    soak.add_argument("--minutes", type=float, help="traffic minutes (PARCELFLOW_SOAK_MINUTES)")
+    soak.add_argument("--rate", type=float, help="demo orders a second (PARCELFLOW_SOAK_RATE)")
+    soak.add_argument("--every-s", type=float, default=300.0, help="report every (300 s)")
+    soak.add_argument("--seed", type=int, help="the demo orders' seed (new by default)")
+    soak.add_argument("--run-dir", default="var/run", help="where logs and labels go (var/run)")
+    soak.set_defaults(func=soak_command)
     failures = sub.add_parser(
         "failures",
         help="list or replay label jobs that failed for good",

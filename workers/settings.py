@@ -614,6 +614,12 @@ class Settings(BaseSettings):
     chaos_seconds: float = Field(
         300.0, gt=0, description="How long `parcelflow chaos` (`make chaos`) plays traffic."
     )
+    soak_minutes: float = Field(
+        30.0, gt=0, description="How long `parcelflow soak` (`make soak`) plays traffic."
+    )
+    soak_rate: float = Field(
+        20.0, gt=0, description="Demo orders a second (with their boxes) `parcelflow soak` sends."
+    )
 
     @field_validator("principals")
     @classmethod

@@ -189,9 +189,14 @@ def run_chaos(
     return ChaosResult(seed, injector.done, verdict, repairs, restarts, run_dir, verdict.problems)
 
 
-async def play(orders: list[DemoOrder], stack: Stack, seconds: float) -> None:
+async def play(
+    orders: list[DemoOrder],
+    stack: Stack,
+    seconds: float,
+    stored: dict[str, float] | None = None,
+) -> None:
     """Send the orders in waves, one a second, each wave on its own so that a wave held
-    up by a dead receiver does not hold up the next."""
+    up by a dead receiver does not hold up the next. ``stored``: see ``send``."""
     waves = max(1, int(seconds))
     per_wave = -(-len(orders) // waves)
     started = time.monotonic()
@@ -208,6 +213,7 @@ async def play(orders: list[DemoOrder], stack: Stack, seconds: float) -> None:
                         stack.simulator_url,
                         stack.token,
                         retry_for_s=600.0,
+                        stored=stored,
                     )
                 )
             )

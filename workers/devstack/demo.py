@@ -94,8 +94,10 @@ async def send(
     ingest_token: str,
     concurrency: int = 32,
     retry_for_s: float = 120.0,
+    stored: dict[str, float] | None = None,
 ) -> None:
     """Load the orders into the fake TikTok, then send their webhooks and boxes.
+    ``stored``: order id -> when its last box was stored (unix s), filled as they are.
 
     Like TikTok and an upstream system, a request that got no answer, a 429 or a 5xx is
     sent again (with backoff, for up to ``retry_for_s``): only a 200 or 202 means stored.
@@ -132,6 +134,8 @@ async def send(
             bearer = {"Authorization": f"Bearer {ingest_token}", "content-type": "application/json"}
             for box in order.boxes:
                 await post(f"{receiver_url}/v1/boxes", encode(box), bearer)
+            if stored is not None:
+                stored[order.order_id] = time.time()
 
         await asyncio.gather(*(one(o) for o in orders))
 
