@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run up chaos scale soak test lint format types unit integration e2e schemas bench bench-labeler bench-receiver bench-planner bench-latency bench-adaptive docs lock clean
+.PHONY: help install run up chaos scale soak test lint format types unit integration e2e schemas bench bench-labeler bench-receiver bench-planner bench-latency bench-adaptive bench-recovery docs lock clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -75,8 +75,11 @@ bench-planner: $(STAMP) ## planner: join events/s of one Faust worker vs a raw a
 bench-latency: $(STAMP) ## whole pipeline: p50/p95/p99 of box closed -> plan, job, label at 200 boxes/s, then the knee
 	$(BIN)/python -m bench.latency
 
-bench-adaptive: $(STAMP) ## labeler: the adaptive limit vs a fixed 64 while the provider's capacity goes 24, 8, 48
+bench-adaptive: $(STAMP) ## labeler: the adaptive limit vs a fixed 64 as capacity goes 24, 8, 48; three replicas; warm vs cold starts
 	$(BIN)/python -m bench.adaptive
+
+bench-recovery: $(STAMP) ## planner: what a scale-up and a restart cost, seconds of table restore per 1000 open orders
+	$(BIN)/python -m bench.recovery
 
 bench: $(STAMP) ## every benchmark, then one table of the ratios and latency lines
 	$(BIN)/python -m bench.all

@@ -6,13 +6,21 @@ The simulator's Shipium answers label calls in ``--latency`` s (1 s) while at mo
 capacity of calls run at once; above it latency grows with the crowd, above twice it
 calls get 429 with Retry-After. Its capacity is 24, then drops to 8, then rises to 48,
 each phase ``--phase-s`` long. A backlog of label jobs waits in Kafka. The same run is
-made by the labeler with the adaptive limiter (PARCELFLOW_LABELER_ADAPTIVE, at most 64)
-and with the fixed bound of 64, each as its own process. Per phase it prints labels/s as
-a ratio of what the capacity allows (capacity / latency), the share of calls answered
-429 and the seconds the limit took to settle within 10% of the new capacity. Last line:
-``adaptive: throughput_ratio=R rejected_share=S settle_s=T`` (the adaptive limiter: R
-the worst phase, S over the run, T the worst change). Goals: R >= 0.85, S <= 0.02,
-T <= 30. Everything started is stopped, by process id.
+made by the labeler with the adaptive limiter (PARCELFLOW_LABELER_ADAPTIVE, at most 64),
+with the fixed bound of 64, and by ``--replicas`` (3) adaptive labelers sharing the one
+provider, each as its own process. Per phase it prints labels/s as a ratio of what the
+capacity allows (capacity / latency), the share of calls answered 429, the seconds the
+limit (the replicas' summed limit) took to settle within 10% of the new capacity, and
+for the replicas each one's labels/s and the fairness (the slowest over the fastest,
+after the phase's first 10 s). Then starts: one labeler learns a capacity of 48 for
+``--learn-s``, two more start (a scale-up), and later one new labeler replaces all three
+(a restart); labels/s in the first ``--measure-s`` after each, with the replicas sharing
+what they learned (PARCELFLOW_LABELER_WARM_START) and without. Lines:
+``adaptive: throughput_ratio=R rejected_share=S settle_s=T`` (R the worst phase, S over
+the run, T the worst change; goals R >= 0.85, S <= 0.02, T <= 30),
+``adaptive-replicas: throughput_ratio=R rejected_share=S fairness=F`` (goals R >= 0.85,
+S <= 0.02, F >= 0.5) and ``warm-start: scale_up_ratio=U restart_ratio=W`` (warm labels/s
+over cold). ``--runs`` picks some. Everything started is stopped, by process id.
 """
 
 from __future__ import annotations

@@ -101,13 +101,19 @@ ROWS = [
         ">= 0.5",
     ),
     Row(
+        "recovery",
+        "planner restore, seconds per 1000 open orders (worst)",
+        r"^recovery: restore_s_per_1000_open_orders=(\S+)",
+        "(info)",
+    ),
+    Row(
         "adaptive",
         "warm / cold start, labels/s in 30 s after a restart",
         r"^warm-start: .*restart_ratio=(\S+)",
         "(info)",
     ),
 ]
-BENCHES = ("receiver", "planner", "labeler", "latency", "adaptive")
+BENCHES = ("receiver", "planner", "labeler", "latency", "adaptive", "recovery")
 
 
 def run(name: str) -> str:
