@@ -252,9 +252,11 @@ def chaos_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def scale_command(settings: Settings, args: argparse.Namespace) -> int:
+    from workers import logs
     from workers.devstack.scale import plan, run_scale
     from workers.devstack.stack import StackError
 
+    logs.configure("warning", json=False)  # this process's own lines: only what is wrong
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
     run_dir = Path(args.run_dir) / time.strftime("%Y%m%d-%H%M%S")
     print(
