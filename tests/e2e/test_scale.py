@@ -1,8 +1,8 @@
 """The stack while every worker is scaled out and in and killed (``make scale``, smaller).
 
-Two processes of each scaled worker at the peak, one SIGKILL each, back to one by
-SIGTERM, all under demo traffic from several shops whose TikTok tokens expire and rotate
-meanwhile; then every order against the label simulator's record and every shop's tokens
+80 s of traffic; two processes of each scaled worker at the peak, one SIGKILL each,
+back to one by SIGTERM, all under demo traffic from several shops whose TikTok tokens
+expire and rotate meanwhile; then every order against the label simulator's record and every shop's tokens
 against the simulated TikTok's.
 """
 
@@ -18,11 +18,11 @@ pytestmark = pytest.mark.slow
 
 
 def test_workers_scaled_out_and_in_and_killed_under_traffic_lose_nothing(tmp_path: Path) -> None:
-    result = run_scale(tmp_path, seconds=50, seed=5, peak=2, token_ttl_s=20, say=False)
+    result = run_scale(tmp_path, seconds=80, seed=5, peak=2, token_ttl_s=20, say=False)
     print(f"\n{result.last_line()} restarts={result.restarts} tiktok={result.tiktok}")
     print("\n".join(result.steps))
     assert result.problems == []
-    assert result.verdict.labeled == result.verdict.orders == 100
+    assert result.verdict.labeled == result.verdict.orders == 160
     assert result.verdict.duplicate_calls == 0
     assert result.verdict.lost == 0
     assert result.unauthorized == []

@@ -17,6 +17,8 @@ def test_each_worker_goes_up_to_the_peak_loses_one_and_comes_back_to_one() -> No
     kills = [s.at_s for s in steps if s.kind == "kill"]
     downs = [s.at_s for s in steps if s.kind == "down"]
     assert 10 <= min(ups) and max(ups) < min(kills) and max(kills) < min(downs) <= max(downs) < 85
+    kills = [s.worker for s in steps if s.kind == "kill"]
+    assert [s.worker for s in steps if s.kind == "down"] == [w for w in kills for _ in range(2)]
     assert plan(100, 3, seed=4) == steps
     assert plan(100, 3, seed=5) != steps
 

@@ -60,17 +60,23 @@ class Step:
 def plan(seconds: float, peak: int, seed: int) -> list[Step]:
     """Every scaled worker goes 1 -> ``peak`` over 10-30% of the traffic time, loses one
     process to SIGKILL over 40-55%, and goes back to 1 over 65-85%; the order of the
-    workers within each phase is drawn from the seed."""
+    workers is drawn from the seed, and the scale-down takes them in the order they were
+    killed, so that each worker's restarted process has as long as any to join its groups
+    before a replica of it leaves (the embedded broker's group coordinator was seen to
+    loop on a join when a member left while a restarted one was joining)."""
     rng = random.Random(seed)
-    phases: list[tuple[Kind, float, float, int]] = [
-        ("up", 0.10, 0.30, peak - 1),
-        ("kill", 0.40, 0.55, 1),
-        ("down", 0.65, 0.85, peak - 1),
+    ups = [w for w in SCALED for _ in range(peak - 1)]
+    rng.shuffle(ups)
+    kills = list(SCALED)
+    rng.shuffle(kills)
+    downs = [w for w in kills for _ in range(peak - 1)]
+    phases: list[tuple[Kind, float, float, list[str]]] = [
+        ("up", 0.10, 0.30, ups),
+        ("kill", 0.40, 0.55, kills),
+        ("down", 0.65, 0.85, downs),
     ]
     steps = []
-    for kind, start, end, each in phases:
-        workers = [w for w in SCALED for _ in range(each)]
-        rng.shuffle(workers)
+    for kind, start, end, workers in phases:
         slot = seconds * (end - start) / max(1, len(workers))
         steps += [
             Step(round(seconds * start + n * slot, 1), kind, worker)
