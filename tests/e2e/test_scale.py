@@ -2,8 +2,8 @@
 
 80 s of traffic; two processes of each scaled worker at the peak, one SIGKILL each,
 back to one by SIGTERM, all under demo traffic from several shops whose TikTok tokens
-expire and rotate meanwhile; then every order against the label simulator's record and every shop's tokens
-against the simulated TikTok's.
+expire and rotate meanwhile; then every order against the label simulator's record and
+every shop's tokens against the simulated TikTok's.
 """
 
 from __future__ import annotations
