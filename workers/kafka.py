@@ -263,3 +263,24 @@ async def read_to_end(
 def writer_name(role: str) -> str:
     """Who writes a record: the role, the host and the process (a replica's identity)."""
     return f"{role}@{os.uname().nodename}:{os.getpid()}"[:128]
+
+
+async def start_on_all(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Start a consumer without a group on every partition of ``topic`` (a table that
+    every replica reads whole); the partitions."""
+    await consumer.start()
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        await consumer.topics()  # refresh metadata once
+        partitions = consumer.partitions_for_topic(topic) or set()
+    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    consumer.assign(tps)
+    return tps
+
+
+async def behind(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    """True while the consumer has not read up to ``ends`` on some partition."""
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return True
+    return False

@@ -259,3 +259,14 @@ def test_a_small_fractional_limit_that_its_calls_fill_still_grows() -> None:
         for generation in started:
             limiter.ended(script.now, 1.0, generation=generation)
     assert limiter.current > 4
+
+
+def test_one_of_three_replicas_cuts_harder_on_a_refusal() -> None:
+    """Each of three replicas sees a third of the refusals: each cuts as the group must."""
+    alone, shared = Gradient(limit=16), Gradient(limit=16, probe_share=1 / math.sqrt(3))
+    for limiter in (alone, shared):
+        script = Script(limiter)
+        script.window(1.0)
+        limiter.started(limiter.current)
+        limiter.ended(script.now + 1.0, None, overload=True)
+    assert shared.limit < alone.limit * 0.85

@@ -47,7 +47,8 @@ class Gradient:
     cautious_s: float = 5.0  # after queueing was seen, probe by a call a window, not climb
     measure_calls: int = 4  # calls in flight at most until the baseline is measured
     # share of a group's probing this limiter does: 1/sqrt(replicas) when several probe
-    # one provider, so that together they grow as fast as one would
+    # one provider, so that together they grow as fast as one would (and, each seeing
+    # its share of the refusals, cut by backoff ** (1 / probe_share) on one)
     probe_share: float = 1.0
     # what the limiter has seen (exported as metrics by the labeler)
     long_s: float = 0.0  # the latency without queueing (the baseline)
@@ -155,7 +156,9 @@ class Gradient:
     def _adjust(self, now: float) -> None:
         if self._overload:
             self._queued(now, float("inf"))
-            self.limit = max(float(self.min_limit), self.limit * self.backoff)
+            # one of several replicas sees its share of the refusals: cut as the group must
+            cut = self.backoff ** (1 / self.probe_share)
+            self.limit = max(float(self.min_limit), self.limit * cut)
             self.cuts += 1
             self.gradient = self.backoff
         elif self._window:

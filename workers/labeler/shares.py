@@ -36,7 +36,7 @@ from schemas.codec import decode, encode
 from schemas.common import now_ms
 from schemas.limits import LimitReport
 from schemas.topics import LIMITS
-from workers.kafka import Topics
+from workers.kafka import Topics, behind, start_on_all
 from workers.kafka_auth import client_options
 from workers.labeler.limiter import Gradient
 from workers.settings import Settings
@@ -106,20 +106,14 @@ class LimitTopic:
     async def start(self, producer: AIOKafkaProducer) -> None:
         """Read the reports of the last warm window, then follow new ones."""
         self.producer = producer
-        await self.consumer.start()
-        partitions = self.consumer.partitions_for_topic(self.topic)
-        if not partitions:
-            await self.consumer.topics()  # refresh metadata once
-            partitions = self.consumer.partitions_for_topic(self.topic) or set()
-        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-        self.consumer.assign(tps)
+        tps = await start_on_all(self.consumer, self.topic)
         since = now_ms() - int(self.settings.labeler_warm_window_s * 1000)
         found = await self.consumer.offsets_for_times({tp: since for tp in tps})
         ends = await self.consumer.end_offsets(tps)
         for tp in tps:
             at = found.get(tp)
             self.consumer.seek(tp, at.offset if at is not None else ends[tp])
-        while [tp for tp in tps if await self.consumer.position(tp) < ends[tp]]:
+        while await behind(self.consumer, ends):
             self.take(await self.consumer.getmany(timeout_ms=500))
         self.follower = asyncio.create_task(self.follow(), name="limits")
 

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 from schemas.codec import decode, encode
 from schemas.tokens import SealedTokens
 from schemas.topics import TOKENS
-from workers.kafka import Topics, make_producer
+from workers.kafka import Topics, behind, make_producer, start_on_all
 from workers.kafka_auth import client_options
 from workers.retry import backoff_delay
 from workers.settings import Settings
@@ -162,16 +162,10 @@ class TokenTopic:
     async def start(self, producer: AIOKafkaProducer) -> None:
         """Read every record to the end (the tokens as of now), then follow new ones."""
         self.producer = producer
-        await self.consumer.start()
-        partitions = self.consumer.partitions_for_topic(self.topic)
-        if not partitions:
-            await self.consumer.topics()  # refresh metadata once
-            partitions = self.consumer.partitions_for_topic(self.topic) or set()
-        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-        self.consumer.assign(tps)
+        tps = await start_on_all(self.consumer, self.topic)
         await self.consumer.seek_to_beginning(*tps)
         ends = await self.consumer.end_offsets(tps)
-        while [tp for tp in tps if await self.consumer.position(tp) < ends[tp]]:
+        while await behind(self.consumer, ends):
             await self.take(await self.consumer.getmany(timeout_ms=500))
         self.store.write = self.send
         self.follower = asyncio.create_task(self.follow(), name="tokens")
