@@ -189,10 +189,15 @@ def test_two_warehouses_each_station_gets_only_its_own_box_label(
     asyncio.run(watch(stack.settings, second, timeout_s=90, out=False))
     refused = second.failures["T-A2"]
     assert refused.error_code == "box_id_in_use" and "order T-A1" in refused.message
-    board = orjson.loads(urllib.request.urlopen(f"{stack.dashboard_url}api/snapshot").read())  # noqa: S310
-    assert any(
-        f["order_id"] == "T-A2" and f["reason"] == "box_id_in_use" for f in board["failures"]
-    )
+    # the dashboard reads label-failures.v1 on its own: it shows the refusal within seconds
+    deadline = time.monotonic() + 15
+    while True:
+        board = orjson.loads(urllib.request.urlopen(f"{stack.dashboard_url}api/snapshot").read())  # noqa: S310
+        shown = [f for f in board["failures"] if f["order_id"] == "T-A2"]
+        if shown or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert [f["reason"] for f in shown] == ["box_id_in_use"]
     metrics = urllib.request.urlopen(stack.metrics_urls["labeler"]).read().decode()  # noqa: S310
     assert "parcelflow_labeler_box_id_refused_total 1.0" in metrics
 
