@@ -265,6 +265,11 @@ def writer_name(role: str) -> str:
     return f"{role}@{os.uname().nodename}:{os.getpid()}"[:128]
 
 
+def groupless_consumer(settings: Settings) -> AIOKafkaConsumer:
+    """A consumer of no group that commits nothing: for ``start_on_all``."""
+    return AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False)
+
+
 async def start_on_all(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
     """Start a consumer without a group on every partition of ``topic`` (a table that
     every replica reads whole); the partitions."""

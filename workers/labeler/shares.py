@@ -29,15 +29,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from schemas.codec import decode, encode
 from schemas.common import now_ms
 from schemas.limits import LimitReport
 from schemas.topics import LIMITS
-from workers.kafka import Topics, behind, start_on_all
-from workers.kafka_auth import client_options
+from workers.kafka import Topics, behind, groupless_consumer, start_on_all
 from workers.labeler.limiter import Gradient
 from workers.settings import Settings
 
@@ -97,9 +96,7 @@ class LimitTopic:
         self.writer = writer
         self.topic = Topics(settings)(LIMITS)
         self.reports: dict[str, LimitReport] = {}
-        self.consumer = AIOKafkaConsumer(
-            **client_options(settings), group_id=None, enable_auto_commit=False
-        )
+        self.consumer = groupless_consumer(settings)
         self.producer: AIOKafkaProducer | None = None
         self.follower: asyncio.Task[None] | None = None
 

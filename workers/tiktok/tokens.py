@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from cryptography.fernet import Fernet, InvalidToken
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
@@ -32,8 +32,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 from schemas.codec import decode, encode
 from schemas.tokens import SealedTokens
 from schemas.topics import TOKENS
-from workers.kafka import Topics, behind, make_producer, start_on_all
-from workers.kafka_auth import client_options
+from workers.kafka import Topics, behind, groupless_consumer, make_producer, start_on_all
 from workers.retry import backoff_delay
 from workers.settings import Settings
 
@@ -153,9 +152,7 @@ class TokenTopic:
         self.writer = writer
         self.topic = Topics(settings)(TOKENS)
         self.sealer = Sealer(settings.tiktok_token_key)
-        self.consumer = AIOKafkaConsumer(
-            **client_options(settings), group_id=None, enable_auto_commit=False
-        )
+        self.consumer = groupless_consumer(settings)
         self.producer: AIOKafkaProducer | None = None
         self.follower: asyncio.Task[None] | None = None
 
