@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.labeler import bench_stack, fill, start_labeler
-from workers.broker.embedded import free_port
-from workers.devstack.stack import terminate
+from devstack.broker.embedded import free_port
+from devstack.simulator.app import Simulator
+from devstack.stack import terminate
 from workers.settings import Settings
-from workers.simulator.app import Simulator
 from workers.topics import ensure_topics
 
 CAPACITIES = (24, 8, 48)

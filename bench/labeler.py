@@ -32,16 +32,16 @@ import psutil
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 
+from devstack.broker.embedded import EmbeddedBroker
+from devstack.simulator.app import Simulator, create_app
+from devstack.stack import terminate as stop
 from schemas.codec import encode
 from schemas.common import Address, Dimensions, Weight
 from schemas.label import LabelJob, Parcel
 from schemas.order import LineItem
 from schemas.topics import LABEL_JOBS, LABELS
-from workers.broker.embedded import EmbeddedBroker
-from workers.devstack.stack import terminate as stop
 from workers.kafka import Topics, make_producer
 from workers.settings import Settings
-from workers.simulator.app import Simulator, create_app
 from workers.topics import ensure_topics
 
 

@@ -36,10 +36,10 @@ import aiohttp
 import orjson
 import psutil
 
+from devstack.demo_data import DemoOrder, make_demo, webhook
+from devstack.stack import Stack
 from schemas.codec import encode
 from schemas.topics import LABEL_JOBS, LABELS, ORDERS, PLANS
-from workers.devstack.demo_data import DemoOrder, make_demo, webhook
-from workers.devstack.stack import Stack
 from workers.kafka import Topics, make_reader
 from workers.settings import Settings
 from workers.tiktok.signing import webhook_signature

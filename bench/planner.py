@@ -54,14 +54,14 @@ from typing import Any
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from devstack.broker.embedded import EmbeddedBroker
+from devstack.stack import terminate as stop
 from schemas.box import BoxClosed, BoxItem
 from schemas.codec import encode
 from schemas.common import Address, Dimensions, Weight
 from schemas.label import LabelJob
 from schemas.order import LineItem, Order, OrderStatus
 from schemas.topics import BOXES, LABEL_JOBS, ORDERS, PLANS
-from workers.broker.embedded import EmbeddedBroker
-from workers.devstack.stack import terminate as stop
 from workers.kafka import Topics, make_consumer, make_producer
 from workers.loop import collect_garbage_less_often
 from workers.planner.join import OrderState, encode_step, on_event, restore
@@ -196,7 +196,7 @@ def faust_floor(settings: Settings, echo: bool = False) -> None:
     """
     import faust
 
-    from workers.broker.offsets import install_end_offsets_correction
+    from devstack.broker.offsets import install_end_offsets_correction
     from workers.kafka_auth import client_options
     from workers.loop import new_event_loop
     from workers.planner.app import RAW, new_app

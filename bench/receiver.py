@@ -35,10 +35,10 @@ import orjson
 import psutil
 from aiohttp import web
 
+from devstack.broker.embedded import EmbeddedBroker, free_port
+from devstack.broker.offsets import high_watermarks
+from devstack.stack import terminate as stop
 from schemas.topics import WEBHOOKS
-from workers.broker.embedded import EmbeddedBroker, free_port
-from workers.broker.offsets import high_watermarks
-from workers.devstack.stack import terminate as stop
 from workers.kafka import Topics
 from workers.loop import new_event_loop
 from workers.settings import Settings

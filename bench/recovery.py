@@ -34,9 +34,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from bench.planner import events, fill
+from devstack.broker.embedded import EmbeddedBroker, free_port
+from devstack.stack import terminate
 from schemas.order import Order
-from workers.broker.embedded import EmbeddedBroker, free_port
-from workers.devstack.stack import terminate
 from workers.settings import Settings
 from workers.topics import changelog_topic, ensure_topics
 

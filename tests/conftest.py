@@ -48,7 +48,7 @@ def own_ports() -> None:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     if not worker.startswith("gw"):
         return
-    from workers.broker import embedded
+    from devstack.broker import embedded
 
     count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     low, high = embedded._PORT_RANGE
@@ -69,7 +69,7 @@ def broker() -> Iterator[Broker]:
         with KafkaContainer() as kafka:
             yield Broker(kafka.get_bootstrap_server(), embedded=False)
         return
-    from workers.broker.embedded import EmbeddedBroker
+    from devstack.broker.embedded import EmbeddedBroker
 
     with EmbeddedBroker() as embedded:
         yield Broker(embedded.bootstrap, embedded=True)

@@ -1,13 +1,16 @@
 """``parcelflow``: one command, a subcommand per process.
 
-parcelflow receiver | enricher | planner | labeler | auditor | dashboard | simulator
+parcelflow receiver | enricher | planner | labeler | auditor | dashboard
                     run one process
+The devstack's commands (installed with it):
 parcelflow run      start everything, send demo traffic, print a summary, stop
 parcelflow up       the same, but keep running until Ctrl-C
 parcelflow chaos    the same under a seeded schedule of kills, stops and broker pauses
 parcelflow scale    the same while every worker is scaled 1 -> 3 -> 1 and killed once
 parcelflow soak     steady traffic for a long time: latency and the broker every 5 minutes
 parcelflow send     a signed webhook, a box or an order event to the receiver
+parcelflow simulator   the simulated TikTok Shop and Shipium APIs
+Everywhere:
 parcelflow labels   a label record or document from the receiver; prune old ones
 parcelflow failures / void   label failures (list, replay); void refusal
 parcelflow topics   plan, apply, check or tail the topics; the Kafka ACLs of each worker
@@ -25,16 +28,17 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
+from workers.plugins import hooks
 from workers.settings import Settings
 from workers.terminal import UsageError, safe
+
+WORKERS = ("receiver", "enricher", "planner", "labeler", "auditor", "dashboard")
 
 
 def worker(name: str) -> Any:
@@ -85,236 +89,6 @@ def run_worker(name: str, settings: Settings) -> None:
         from workers.dashboard.app import run as run_dashboard
 
         run_async(run_dashboard(settings))
-    elif name == "simulator":
-        from workers.simulator.app import run as run_simulator
-
-        run_simulator(settings)
-
-
-MAX_RESTARTS = 3  # `parcelflow run` fails past this many worker restarts
-
-
-def demo(settings: Settings, args: argparse.Namespace, keep_running: bool) -> int:
-    from workers.dashboard.app import page
-    from workers.devstack import discover
-    from workers.devstack.demo import Progress, Summary, send, watch
-    from workers.devstack.demo_data import make_demo
-    from workers.devstack.stack import Stack, StackError
-
-    started = time.monotonic()
-    run_dir = Path(args.run_dir) / time.strftime("%Y%m%d-%H%M%S")
-    overrides = {}  # flags given win over exported PARCELFLOW_* variables
-    if args.label_latency is not None:
-        overrides["SIM_LABEL_LATENCY_MEDIAN_S"] = str(args.label_latency)
-    if args.max_in_flight is not None:
-        overrides["LABELER_MAX_IN_FLIGHT"] = str(args.max_in_flight)
-    if args.label_formats:
-        overrides["LABEL_FORMATS"] = json.dumps(args.label_formats.split(","))
-    stack = Stack(run_dir, overrides, kafka_tls=args.kafka_tls, label_store=args.label_store)
-    latest = Path(args.run_dir) / "devstack.env"
-    print(f"parcelflow: starting the stack (logs in {run_dir})", file=sys.stderr, flush=True)
-    try:
-        with stack.running():
-            urls = {
-                "broker": stack.env["PARCELFLOW_KAFKA_BOOTSTRAP"],
-                "receiver": stack.receiver_url,
-                "dashboard": stack.dashboard_url,
-                "simulator": stack.simulator_url,
-            }
-            text = discover.env_text(stack.env, run_dir, urls)
-            discover.write(text, run_dir / "devstack.env", latest)
-            for name, url in urls.items():
-                print(f"{name}: {url}", flush=True)
-            if stack.env.get("PARCELFLOW_DASHBOARD_AUTH") == "none":
-                print(
-                    "dashboard: open without login, because it listens on 127.0.0.1 only",
-                    flush=True,
-                )
-            orders = make_demo(
-                args.orders,
-                seed=args.seed,
-                run_id=int(time.time()) % 100_000,
-                now_s=int(time.time()),
-            )
-            boxes = sum(len(o.boxes) for o in orders)
-            print(
-                f"parcelflow: sending {len(orders)} orders in {boxes} boxes",
-                file=sys.stderr,
-                flush=True,
-            )
-            run_settings = stack.settings
-            sent_at = time.monotonic()
-            asyncio.run(
-                send(
-                    orders,
-                    run_settings,
-                    stack.receiver_url,
-                    stack.simulator_url,
-                    stack.token,
-                )
-            )
-            sent_s = time.monotonic() - sent_at
-            progress = Progress(expected={o.order_id for o in orders})
-            asyncio.run(watch(run_settings, progress, timeout_s=args.timeout))
-            summary = Summary(len(orders), boxes, progress, time.monotonic() - started, sent_s)
-            summary.restarts = stack.restarts
-            report = write_report(stack.dashboard_url, run_dir, page, len(progress.labels))
-            if report is not None:
-                print(f"parcelflow: report of the run in {report}", file=sys.stderr, flush=True)
-            if keep_running:
-                print("\n".join(summary.lines()))
-                print(
-                    f"parcelflow: running. Drive it by hand with the values in {latest} "
-                    "(`set -a; . var/run/devstack.env; set +a`, see README); Ctrl-C stops "
-                    "everything.",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                for line in text.splitlines():
-                    if line.startswith(("PARCELFLOW_API_TOKEN", "PARCELFLOW_TIKTOK_APP")):
-                        print(line, flush=True)
-                wait_for_signal()
-    except StackError as exc:
-        print(f"parcelflow: the stack did not start: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("parcelflow: interrupted, everything stopped", file=sys.stderr)
-        return 130
-    finally:
-        discover.forget(latest)
-    summary.wall_s = time.monotonic() - started
-    print("\n".join(summary.lines()), flush=True)
-    if sum(summary.restarts.values()) > MAX_RESTARTS:
-        print(
-            f"parcelflow: workers had to be restarted {sum(summary.restarts.values())} times "
-            f"(more than {MAX_RESTARTS}): see the logs in {run_dir}",
-            file=sys.stderr,
-        )
-        return 1
-    return 0 if summary.progress.pending == 0 else 1
-
-
-def write_report(dashboard_url: str, run_dir: Path, page: Any, labels: int) -> Path | None:
-    """``report.html``: the dashboard page as it stands, readable without a server."""
-    import urllib.request
-
-    import orjson
-
-    from workers.dashboard.app import LAG_EVERY_S
-
-    deadline = time.monotonic() + 15
-    seen_all_at: float | None = None
-    while True:
-        try:
-            url = f"{dashboard_url}api/snapshot"
-            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (local)
-                snapshot = orjson.loads(response.read())
-        except OSError as exc:
-            print(f"parcelflow: no report: the dashboard did not answer ({exc})", file=sys.stderr)
-            return None
-        # the dashboard reads the topics on its own: wait until it has seen every label,
-        # then for a lag read made after that (one every LAG_EVERY_S), so the backlog shown
-        # is the final one
-        now = time.monotonic()
-        if seen_all_at is None and snapshot["totals"]["labels"] >= labels:
-            seen_all_at = now
-        lag_fresh = seen_all_at is not None and now - seen_all_at > LAG_EVERY_S + 0.5
-        if now > deadline or lag_fresh:
-            break
-        time.sleep(0.5)
-    path = run_dir / "report.html"
-    path.write_text(page(snapshot))
-    return path
-
-
-def chaos_command(settings: Settings, args: argparse.Namespace) -> int:
-    from workers.devstack.chaos import run_chaos, schedule
-    from workers.devstack.stack import StackError
-
-    seconds = args.seconds if args.seconds is not None else settings.chaos_seconds
-    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
-    run_dir = Path(args.run_dir) / time.strftime("%Y%m%d-%H%M%S")
-    print(f"chaos: seed={seed} seconds={seconds:g} rate={args.rate:g}/s (logs in {run_dir})")
-    print(f"chaos: replay with: parcelflow chaos --seed {seed} --seconds {seconds:g}")
-    for fault in schedule(seed, seconds):
-        print(f"chaos: planned {fault}")
-    sys.stdout.flush()
-    try:
-        result = run_chaos(run_dir, seconds=seconds, seed=seed, rate=args.rate)
-    except StackError as exc:
-        print(f"parcelflow: the stack did not start: {exc}", file=sys.stderr)
-        return 2
-    for problem in result.problems[:20]:
-        print(f"chaos: wrong: {problem}")
-    print(f"chaos: restarts by worker: {result.restarts or 0}; seed={seed}")
-    print(result.last_line(), flush=True)
-    return 0 if result.ok else 1
-
-
-def scale_command(settings: Settings, args: argparse.Namespace) -> int:
-    from workers import logs
-    from workers.devstack.scale import plan, run_scale
-    from workers.devstack.stack import StackError
-
-    logs.configure("warning", json=False)  # this process's own lines: only what is wrong
-    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
-    run_dir = Path(args.run_dir) / time.strftime("%Y%m%d-%H%M%S")
-    print(
-        f"scale: seed={seed} seconds={args.seconds:g} rate={args.rate:g}/s peak={args.peak} "
-        f"(logs in {run_dir})"
-    )
-    for step in plan(args.seconds, args.peak, seed):
-        print(f"scale: planned {step}")
-    sys.stdout.flush()
-    try:
-        result = run_scale(run_dir, seconds=args.seconds, seed=seed, peak=args.peak, rate=args.rate)
-    except StackError as exc:
-        print(f"parcelflow: the stack did not start: {exc}", file=sys.stderr)
-        return 2
-    for problem in result.problems[:20]:
-        print(f"scale: wrong: {problem}")
-    for shop in result.unauthorized:
-        print(f"scale: shop {shop} would have to authorize the app again")
-    peak = ", ".join(f"{w} {n}" for w, n in result.peak.items())
-    print(f"scale: most processes at once: {peak}; restarts: {result.restarts or 0}")
-    print(
-        f"scale: TikTok token refreshes {result.tiktok['refreshes']}, refused "
-        f"{result.tiktok['refused_refreshes']}; seed={seed}"
-    )
-    print(result.last_line(), flush=True)
-    return 0 if result.ok else 1
-
-
-def soak_command(settings: Settings, args: argparse.Namespace) -> int:
-    from workers.devstack.soak import run_soak
-    from workers.devstack.stack import StackError
-
-    minutes = args.minutes if args.minutes is not None else settings.soak_minutes
-    rate = args.rate if args.rate is not None else settings.soak_rate
-    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
-    run_dir = Path(args.run_dir) / time.strftime("%Y%m%d-%H%M%S")
-    print(f"soak: minutes={minutes:g} rate={rate:g}/s seed={seed} (logs in {run_dir})", flush=True)
-    try:
-        result = run_soak(run_dir, minutes=minutes, rate=rate, seed=seed, every_s=args.every_s)
-    except StackError as exc:
-        print(f"parcelflow: the stack did not start: {exc}", file=sys.stderr)
-        return 2
-    for window in result.windows:
-        print(f"soak: {window}")
-    for problem in result.verdict.problems[:20]:
-        print(f"soak: wrong: {problem}")
-    print(result.last_line(), flush=True)
-    return 0 if result.ok else 1
-
-
-def wait_for_signal() -> None:
-    received = []
-    signal.signal(signal.SIGTERM, lambda *_: received.append(1))
-    try:
-        while not received:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        return
 
 
 def failures_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -512,86 +286,20 @@ def parser() -> argparse.ArgumentParser:
         prog="parcelflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = root.add_subparsers(dest="command", required=True)
-    for name in ("receiver", "enricher", "planner", "labeler", "auditor", "dashboard", "simulator"):
+    for name in WORKERS:
         sub.add_parser(
             name, help=f"run the {name}", epilog=f"example: parcelflow {name}  (PARCELFLOW_* set)"
         ).set_defaults(func=worker(name))
-    for name, keep in (("run", False), ("up", True)):
-        p = sub.add_parser(
-            name,
-            help="start everything and send demo traffic" + (", keep running" if keep else ""),
-            epilog=f"example: parcelflow {name} --orders 50 --label-latency 0.5",
-        )
-        p.add_argument("--orders", type=int, default=200, help="demo orders to send (200)")
-        p.add_argument(
-            "--timeout", type=float, default=300.0, help="seconds to wait for labels (300)"
-        )
-        p.add_argument(
-            "--label-latency",
-            type=float,
-            help="median label call seconds (PARCELFLOW_SIM_LABEL_LATENCY_MEDIAN_S, 2.0)",
-        )
-        p.add_argument(
-            "--max-in-flight",
-            type=int,
-            help="labeler calls in flight (PARCELFLOW_LABELER_MAX_IN_FLIGHT, 64)",
-        )
-        p.add_argument("--seed", type=int, default=7, help="seed of the demo data (7)")
-        p.add_argument("--run-dir", default="var/run", help="where logs and labels go (var/run)")
-        p.add_argument(
-            "--label-store",
-            default="folder",
-            help="folder (the run's labels/), s3 (an S3-compatible server started for the "
-            "run), or s3://bucket[/prefix] (yours: PARCELFLOW_LABEL_S3_ENDPOINT, AWS_*)",
-        )
-        p.add_argument(
-            "--label-formats",
-            help='label formats asked and stored, e.g. pdf,zpl (PARCELFLOW_LABEL_FORMATS, "pdf")',
-        )
-        p.add_argument(
-            "--kafka-tls",
-            action="store_true",
-            help="every Kafka client over TLS (mutual TLS), with a throwaway CA made at start",
-        )
-        p.set_defaults(func=lambda s, a, keep=keep: demo(s, a, keep))
-    chaos = sub.add_parser(
-        "chaos",
-        help="the stack under demo traffic while a seeded schedule kills and stops workers "
-        "and pauses the broker; then every order is checked",
-        epilog="example: parcelflow chaos --seconds 120 --seed 7",
-    )
-    chaos.add_argument(
-        "--seconds", type=float, help="traffic seconds (PARCELFLOW_CHAOS_SECONDS, 300)"
-    )
-    chaos.add_argument("--seed", type=int, help="replay this schedule (a new seed by default)")
-    chaos.add_argument("--rate", type=float, default=2.0, help="demo orders a second (2)")
-    chaos.add_argument("--run-dir", default="var/run", help="where logs and labels go (var/run)")
-    chaos.set_defaults(func=chaos_command)
-    scale = sub.add_parser(
-        "scale",
-        help="the stack under demo traffic from several shops while the receiver, enricher, "
-        "planner and labeler are each scaled 1 -> peak -> 1 and killed once; then every "
-        "order and every shop's tokens are checked",
-        epilog="example: parcelflow scale --seconds 120 --peak 3 --seed 7",
-    )
-    scale.add_argument("--seconds", type=float, default=180.0, help="traffic seconds (180)")
-    scale.add_argument("--peak", type=int, default=3, help="most processes per worker (3)")
-    scale.add_argument("--seed", type=int, help="replay this plan (a new seed by default)")
-    scale.add_argument("--rate", type=float, default=2.0, help="demo orders a second (2)")
-    scale.add_argument("--run-dir", default="var/run", help="where logs and labels go (var/run)")
-    scale.set_defaults(func=scale_command)
-    soak = sub.add_parser(
-        "soak",
-        help="the stack under steady demo traffic for a long time; box -> label latency and "
-        "the broker's CPU and memory every few minutes; then every order is checked",
-        epilog="example: parcelflow soak --minutes 10 --rate 20",
-    )
-    soak.add_argument("--minutes", type=float, help="traffic minutes (PARCELFLOW_SOAK_MINUTES)")
-    soak.add_argument("--rate", type=float, help="demo orders a second (PARCELFLOW_SOAK_RATE)")
-    soak.add_argument("--every-s", type=float, default=300.0, help="report every (300 s)")
-    soak.add_argument("--seed", type=int, help="the demo orders' seed (new by default)")
-    soak.add_argument("--run-dir", default="var/run", help="where logs and labels go (var/run)")
-    soak.set_defaults(func=soak_command)
+    for add in (add_failures, add_tokens, add_topics, add_principals, add_labels, add_health):
+        add(sub)
+    for add_commands in hooks("add_commands"):  # the devstack's run, up, chaos, send...
+        add_commands(sub)
+    add_config(sub)
+    return root
+
+
+def add_failures(sub: Any) -> None:
+    """``failures`` and ``void``."""
     failures = sub.add_parser(
         "failures",
         help="list or replay label jobs that failed for good",
@@ -600,14 +308,18 @@ def parser() -> argparse.ArgumentParser:
     failures.add_argument("action", choices=["list", "replay"])
     failures.add_argument("--job-id", action="append", help="a job to replay (repeatable)")
     failures.add_argument("--all", action="store_true", help="replay every replayable failure")
-    failures.set_defaults(func=failures_command)
+    failures.set_defaults(func=failures_command, client=True)
     void = sub.add_parser(
         "void",
         help="void a label (refused: TikTok Shop labels are voided in Seller Center)",
         epilog="example: parcelflow void job-576460000000000001",
     )
     void.add_argument("job_id")
-    void.set_defaults(func=void_command)
+    void.set_defaults(func=void_command, client=True)
+
+
+def add_tokens(sub: Any) -> None:
+    """``tokens``."""
     tokens = sub.add_parser(
         "tokens",
         help="TikTok tokens per shop (tiktok.tokens.v1): list, set after a shop "
@@ -619,7 +331,11 @@ def parser() -> argparse.ArgumentParser:
     tokens.add_argument("--file", help="import: the token file (PARCELFLOW_TIKTOK_TOKEN_FILE)")
     tokens.add_argument("--shop-id", help="the shop whose tokens are set")
     tokens.add_argument("--shop-cipher", default="", help="its shop cipher")
-    tokens.set_defaults(func=tokens_command)
+    tokens.set_defaults(func=tokens_command, client=True)
+
+
+def add_topics(sub: Any) -> None:
+    """``topics``."""
     topics = sub.add_parser(
         "topics",
         help="the topics parcelflow needs: plan (compare with the cluster), apply (create "
@@ -641,8 +357,11 @@ def parser() -> argparse.ArgumentParser:
         default="commands",
         help="acls: kafka-acls.sh commands (default) or a Markdown table",
     )
-    topics.set_defaults(func=topics_command)
+    topics.set_defaults(func=topics_command, client=True)
 
+
+def add_principals(sub: Any) -> None:
+    """``principals``."""
     principals = sub.add_parser(
         "principals",
         help="callers of the HTTP API: list them, or make a new one's token",
@@ -660,8 +379,11 @@ def parser() -> argparse.ArgumentParser:
     principals.add_argument(
         "--warehouse", action="append", help="token: a warehouse it acts in (repeatable; *: all)"
     )
-    principals.set_defaults(func=principals_command)
+    principals.set_defaults(func=principals_command, client=True)
 
+
+def add_labels(sub: Any) -> None:
+    """``labels``."""
     labels = sub.add_parser(
         "labels",
         help="get a label (record or document); prune old ones",
@@ -682,49 +404,11 @@ def parser() -> argparse.ArgumentParser:
         "--url", help="get: the receiver (http://127.0.0.1:PARCELFLOW_RECEIVER_PORT)"
     )
     labels.add_argument("--older-than", default="30d", help="prune: age, e.g. 30d, 12h (30d)")
-    labels.set_defaults(func=labels_command)
+    labels.set_defaults(func=labels_command, client=True)
 
-    send = sub.add_parser(
-        "send", help="send a signed TikTok webhook, a box or an order event to the receiver"
-    )
-    kinds = send.add_subparsers(dest="what", required=True)
-    webhook = kinds.add_parser(
-        "webhook",
-        help="a TikTok order webhook, signed with the app's secret",
-        epilog="example: parcelflow send webhook --order-id 1001 --item MUG-BLK=2 --item TEE-M",
-    )
-    webhook.add_argument("--order-id", help="the TikTok order id")
-    webhook.add_argument(
-        "--item",
-        action="append",
-        default=[],
-        help="SKU=QTY (repeatable): the order's units, loaded into the simulator first",
-    )
-    webhook.add_argument("--shop-id", default="7495000000000000000", help="the shop")
-    webhook.add_argument("--status", default="AWAITING_SHIPMENT", help="the order status")
-    webhook.add_argument("--type", type=int, default=1, help="TikTok's webhook type (1: order)")
-    box = kinds.add_parser(
-        "box",
-        help="a box-closed event of a packing station",
-        epilog="example: parcelflow send box --order-id 1001 --box-id 1001-A --item MUG-BLK=2",
-    )
-    box.add_argument("--order-id", help="the box's order")
-    box.add_argument("--box-id", help="the box's id")
-    box.add_argument(
-        "--item", action="append", default=[], help="SKU=QTY (repeatable): what is in it"
-    )
-    box.add_argument("--station", default="PACK-01", help="the packing station (PACK-01)")
-    box.add_argument("--weight-lb", type=float, default=1.0, help="weight in lb (1.0)")
-    order = kinds.add_parser(
-        "order",
-        help="an order event of an upstream system (with its line items)",
-        epilog="example: parcelflow send order --file order.json  (schemas/json/orders.v1.json)",
-    )
-    for kind in (webhook, box, order):
-        kind.add_argument("--file", help="the JSON body to send, instead of flags")
-        kind.add_argument("--url", help="the receiver (http://127.0.0.1:PARCELFLOW_RECEIVER_PORT)")
-    send.set_defaults(func=send_command)
 
+def add_health(sub: Any) -> None:
+    """``health``."""
     health = sub.add_parser(
         "health",
         help="probe this host's worker: exit 0 if its /healthz (or /readyz) answers 200",
@@ -736,6 +420,9 @@ def parser() -> argparse.ArgumentParser:
     )
     health.set_defaults(func=health_command)
 
+
+def add_config(sub: Any) -> None:
+    """``config``."""
     config = sub.add_parser(
         "config",
         help="print every setting as a Markdown table",
@@ -744,8 +431,7 @@ def parser() -> argparse.ArgumentParser:
     config.add_argument(
         "--readme", help="rewrite the settings table in this file instead (docs/configuration.md)"
     )
-    config.set_defaults(func=config_table)
-    return root
+    config.set_defaults(func=config_table, client=True)
 
 
 def health_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -768,15 +454,9 @@ def health_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def labels_command(settings: Settings, args: argparse.Namespace) -> int:
-    from workers.devstack.client import labels_get, labels_prune
+    from workers.tools import labels_get, labels_prune
 
     return labels_get(settings, args) if args.action == "get" else labels_prune(settings, args)
-
-
-def send_command(settings: Settings, args: argparse.Namespace) -> int:
-    from workers.devstack.client import send
-
-    return send(settings, args)
 
 
 def topics_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -792,7 +472,7 @@ def topics_command(settings: Settings, args: argparse.Namespace) -> int:
             print(acls.as_commands(found, settings.kafka_bootstrap))
         return 0
     if args.action == "tail":
-        from workers.devstack.client import tail
+        from workers.tools import tail
 
         if not args.topic:
             raise UsageError("topics tail needs a topic, e.g. labels.v1")
@@ -810,18 +490,6 @@ def topics_command(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     print("ok: every topic is as parcelflow needs" if not problems else "not ok")
     return 1 if problems else 0
-
-
-CLIENTS = {
-    "failures",
-    "tokens",
-    "topics",
-    "send",
-    "labels",
-    "config",
-    "void",
-    "principals",
-}  # commands of a user
 
 
 def load_settings() -> Settings:
@@ -854,27 +522,30 @@ def main(argv: list[str] | None = None) -> None:
     # Everything parcelflow writes (labels with addresses, tokens, logs, var/) is for its
     # own user only: files 0600, folders 0700, in every process it starts.
     os.umask(0o077)
-    if args.command in CLIENTS:
-        from workers.devstack.discover import use_running_devstack
-
-        used = use_running_devstack()
-        if used is not None and args.command != "config":
-            print(f"parcelflow: using the running devstack ({used})", file=sys.stderr)
+    client = getattr(args, "client", False)  # a user's command, not a long-lived process
+    if client:
+        for find_settings in hooks("find_settings"):  # a running devstack's, say
+            used = find_settings()
+            if used is not None and args.command != "config":
+                print(f"parcelflow: using {used}", file=sys.stderr)
     settings = load_settings()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    if args.command not in CLIENTS:
-        sys.exit(args.func(settings, args))
+    sys.exit(run_client(settings, args) if client else args.func(settings, args))
 
+
+def run_client(settings: Settings, args: argparse.Namespace) -> int:
+    """A user's command: exit 2 with one line for a usage mistake or a broker or receiver
+    out of reach, never a traceback."""
     import logging
 
     from aiokafka.errors import KafkaError
 
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the one line below says it
     try:
-        code = args.func(settings, args)
+        return int(args.func(settings, args))
     except UsageError as exc:
         print(f"parcelflow {args.command}: {exc}", file=sys.stderr)
-        code = 2
+        return 2
     except (KafkaError, OSError) as exc:
         if args.command in ("send", "labels") and not isinstance(exc, KafkaError):
             where = f"the receiver at http://127.0.0.1:{settings.receiver_port}"
@@ -886,8 +557,7 @@ def main(argv: list[str] | None = None) -> None:
             f"the devstack (make up; commands run in the repository find it) or {fix}",
             file=sys.stderr,
         )
-        code = 2
-    sys.exit(code)
+        return 2
 
 
 if __name__ == "__main__":

@@ -47,11 +47,7 @@ def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
     options: dict[str, object] = {
         **client_options(settings),
         "acks": "all",
-        # Each write is awaited (the labeler writes its attempt and then its label, one
-        # after the other, for every job), so the linger adds to every job's latency. 1 ms
-        # against 5: box -> label p50 98-99 ms against 113-153 in alternating 30 s runs of
-        # bench-latency. Under load, records batch anyway while a request is in flight.
-        "linger_ms": 1,
+        "linger_ms": settings.kafka_linger_ms,
         "max_request_size": settings.kafka_max_message_bytes,
         "request_timeout_ms": int(settings.kafka_request_timeout_s * 1000),
     }
@@ -231,7 +227,7 @@ async def read_to_end(
     """Every record of ``topic`` (or of these partitions) from the start to the current end.
 
     Partitions the topic does not have are skipped with an error log line. On the embedded
-    broker, install the end-offsets correction first (workers.broker.offsets).
+    broker, adapt the Kafka clients first (workers.plugins.adapt_kafka_clients).
     """
     reader = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False, group_id=None)
     records: list[ConsumerRecord[bytes, bytes]] = []

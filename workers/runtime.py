@@ -24,9 +24,8 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from workers.broker.offsets import install_end_offsets_correction
-from workers.kafka_auth import client_options
 from workers.loop import stop_on_signals
+from workers.plugins import adapt_kafka_clients
 from workers.settings import Settings
 from workers.topics import ensure_topics
 
@@ -124,8 +123,7 @@ async def worker_runtime(
     """Start a worker the one way: topics checked, offsets corrected on the embedded
     broker, signals handled (unless ``stop`` is given), the ops server up."""
     await ensure_topics(settings)
-    if settings.kafka_embedded:
-        install_end_offsets_correction(client_options(settings))
+    adapt_kafka_clients(settings)
     if stop is None:
         stop = stop_on_signals(settings.worker_stop_timeout_s)
     runtime = Runtime(settings, name, stop)

@@ -157,6 +157,15 @@ class Settings(BaseSettings):
         "broker answers as soon as data is there; the embedded broker holds every fetch "
         "until this is over, so the devstack sets 20 (the planner too: Faust's own is 1500).",
     )
+    kafka_linger_ms: int = Field(
+        1,
+        ge=0,
+        le=1000,
+        description="How long a worker's producer gathers writes into one batch. Each "
+        "write is awaited, so this adds to every hop's latency; a real broker wants it low. "
+        "The embedded broker's fetch cost grows with the batches it holds, so the devstack "
+        "sets more (see the embedded broker in docs/architecture.md).",
+    )
     kafka_request_timeout_s: float = Field(
         30.0,
         gt=0,

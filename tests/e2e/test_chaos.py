@@ -1,7 +1,7 @@
 """The whole stack through broker outages and a short chaos schedule (``make chaos``).
 
 Each test plays demo traffic through every process while faults hit them, then checks
-every order against what the label simulator recorded (workers/devstack/verify.py):
+every order against what the label simulator recorded (devstack/verify.py):
 exactly one label call per order, each parcel with exactly its box's item ids.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.devstack.chaos import Fault, run_chaos, schedule
+from devstack.chaos import Fault, run_chaos, schedule
 
 pytestmark = pytest.mark.slow
 

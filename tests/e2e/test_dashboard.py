@@ -18,9 +18,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from workers.devstack.demo import Progress, send, watch
-from workers.devstack.demo_data import make_demo
-from workers.devstack.stack import Stack
+from devstack.demo import Progress, send, watch
+from devstack.demo_data import make_demo
+from devstack.stack import Stack
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

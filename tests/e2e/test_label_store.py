@@ -24,9 +24,9 @@ import botocore.session
 import orjson
 import pytest
 
-from workers.devstack.demo import Progress, send, watch
-from workers.devstack.demo_data import make_demo
-from workers.devstack.stack import Stack
+from devstack.demo import Progress, send, watch
+from devstack.demo_data import make_demo
+from devstack.stack import Stack
 
 pytestmark = pytest.mark.slow
 

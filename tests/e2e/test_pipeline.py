@@ -16,10 +16,10 @@ import orjson
 import psutil
 import pytest
 
-from workers.devstack.demo import Progress, send, watch
-from workers.devstack.demo_data import make_demo
-from workers.devstack.stack import Stack
-from workers.devstack.verify import verify
+from devstack.demo import Progress, send, watch
+from devstack.demo_data import make_demo
+from devstack.stack import Stack
+from devstack.verify import verify
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

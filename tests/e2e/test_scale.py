@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.devstack.scale import SCALED, run_scale
+from devstack.scale import SCALED, run_scale
 
 pytestmark = pytest.mark.slow
 

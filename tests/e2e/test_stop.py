@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from workers.devstack.stack import Stack
+from devstack.stack import Stack
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from workers.devstack.stack import terminate
+from devstack.stack import terminate
 from workers.settings import Settings
 
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import aiohttp
 
+from devstack.simulator.app import Simulator, create_app
 from tests.integration.processes import settings_env
 from workers.settings import Settings
-from workers.simulator.app import Simulator, create_app
 
 
 async def start_simulator(serve: Any, settings: Settings) -> tuple[str, Simulator]:

@@ -8,13 +8,13 @@ from collections.abc import Callable
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from schemas.topics import LABELS
-from tests.conftest import Broker
-from workers.broker.embedded import EmbeddedBroker
-from workers.broker.offsets import (
+from devstack.broker.embedded import EmbeddedBroker
+from devstack.broker.offsets import (
     install_end_offsets_correction,
     uninstall_end_offsets_correction,
 )
+from schemas.topics import LABELS
+from tests.conftest import Broker
 from workers.kafka import Topics
 from workers.settings import Settings
 from workers.topics import ensure_topics

@@ -11,6 +11,9 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
+from devstack.demo_data import make_demo
+from devstack.simulator.app import Simulator
+from devstack.simulator.faults import Fault
 from schemas.alert import Alert
 from schemas.order import Order, OrderStatus
 from schemas.rejected import RejectedRecord
@@ -21,11 +24,8 @@ from tests.integration.kafka_helpers import consume, models, produce, provisione
 from tests.integration.processes import in_process
 from tests.integration.sim import start_simulator
 from tests.unit.factories import webhook_record as record
-from workers.devstack.demo_data import make_demo
 from workers.enricher.worker import run
 from workers.settings import Settings
-from workers.simulator.app import Simulator
-from workers.simulator.faults import Fault
 from workers.tiktok.tokens import Sealer, ShopAuth, shared_tokens
 
 

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
+from devstack.demo_data import make_demo
+from devstack.simulator.faults import Fault
 from schemas.order import Order
 from schemas.topics import ORDERS, WEBHOOKS
 from tests.integration.kafka_helpers import consume, models, produce
 from tests.integration.processes import worker_process
 from tests.integration.sim import start_simulator
 from tests.unit.factories import webhook_record
-from workers.devstack.demo_data import make_demo
-from workers.simulator.faults import Fault
 
 pytestmark = pytest.mark.slow
 

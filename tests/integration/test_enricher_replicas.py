@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from devstack.demo_data import make_demo
 from schemas.alert import Alert
 from schemas.order import Order
 from schemas.topics import ALERTS, ORDERS, WEBHOOKS
@@ -23,7 +24,6 @@ from tests.integration.kafka_helpers import consume, models, produce, provisione
 from tests.integration.processes import worker_process
 from tests.integration.sim import start_simulator
 from tests.unit.factories import webhook_record
-from workers.devstack.demo_data import make_demo
 from workers.kafka import make_producer
 from workers.tiktok.client import TikTokClient
 from workers.tiktok.tokens import ShopAuth, TokenStore, TokenTopic, shared_tokens

@@ -1,6 +1,6 @@
 """parcelflow's Kafka clients over real TLS (and mutual TLS) to the embedded broker.
 
-The broker is reached only through TLS (see ``workers.broker.tls``), with certificates
+The broker is reached only through TLS (see ``devstack.broker.tls``), with certificates
 of a throwaway CA made for the test. A client that does not trust that CA is refused;
 with mutual TLS, so is a client without a certificate.
 """
@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
+from devstack.broker.embedded import EmbeddedBroker
+from devstack.broker.tls import Certificates, make_certificates
 from schemas.order import Order
 from schemas.topics import ORDERS
 from tests.integration.kafka_helpers import models
 from tests.unit.factories import order
-from workers.broker.embedded import EmbeddedBroker
-from workers.broker.tls import Certificates, make_certificates
 from workers.kafka import Topics, make_consumer, make_producer, publish
 from workers.settings import Settings
 from workers.topics import ensure_topics

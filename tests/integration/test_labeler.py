@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from devstack.simulator.app import Simulator
+from devstack.simulator.faults import Fault
 from schemas.alert import Alert
 from schemas.common import now_ms
 from schemas.label import LabelFailure, LabelResult
@@ -33,8 +35,6 @@ from workers.labeler.operations import replay
 from workers.labeler.shipium.request import ITEM_REFERENCE_FIELD
 from workers.labeler.worker import run
 from workers.settings import Settings
-from workers.simulator.app import Simulator
-from workers.simulator.faults import Fault
 from workers.topics import ensure_topics
 
 MAX_IN_FLIGHT = 4
@@ -284,7 +284,7 @@ async def test_writes_during_a_broker_pause_are_retried_and_every_job_ends(
     the labeler retries its writes, stays up, and every job gets exactly one label."""
     import signal
 
-    from workers.broker.embedded import EmbeddedBroker
+    from devstack.broker.embedded import EmbeddedBroker
 
     with EmbeddedBroker() as broker:  # a broker of its own: this test pauses it
         base = make_settings(

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from devstack.broker.embedded import free_port
 from schemas.label import LabelResult
 from schemas.topics import LABEL_JOBS, LABELS
 from tests.integration.kafka_helpers import consume, models, produce
 from tests.integration.processes import settings_env
 from tests.integration.sim import get_json, simulator_process
 from tests.unit.factories import job
-from workers.broker.embedded import free_port
 from workers.labeler.worker import run
 from workers.settings import Settings
 from workers.topics import ensure_topics

@@ -15,12 +15,12 @@ import orjson
 import pytest
 
 from bench.adaptive import limit_of
+from devstack.broker.embedded import free_port
 from schemas.codec import encode
 from schemas.topics import LABEL_JOBS
 from tests.integration.processes import worker_process
 from tests.integration.sim import start_simulator
 from tests.unit.factories import job
-from workers.broker.embedded import free_port
 from workers.kafka import Topics, make_producer
 from workers.settings import Settings
 from workers.topics import ensure_topics

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from devstack.broker.embedded import EmbeddedBroker, free_port
 from tests.integration.processes import settings_env, worker_process
-from workers.broker.embedded import EmbeddedBroker, free_port
 from workers.settings import Settings
 from workers.topics import ensure_topics
 

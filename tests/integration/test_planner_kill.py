@@ -206,7 +206,7 @@ async def test_sigterm_stops_the_planner_within_its_stop_timeout_even_without_a_
 ) -> None:
     """A stop that waits on a broker gone away (a commit, a flush) must not hang the
     process: past ``planner_stop_timeout_s`` it exits anyway, non-zero."""
-    from workers.broker.embedded import EmbeddedBroker
+    from devstack.broker.embedded import EmbeddedBroker
 
     with EmbeddedBroker() as broker:  # a broker of its own: this test stops it
         settings = make_settings(
@@ -234,7 +234,7 @@ async def test_a_planner_whose_writes_fail_exits_non_zero_and_a_restart_loses_no
     batches are in flight: the join cannot go on, so the planner exits non-zero by itself
     (a supervisor restarts it) instead of staying alive and idle. Restarted, it plans every
     order."""
-    from workers.broker.embedded import EmbeddedBroker
+    from devstack.broker.embedded import EmbeddedBroker
 
     with EmbeddedBroker() as broker:  # a broker of its own: this test pauses it
         settings = make_settings(

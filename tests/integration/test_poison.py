@@ -21,6 +21,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY
 
+from devstack.simulator.app import Simulator, create_app
 from schemas.box import BoxClosed, BoxItem
 from schemas.codec import encode
 from schemas.common import Dimensions, Weight, now_ms
@@ -45,7 +46,6 @@ from workers.auditor.worker import run as run_auditor
 from workers.kafka import Topics
 from workers.labeler.worker import run as run_labeler
 from workers.settings import Settings
-from workers.simulator.app import Simulator, create_app
 from workers.topics import ensure_topics
 
 pytestmark = pytest.mark.slow

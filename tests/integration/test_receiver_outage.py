@@ -9,8 +9,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from devstack.broker.embedded import EmbeddedBroker
 from tests.integration.test_receiver import envelope, signed
-from workers.broker.embedded import EmbeddedBroker
 from workers.receiver.app import create_app
 from workers.settings import Settings
 

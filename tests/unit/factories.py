@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from devstack.simulator.render import Label
 from schemas.box import BoxClosed, BoxItem
 from schemas.common import Address, Dimensions, Weight, now_ms
 from schemas.label import LabelDocument, LabelJob, LabelResult, Parcel, ParcelLabel
 from schemas.order import LineItem, Order, OrderStatus
 from schemas.webhook import TikTokWebhook, WebhookRecord
-from workers.simulator.render import Label
 
 
 def line_items(order_id: str, skus: dict[str, int]) -> list[LineItem]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from devstack.chaos import TARGETS, schedule
+from devstack.demo_data import DemoOrder, make_demo
+from devstack.verify import verify
 from schemas.label import LabelResult, ParcelLabel
-from workers.devstack.chaos import TARGETS, schedule
-from workers.devstack.demo_data import DemoOrder, make_demo
-from workers.devstack.verify import verify
 from workers.labeler.shipium.request import ITEM_REFERENCE_FIELD, TIKTOK_ORDER_ID_FIELD
 
 

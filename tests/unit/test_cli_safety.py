@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from devstack import discover
 from tests.conftest import FAKE_SECRETS
 from workers import acls
 from workers.cli import load_settings
-from workers.devstack import discover
 from workers.settings import Settings
 from workers.terminal import safe
 

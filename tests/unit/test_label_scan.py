@@ -15,8 +15,8 @@ import zxingcpp
 from PIL import Image
 from pypdf import PdfReader
 
+from devstack.simulator.render import QUIET_MODULES, Label, bars, pdf, png, zpl
 from tests.unit.factories import LABEL
-from workers.simulator.render import QUIET_MODULES, Label, bars, pdf, png, zpl
 
 TRACKING_IDS = [
     "TT0123456789ABCDEF01",  # the simulator's form: TT and 18 hex digits

@@ -12,6 +12,8 @@ import pytest
 from PIL import Image
 from pypdf import PdfReader
 
+from devstack.simulator.render import Label, address_lines, pdf, png, zpl
+from devstack.simulator.shipium import package_label
 from schemas.common import Address
 from tests.unit.factories import LABEL, job
 from workers.labeler import decide
@@ -24,8 +26,6 @@ from workers.labeler.shipium.request import (
 from workers.labeler.shipium.response import parse_label_response
 from workers.labels.store import FolderStore, claim_name, manifest_name, put_document
 from workers.settings import Settings, Warehouse
-from workers.simulator.render import Label, address_lines, pdf, png, zpl
-from workers.simulator.shipium import package_label
 from workers.terminal import UsageError
 
 RENO = Address(name="Dock 4", street1="1 Dock Rd", city="Reno", state="NV", postal_code="89502")
@@ -152,7 +152,7 @@ def test_prune_removes_only_what_is_older_than_asked(tmp_path: Path) -> None:
     import os
     import time
 
-    from workers.devstack.client import duration_s, labels_prune
+    from workers.tools import duration_s, labels_prune
 
     root = tmp_path / "labels"
     store = FolderStore(root)

@@ -10,8 +10,8 @@ import socket
 
 import pytest
 
-from workers.broker import embedded
-from workers.broker.embedded import free_port, free_ports
+from devstack.broker import embedded
+from devstack.broker.embedded import free_port, free_ports
 
 
 def test_ports_are_distinct_free_and_below_the_ephemeral_range() -> None:

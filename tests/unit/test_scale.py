@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from workers.devstack.scale import SCALED, count_rebalances, plan
+from devstack.scale import SCALED, count_rebalances, plan
 
 
 def test_each_worker_goes_up_to_the_peak_loses_one_and_comes_back_to_one() -> None:

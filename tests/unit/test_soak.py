@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from workers.devstack.soak import BrokerGauge, SoakResult, Window, percentile
-from workers.devstack.verify import Verdict
+from devstack.soak import BrokerGauge, SoakResult, Window, percentile
+from devstack.verify import Verdict
 
 
 def test_percentiles_of_latencies() -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from schemas.codec import decode, encode
 from schemas.label import LabelFailure
 from schemas.topics import LABEL_FAILURES, LABEL_JOBS
-from workers.broker.offsets import install_end_offsets_correction
 from workers.kafka import Topics, make_producer, read_to_end
-from workers.kafka_auth import client_options
 from workers.labeler.codes import DECISIONS
+from workers.plugins import adapt_kafka_clients
 from workers.settings import Settings
 
 VOID_REFUSAL = (
@@ -19,8 +18,7 @@ VOID_REFUSAL = (
 
 async def failures(settings: Settings) -> list[LabelFailure]:
     """The latest failure of each job, in the order they failed."""
-    if settings.kafka_embedded:
-        install_end_offsets_correction(client_options(settings))
+    adapt_kafka_clients(settings)
     latest: dict[str, LabelFailure] = {}
     for record in await read_to_end(settings, Topics(settings)(LABEL_FAILURES)):
         failure = decode(LabelFailure, record.value)

@@ -37,7 +37,6 @@ from schemas.common import now_ms
 from schemas.order import Order
 from schemas.topics import BOXES, BOXES_REJECTED, LABEL_JOBS, ORDERS, ORDERS_REJECTED, PLANS
 from workers import logs
-from workers.broker.offsets import install_end_offsets_correction
 from workers.kafka import (
     Topics,
     dead_letter_key,
@@ -46,11 +45,12 @@ from workers.kafka import (
     max_value_bytes,
     read_record,
 )
-from workers.kafka_auth import client_options, faust_credentials
+from workers.kafka_auth import faust_credentials
 from workers.loop import collect_garbage_less_often, new_event_loop
 from workers.planner.delivery import deliver_every_offset, wait_at_most
 from workers.planner.join import OrderState, TooLarge, encode_step, on_event, restore
 from workers.planner.skips import SkipWatch
+from workers.plugins import adapt_kafka_clients
 from workers.runtime import Runtime, ops_server
 from workers.settings import Settings
 from workers.topics import ensure_topics
@@ -275,7 +275,7 @@ def new_app(settings: Settings) -> PlannerApp:
         table_cleanup_interval=3600,
         stream_buffer_maxsize=16384,
         broker_max_poll_records=5000,
-        producer_linger=0.002,
+        producer_linger=settings.kafka_linger_ms / 1000,
         producer_max_request_size=settings.kafka_max_message_bytes,
         producer_request_timeout=settings.kafka_request_timeout_s,
         # No standby table replicas: with them a restarted worker was seen to restore a
@@ -386,8 +386,7 @@ class PlannerWorker(faust.Worker):
 def run(settings: Settings) -> None:
     """Run one planner worker until SIGTERM or Ctrl-C; exit non-zero if the join fails."""
     asyncio.run(ensure_topics(settings))
-    if settings.kafka_embedded:
-        install_end_offsets_correction(client_options(settings))
+    adapt_kafka_clients(settings)
     settings.planner_data_dir.mkdir(parents=True, exist_ok=True)
     worker: PlannerWorker | None = None
 

@@ -25,12 +25,12 @@ from typing import Any, Literal
 
 import orjson
 
+from devstack.demo import Progress, send, watch
+from devstack.demo_data import DemoOrder, make_demo
+from devstack.stack import Stack
+from devstack.verify import Verdict, verify
 from schemas.topics import BOXES, ORDERS
 from workers.auditor.worker import REPAIR_HEADER
-from workers.devstack.demo import Progress, send, watch
-from workers.devstack.demo_data import DemoOrder, make_demo
-from workers.devstack.stack import Stack
-from workers.devstack.verify import Verdict, verify
 from workers.kafka import Topics, make_reader
 from workers.settings import Settings
 

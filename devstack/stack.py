@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from devstack.broker.embedded import EmbeddedBroker, free_port, free_ports, wait_for_port
+from devstack.broker.tls import Certificates, make_certificates
 from workers import lifeline
-from workers.broker.embedded import EmbeddedBroker, free_port, free_ports, wait_for_port
-from workers.broker.tls import Certificates, make_certificates
 from workers.settings import Settings
 
 WORKERS = ("simulator", "receiver", "enricher", "planner", "labeler", "auditor", "dashboard")

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 import aiohttp
 import orjson
 
+from devstack.demo_data import DemoOrder, webhook
 from schemas.codec import decode, encode
 from schemas.label import LabelFailure, LabelResult
 from schemas.plan import ParcelPlan
 from schemas.topics import LABEL_FAILURES, LABELS, PLANS
-from workers.devstack.demo_data import DemoOrder, webhook
 from workers.kafka import Topics, make_reader
 from workers.settings import Settings
 from workers.tiktok.signing import webhook_signature

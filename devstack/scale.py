@@ -34,11 +34,11 @@ from typing import Literal
 
 import orjson
 
-from workers.devstack.chaos import get_json, play, settle, signal_pid
-from workers.devstack.demo import Progress, watch
-from workers.devstack.demo_data import make_demo
-from workers.devstack.stack import Stack, StackError
-from workers.devstack.verify import Verdict, verify
+from devstack.chaos import get_json, play, settle, signal_pid
+from devstack.demo import Progress, watch
+from devstack.demo_data import make_demo
+from devstack.stack import Stack, StackError
+from devstack.verify import Verdict, verify
 from workers.settings import Settings
 from workers.tiktok.tokens import ShopAuth, shared_tokens
 

@@ -6,7 +6,7 @@ service mesh or stunnel would: clients speak TLS to the terminator's port, which
 advertises as its own, and the terminator forwards the bytes to Tansu on a loopback port.
 With a client CA it also requires client certificates (mutual TLS).
 
-``python -m workers.broker.tls --listen HOST:PORT --to HOST:PORT --cert F --key F
+``python -m devstack.broker.tls --listen HOST:PORT --to HOST:PORT --cert F --key F
 [--client-ca F]``; the certificates of a throwaway CA come from ``make_certificates``.
 """
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from workers.simulator.faults import FaultQueue
+from devstack.simulator.faults import FaultQueue
 from workers.tiktok import wire
 from workers.tiktok.signing import verify_api_signature
 

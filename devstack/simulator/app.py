@@ -19,11 +19,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from devstack.simulator.faults import Fault, FaultQueue
+from devstack.simulator.shipium import ShipiumState, create_label, find_label
+from devstack.simulator.tiktok import TikTokState, order_detail, token_refresh
 from workers.labeler.shipium.request import LABEL_PATH, LOOKUP_PATH
 from workers.settings import Settings
-from workers.simulator.faults import Fault, FaultQueue
-from workers.simulator.shipium import ShipiumState, create_label, find_label
-from workers.simulator.tiktok import TikTokState, order_detail, token_refresh
 from workers.tiktok import wire
 
 

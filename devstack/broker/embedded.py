@@ -2,7 +2,7 @@
 
 Memory storage only: it keeps nothing across its own restart, so it is for
 development, tests and demos. Production uses Apache Kafka. With ``tls`` certificates it
-is reached over TLS only, through the terminator of ``workers.broker.tls`` (mutual TLS
+is reached over TLS only, through the terminator of ``devstack.broker.tls`` (mutual TLS
 with ``client_auth``); Tansu itself then listens on a second, loopback port.
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from devstack.broker.tls import Certificates
 from workers import lifeline
-from workers.broker.tls import Certificates
 
 
 class BrokerError(RuntimeError):
@@ -131,7 +131,7 @@ class EmbeddedBroker:
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         # its own session: a Ctrl-C at the terminal does not stop it before the workers
         # (they are stopped first); it dies with the process that started it
-        self.proc = subprocess.Popen(  # noqa: S603 (our binary)
+        self.proc = subprocess.Popen(
             lifeline.wrap(argv), stdout=out, stderr=out, env=env, start_new_session=True
         )
         try:
@@ -149,7 +149,7 @@ class EmbeddedBroker:
         argv = [
             sys.executable,
             "-m",
-            "workers.broker.tls",
+            "devstack.broker.tls",
             "--listen",
             f"{self.host}:{self.port}",
             "--to",
@@ -161,9 +161,7 @@ class EmbeddedBroker:
         ]
         if self.client_auth:
             argv += ["--client-ca", str(self.tls.ca)]
-        return subprocess.Popen(  # noqa: S603 (our module)
-            lifeline.wrap(argv), stdout=out, stderr=out, start_new_session=True
-        )
+        return subprocess.Popen(lifeline.wrap(argv), stdout=out, stderr=out, start_new_session=True)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         for proc in (self.terminator, self.proc):

@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 from aiohttp import BasicAuth, web
 
-from workers.simulator.faults import FaultQueue
-from workers.simulator.pdf import label_pdf
-from workers.simulator.render import RENDERERS, Label, address_lines
+from devstack.simulator.faults import FaultQueue
+from devstack.simulator.pdf import label_pdf
+from devstack.simulator.render import RENDERERS, Label, address_lines
 
 ITEM_REFERENCE_FIELD = "orderItemReferenceIdentifier"
 TIKTOK_ORDER_ID_FIELD = "tikTokShopOrderId"

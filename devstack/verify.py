@@ -11,8 +11,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from devstack.demo_data import DemoOrder
 from schemas.label import LabelResult
-from workers.devstack.demo_data import DemoOrder
 from workers.labeler.shipium.request import ITEM_REFERENCE_FIELD, TIKTOK_ORDER_ID_FIELD
 
 

@@ -20,14 +20,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devstack.chaos import get_json, play, settle
+from devstack.demo import Progress, take
+from devstack.demo_data import DemoOrder, make_demo
+from devstack.stack import Stack
+from devstack.verify import Verdict, verify
 from schemas.codec import decode
 from schemas.label import LabelResult
 from schemas.topics import LABEL_FAILURES, LABELS
-from workers.devstack.chaos import get_json, play, settle
-from workers.devstack.demo import Progress, take
-from workers.devstack.demo_data import DemoOrder, make_demo
-from workers.devstack.stack import Stack
-from workers.devstack.verify import Verdict, verify
 from workers.kafka import Topics, make_reader
 from workers.settings import Settings
 
