@@ -30,7 +30,7 @@ from schemas.topics import (
     TopicSpec,
 )
 from workers.kafka import Topics
-from workers.settings import Settings
+from workers.settings import KafkaSettings
 from workers.topics import changelog_topic, wanted
 
 
@@ -89,7 +89,7 @@ def principal_of(worker: str) -> str:
     return f"User:parcelflow-{worker}"
 
 
-def acls(settings: Settings) -> list[Acl]:
+def acls(settings: KafkaSettings) -> list[Acl]:
     """Every ACL, per worker principal, plus the topics job's."""
     names = Topics(settings)
     every_topic = [w.name for w in wanted(settings)]

@@ -35,7 +35,7 @@ from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractResource, AbstractRoute
 from pydantic import TypeAdapter, ValidationError
 
-from workers.settings import ALL_WAREHOUSES, PRINCIPAL_NAME, PrincipalSpec, Role, Settings
+from workers.settings import ALL_WAREHOUSES, PRINCIPAL_NAME, AuthSettings, PrincipalSpec, Role
 
 log = structlog.get_logger(__name__)
 ROLES: tuple[Role, ...] = get_args(Role)
@@ -119,7 +119,7 @@ class Principals:
             raise ValueError("two principals hold the same token")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Principals:
+    def from_settings(cls, settings: AuthSettings) -> Principals:
         specs = dict(settings.principals)
         if settings.principals_file is not None:
             specs |= read_file(settings.principals_file)

@@ -260,7 +260,10 @@ def shown(value: object) -> str:
 
 
 def settings_rows(settings: Settings | None = None) -> list[str]:
-    """Every setting: its default (docs/configuration.md), or the value in effect."""
+    """Every setting by section: its default (docs/configuration.md), or the value in
+    effect."""
+    from workers.settings import SECTIONS, own_fields
+
     default = Settings.model_construct()  # defaults only: no environment read
     title = (
         "| variable | default | meaning |"
@@ -268,16 +271,19 @@ def settings_rows(settings: Settings | None = None) -> list[str]:
         else "| variable | value | set (differs from the default) |"
     )
     rows = [title, "|---|---|---|"]
-    for name, info in Settings.model_fields.items():
-        if settings is None:
-            rows.append(
-                f"| `PARCELFLOW_{name.upper()}` | `{shown(getattr(default, name))}` | "
-                f"{info.description} |"
-            )
-        else:
-            value = getattr(settings, name)
-            note = "" if value == getattr(default, name) else "set"
-            rows.append(f"| `PARCELFLOW_{name.upper()}` | `{shown(value)}` | {note} |")
+    for section in SECTIONS:
+        rows.append(
+            f"| **{(section.__doc__ or section.__name__).splitlines()[0].rstrip('.')}** | | |"
+        )
+        for name in own_fields(section):
+            variable = f"`PARCELFLOW_{name.upper()}`"
+            if settings is None:
+                meaning = Settings.model_fields[name].description
+                rows.append(f"| {variable} | `{shown(getattr(default, name))}` | {meaning} |")
+            else:
+                value = getattr(settings, name)
+                note = "" if value == getattr(default, name) else "set"
+                rows.append(f"| {variable} | `{shown(value)}` | {note} |")
     return rows
 
 

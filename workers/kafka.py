@@ -17,7 +17,7 @@ from schemas.common import now_ms
 from schemas.rejected import RejectedRecord
 from schemas.topics import TopicSpec
 from workers.kafka_auth import client_options
-from workers.settings import Settings
+from workers.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -33,7 +33,7 @@ MAX_REASON_CHARS = 2000
 class Topics:
     """Full topic names for this process's namespace."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: KafkaSettings) -> None:
         self.namespace = settings.topic_namespace
 
     def __call__(self, spec: TopicSpec) -> str:
@@ -43,7 +43,7 @@ class Topics:
         return f"{self.namespace}{name}"
 
 
-def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
+def make_producer(settings: KafkaSettings, **overrides: object) -> AIOKafkaProducer:
     options: dict[str, object] = {
         **client_options(settings),
         "acks": "all",
@@ -55,7 +55,7 @@ def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
     return AIOKafkaProducer(**options)
 
 
-def make_reader(settings: Settings, *topics: str) -> AIOKafkaConsumer:
+def make_reader(settings: KafkaSettings, *topics: str) -> AIOKafkaConsumer:
     """A consumer of ``topics`` from their beginning, in no group: it commits nothing and
     moves no group's offsets (dashboards, the demo's watcher, tools)."""
     return AIOKafkaConsumer(
@@ -68,7 +68,7 @@ def make_reader(settings: Settings, *topics: str) -> AIOKafkaConsumer:
 
 
 def make_consumer(
-    settings: Settings, group: str, *topics: str, **overrides: object
+    settings: KafkaSettings, group: str, *topics: str, **overrides: object
 ) -> AIOKafkaConsumer:
     options: dict[str, object] = {
         **client_options(settings),
@@ -93,7 +93,7 @@ def b64(raw: bytes | None) -> str | None:
     return None if raw is None else base64.b64encode(raw).decode()
 
 
-def max_value_bytes(settings: Settings) -> int:
+def max_value_bytes(settings: KafkaSettings) -> int:
     """Largest value a worker may write: the producer's limit less room for key and framing."""
     return settings.kafka_max_message_bytes - RECORD_OVERHEAD_BYTES
 
@@ -222,7 +222,7 @@ def read_record(
 
 
 async def read_to_end(
-    settings: Settings, topic: str, partitions: set[int] | None = None
+    settings: KafkaSettings, topic: str, partitions: set[int] | None = None
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of ``topic`` (or of these partitions) from the start to the current end.
 
@@ -261,7 +261,7 @@ def writer_name(role: str) -> str:
     return f"{role}@{os.uname().nodename}:{os.getpid()}"[:128]
 
 
-def groupless_consumer(settings: Settings) -> AIOKafkaConsumer:
+def groupless_consumer(settings: KafkaSettings) -> AIOKafkaConsumer:
     """A consumer of no group that commits nothing: for ``start_on_all``."""
     return AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False)
 

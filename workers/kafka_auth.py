@@ -18,7 +18,7 @@ import structlog
 from aiokafka.abc import AbstractTokenProvider
 from aiokafka.helpers import create_ssl_context
 
-from workers.settings import Settings
+from workers.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)
 TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
@@ -39,7 +39,7 @@ class FileTokenProvider(AbstractTokenProvider):  # type: ignore[misc]
         return token
 
 
-def ssl_context(settings: Settings) -> ssl.SSLContext:
+def ssl_context(settings: KafkaSettings) -> ssl.SSLContext:
     """The TLS context: the cluster's CA (or the system's), a client certificate for
     mTLS, and the hostname check (on unless turned off)."""
     password = settings.kafka_ssl_key_password.get_secret_value() or None
@@ -63,7 +63,7 @@ def warn_insecure(protocol: str, mechanism: str, check_hostname: bool) -> None:
         log.warning("kafka_insecure", problem="a SASL PLAIN password sent without TLS")
 
 
-def client_options(settings: Settings) -> dict[str, Any]:
+def client_options(settings: KafkaSettings) -> dict[str, Any]:
     """Keyword arguments for any aiokafka client: bootstrap servers and security."""
     protocol = settings.kafka_security_protocol
     if settings.kafka_allow_insecure:
@@ -88,7 +88,7 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def faust_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+def faust_credentials(settings: KafkaSettings) -> faust.types.auth.CredentialsT | None:
     """The same security for Faust's ``broker_credentials``."""
     protocol = settings.kafka_security_protocol
     if settings.kafka_allow_insecure:

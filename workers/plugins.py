@@ -26,7 +26,7 @@ from types import ModuleType
 from typing import Any
 
 from workers.kafka_auth import client_options
-from workers.settings import Settings
+from workers.settings import KafkaSettings
 
 GROUP = "parcelflow.plugins"
 
@@ -49,7 +49,7 @@ def hooks(name: str) -> list[Any]:
     return [getattr(p, name) for p in plugins() if callable(getattr(p, name, None))]
 
 
-def adapt_kafka_clients(settings: Settings) -> None:
+def adapt_kafka_clients(settings: KafkaSettings) -> None:
     """Install the embedded broker's client corrections in this process (idempotent)."""
     if not settings.kafka_embedded:
         return

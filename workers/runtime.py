@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 import structlog
 from aiohttp import web
@@ -26,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from workers.loop import stop_on_signals
 from workers.plugins import adapt_kafka_clients
-from workers.settings import Settings
+from workers.settings import WorkerSettings
 from workers.topics import ensure_topics
 
 log = structlog.get_logger(__name__)
@@ -35,11 +36,14 @@ Check = Callable[[], Awaitable[str | None]]  # why the worker is not ready, or N
 TICK_S = 0.5
 
 
+S = TypeVar("S", bound=WorkerSettings)
+
+
 @dataclass
-class Runtime:
+class Runtime(Generic[S]):
     """What a running worker tells its ops server: its name and its readiness checks."""
 
-    settings: Settings
+    settings: S
     name: str
     stop: asyncio.Event
     checks: list[Check] = field(default_factory=list)
@@ -76,7 +80,7 @@ class Runtime:
             await asyncio.sleep(TICK_S)
 
 
-def ops_app(runtime: Runtime) -> web.Application:
+def ops_app(runtime: Runtime[Any]) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         lag = max(0.0, time.monotonic() - runtime.last_tick - TICK_S)
         return web.json_response({"status": "ok", "worker": runtime.name, "loop_lag_s": lag})
@@ -100,7 +104,7 @@ def ops_app(runtime: Runtime) -> web.Application:
 
 
 @asynccontextmanager
-async def ops_server(runtime: Runtime) -> AsyncIterator[None]:
+async def ops_server(runtime: Runtime[Any]) -> AsyncIterator[None]:
     """Serve the ops routes on ``ops_host:ops_port`` (0: none) while the block runs."""
     settings = runtime.settings
     ticker = asyncio.create_task(runtime.tick(), name="ops-tick")
@@ -118,8 +122,8 @@ async def ops_server(runtime: Runtime) -> AsyncIterator[None]:
 
 @asynccontextmanager
 async def worker_runtime(
-    settings: Settings, name: str, stop: asyncio.Event | None = None
-) -> AsyncIterator[Runtime]:
+    settings: S, name: str, stop: asyncio.Event | None = None
+) -> AsyncIterator[Runtime[S]]:
     """Start a worker the one way: topics checked, offsets corrected on the embedded
     broker, signals handled (unless ``stop`` is given), the ops server up."""
     await ensure_topics(settings)

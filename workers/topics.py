@@ -21,7 +21,7 @@ from aiokafka.errors import KafkaError
 
 from schemas.topics import ALL_TOPICS, COPARTITIONED, TopicSpec
 from workers.kafka_auth import client_options
-from workers.settings import Settings
+from workers.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)
 
@@ -57,12 +57,12 @@ class Row:
     problems: tuple[str, ...] = ()
 
 
-def changelog_topic(settings: Settings) -> str:
+def changelog_topic(settings: KafkaSettings) -> str:
     """The planner's table changelog, which Faust declares: provisioned like the rest."""
     return f"{settings.topic_namespace}{settings.planner_app_id}-orders-changelog"
 
 
-def wanted(settings: Settings) -> list[Wanted]:
+def wanted(settings: KafkaSettings) -> list[Wanted]:
     copartitioned = {spec.name for spec in COPARTITIONED}
 
     def configs(spec: TopicSpec) -> dict[str, str]:
@@ -100,7 +100,7 @@ def wanted(settings: Settings) -> list[Wanted]:
     return topics
 
 
-def compare(settings: Settings, observed: dict[str, Observed]) -> list[Row]:
+def compare(settings: KafkaSettings, observed: dict[str, Observed]) -> list[Row]:
     """What to do for each wanted topic, and what is wrong with the ones that exist."""
     rows = []
     for want in wanted(settings):
@@ -188,7 +188,7 @@ async def observe(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, Obs
     }
 
 
-async def current(settings: Settings) -> list[Row]:
+async def current(settings: KafkaSettings) -> list[Row]:
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
@@ -197,7 +197,7 @@ async def current(settings: Settings) -> list[Row]:
         await admin.close()
 
 
-async def apply(settings: Settings, create_only: bool = False) -> list[Row]:
+async def apply(settings: KafkaSettings, create_only: bool = False) -> list[Row]:
     """Create missing topics with their configs; alter differing configs (unless
     ``create_only``). Partition counts are never changed. Returns the rows after."""
     admin = AIOKafkaAdminClient(**client_options(settings))
@@ -237,7 +237,7 @@ async def apply(settings: Settings, create_only: bool = False) -> list[Row]:
         await admin.close()
 
 
-async def ensure_topics(settings: Settings) -> None:
+async def ensure_topics(settings: KafkaSettings) -> None:
     """At a worker's start: create what is missing where allowed, then check; raise
     TopicsMismatch, with every problem in one message, if the worker cannot run."""
     if settings.topics_auto_create:

@@ -42,7 +42,7 @@ from workers.kafka import (
 )
 from workers.kafka_auth import client_options
 from workers.runtime import Runtime, worker_runtime
-from workers.settings import Settings
+from workers.settings import AuditorSettings
 
 log = structlog.get_logger(__name__)
 
@@ -63,7 +63,7 @@ SKIPPED = Counter(
 
 
 class Auditor:
-    def __init__(self, settings: Settings, producer: AIOKafkaProducer) -> None:
+    def __init__(self, settings: AuditorSettings, producer: AIOKafkaProducer) -> None:
         self.settings = settings
         self.producer = producer
         self.names = Topics(settings)
@@ -209,13 +209,13 @@ async def seek_to_lookback(
         consumer.seek(tp, at.offset if at is not None else ends[tp])
 
 
-async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
+async def run(settings: AuditorSettings, stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set (by default: until SIGTERM or Ctrl-C)."""
     async with worker_runtime(settings, "auditor", stop) as runtime:
         await audit(settings, runtime)
 
 
-async def audit(settings: Settings, runtime: Runtime) -> None:
+async def audit(settings: AuditorSettings, runtime: Runtime[AuditorSettings]) -> None:
     stop = runtime.stop
     names = Topics(settings)
     topics = [names(t) for t in (ORDERS, BOXES, PLANS, LABEL_JOBS, LABELS, LABEL_FAILURES)]

@@ -24,7 +24,7 @@ import structlog
 from aiohttp import web
 
 from workers.auth import ROLES, Principal, Principals, is_loopback
-from workers.settings import Settings
+from workers.settings import DashboardSettings
 
 log = structlog.get_logger(__name__)
 COOKIE = "parcelflow_session"
@@ -58,7 +58,7 @@ class Sessions:
 class Access:
     """The dashboard's rule for who is calling (``identify``) and its login routes."""
 
-    def __init__(self, settings: Settings, principals: Principals) -> None:
+    def __init__(self, settings: DashboardSettings, principals: Principals) -> None:
         self.settings = settings
         self.mode = settings.dashboard_auth
         self.principals = principals

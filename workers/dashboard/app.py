@@ -49,12 +49,12 @@ from workers.dashboard.board import Board
 from workers.dashboard.lag import LagReader
 from workers.kafka import Topics, make_reader
 from workers.runtime import Runtime, ops_app, worker_runtime
-from workers.settings import Settings
+from workers.settings import DashboardSettings
 
 log = structlog.get_logger(__name__)
 
 BOARD = web.AppKey("board", Board)
-SETTINGS = web.AppKey("settings", Settings)
+SETTINGS = web.AppKey("settings", DashboardSettings)
 CLOSING = web.AppKey("closing", asyncio.Event)
 PUSH_EVERY_S = 1.0
 LAG_EVERY_S = 5.0
@@ -114,7 +114,9 @@ class Pushes:
 PUSHES = web.AppKey("pushes", Pushes)
 
 
-def dashboard_app(runtime: Runtime, board: Board, access: Access) -> web.Application:
+def dashboard_app(
+    runtime: Runtime[DashboardSettings], board: Board, access: Access
+) -> web.Application:
     settings = runtime.settings
     app = ops_app(runtime) if not settings.ops_port else web.Application()
     app.middlewares.append(auth.middleware)
@@ -207,7 +209,7 @@ async def replay(request: web.Request) -> web.Response:
     return web.json_response({"replayed": [f.job_id for f in replayed]})
 
 
-async def follow(settings: Settings, board: Board, stop: asyncio.Event) -> None:
+async def follow(settings: DashboardSettings, board: Board, stop: asyncio.Event) -> None:
     """Fold every record of the dashboard's topics into the board, as they come."""
     names = Topics(settings)
     kinds = {names(spec): kind for spec, kind in READ.items()}
@@ -227,7 +229,7 @@ async def follow(settings: Settings, board: Board, stop: asyncio.Event) -> None:
 LIMIT_SAMPLE = "parcelflow_labeler_concurrency_limit "
 
 
-async def read_limits(settings: Settings, board: Board, stop: asyncio.Event) -> None:
+async def read_limits(settings: DashboardSettings, board: Board, stop: asyncio.Event) -> None:
     """Every LAG_EVERY_S, the adaptive limit of each labeler whose /metrics is listed in
     ``dashboard_metrics_urls``, summed: the label calls allowed in flight."""
     if not settings.dashboard_metrics_urls:
@@ -252,7 +254,7 @@ async def read_limits(settings: Settings, board: Board, stop: asyncio.Event) -> 
                 await asyncio.wait_for(stop.wait(), LAG_EVERY_S)
 
 
-async def measure_lag(settings: Settings, board: Board, stop: asyncio.Event) -> None:
+async def measure_lag(settings: DashboardSettings, board: Board, stop: asyncio.Event) -> None:
     reader = LagReader(settings)
     await reader.start()
     try:
@@ -267,7 +269,7 @@ async def measure_lag(settings: Settings, board: Board, stop: asyncio.Event) -> 
         await reader.stop()
 
 
-async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
+async def run(settings: DashboardSettings, stop: asyncio.Event | None = None) -> None:
     board = Board()
     access = Access(settings, Principals.from_settings(settings))
     # without an ops port, the ops routes are on the dashboard's own port

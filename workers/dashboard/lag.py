@@ -11,7 +11,7 @@ from prometheus_client import Gauge
 from schemas.topics import BOXES, LABEL_JOBS, ORDERS, WEBHOOKS, WEBHOOKS_PARKED, TopicSpec
 from workers.kafka import Topics
 from workers.kafka_auth import client_options
-from workers.settings import Settings
+from workers.settings import KafkaSettings
 
 LAG = Gauge(
     "parcelflow_consumer_lag",
@@ -20,7 +20,7 @@ LAG = Gauge(
 )
 
 
-def groups(settings: Settings) -> dict[str, tuple[str, list[TopicSpec]]]:
+def groups(settings: KafkaSettings) -> dict[str, tuple[str, list[TopicSpec]]]:
     """Each stage's consumer group and the topics it consumes, by stage name."""
     names = Topics(settings)
     return {
@@ -36,7 +36,7 @@ class LagReader:
     committed offsets (OffsetFetch); it never subscribes, so it never joins the group.
     (aiokafka's admin client cannot decode the embedded broker's OffsetFetch answer.)"""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: KafkaSettings) -> None:
         self.settings = settings
         self.names = Topics(settings)
         self.ends = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)

@@ -44,7 +44,7 @@ from workers.kafka import (
     writer_name,
 )
 from workers.runtime import Runtime, worker_runtime
-from workers.settings import Settings
+from workers.settings import EnricherSettings
 from workers.tiktok.client import ShopUnauthorized, TikTokClient, TikTokError
 from workers.tiktok.tokens import (
     TokenStore,
@@ -81,7 +81,7 @@ class Pending:
 
 class Enricher:
     def __init__(
-        self, settings: Settings, producer: AIOKafkaProducer, tiktok: TikTokClient
+        self, settings: EnricherSettings, producer: AIOKafkaProducer, tiktok: TikTokClient
     ) -> None:
         self.settings = settings
         self.producer = producer
@@ -260,13 +260,13 @@ async def consume_parked(
                 pass
 
 
-async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
+async def run(settings: EnricherSettings, stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set (by default: until SIGTERM or Ctrl-C)."""
     async with worker_runtime(settings, "enricher", stop) as runtime:
         await enrich(settings, runtime)
 
 
-async def enrich(settings: Settings, runtime: Runtime) -> None:
+async def enrich(settings: EnricherSettings, runtime: Runtime[EnricherSettings]) -> None:
     names, stop = Topics(settings), runtime.stop
     consumer = make_consumer(settings, names.group("parcelflow-enricher"), names(WEBHOOKS))
     parked = make_consumer(

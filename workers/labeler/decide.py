@@ -23,7 +23,7 @@ from workers.kafka import MAX_REASON_CHARS
 from workers.labeler.codes import FailureCode
 from workers.labeler.ledger import Ledger
 from workers.labeler.shipium.response import LabelResponse
-from workers.settings import Settings
+from workers.settings import LabelerSettings
 
 VOID_IN_SELLER_CENTER = (
     "labels for TikTok Shop cannot be voided through Shipium: void it in TikTok Seller Center"
@@ -66,7 +66,7 @@ def failure(
     )
 
 
-def routing_failure(job: LabelJob, settings: Settings, at_ms: int) -> LabelFailure | None:
+def routing_failure(job: LabelJob, settings: LabelerSettings, at_ms: int) -> LabelFailure | None:
     """A job that must not reach the TikTok Shop carrier as it is: a seller-shipped order
     (unless set to Shipium's ordinary carrier selection) or a warehouse with no address."""
     if job.shipping_type == "SELLER" and settings.seller_shipped == "fail":

@@ -38,7 +38,7 @@ from workers.labels.store import (
     put_document,
 )
 from workers.retry import backoff_delay
-from workers.settings import Settings
+from workers.settings import LabelerSettings
 
 log = structlog.get_logger(__name__)
 # Answers that say the provider is over its capacity: the limiter cuts on them.
@@ -75,7 +75,7 @@ class JobRunner:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: LabelerSettings,
         producer: AIOKafkaProducer,
         shipium: ShipiumClient,
         max_in_flight: int,

@@ -20,14 +20,14 @@ from schemas.codec import decode
 from schemas.label import LabelAttempt, LabelFailure, LabelResult
 from workers.kafka import read_to_end
 from workers.labeler.codes import DECISIONS
-from workers.settings import Settings
+from workers.settings import LabelerSettings
 
 log = structlog.get_logger(__name__)
 
 
 class Ledger:
     def __init__(
-        self, settings: Settings, labels_topic: str, attempts_topic: str, failures_topic: str
+        self, settings: LabelerSettings, labels_topic: str, attempts_topic: str, failures_topic: str
     ) -> None:
         self.settings = settings
         self.labels_topic = labels_topic

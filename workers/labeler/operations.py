@@ -8,7 +8,7 @@ from schemas.topics import LABEL_FAILURES, LABEL_JOBS
 from workers.kafka import Topics, make_producer, read_to_end
 from workers.labeler.codes import DECISIONS
 from workers.plugins import adapt_kafka_clients
-from workers.settings import Settings
+from workers.settings import KafkaSettings
 
 VOID_REFUSAL = (
     "Labels for TikTok Shop shipments cannot be voided through Shipium or parcelflow: "
@@ -16,7 +16,7 @@ VOID_REFUSAL = (
 )
 
 
-async def failures(settings: Settings) -> list[LabelFailure]:
+async def failures(settings: KafkaSettings) -> list[LabelFailure]:
     """The latest failure of each job, in the order they failed."""
     adapt_kafka_clients(settings)
     latest: dict[str, LabelFailure] = {}
@@ -27,7 +27,7 @@ async def failures(settings: Settings) -> list[LabelFailure]:
     return sorted(latest.values(), key=lambda f: f.failed_at_ms)
 
 
-async def replay(settings: Settings, job_ids: set[str] | None) -> list[LabelFailure]:
+async def replay(settings: KafkaSettings, job_ids: set[str] | None) -> list[LabelFailure]:
     """Publish the jobs of these failures (all replayable ones if None) to label-jobs.v1."""
     chosen = [
         f

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from workers.errors import ApiError
 from workers.retry import backoff_delay
-from workers.settings import Settings
+from workers.settings import LabelerSettings
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class RetryPolicy:
     max_s: float
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RetryPolicy:
+    def from_settings(cls, settings: LabelerSettings) -> RetryPolicy:
         return cls(
             max_attempts=settings.labeler_max_attempts,
             max_age_ms=int(settings.labeler_max_age_s * 1000),

@@ -38,7 +38,7 @@ from schemas.limits import LimitReport
 from schemas.topics import LIMITS
 from workers.kafka import Topics, behind, groupless_consumer, start_on_all
 from workers.labeler.limiter import Gradient
-from workers.settings import Settings
+from workers.settings import LabelerSettings
 
 log = structlog.get_logger(__name__)
 FRESH_PERIODS = 3  # a replica that reported within this many periods runs now
@@ -91,7 +91,7 @@ class LimitTopic:
     replica's. Reports are advice: a broker that fails a read or a write costs a warm
     start, never a label."""
 
-    def __init__(self, settings: Settings, writer: str) -> None:
+    def __init__(self, settings: LabelerSettings, writer: str) -> None:
         self.settings = settings
         self.writer = writer
         self.topic = Topics(settings)(LIMITS)
@@ -169,7 +169,7 @@ class WarmStart:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: LabelerSettings,
         limiter: Gradient,
         moved: Callable[[], Awaitable[None]],
         writer: str,

@@ -46,7 +46,7 @@ from workers.labeler.shares import WarmStart
 from workers.labeler.shipium.client import ShipiumClient
 from workers.logs import dump_tasks
 from workers.runtime import Runtime, worker_runtime
-from workers.settings import Settings
+from workers.settings import LabelerSettings
 
 log = structlog.get_logger(__name__)
 
@@ -62,7 +62,7 @@ ENDED = Counter(
 class Labeler:
     def __init__(
         self,
-        settings: Settings,
+        settings: LabelerSettings,
         consumer: AIOKafkaConsumer,
         producer: AIOKafkaProducer,
         shipium: ShipiumClient,
@@ -294,13 +294,13 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         )
 
 
-async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
+async def run(settings: LabelerSettings, stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set (by default: until SIGTERM or Ctrl-C)."""
     async with worker_runtime(settings, "labeler", stop) as runtime:
         await label(settings, runtime)
 
 
-async def label(settings: Settings, runtime: Runtime) -> None:
+async def label(settings: LabelerSettings, runtime: Runtime[LabelerSettings]) -> None:
     names = Topics(settings)
     listener = Rebalance()
     asyncio.get_running_loop().add_signal_handler(

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from workers.settings import Settings
+from workers.settings import LabelStoreSettings
 
 # Every name this module or documents.py makes, and nothing else: no id reaches a path.
 NAME = re.compile(r"(?:[0-9a-f]{2}|jobs|boxes)/[0-9a-f]{64}\.(?:pdf|png|zpl|bin|json)")
@@ -160,7 +160,7 @@ class FolderStore:
 class S3Store:
     """Objects in an S3-compatible bucket, through aiobotocore."""
 
-    def __init__(self, settings: Settings, bucket: str, prefix: str) -> None:
+    def __init__(self, settings: LabelStoreSettings, bucket: str, prefix: str) -> None:
         self.settings = settings
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self._client: Any = None
@@ -239,7 +239,7 @@ class S3Store:
             self._client = self._context = None
 
 
-def open_store(settings: Settings) -> LabelStore:
+def open_store(settings: LabelStoreSettings) -> LabelStore:
     where = settings.label_store
     if where == "folder":
         return FolderStore(settings.label_dir)

@@ -52,7 +52,7 @@ from workers.planner.join import OrderState, TooLarge, encode_step, on_event, re
 from workers.planner.skips import SkipWatch
 from workers.plugins import adapt_kafka_clients
 from workers.runtime import Runtime, ops_server
-from workers.settings import Settings
+from workers.settings import PlannerSettings
 from workers.topics import ensure_topics
 
 log = structlog.get_logger(__name__)
@@ -125,7 +125,7 @@ class JoinTable(faust.Table[bytes, bytes]):
 class Planner:
     """What every batch needs: the app, its table, topic names and the size limits."""
 
-    def __init__(self, app: faust.App, table: JoinTable, settings: Settings) -> None:
+    def __init__(self, app: faust.App, table: JoinTable, settings: PlannerSettings) -> None:
         names = Topics(settings)
         self.app = app
         self.table = table
@@ -254,7 +254,7 @@ def faust_brokers(bootstrap: str) -> list[str]:
     return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
 
 
-def new_app(settings: Settings) -> PlannerApp:
+def new_app(settings: PlannerSettings) -> PlannerApp:
     """The planner's Faust app, configured, without its agent and table (the benchmark's
     Faust floor is this app with a counting agent)."""
     names = Topics(settings)
@@ -287,7 +287,7 @@ def new_app(settings: Settings) -> PlannerApp:
     return app
 
 
-def create_app(settings: Settings, fatal: Fatal | None = None) -> faust.App:
+def create_app(settings: PlannerSettings, fatal: Fatal | None = None) -> faust.App:
     """The planner's app. ``fatal`` is called when the join cannot go on (the process
     must then exit non-zero); by default it only logs."""
     names = Topics(settings)
@@ -383,7 +383,7 @@ class PlannerWorker(faust.Worker):
         self.loop.call_soon_threadsafe(self._schedule_shutdown, signal.SIGTERM)
 
 
-def run(settings: Settings) -> None:
+def run(settings: PlannerSettings) -> None:
     """Run one planner worker until SIGTERM or Ctrl-C; exit non-zero if the join fails."""
     asyncio.run(ensure_topics(settings))
     adapt_kafka_clients(settings)

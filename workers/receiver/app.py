@@ -42,7 +42,7 @@ from workers.receiver.keys import APPS, DEDUPE, METRICS, PRINCIPALS, PRODUCER, S
 from workers.receiver.metrics import ReceiverMetrics
 from workers.receiver.openapi import document
 from workers.receiver.validate import Invalid, validate
-from workers.settings import Settings
+from workers.settings import ReceiverSettings
 from workers.tiktok.signing import verify_webhook
 from workers.topics import ensure_topics
 
@@ -118,7 +118,7 @@ def signing_app(apps: Mapping[str, str], raw: bytes, signature: str) -> str | No
     return matches[0] if matches else None
 
 
-def freshness_problem(settings: Settings, webhook: TikTokWebhook) -> Invalid | None:
+def freshness_problem(settings: ReceiverSettings, webhook: TikTokWebhook) -> Invalid | None:
     age = time.time() - webhook.timestamp
     if age > settings.receiver_max_webhook_age_s:
         problem = f"older than the freshness window ({settings.receiver_max_webhook_age_s:g} s)"
@@ -349,14 +349,14 @@ async def kafka_ctx(app: web.Application) -> AsyncIterator[None]:
     await producer.stop()
 
 
-def tiktok_apps(settings: Settings) -> dict[str, str]:
+def tiktok_apps(settings: ReceiverSettings) -> dict[str, str]:
     apps = {key: secret.get_secret_value() for key, secret in settings.tiktok_webhook_apps.items()}
     if settings.tiktok_app_key:
         apps[settings.tiktok_app_key] = settings.tiktok_app_secret.get_secret_value()
     return {key: secret for key, secret in apps.items() if key and secret}
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: ReceiverSettings) -> web.Application:
     apps = tiktok_apps(settings)
     if not apps:
         raise ValueError(
@@ -395,13 +395,13 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
-def server_options(settings: Settings) -> dict[str, Any]:
+def server_options(settings: ReceiverSettings) -> dict[str, Any]:
     """How the HTTP server treats connections: one that has not sent a whole request within
     the idle timeout of opening (or of its last answer) is closed."""
     return {"keepalive_timeout": settings.receiver_idle_timeout_s}
 
 
-def run(settings: Settings) -> None:
+def run(settings: ReceiverSettings) -> None:
     app = create_app(settings)
 
     async def hard_stop(app: web.Application) -> None:  # a broker gone may hang a flush

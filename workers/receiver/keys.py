@@ -11,9 +11,9 @@ from workers.auth import Principals
 from workers.labels.store import LabelStore
 from workers.receiver.dedupe import Dedupe
 from workers.receiver.metrics import ReceiverMetrics
-from workers.settings import Settings
+from workers.settings import ReceiverSettings
 
-SETTINGS = web.AppKey("settings", Settings)
+SETTINGS = web.AppKey("settings", ReceiverSettings)
 PRODUCER = web.AppKey("producer", AIOKafkaProducer)
 METRICS = web.AppKey("metrics", ReceiverMetrics)
 DEDUPE = web.AppKey("dedupe", Dedupe)

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from workers.errors import ApiError, retry_after_seconds
 from workers.retry import backoff_delay
-from workers.settings import Settings
+from workers.settings import EnricherSettings
 from workers.tiktok import wire
 from workers.tiktok.signing import api_signature
 from workers.tiktok.tokens import ShopAuth, TokenStore
@@ -44,7 +44,7 @@ class TikTokClient:
     def __init__(
         self,
         http: aiohttp.ClientSession,
-        settings: Settings,
+        settings: EnricherSettings,
         store: TokenStore,
         owns: Callable[[str], bool] = lambda key: True,
     ) -> None:

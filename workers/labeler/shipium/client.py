@@ -24,13 +24,13 @@ from workers.labeler.shipium.response import (
     parse_error,
     parse_label_response,
 )
-from workers.settings import Settings
+from workers.settings import LabelerSettings
 
 IN_PROGRESS = 409
 
 
 class ShipiumClient:
-    def __init__(self, http: aiohttp.ClientSession, settings: Settings) -> None:
+    def __init__(self, http: aiohttp.ClientSession, settings: LabelerSettings) -> None:
         self.http = http
         self.base = settings.shipium_base_url
         # HTTP Basic with the API key as the user and no password.
