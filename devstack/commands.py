@@ -136,6 +136,16 @@ def add_soak(sub: Any) -> None:
     soak.add_argument("--rate", type=float, help="demo orders a second (PARCELFLOW_SOAK_RATE)")
     soak.add_argument("--every-s", type=float, default=300.0, help="report every (300 s)")
     soak.add_argument("--seed", type=int, help="the demo orders' seed (new by default)")
+    soak.add_argument(
+        "--label-latency",
+        type=float,
+        default=0.2,
+        help="median simulated label call seconds (0.2: the pipeline and broker, not the "
+        "label API, make the latency)",
+    )
+    soak.add_argument(
+        "--warmup-s", type=float, default=60.0, help="labels of the first seconds not counted (60)"
+    )
     soak.add_argument("--run-dir", default="var/run", help="where logs and labels go (var/run)")
     soak.set_defaults(func=soak_command)
 
@@ -399,7 +409,15 @@ def soak_command(settings: Settings, args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir) / time.strftime("%Y%m%d-%H%M%S")
     print(f"soak: minutes={minutes:g} rate={rate:g}/s seed={seed} (logs in {run_dir})", flush=True)
     try:
-        result = run_soak(run_dir, minutes=minutes, rate=rate, seed=seed, every_s=args.every_s)
+        result = run_soak(
+            run_dir,
+            minutes=minutes,
+            rate=rate,
+            seed=seed,
+            every_s=args.every_s,
+            warmup_s=args.warmup_s,
+            overrides={"SIM_LABEL_LATENCY_MEDIAN_S": str(args.label_latency)},
+        )
     except StackError as exc:
         print(f"parcelflow: the stack did not start: {exc}", file=sys.stderr)
         return 2

@@ -1,9 +1,9 @@
 """``parcelflow soak``: the devstack under steady demo traffic for a long time, watched.
 
 Demo orders with their boxes go to the receiver at a steady ``rate`` for ``minutes``.
-Every ``every_s`` it prints, for the labels that arrived in that window, box -> label
-p50 and p99 (from the moment the order's last box was stored to the label on labels.v1),
-and the embedded broker's CPU (share of one core over the window) and resident memory.
+After a warm-up, every ``every_s`` it prints, for the labels that arrived in that
+window, box -> label p50 and p99 (from the moment the order's last box was stored to
+the label on labels.v1), and the embedded broker's CPU (share of one core over the window) and resident memory.
 Afterwards every order is checked as ``parcelflow chaos`` checks them (exactly one label
 call, each parcel with its box's item ids). The last line is
 ``soak: minutes=M orders=N labels=L lost=X p99_first_ms=A p99_last_ms=B
@@ -139,11 +139,17 @@ async def watch_windows(
     gauge: BrokerGauge,
     started: float,
     every_s: float,
+    warmup_s: float,
     windows: list[Window],
     done: asyncio.Event,
     say: bool,
 ) -> None:
+    """A window every ``every_s`` after the first ``warmup_s`` (the stack starting up and
+    the label limit finding its level), until ``done``."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(done.wait(), warmup_s)
     since = time.time()
+    gauge.share()  # the broker's CPU from here on
     while not done.is_set():
         try:
             await asyncio.wait_for(done.wait(), every_s)
@@ -173,6 +179,7 @@ def run_soak(
     rate: float,
     seed: int,
     every_s: float = 300.0,
+    warmup_s: float = 60.0,
     drain_s: float = 300.0,
     overrides: dict[str, str] | None = None,
     say: bool = True,
@@ -187,7 +194,11 @@ def run_soak(
         assert stack.broker is not None and stack.broker.proc is not None  # noqa: S101
         gauge = BrokerGauge(stack.broker.proc.pid)
         progress = Progress(expected={o.order_id for o in orders})
-        asyncio.run(soak(stack, orders, seconds, progress, gauge, every_s, drain_s, windows, say))
+        asyncio.run(
+            soak(
+                stack, orders, seconds, progress, gauge, (every_s, warmup_s), drain_s, windows, say
+            )
+        )
         settle(stack.simulator_url)
         requests = get_json(f"{stack.simulator_url}/_sim/shipium/requests")
     verdict = verify(orders, requests, progress.labels, set(progress.failures))
@@ -200,7 +211,7 @@ async def soak(
     seconds: float,
     progress: Progress,
     gauge: BrokerGauge,
-    every_s: float,
+    every: tuple[float, float],  # report every, after a warm-up of
     drain_s: float,
     windows: list[Window],
     say: bool,
@@ -214,7 +225,7 @@ async def soak(
         follow(stack.settings, progress, stored, arrivals, drained, ended)
     )
     watcher = asyncio.create_task(
-        watch_windows(arrivals, gauge, started, every_s, windows, traffic_done, say)
+        watch_windows(arrivals, gauge, started, *every, windows, traffic_done, say)
     )
     await play(orders, stack, seconds, stored)
     traffic_done.set()

@@ -1,6 +1,30 @@
-"""Errors that carry their own verdict: the retry loop reads ``retriable``."""
+"""Errors that carry their own verdict: the retry loop reads ``retriable``, and a typed
+code says what went wrong."""
 
 from __future__ import annotations
+
+from enum import StrEnum
+
+
+class HttpCode(str):
+    """An HTTP error status no named code covers, as a code: ``http_400``, ``http_503``."""
+
+    __slots__ = ()
+
+
+class VendorCode(str):
+    """A code an API put in its answer's body (TikTok's ``105002``), kept as it came."""
+
+    __slots__ = ()
+
+
+# What an ApiError's code may be: a member of a code enum (the labeler's FailureCode,
+# the TikTok client's TikTokCode), or one of the two wrappers above; never a bare string.
+ErrorCode = StrEnum | HttpCode | VendorCode
+
+
+def http_code(status: int) -> HttpCode:
+    return HttpCode(f"http_{status}")
 
 
 class ApiError(Exception):
@@ -10,7 +34,7 @@ class ApiError(Exception):
         self,
         message: str,
         *,
-        code: str,
+        code: ErrorCode,
         retriable: bool,
         status: int | None = None,
         retry_after_s: float | None = None,

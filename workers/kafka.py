@@ -6,6 +6,7 @@ import base64
 import hashlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import structlog
@@ -203,22 +204,30 @@ def order_id_of(event: Any) -> str:
     return str(event.order_id)
 
 
+@dataclass(frozen=True)
+class Refused:
+    """Why a worker does not take a record: it is dead-lettered with this reason."""
+
+    reason: str
+
+
 def read_record(
     model: type[M],
     message: Any,
     max_bytes: int,
     id_of: Callable[[M], str] = order_id_of,
     what: str = "order id",
-) -> M | str:
+) -> M | Refused:
     """The model a record holds, or why it is refused: too large, not a valid ``model``,
     or keyed by anything but its id (``id_of``), which decides its partition."""
     problem = value_problem(message.value, max_bytes)
     if problem is not None:
-        return problem
+        return Refused(problem)
     decoded = decode(model, message.value)
     if isinstance(decoded, str):
-        return decoded
-    return key_problem(message.key, id_of(decoded), what) or decoded
+        return Refused(decoded)
+    wrong_key = key_problem(message.key, id_of(decoded), what)
+    return decoded if wrong_key is None else Refused(wrong_key)
 
 
 async def read_to_end(

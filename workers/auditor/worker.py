@@ -33,6 +33,7 @@ from schemas.topics import (
 )
 from workers.auditor.audit import ORDER_NEVER_ARRIVED, Audit, Expire, Repair, Unlabeled
 from workers.kafka import (
+    Refused,
     Topics,
     dead_letter_key,
     make_producer,
@@ -104,13 +105,13 @@ class Auditor:
         limit = self.settings.max_input_bytes
         if topic == n(ORDERS):
             order = read_record(Order, message, limit)
-            if isinstance(order, str):
-                return order
+            if isinstance(order, Refused):
+                return order.reason
             self.audit.on_order(order, now, message.key, value)
         elif topic == n(BOXES):
             box = read_record(BoxClosed, message, limit)
-            if isinstance(box, str):
-                return box
+            if isinstance(box, Refused):
+                return box.reason
             self.audit.on_box(box, message.key, value, now)
         elif topic == n(PLANS):
             plan = decode(ParcelPlan, value)

@@ -34,6 +34,7 @@ from schemas.topics import ALERTS, ORDERS, WEBHOOKS, WEBHOOKS_PARKED, WEBHOOKS_R
 from schemas.webhook import ParkedWebhook, WebhookRecord
 from workers.enricher.decide import Action, cancellation, cause, decide
 from workers.kafka import (
+    Refused,
     Topics,
     dead_letter,
     make_consumer,
@@ -103,7 +104,7 @@ class Enricher:
             max_value_bytes(self.settings),
         )
 
-    def read(self, message: Message) -> WebhookRecord | str:
+    def read(self, message: Message) -> WebhookRecord | Refused:
         """The webhook a record holds (keyed by its shop id), or why it is refused."""
         limit = self.settings.max_input_bytes
         return read_record(WebhookRecord, message, limit, shop_id_of, "shop id")
@@ -113,8 +114,8 @@ class Enricher:
         pending = []
         for message in messages:
             record = self.read(message)
-            if isinstance(record, str):
-                await self.reject(message, record)
+            if isinstance(record, Refused):
+                await self.reject(message, record.reason)
             else:
                 pending.append(Pending(message, record))
         await self.process(pending)

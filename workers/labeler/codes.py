@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from workers.errors import http_code
+
 
 class FailureCode(StrEnum):
     CANCELLED = "cancelled"  # the order was cancelled before its label was made
@@ -20,11 +22,6 @@ class FailureCode(StrEnum):
     SELLER_SHIPPED = "seller_shipped"  # the seller ships it: no TikTok Shop label request
     UNKNOWN_WAREHOUSE = "unknown_warehouse"  # not in PARCELFLOW_WAREHOUSES: replay once added
     BOX_ID_IN_USE = "box_id_in_use"  # another order holds the box id in its warehouse
-
-
-def http_code(status: int) -> str:
-    """Any other HTTP error keeps its status: ``http_400``, ``http_503``."""
-    return f"http_{status}"
 
 
 # Shipium refused our key: not the job's fault, it waits until the key works again.

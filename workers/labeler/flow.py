@@ -1,14 +1,51 @@
-"""Which offsets may be committed: per partition, the contiguous prefix of finished jobs.
+"""The labeler's flow control, pure: when to pause and resume the consumer, and which
+offsets may be committed.
 
-Pure bookkeeping. Jobs finish out of order (a slow call behind a fast one); the commit
-point of a partition only moves past an offset when it and everything before it is done.
+Jobs finish out of order (a slow call behind a fast one); the commit point of a partition
+only moves past an offset when it and everything before it is done.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 from aiokafka import TopicPartition
+
+
+class Flow(Enum):
+    PAUSE = "pause"  # every assigned partition: the backlog waits in Kafka
+    RESUME = "resume"
+    KEEP = "keep"
+
+
+@dataclass(frozen=True)
+class Holding:
+    """How many jobs the labeler holds in memory, and when it takes more."""
+
+    max_in_flight: int
+    resume_fraction: float
+
+    def most(self, limit: int) -> int:
+        """Jobs held at most under call limit ``limit``: the limit and a margin for jobs
+        writing their attempt or result records, which are not calls. The margin does not
+        shrink with the limit: when calls are fast, most of a job's time is its writes
+        (see docs/architecture.md, flow control), and a margin tied to a small limit held
+        the labeler below the rate jobs came in. Still bounded by settings."""
+        return limit + max(16, self.max_in_flight // 2)
+
+    def low_water(self, limit: int) -> int:
+        most = self.most(limit)
+        return min(most - 1, int(most * self.resume_fraction))
+
+    def decide(self, held: int, limit: int, blocked: bool, paused: bool) -> Flow:
+        """Pause at the most (or while calls are blocked: the label API refuses the key);
+        resume at the low-water mark."""
+        if held >= self.most(limit) or blocked:
+            return Flow.PAUSE
+        if held <= self.low_water(limit) and paused:
+            return Flow.RESUME
+        return Flow.KEEP
 
 
 @dataclass

@@ -30,20 +30,21 @@ from schemas.common import now_ms
 from schemas.label import LabelJob
 from schemas.topics import LABEL_JOBS, LABEL_JOBS_REJECTED
 from workers.kafka import (
+    Refused,
     Topics,
-    dead_letter,
     make_consumer,
     make_producer,
-    max_value_bytes,
     read_record,
     writer_name,
 )
 from workers.labeler import decide
 from workers.labeler.codes import FailureCode
-from workers.labeler.flow import OffsetTracker
-from workers.labeler.jobs import Fatal, JobRunner
+from workers.labeler.flow import Flow, Holding, OffsetTracker
+from workers.labeler.jobs import JobRunner
+from workers.labeler.outcomes import Ended
 from workers.labeler.shares import WarmStart
 from workers.labeler.shipium.client import ShipiumClient
+from workers.labeler.writer import CannotWrite
 from workers.logs import dump_tasks
 from workers.runtime import Runtime, worker_runtime
 from workers.settings import LabelerSettings
@@ -87,9 +88,9 @@ class Labeler:
         self.ledger = self.jobs.ledger
         self.warm: WarmStart | None = None
         if settings.labeler_adaptive and settings.labeler_warm_start:
-            limiter, moved = self.jobs.limiter, self.jobs.limit_moved
+            limiter, moved = self.jobs.calls.limiter, self.jobs.calls.limit_moved
             self.warm = WarmStart(settings, limiter, moved, writer_name("labeler"))
-        self.resume_fraction = settings.labeler_resume_fraction
+        self.holding = Holding(self.max_in_flight, settings.labeler_resume_fraction)
         self.room = asyncio.Event()  # set whenever a job finishes
         self.order_locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
@@ -110,50 +111,44 @@ class Labeler:
 
     async def process(self, message: Message) -> None:
         """Run one message to its end: a label, a failure or a dead letter. Whatever
-        happens, the job ends, its offset is finished and its slot freed; only a Fatal
-        error (the broker gone for good) leaves it unfinished, and stops the labeler."""
+        happens, the job ends, its offset is finished and its slot freed; only CannotWrite
+        (the broker gone for good) leaves it unfinished, and stops the labeler."""
         tp = TopicPartition(message.topic, message.partition)
         try:
             outcome = await self.run_message(message)
         except asyncio.CancelledError:
             raise  # revoked: not finished, not committed, redelivered elsewhere
-        except Exception as exc:  # noqa: BLE001 (Fatal, or a write no retry can change)
+        except Exception as exc:  # noqa: BLE001 (CannotWrite, or a write no retry can change)
             self.stop_for(exc)  # exit non-zero rather than freeze this partition's commits
             return
         ENDED.labels(outcome).inc()
         self.tracker.finish(tp, message.offset)
         self.room.set()
 
-    async def run_message(self, message: Message) -> str:
+    async def run_message(self, message: Message) -> Ended:
         job = self.read(message)
-        if isinstance(job, str):
-            await self.reject(message, job)
-            return "rejected"
+        if isinstance(job, Refused):
+            await self.reject(message, job.reason)
+            return Ended.REJECTED
         await self.ledger_ready.wait()
         try:
             async with self.order_turn(job.order_id):
                 return await self.jobs.handle_job(job)
-        except (asyncio.CancelledError, Fatal):
+        except (asyncio.CancelledError, CannotWrite):
             raise
         except Exception as exc:  # every job ends, also on a defect
             reason = f"{type(exc).__name__}: {exc}"
             log.exception("label_job_error", job_id=job.job_id, offset=message.offset)
             ended = decide.failure(job, FailureCode.INTERNAL_ERROR, reason, True, 1, now_ms())
-            await self.jobs.publish(self.jobs.failures_topic, job.order_id, ended)
-            return "failed"
+            await self.jobs.writer.publish(self.jobs.writer.failures, job.order_id, ended)
+            return Ended.FAILED
 
-    def read(self, message: Message) -> LabelJob | str:
+    def read(self, message: Message) -> LabelJob | Refused:
         """The job a record holds, or why it is refused (dead-lettered)."""
         return read_record(LabelJob, message, self.settings.max_input_bytes)
 
     async def reject(self, message: Message, reason: str) -> None:
-        limit = max_value_bytes(self.settings)
-        await self.jobs.reliably(
-            self.rejected_topic,
-            lambda: dead_letter(
-                self.producer, self.rejected_topic, message, reason, "labeler", limit
-            ),
-        )
+        await self.jobs.writer.dead_letter(message, reason)
 
     def stop_for(self, exc: BaseException) -> None:
         if self.fatal is None:
@@ -165,17 +160,7 @@ class Labeler:
 
     @property
     def max_jobs(self) -> int:
-        """Jobs held in memory at most: the current call limit (adaptive) and a margin for
-        jobs writing their attempt or result records, which are not calls. The margin does
-        not shrink with the limit: when calls are fast, most of a job's time is its writes
-        (measured at 200 boxes/s with instant calls: a call 28 ms, its writes 150 ms), and
-        a margin tied to a small limit held the labeler below the rate jobs came in. Still
-        bounded by settings, whatever the backlog."""
-        return self.jobs.limiter.current + max(16, self.max_in_flight // 2)
-
-    @property
-    def low_water(self) -> int:
-        return min(self.max_jobs - 1, int(self.max_jobs * self.resume_fraction))
+        return self.holding.most(self.jobs.calls.limiter.current)
 
     @property
     def paused(self) -> bool:
@@ -183,12 +168,14 @@ class Labeler:
         return bool(self.consumer.paused())
 
     def flow_control(self) -> None:
-        in_flight = self.tracker.in_flight
-        if in_flight >= self.max_jobs or self.jobs.credentials_rejected:
+        limit = self.jobs.calls.limiter.current
+        blocked = self.jobs.calls.credentials_rejected
+        flow = self.holding.decide(self.tracker.in_flight, limit, blocked, self.paused)
+        if flow is Flow.PAUSE:
             unpaused = self.consumer.assignment() - self.consumer.paused()
             if unpaused:
                 self.consumer.pause(*unpaused)
-        elif in_flight <= self.low_water and self.paused:
+        elif flow is Flow.RESUME:
             self.consumer.resume(*self.consumer.paused())
 
     async def commit(self) -> None:

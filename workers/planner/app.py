@@ -38,6 +38,7 @@ from schemas.order import Order
 from schemas.topics import BOXES, BOXES_REJECTED, LABEL_JOBS, ORDERS, ORDERS_REJECTED, PLANS
 from workers import logs
 from workers.kafka import (
+    Refused,
     Topics,
     dead_letter_key,
     dead_letter_of,
@@ -63,7 +64,7 @@ RAW: dict[str, Any] = {
     "key_serializer": "raw",
     "value_serializer": "raw",
 }
-Fatal = Callable[[BaseException], None]
+OnFatal = Callable[[BaseException], None]  # told when the join cannot go on
 
 
 EVENTS = Counter("parcelflow_planner_events", "Order and box events joined (or rejected).")
@@ -163,8 +164,8 @@ class Batch:
             if message.topic == p.orders_topic
             else read_record(BoxClosed, message, p.max_input)
         )
-        if isinstance(event, str):
-            raise Rejected(event)
+        if isinstance(event, Refused):
+            raise Rejected(event.reason)
         key = message.key
         state = self.states.get(key)
         if state is None:
@@ -287,7 +288,7 @@ def new_app(settings: PlannerSettings) -> PlannerApp:
     return app
 
 
-def create_app(settings: PlannerSettings, fatal: Fatal | None = None) -> faust.App:
+def create_app(settings: PlannerSettings, fatal: OnFatal | None = None) -> faust.App:
     """The planner's app. ``fatal`` is called when the join cannot go on (the process
     must then exit non-zero); by default it only logs."""
     names = Topics(settings)

@@ -32,7 +32,13 @@ from schemas.common import derived_id
 from schemas.label import LabelJob, Parcel
 from schemas.order import Order, OrderStatus
 from schemas.plan import ParcelPlan
-from workers.planner.allocate import allocate, foreign_skus, oversized_skus, units_by_sku
+from workers.planner.allocate import (
+    Allocation,
+    allocate,
+    foreign_skus,
+    oversized_skus,
+    units_by_sku,
+)
 
 
 class OrderState(BaseModel):
@@ -200,22 +206,7 @@ def _evaluate(state: OrderState, now_ms: int) -> Step:
     plans = dict(state.plans)
     units = units_by_sku(order.line_items)
     for box_id, box in sorted(state.boxes.items()):
-        if box_id in plans:
-            continue
-        foreign = foreign_skus(units, box)
-        oversized = oversized_skus(units, box)
-        reason = ""
-        if box.warehouse_id and order.warehouse_id and box.warehouse_id != order.warehouse_id:
-            reason = (
-                f"box packed in warehouse {box.warehouse_id}, but order {order.order_id} "
-                f"ships from warehouse {order.warehouse_id}"
-            )
-        elif foreign:
-            reason = f"SKU not in order {order.order_id}: {', '.join(foreign)}"
-        elif oversized:
-            reason = f"box holds more units than order {order.order_id} has of: " + ", ".join(
-                oversized
-            )
+        reason = None if box_id in plans else _misfit(order, units, box)
         if reason:
             plans[box_id] = _rejection(box, reason)
             step.plans.append(plans[box_id])
@@ -229,33 +220,59 @@ def _evaluate(state: OrderState, now_ms: int) -> Step:
     short_shipment = any(b.last_box for b in candidates)
     if not (allocation.complete or short_shipment) or not allocation.assigned:
         return step
+    return _release(step, state, plans, candidates, allocation, now_ms)
 
+
+def _misfit(order: Order, units: dict[str, int], box: BoxClosed) -> str:
+    """Why a box cannot belong to the order whatever else arrives, or "" if it may."""
+    foreign = foreign_skus(units, box)
+    oversized = oversized_skus(units, box)
+    if box.warehouse_id and order.warehouse_id and box.warehouse_id != order.warehouse_id:
+        return (
+            f"box packed in warehouse {box.warehouse_id}, but order {order.order_id} "
+            f"ships from warehouse {order.warehouse_id}"
+        )
+    if foreign:
+        return f"SKU not in order {order.order_id}: {', '.join(foreign)}"
+    if oversized:
+        return f"box holds more units than order {order.order_id} has of: " + ", ".join(oversized)
+    return ""
+
+
+def _release(
+    step: Step,
+    state: OrderState,
+    plans: dict[str, ParcelPlan],
+    candidates: list[BoxClosed],
+    allocation: Allocation,
+    now_ms: int,
+) -> Step:
+    """The order is released: a plan per box (or its rejection) and the one label job."""
+    order = state.order
+    assert order is not None  # noqa: S101 (released orders have one)
     parcels: list[Parcel] = []
     for box in candidates:
         if box.box_id in allocation.rejected:
             plans[box.box_id] = _rejection(box, allocation.rejected[box.box_id])
         else:
-            items = allocation.assigned[box.box_id]
-            warehouse_id = box.warehouse_id or order.warehouse_id
+            parcel = Parcel(
+                box_id=box.box_id,
+                warehouse_id=box.warehouse_id or order.warehouse_id,
+                items=allocation.assigned[box.box_id],
+                weight=box.weight,
+                dimensions=box.dimensions,
+            )
             plans[box.box_id] = ParcelPlan(
                 event_id=plan_event_id(order.order_id, box.box_id),
                 order_id=order.order_id,
                 box_id=box.box_id,
-                warehouse_id=warehouse_id,
+                warehouse_id=parcel.warehouse_id,
                 status="planned",
-                items=items,
+                items=parcel.items,
                 weight=box.weight,
                 dimensions=box.dimensions,
             )
-            parcels.append(
-                Parcel(
-                    box_id=box.box_id,
-                    warehouse_id=warehouse_id,
-                    items=items,
-                    weight=box.weight,
-                    dimensions=box.dimensions,
-                )
-            )
+            parcels.append(parcel)
         step.plans.append(plans[box.box_id])
     job_id = job_id_for(order.order_id, [p.box_id for p in parcels])
     job = LabelJob(

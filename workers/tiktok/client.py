@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
+from enum import StrEnum
 from typing import Any
 
 import aiohttp
@@ -13,7 +14,7 @@ import structlog
 from aiolimiter import AsyncLimiter
 from pydantic import SecretStr
 
-from workers.errors import ApiError, retry_after_seconds
+from workers.errors import ApiError, VendorCode, http_code, retry_after_seconds
 from workers.retry import backoff_delay
 from workers.settings import EnricherSettings
 from workers.tiktok import wire
@@ -21,6 +22,18 @@ from workers.tiktok.signing import api_signature
 from workers.tiktok.tokens import ShopAuth, TokenStore
 
 log = structlog.get_logger(__name__)
+
+
+class TikTokCode(StrEnum):
+    """What went wrong in a TikTok call, beside TikTok's own codes (``VendorCode``)."""
+
+    SHOP_UNAUTHORIZED = "shop_unauthorized"  # the seller must authorize the app again
+    CONNECTION = "connection"  # no answer at all
+    REFRESH = "refresh"  # a token refresh got no usable answer (retried)
+    REFRESH_ELSEWHERE = "refresh_elsewhere"  # another replica refreshes this shop's tokens
+
+
+ACCESS_TOKEN_EXPIRED = VendorCode(str(wire.ACCESS_TOKEN_EXPIRED))
 
 
 class TikTokError(ApiError):
@@ -33,7 +46,7 @@ class ShopUnauthorized(TikTokError):
     def __init__(self, shop_id: str, reason: str) -> None:
         super().__init__(
             f"shop {shop_id} must authorize the app again: {reason}",
-            code="shop_unauthorized",
+            code=TikTokCode.SHOP_UNAUTHORIZED,
             retriable=False,
         )
         self.shop_id = shop_id
@@ -84,7 +97,7 @@ class TikTokClient:
                 async with limiter:
                     data = await self._call("GET", wire.ORDER_DETAIL_PATH, params, auth)
             except TikTokError as err:
-                if err.code == str(wire.ACCESS_TOKEN_EXPIRED) and attempt < max_attempts:
+                if err.code == ACCESS_TOKEN_EXPIRED and attempt < max_attempts:
                     await self.refresh_tokens(shop_id, stale=auth)
                     continue
                 if not err.retriable or attempt >= max_attempts:
@@ -128,12 +141,12 @@ class TikTokClient:
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TikTokError(
-                f"{type(exc).__name__}: {exc}", code="connection", retriable=True
+                f"{type(exc).__name__}: {exc}", code=TikTokCode.CONNECTION, retriable=True
             ) from exc
         if status == 429 or status >= 500:
             raise TikTokError(
                 f"HTTP {status}",
-                code=f"http_{status}",
+                code=http_code(status),
                 retriable=True,
                 status=status,
                 retry_after_s=retry_after,
@@ -143,7 +156,7 @@ class TikTokClient:
         except orjson.JSONDecodeError as exc:
             raise TikTokError(
                 f"HTTP {status}, body is not JSON",
-                code=f"http_{status}",
+                code=http_code(status),
                 retriable=False,
                 status=status,
             ) from exc
@@ -151,7 +164,7 @@ class TikTokClient:
         if code != wire.OK:
             raise TikTokError(
                 str(payload.get("message", "")),
-                code=str(code),
+                code=VendorCode(str(code)),
                 retriable=code in (wire.RATE_LIMITED, wire.ACCESS_TOKEN_EXPIRED),
                 status=status,
                 retry_after_s=retry_after,
@@ -179,28 +192,10 @@ class TikTokClient:
                 raise TikTokError(
                     "the shop's tokens are refreshed by the enricher replica that handles "
                     "its webhooks",
-                    code="refresh_elsewhere",
+                    code=TikTokCode.REFRESH_ELSEWHERE,
                     retriable=True,
                 )
-            params = {
-                "app_key": self.settings.tiktok_app_key,
-                "app_secret": self.settings.tiktok_app_secret.get_secret_value(),
-                "refresh_token": current.refresh_token.get_secret_value(),
-                "grant_type": "refresh_token",
-            }
-            url = f"{self.settings.tiktok_auth_base}{wire.TOKEN_REFRESH_PATH}"
-            try:
-                async with self.http.get(url, params=params, timeout=self.timeout) as response:
-                    status = response.status
-                    payload = orjson.loads(await response.read())
-            except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
-                raise TikTokError(
-                    f"token refresh failed: {type(exc).__name__}", code="refresh", retriable=True
-                ) from exc
-            if status == 429 or status >= 500:
-                raise TikTokError(
-                    f"token refresh: HTTP {status}", code="refresh", retriable=True, status=status
-                )
+            payload = await self.exchange(current)
             if int(payload.get("code", -1)) != wire.OK:
                 wait_s = self.settings.tiktok_refresh_race_wait_s
                 if await self.store.replaced(key, current, wait_s) is not None:
@@ -226,3 +221,33 @@ class TikTokClient:
                 shop_id=shop_id,
                 expires_at=int(data.get("access_token_expire_in", 0)),
             )
+
+    async def exchange(self, current: ShopAuth) -> dict[str, Any]:
+        """TikTok's answer to a refresh with ``current``'s refresh token (any code), or a
+        retriable TikTokError when there is no usable answer."""
+        params = {
+            "app_key": self.settings.tiktok_app_key,
+            "app_secret": self.settings.tiktok_app_secret.get_secret_value(),
+            "refresh_token": current.refresh_token.get_secret_value(),
+            "grant_type": "refresh_token",
+        }
+        url = f"{self.settings.tiktok_auth_base}{wire.TOKEN_REFRESH_PATH}"
+        try:
+            async with self.http.get(url, params=params, timeout=self.timeout) as response:
+                status = response.status
+                payload = orjson.loads(await response.read())
+        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
+            raise TikTokError(
+                f"token refresh failed: {type(exc).__name__}",
+                code=TikTokCode.REFRESH,
+                retriable=True,
+            ) from exc
+        if status == 429 or status >= 500:
+            raise TikTokError(
+                f"token refresh: HTTP {status}",
+                code=TikTokCode.REFRESH,
+                retriable=True,
+                status=status,
+            )
+        answer: dict[str, Any] = payload
+        return answer

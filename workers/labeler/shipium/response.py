@@ -7,8 +7,8 @@ import binascii
 from dataclasses import dataclass
 from typing import Any
 
-from workers.errors import ApiError
-from workers.labeler.codes import FailureCode, http_code
+from workers.errors import ApiError, http_code
+from workers.labeler.codes import FailureCode
 
 
 class ShipiumError(ApiError):
