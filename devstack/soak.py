@@ -3,7 +3,8 @@
 Demo orders with their boxes go to the receiver at a steady ``rate`` for ``minutes``.
 After a warm-up, every ``every_s`` it prints, for the labels that arrived in that
 window, box -> label p50 and p99 (from the moment the order's last box was stored to
-the label on labels.v1), and the embedded broker's CPU (share of one core over the window) and resident memory.
+the label on labels.v1), and the embedded broker's CPU (share of one core over the
+window) and resident memory.
 Afterwards every order is checked as ``parcelflow chaos`` checks them (exactly one label
 call, each parcel with its box's item ids). The last line is
 ``soak: minutes=M orders=N labels=L lost=X p99_first_ms=A p99_last_ms=B
