@@ -36,6 +36,7 @@ import aiohttp
 import orjson
 import psutil
 
+from bench.bare import bare_latencies
 from devstack.demo_data import DemoOrder, make_demo, webhook
 from devstack.stack import Stack
 from schemas.codec import encode
@@ -269,9 +270,12 @@ async def main(args: argparse.Namespace) -> None:
                 f"{args.warmup:g} s warm-up, {args.seconds:g} s measured per rate; "
                 f"label files in {labels}"
             )
+            floor = await broker_floor(stack.settings, args)
             rate, knee, last_good = args.rate, None, None
             for run in range(1, args.phases + 1):
                 phase, values, missing = await run_phase(stack, seen, rate, args, 1000 + run)
+                if run == 1:
+                    print(versus_broker(values["box->job"], floor), flush=True)
                 print(f"rate {rate:g} boxes/s: {len(phase.measured)} orders measured", end="")
                 print(f", sender late by {phase.late_s:.2f} s at most, {missing} without label")
                 for measure in MEASURES:
@@ -298,6 +302,28 @@ async def main(args: argparse.Namespace) -> None:
             f"knee: box->job p99 over {args.goal_ms:g} ms (or behind) at {knee:g} boxes/s; "
             f"last rate within it: {last_good if last_good is not None else 'none'} boxes/s"
         )
+
+
+async def broker_floor(settings: Settings, args: argparse.Namespace) -> list[float]:
+    """The bare pipeline (``bench.bare``) at the first rate, on this stack's broker and
+    client settings: box -> job milliseconds."""
+    sample = make_demo(1, seed=1, run_id=1, now_s=int(time.time()))[0].boxes[0]
+    floor = await bare_latencies(settings, args.rate, args.seconds, args.warmup, encode(sample))
+    print(f"bare pipeline at {args.rate:g} boxes/s, same broker and client settings:")
+    print(f"latency bare box->job {percentiles(floor)}", flush=True)
+    return floor
+
+
+def versus_broker(parcelflow: list[float], floor: list[float]) -> str:
+    """``latency-vs-broker box->job p50_ratio=R1 p99_ratio=R2``: parcelflow over the bare
+    pipeline, at the same rate."""
+    if len(parcelflow) < 2 or len(floor) < 2:
+        return "latency-vs-broker box->job p50_ratio=n/a p99_ratio=n/a"
+    ours = statistics.quantiles(parcelflow, n=100, method="inclusive")
+    bare = statistics.quantiles(floor, n=100, method="inclusive")
+    r50 = ours[49] / max(bare[49], 1.0)
+    r99 = ours[98] / max(bare[98], 1.0)
+    return f"latency-vs-broker box->job p50_ratio={r50:.2f} p99_ratio={r99:.2f}"
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

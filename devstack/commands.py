@@ -248,6 +248,8 @@ def announce(stack: Stack, run_dir: Path, latest: Path) -> str:
         "dashboard": stack.dashboard_url,
         "simulator": stack.simulator_url,
     }
+    if stack.watch is not None:
+        urls["broker-metrics"] = stack.watch.url
     text = discover.env_text(stack.env, run_dir, urls)
     discover.write(text, run_dir / "devstack.env", latest)
     for name, url in urls.items():

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devstack.broker.watch import BrokerGauge
 from devstack.chaos import get_json, play, settle
 from devstack.demo import Progress, take
 from devstack.demo_data import DemoOrder, make_demo
@@ -31,8 +31,6 @@ from schemas.label import LabelResult
 from schemas.topics import LABEL_FAILURES, LABELS
 from workers.kafka import Topics, make_reader
 from workers.settings import Settings
-
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -79,30 +77,6 @@ class SoakResult:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
-
-
-class BrokerGauge:
-    """CPU and memory of one process, from /proc (Linux)."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.last = (time.monotonic(), self.cpu_s())
-
-    def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
-
-    def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
-    def share(self) -> float:
-        """Share of one core since the last call."""
-        now, cpu = time.monotonic(), self.cpu_s()
-        (then, before), self.last = self.last, (now, cpu)
-        return (cpu - before) / (now - then) if now > then else 0.0
 
 
 async def follow(

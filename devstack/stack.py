@@ -27,6 +27,7 @@ from typing import IO
 
 from devstack.broker.embedded import EmbeddedBroker, free_port, free_ports, wait_for_port
 from devstack.broker.tls import Certificates, make_certificates
+from devstack.broker.watch import BrokerWatch
 from workers import lifeline
 from workers.settings import Settings
 
@@ -100,6 +101,7 @@ class Stack:
     events: list[str] = field(default_factory=list)  # what the supervisor saw and did
     say: bool = True
     ops_ports: dict[str, int] = field(default_factory=dict)  # worker -> its ops port
+    watch: BrokerWatch | None = None  # the embedded broker's CPU, memory and record lateness
     _streak: dict[str, int] = field(default_factory=dict)  # quick exits in a row, per process
     _supervisor: threading.Thread | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
@@ -226,6 +228,10 @@ class Stack:
                     file=sys.stderr,
                     flush=True,
                 )
+        every_s = self.settings.devstack_broker_watch_s
+        if every_s and self.broker.proc is not None:
+            pid, port = self.broker.proc.pid, free_port()
+            self.watch = BrokerWatch(self.settings, pid, port, every_s, say).start()
         self._stopping.clear()
         self._supervisor = threading.Thread(target=self.supervise, name="supervisor", daemon=True)
         self._supervisor.start()
@@ -404,6 +410,9 @@ class Stack:
         self.processes.clear()
         self._spawner.shutdown()
         self._spawner = ThreadPoolExecutor(1, thread_name_prefix="spawner")
+        if self.watch is not None:
+            self.watch.stop()
+            self.watch = None
         if self.broker is not None:
             self.broker.stop()
             self.broker = None

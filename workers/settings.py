@@ -828,6 +828,23 @@ class DevstackSettings(Section):
         300.0, gt=0, description="How long `parcelflow chaos` (`make chaos`) plays traffic."
     )
 
+    devstack_broker_watch_s: float = Field(
+        10.0,
+        ge=0,
+        description="How often the devstack reads its embedded broker (CPU, memory, how "
+        "late records reach a reader) for its metrics and alert; 0 turns the watch off.",
+    )
+    devstack_broker_alert_age_s: float = Field(
+        2.0,
+        gt=0,
+        description="The devstack alerts (alerts.v1, the dashboard, the terminal) when "
+        "records reach a reader later than this for three readings in a row.",
+    )
+    devstack_broker_alert_cpu: float = Field(
+        0.7,
+        gt=0,
+        description="... or when the embedded broker uses more than this share of a core.",
+    )
     soak_minutes: float = Field(
         30.0, gt=0, description="How long `parcelflow soak` (`make soak`) plays traffic."
     )

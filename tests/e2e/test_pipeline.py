@@ -61,6 +61,15 @@ def test_every_order_gets_exactly_one_label_with_the_item_ids_of_each_box(tmp_pa
         stats = get_json(f"{stack.simulator_url}/_sim/stats")
         pids = [p.proc.pid for p in stack.processes]
         exported = {name: metric_families(url) for name, url in stack.metrics_urls.items()}
+        assert stack.watch is not None
+        deadline = time.monotonic() + 30
+        while not stack.watch.readings and time.monotonic() < deadline:
+            time.sleep(0.5)
+        broker = urllib.request.urlopen(stack.watch.url, timeout=5).read().decode()  # noqa: S310
+    # the devstack watches its broker: memory, CPU, how late records reach a reader
+    rss = re.search(r"^parcelflow_devstack_broker_rss_bytes ([0-9.e+]+)$", broker, re.M)
+    assert rss is not None and float(rss.group(1)) > 1e6, broker
+    assert "parcelflow_devstack_broker_slow 0.0" in broker  # 60 orders do not slow it
     assert progress.pending == 0, (
         f"orders without label: {progress.expected - progress.labels.keys()}"
     )
