@@ -42,7 +42,7 @@ REALERT_S = 300.0
 ADVICE = (
     "the embedded broker slows as its log grows (every fetch lists every record batch of "
     "its partition): restart the devstack (Ctrl-C, then make up) to begin with an empty "
-    "log, or run the compose stack with Apache Kafka for long sessions (docs/testing.md)"
+    "log, or run the compose stack with Apache Kafka for long sessions (docs/production.md)"
 )
 
 

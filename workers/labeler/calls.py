@@ -24,9 +24,8 @@ from workers.labeler import decide
 from workers.labeler.codes import AMBIGUOUS, CREDENTIALS, FailureCode
 from workers.labeler.limiter import Gradient, Slots
 from workers.labeler.outcomes import Answered, Called, Response
+from workers.labeler.provider import LabelProvider, LabelResponse
 from workers.labeler.retry import RetryPolicy
-from workers.labeler.shipium.client import ShipiumClient
-from workers.labeler.shipium.response import LabelResponse
 from workers.labeler.writer import Writer
 from workers.settings import LabelerSettings
 
@@ -152,7 +151,7 @@ class Caller:
         await asyncio.sleep(self.settings.labeler_auth_retry_s)
 
 
-def creating(shipium: ShipiumClient) -> Callable[[LabelJob], Awaitable[LabelResponse]]:
+def creating(provider: LabelProvider) -> Callable[[LabelJob], Awaitable[LabelResponse]]:
     """A create call for one job that, after an answer that leaves the outcome unknown
     (a timeout, a dropped connection, 502/503/504), looks the shipment up by its
     partnerShipmentId before it creates again: a label made but not answered is taken,
@@ -162,14 +161,14 @@ def creating(shipium: ShipiumClient) -> Callable[[LabelJob], Awaitable[LabelResp
     async def create(job: LabelJob) -> LabelResponse:
         nonlocal unsure
         if unsure:
-            found = await shipium.find_label(job)
+            found = await provider.find_label(job)
             if found is not None:
                 log.info(
                     "label_found_after_unclear_answer", job_id=job.job_id, order_id=job.order_id
                 )
                 return found
         try:
-            return await shipium.create_label(job)
+            return await provider.create_label(job)
         except ApiError as err:
             unsure = unsure or err.code in AMBIGUOUS
             raise

@@ -22,7 +22,7 @@ from schemas.label import (
 from workers.kafka import MAX_REASON_CHARS
 from workers.labeler.codes import FailureCode
 from workers.labeler.ledger import Ledger
-from workers.labeler.shipium.response import LabelResponse
+from workers.labeler.provider import LabelResponse
 from workers.settings import LabelerSettings
 
 VOID_IN_SELLER_CENTER = (

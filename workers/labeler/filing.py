@@ -13,7 +13,7 @@ from schemas.common import now_ms
 from schemas.label import LabelDocument, LabelFailure, LabelJob, LabelResult
 from workers.labeler import decide
 from workers.labeler.codes import FailureCode
-from workers.labeler.shipium.response import LabelResponse
+from workers.labeler.provider import LabelResponse
 from workers.labels import claims
 from workers.labels.store import CONTENT_TYPES, LabelStore, manifest_name, put_document
 from workers.retry import backoff_delay

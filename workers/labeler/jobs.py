@@ -16,8 +16,7 @@ from workers.labeler.decide import Action
 from workers.labeler.filing import Filing
 from workers.labeler.ledger import Ledger
 from workers.labeler.outcomes import Answered, Called, Ended
-from workers.labeler.shipium.client import ShipiumClient
-from workers.labeler.shipium.response import LabelResponse
+from workers.labeler.provider import LabelProvider, LabelResponse
 from workers.labeler.writer import Writer
 from workers.labels.store import open_store
 from workers.settings import LabelerSettings
@@ -32,11 +31,11 @@ class JobRunner:
         self,
         settings: LabelerSettings,
         producer: AIOKafkaProducer,
-        shipium: ShipiumClient,
+        provider: LabelProvider,
         max_in_flight: int,
     ) -> None:
         self.settings = settings
-        self.shipium = shipium
+        self.provider = provider
         self.writer = Writer(settings, producer)
         self.calls = Caller(settings, self.writer, max_in_flight)
         self.filing = Filing(open_store(settings), settings.box_id_reuse_after_s)
@@ -67,13 +66,13 @@ class JobRunner:
             return await self.refuse(job, refused)
         if action is Action.RECOVER:
             # A process that died may have made this label: look before making another.
-            found = await self.calls.with_retries(job, self.shipium.find_label, timed=False)
+            found = await self.calls.with_retries(job, self.provider.find_label, timed=False)
             if not isinstance(found, LabelFailure) and found.response is not None:
                 log.info("label_recovered", job_id=job.job_id, order_id=job.order_id)
                 return await self.finish(job, Answered(found.response, 1, found.call_ms))
         await self.writer.publish(self.writer.attempts, job.order_id, decide.attempt(job, now_ms()))
         self.ledger.attempted.add(job.job_id)
-        return await self.finish(job, await self.calls.with_retries(job, creating(self.shipium)))
+        return await self.finish(job, await self.calls.with_retries(job, creating(self.provider)))
 
     async def cancel(self, job: LabelJob) -> Ended:
         """A cancel job: the cancellation failure (or, once labeled, the void one)."""

@@ -12,18 +12,14 @@ from schemas.common import Address
 from schemas.label import LabelJob
 from workers.errors import retry_after_seconds
 from workers.labeler.codes import FailureCode
+from workers.labeler.provider import LabelResponse
 from workers.labeler.shipium.request import (
     LABEL_PATH,
     LOOKUP_PATH,
     METHOD,
     build_label_request,
 )
-from workers.labeler.shipium.response import (
-    LabelResponse,
-    ShipiumError,
-    parse_error,
-    parse_label_response,
-)
+from workers.labeler.shipium.response import ShipiumError, parse_error, parse_label_response
 from workers.settings import LabelerSettings
 
 IN_PROGRESS = 409

@@ -4,38 +4,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
 from typing import Any
 
 from workers.errors import ApiError, http_code
 from workers.labeler.codes import FailureCode
+from workers.labeler.provider import LabelResponse, PackageLabel
 
 
 class ShipiumError(ApiError):
     pass
-
-
-@dataclass(frozen=True)
-class PackageLabel:
-    tracking_id: str
-    documents: dict[str, bytes]  # format (pdf, png, zpl) -> the document, in answer order
-
-    @property
-    def document(self) -> bytes:
-        return next(iter(self.documents.values()), b"")
-
-    @property
-    def document_format(self) -> str:
-        return next(iter(self.documents), "")
-
-
-@dataclass(frozen=True)
-class LabelResponse:
-    shipment_id: str
-    label_id: str
-    carrier: str
-    service: str
-    packages: list[PackageLabel]
 
 
 def _package(carrier_label: dict[str, Any]) -> PackageLabel:

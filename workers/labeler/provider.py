@@ -1,0 +1,48 @@
+"""What the labeler needs of a label provider, whichever it is: Shipium's "TikTok Shop"
+carrier today (``workers/labeler/shipium/``). A provider is pure request builders and
+response parsers beside one client that does the I/O; the client is what the labeler
+holds. Flow control, the adaptive limit, retries, the attempts ledger, the label store
+and the fetch API are the labeler's and work the same for every provider.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from schemas.label import LabelJob
+
+
+@dataclass(frozen=True)
+class PackageLabel:
+    tracking_id: str
+    documents: dict[str, bytes]  # format (pdf, png, zpl) -> the document, in answer order
+
+    @property
+    def document(self) -> bytes:
+        return next(iter(self.documents.values()), b"")
+
+    @property
+    def document_format(self) -> str:
+        return next(iter(self.documents), "")
+
+
+@dataclass(frozen=True)
+class LabelResponse:
+    shipment_id: str
+    label_id: str
+    carrier: str
+    service: str
+    packages: list[PackageLabel]
+
+
+class LabelProvider(Protocol):
+    async def create_label(self, job: LabelJob) -> LabelResponse:
+        """One label per parcel of the job, in parcel order; raises ApiError (with a typed
+        code and whether a retry may help) when the provider answers otherwise."""
+        ...
+
+    async def find_label(self, job: LabelJob) -> LabelResponse | None:
+        """The label the provider already made for this job (looked up by the job's id),
+        or None: asked before creating again after an answer that left it unknown."""
+        ...
