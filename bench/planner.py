@@ -333,7 +333,6 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
 
 
 async def main(args: argparse.Namespace) -> None:
-    default_gc = gc.get_threshold()
     with TemporaryDirectory(prefix="pf-bench-") as tmp_dir, EmbeddedBroker() as broker:
         tmp = Path(tmp_dir)
         base = Settings(kafka_bootstrap=broker.bootstrap, kafka_embedded=True)
@@ -373,14 +372,7 @@ async def main(args: argparse.Namespace) -> None:
         baseline = await run(
             "baseline", "baseline (pass-through)", [*this, "--pass-through"], passed(items)
         )
-        for name, tune in (("default", False), ("planner's", True)):
-            if tune:
-                collect_garbage_less_often()
-            rate = join_alone(items, runs["planner"].planner_batch_size)
-            label = f"join alone ({name} GC)"
-            print(f"{label:<36} {rate:6.0f} events/s  (in this process, no Kafka)")
-        gc.unfreeze()
-        gc.set_threshold(*default_gc)
+        join_without_kafka(items, runs["planner"].planner_batch_size)
         floor = await run(
             "floor", "floor (Faust)", [*this, "--faust-floor"], counted(runs["floor"], items)
         )
@@ -403,6 +395,23 @@ async def main(args: argparse.Namespace) -> None:
             [*this, "--looked-up", "--orders", str(args.orders)],
             jobs(runs["looked-up"], args.orders),
         )
+    ratios(baseline, floor, echo, planner, ceiling)
+
+
+def join_without_kafka(items: Any, batch_size: int) -> None:
+    """The join alone in this process, with Python's GC settings and with the planner's."""
+    default_gc = gc.get_threshold()
+    for name, tune in (("default", False), ("planner's", True)):
+        if tune:
+            collect_garbage_less_often()
+        rate = join_alone(items, batch_size)
+        label = f"join alone ({name} GC)"
+        print(f"{label:<36} {rate:6.0f} events/s  (in this process, no Kafka)")
+    gc.unfreeze()
+    gc.set_threshold(*default_gc)
+
+
+def ratios(baseline: float, floor: float, echo: float, planner: float, ceiling: float) -> None:
     print(f"ratio planner/pass-through: {planner / baseline:.2f} (goal >= 0.5)")
     print(f"ratio planner/faust floor:  {planner / floor:.2f} (the join's own cost inside Faust)")
     print(f"ratio echo/faust floor:     {echo / floor:.2f} (Faust with one record out per event)")

@@ -108,44 +108,6 @@ def create_app(sim: Simulator) -> web.Application:
     async def lookup(request: web.Request) -> web.Response:
         return await find_label(request, sim.shipium)
 
-    async def load_orders(request: web.Request) -> web.Response:
-        orders = orjson.loads(await request.read())
-        for order in orders:
-            sim.tiktok.orders[str(order["id"])] = order
-        return json({"loaded": len(orders)})
-
-    async def add_shops(request: web.Request) -> web.Response:
-        shops = orjson.loads(await request.read())
-        for cipher, tokens in shops.items():
-            shop = sim.tiktok.add_shop(cipher, tokens["access_token"], tokens["refresh_token"])
-            shop.access_expires_at = float(tokens.get("access_expires_at", 0))
-        return json({"shops": len(sim.tiktok.shops)})
-
-    async def shops(request: web.Request) -> web.Response:
-        return json(
-            {
-                cipher: {
-                    "refresh_token_sha256": sha256(shop.refresh_token),
-                    "revoked": shop.revoked,
-                }
-                for cipher, shop in sim.tiktok.shops.items()
-            }
-        )
-
-    async def faults(request: web.Request) -> web.Response:
-        raw = orjson.loads(await request.read())
-        sim.faults.push(raw["api"], [Fault.from_json(f) for f in raw["faults"]])
-        return json({"queued": len(raw["faults"])})
-
-    async def stats(request: web.Request) -> web.Response:
-        return json(sim.stats())
-
-    async def requests(request: web.Request) -> web.Response:
-        return json(sim.shipium.requests)
-
-    async def healthz(request: web.Request) -> web.Response:
-        return json({"status": "ok", "worker": "simulator"})
-
     app.router.add_get(wire.ORDER_DETAIL_PATH, detail)
     app.router.add_get(wire.TOKEN_REFRESH_PATH, refresh)
     app.router.add_post(LABEL_PATH, label)
@@ -158,6 +120,52 @@ def create_app(sim: Simulator) -> web.Application:
     app.router.add_get("/_sim/shipium/requests", requests)
     app.router.add_get("/healthz", healthz)
     return app
+
+
+# --- the devstack's admin routes (/_sim/...): what tests and demo traffic set and read ---
+
+
+async def load_orders(request: web.Request) -> web.Response:
+    orders = orjson.loads(await request.read())
+    for order in orders:
+        request.app[SIM].tiktok.orders[str(order["id"])] = order
+    return json({"loaded": len(orders)})
+
+
+async def add_shops(request: web.Request) -> web.Response:
+    tiktok = request.app[SIM].tiktok
+    for cipher, tokens in orjson.loads(await request.read()).items():
+        shop = tiktok.add_shop(cipher, tokens["access_token"], tokens["refresh_token"])
+        shop.access_expires_at = float(tokens.get("access_expires_at", 0))
+    return json({"shops": len(tiktok.shops)})
+
+
+async def shops(request: web.Request) -> web.Response:
+    """Each shop's refresh token as a SHA-256 digest, never the token."""
+    return json(
+        {
+            cipher: {"refresh_token_sha256": sha256(shop.refresh_token), "revoked": shop.revoked}
+            for cipher, shop in request.app[SIM].tiktok.shops.items()
+        }
+    )
+
+
+async def faults(request: web.Request) -> web.Response:
+    raw = orjson.loads(await request.read())
+    request.app[SIM].faults.push(raw["api"], [Fault.from_json(f) for f in raw["faults"]])
+    return json({"queued": len(raw["faults"])})
+
+
+async def stats(request: web.Request) -> web.Response:
+    return json(request.app[SIM].stats())
+
+
+async def requests(request: web.Request) -> web.Response:
+    return json(request.app[SIM].shipium.requests)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json({"status": "ok", "worker": "simulator"})
 
 
 def run(settings: Settings) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import BasicAuth, web
 
-from devstack.simulator.faults import FaultQueue
+from devstack.simulator.faults import Fault, FaultQueue
 from devstack.simulator.pdf import label_pdf
 from devstack.simulator.render import RENDERERS, Label, address_lines
 
@@ -156,6 +156,39 @@ def validate(body: dict[str, Any]) -> str:
 async def create_label(
     request: web.Request, state: ShipiumState, faults: FaultQueue
 ) -> web.Response:
+    refused = await refusal(request, state)
+    if isinstance(refused, web.Response):
+        return refused
+    body = refused
+    shipment = body["shipmentParameters"]
+    packages = shipment.get("multiParcelShipmentParameters") or [shipment]
+    partner_id = str(shipment["partnerShipmentId"])
+    previous = state.answers.get(partner_id)
+    state.answers[partner_id] = None  # in progress: a lookup now answers 409
+    state.in_flight += 1
+    state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
+    try:
+        fault = faults.next("shipium")
+        failed = await work(state, fault, len(packages))
+    finally:
+        state.in_flight -= 1
+    if failed is not None:  # a failed call made no shipment
+        if previous is None:
+            del state.answers[partner_id]
+        else:
+            state.answers[partner_id] = previous
+        return failed
+    answer = await make_answer(state, body, shipment, packages, partner_id)
+    if fault is not None and fault.after == "created" and fault.status != 200:
+        if fault.status == 0 and request.transport is not None:  # made, then the line drops
+            request.transport.close()
+        return error(fault.status or 502, fault.message)  # made, but answered an error
+    return web.json_response(answer, dumps=lambda o: orjson.dumps(o).decode())
+
+
+async def refusal(request: web.Request, state: ShipiumState) -> web.Response | dict[str, Any]:
+    """The error answer for a request refused before any work (key, body, rate), or its
+    body."""
     try:
         auth = BasicAuth.decode(request.headers.get("Authorization", ""))
     except ValueError:
@@ -171,41 +204,37 @@ async def create_label(
         return error(400, problem)
     if state.over_rate(time.monotonic()):
         return error(429, "rate limit exceeded", {"Retry-After": "1"})
-    shipment = body["shipmentParameters"]
-    packages = shipment.get("multiParcelShipmentParameters") or [shipment]
-    partner_id = str(shipment["partnerShipmentId"])
-    previous = state.answers.get(partner_id)
-    state.answers[partner_id] = None  # in progress: a lookup now answers 409
-    state.in_flight += 1
-    state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
-    try:
-        fault = faults.next("shipium")
-        if fault is not None:
-            await asyncio.sleep(fault.delay_s)
-            if fault.status != 200 and fault.after != "created":
-                headers = (
-                    {"Retry-After": str(fault.retry_after)}
-                    if fault.retry_after is not None
-                    else None
-                )
-                if previous is None:
-                    del state.answers[partner_id]  # a failed call made no shipment
-                else:
-                    state.answers[partner_id] = previous
-                return error(fault.status, fault.message, headers)
-        state.calls += 1
-        capacity = state.capacity_now(time.monotonic())
-        crowd = state.in_flight / capacity if capacity else 1.0
-        if crowd > 2:
-            state.overloaded += 1
-            if previous is None:
-                del state.answers[partner_id]
-            else:
-                state.answers[partner_id] = previous
-            return error(429, "over capacity", {"Retry-After": "1"})
-        await asyncio.sleep(state.latency(len(packages)) * max(1.0, crowd))
-    finally:
-        state.in_flight -= 1
+    return dict(body)
+
+
+async def work(state: ShipiumState, fault: Fault | None, parcels: int) -> web.Response | None:
+    """The call's time (slower when crowded past capacity), or the error it ends in before
+    a shipment is made: a scripted fault, or 429 when far over capacity."""
+    if fault is not None:
+        await asyncio.sleep(fault.delay_s)
+        if fault.status != 200 and fault.after != "created":
+            headers = (
+                {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
+            )
+            return error(fault.status, fault.message, headers)
+    state.calls += 1
+    capacity = state.capacity_now(time.monotonic())
+    crowd = state.in_flight / capacity if capacity else 1.0
+    if crowd > 2:
+        state.overloaded += 1
+        return error(429, "over capacity", {"Retry-After": "1"})
+    await asyncio.sleep(state.latency(parcels) * max(1.0, crowd))
+    return None
+
+
+async def make_answer(
+    state: ShipiumState,
+    body: dict[str, Any],
+    shipment: dict[str, Any],
+    packages: list[dict[str, Any]],
+    partner_id: str,
+) -> dict[str, Any]:
+    """The shipment is made: its labels rendered, its answer kept for lookups."""
     state.shipment_ids[partner_id] += 1
     state.requests.append(body)
     formats = label_formats(body)
@@ -228,11 +257,7 @@ async def create_label(
     else:
         answer["carrierLabel"] = labels[0]
     state.answers[partner_id] = answer
-    if fault is not None and fault.after == "created" and fault.status != 200:
-        if fault.status == 0 and request.transport is not None:  # made, then the line drops
-            request.transport.close()
-        return error(fault.status or 502, fault.message)  # made, but answered an error
-    return web.json_response(answer, dumps=lambda o: orjson.dumps(o).decode())
+    return answer
 
 
 async def find_label(request: web.Request, state: ShipiumState) -> web.Response:

@@ -127,6 +127,7 @@ class Planner:
     """What every batch needs: the app, its table, topic names and the size limits."""
 
     def __init__(self, app: faust.App, table: JoinTable, settings: PlannerSettings) -> None:
+        self.settings = settings
         names = Topics(settings)
         self.app = app
         self.table = table
@@ -313,30 +314,7 @@ def create_app(settings: PlannerSettings, fatal: OnFatal | None = None) -> faust
 
     @app.agent(source, concurrency=1)
     async def join(stream: faust.StreamT[bytes]) -> None:
-        assert isinstance(stream, faust.Stream)  # noqa: S101 (take_events is not on StreamT)
-        # take_events turns the stream's own acks off while it runs and back on when it
-        # ends; events drained after that would be acked unjoined. Off from the start.
-        stream.enable_acks = False
-        batches = stream.take_events(
-            settings.planner_batch_size, within=settings.planner_batch_wait_s
-        )
-        try:
-            async for events in batches:
-                # take_events acks a batch in a ``finally``, also when cancelled mid-batch:
-                # one more reference per message, given back once the batch is done, keeps
-                # an unfinished batch uncommitted.
-                for event in events:
-                    event.message.incref()
-                await join_batch(planner, events)
-                for event in events:
-                    event.ack()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.critical("planner_join_failed", error=f"{type(exc).__name__}: {exc}")
-            if fatal is not None:
-                fatal(exc)
-            raise
+        await join_stream(planner, stream, fatal)
 
     @app.task  # type: ignore[untyped-decorator]
     async def serve_ops() -> None:
@@ -354,6 +332,35 @@ def create_app(settings: PlannerSettings, fatal: OnFatal | None = None) -> faust
         logging.getLogger().setLevel(level)
 
     return app
+
+
+async def join_stream(
+    planner: Planner, stream: faust.StreamT[bytes], fatal: OnFatal | None
+) -> None:
+    """The join agent: batches of events, each acked once its batch is joined and written."""
+    assert isinstance(stream, faust.Stream)  # noqa: S101 (take_events is not on StreamT)
+    settings = planner.settings
+    # take_events turns the stream's own acks off while it runs and back on when it
+    # ends; events drained after that would be acked unjoined. Off from the start.
+    stream.enable_acks = False
+    batches = stream.take_events(settings.planner_batch_size, within=settings.planner_batch_wait_s)
+    try:
+        async for events in batches:
+            # take_events acks a batch in a ``finally``, also when cancelled mid-batch:
+            # one more reference per message, given back once the batch is done, keeps
+            # an unfinished batch uncommitted.
+            for event in events:
+                event.message.incref()
+            await join_batch(planner, events)
+            for event in events:
+                event.ack()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.critical("planner_join_failed", error=f"{type(exc).__name__}: {exc}")
+        if fatal is not None:
+            fatal(exc)
+        raise
 
 
 class PlannerWorker(faust.Worker):

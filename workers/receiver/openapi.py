@@ -54,6 +54,28 @@ BEARER_401 = error("Missing or wrong bearer token.")
 
 def document(max_body_bytes: int) -> dict[str, Any]:
     components: dict[str, Any] = {"Error": ERROR_SCHEMA}
+    paths = intake_paths(components) | label_paths() | ops_paths()
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "parcelflow receiver",
+            "version": "1",
+            "description": f"Bodies up to {max_body_bytes} bytes. A 2xx means the event is "
+            "in Kafka; no other 5xx than 503 is ever answered.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "tiktokSignature": {"type": "apiKey", "in": "header", "name": "Authorization"},
+            },
+        },
+    }
+
+
+def intake_paths(components: dict[str, Any]) -> dict[str, Any]:
+    """What writes to Kafka: TikTok's webhooks, order and box events."""
     accepted = {
         "description": "Stored durably in Kafka (acks=all).",
         "content": {
@@ -72,7 +94,7 @@ def document(max_body_bytes: int) -> dict[str, Any]:
         "413": TOO_LARGE,
         "503": UNAVAILABLE,
     }
-    paths: dict[str, Any] = {
+    return {
         "/webhooks/tiktok": {
             "post": {
                 "summary": "TikTok Shop webhook (any type; unknown types are kept).",
@@ -108,6 +130,12 @@ def document(max_body_bytes: int) -> dict[str, Any]:
                 "responses": ingest_responses,
             }
         },
+    }
+
+
+def label_paths() -> dict[str, Any]:
+    """The label fetch API, and the void refusal."""
+    return {
         "/v1/labels/{job_id}/void": {
             "post": {
                 "summary": "Void a label: refused, TikTok Shop labels are voided in Seller Center.",
@@ -146,6 +174,11 @@ def document(max_body_bytes: int) -> dict[str, Any]:
                 "responses": _document_responses(),
             }
         },
+    }
+
+
+def ops_paths() -> dict[str, Any]:
+    return {
         "/healthz": {"get": {"summary": "The process is up.", "responses": {"200": _ok()}}},
         "/readyz": {
             "get": {
@@ -161,23 +194,6 @@ def document(max_body_bytes: int) -> dict[str, Any]:
         },
         "/openapi.json": {
             "get": {"summary": "This document.", "responses": {"200": {"description": "OpenAPI"}}}
-        },
-    }
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "parcelflow receiver",
-            "version": "1",
-            "description": f"Bodies up to {max_body_bytes} bytes. A 2xx means the event is "
-            "in Kafka; no other 5xx than 503 is ever answered.",
-        },
-        "paths": paths,
-        "components": {
-            "schemas": components,
-            "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer"},
-                "tiktokSignature": {"type": "apiKey", "in": "header", "name": "Authorization"},
-            },
         },
     }
 
