@@ -121,7 +121,11 @@ class Stack:
         values = {
             "KAFKA_BOOTSTRAP": bootstrap,
             "KAFKA_EMBEDDED": "true",
-            "KAFKA_FETCH_MAX_WAIT_MS": "20",  # Tansu holds a fetch until its wait is over
+            # the embedded broker's fetch cost grows with the batches of a partition: fewer,
+            # larger batches and fewer fetches (docs/architecture.md, the embedded broker)
+            "KAFKA_LINGER_MS": "20",
+            "RECEIVER_LINGER_MS": "20",
+            "KAFKA_FETCH_MAX_WAIT_MS": "100",
             "RECEIVER_PORT": str(receiver_port),
             "RECEIVER_REUSE_PORT": "true",  # more receivers share the port (add_replica)
             "SIM_PORT": str(sim_port),

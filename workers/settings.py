@@ -182,7 +182,8 @@ class KafkaSettings(Section):
         le=30_000,
         description="How long a fetch may wait for data (Kafka's fetch.max.wait.ms). A real "
         "broker answers as soon as data is there; the embedded broker holds every fetch "
-        "until this is over, so the devstack sets 20 (the planner too: Faust's own is 1500).",
+        "until this is over; the devstack sets 100 (the planner too: Faust's own is 1500): "
+        "see the embedded broker in docs/architecture.md.",
     )
 
     kafka_linger_ms: int = Field(
