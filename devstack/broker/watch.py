@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -137,7 +138,7 @@ class BrokerWatch:
         self.alerted_at: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._server: object = None
+        self._server: tuple[Any, threading.Thread] | None = None
 
     @property
     def url(self) -> str:
@@ -155,9 +156,12 @@ class BrokerWatch:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        server = self._server
-        if server is not None and isinstance(server, tuple):  # prometheus_client >= 0.20
-            server[0].shutdown()
+        if self._server is not None:
+            httpd, thread = self._server
+            httpd.shutdown()
+            httpd.server_close()  # its listening socket, or it is left to the GC
+            thread.join(timeout=5)
+            self._server = None
 
     async def run(self) -> None:
         names = Topics(self.settings)
