@@ -186,15 +186,23 @@ async def create_label(
     return web.json_response(answer, dumps=lambda o: orjson.dumps(o).decode())
 
 
-async def refusal(request: web.Request, state: ShipiumState) -> web.Response | dict[str, Any]:
-    """The error answer for a request refused before any work (key, body, rate), or its
-    body."""
+def unauthorized(request: web.Request, state: ShipiumState) -> web.Response | None:
+    """401 unless the request carries the API key (HTTP Basic, the key as the user)."""
     try:
         auth = BasicAuth.decode(request.headers.get("Authorization", ""))
     except ValueError:
         return error(401, "missing or malformed API key")
     if not secrets.compare_digest(auth.login, state.api_key):
         return error(401, "invalid API key")
+    return None
+
+
+async def refusal(request: web.Request, state: ShipiumState) -> web.Response | dict[str, Any]:
+    """The error answer for a request refused before any work (key, body, rate), or its
+    body."""
+    refused = unauthorized(request, state)
+    if refused is not None:
+        return refused
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
@@ -262,12 +270,9 @@ async def make_answer(
 
 async def find_label(request: web.Request, state: ShipiumState) -> web.Response:
     """The label already made for a partnerShipmentId: 404 if none, 409 while in progress."""
-    try:
-        auth = BasicAuth.decode(request.headers.get("Authorization", ""))
-    except ValueError:
-        return error(401, "missing or malformed API key")
-    if not secrets.compare_digest(auth.login, state.api_key):
-        return error(401, "invalid API key")
+    refused = unauthorized(request, state)
+    if refused is not None:
+        return refused
     partner_id = request.match_info["partner_shipment_id"]
     if partner_id not in state.answers:
         return error(404, f"no shipment {partner_id}")
