@@ -83,6 +83,12 @@ def add_demo(sub: Any) -> None:
             help='label formats asked and stored, e.g. pdf,zpl (PARCELFLOW_LABEL_FORMATS, "pdf")',
         )
         p.add_argument(
+            "--label-provider",
+            choices=("shipium", "tiktok"),
+            help="where every shop's labels come from: shipium (Shipium's TikTok Shop "
+            "carrier) or tiktok (TikTok Shipping) (PARCELFLOW_LABEL_PROVIDER, shipium)",
+        )
+        p.add_argument(
             "--kafka-tls",
             action="store_true",
             help="every Kafka client over TLS (mutual TLS), with a throwaway CA made at start",
@@ -235,6 +241,8 @@ def demo_overrides(args: argparse.Namespace) -> dict[str, str]:
         overrides["LABELER_MAX_IN_FLIGHT"] = str(args.max_in_flight)
     if args.label_formats:
         overrides["LABEL_FORMATS"] = json.dumps(args.label_formats.split(","))
+    if args.label_provider:
+        overrides["LABEL_PROVIDER"] = args.label_provider
     return overrides
 
 

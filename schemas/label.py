@@ -87,10 +87,19 @@ class LabelFailure(Model):
     failed_at_ms: int = Field(ge=0, le=MAX_INT)
 
 
-class LabelAttempt(Model):
-    """Written before a job's first label call: after a crash, look the label up first."""
+class PackageRef(Model):
+    box_id: Id
+    package_id: Id
 
-    event_id: Id = Field(description="attempt-<job_id>.")
+
+class LabelAttempt(Model):
+    """Written before a job's first label call: after a crash, look the label up first.
+    TikTok Shipping writes one more per box as its package is created, naming it."""
+
+    event_id: Id = Field(description="attempt-<job_id>, or attempt-<job_id>-<package_id>.")
     job_id: Id
     order_id: Id
     started_at_ms: int = Field(ge=0, le=MAX_INT)
+    packages: list[PackageRef] = Field(
+        default_factory=list, description="TikTok Shipping: the box's package, just created."
+    )

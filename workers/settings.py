@@ -58,6 +58,9 @@ class PrincipalSpec(BaseModel):
 class Warehouse(BaseModel):
     ship_from: Address
     fulfillment_context: dict[str, Any] = Field(default_factory=lambda: {"channel": "TikTok Shop"})
+    # TikTok Shipping: how its packages reach the carrier, told with Ship Package once the
+    # label is made; "" (the US default): the carrier's first scan ships the package.
+    tiktok_handover: Literal["", "PICKUP", "DROP_OFF"] = ""
 
 
 PRINCIPAL_NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
@@ -382,7 +385,12 @@ class TikTokSettings(Section):
     )
 
     tiktok_rate_limit_qps: float = Field(
-        50.0, gt=0, description="Get Order Detail calls per second per shop, at most."
+        50.0,
+        gt=0,
+        description="TikTok calls per second per shop from this process, at most (one "
+        "limiter per shop for every call: orders, packages, documents). TikTok allows 50 per "
+        "app and shop in all: where the labeler makes TikTok Shipping labels, split it "
+        "between the enricher and labeler processes.",
     )
 
     tiktok_batch_size: int = Field(
@@ -517,7 +525,12 @@ class ReceiverSettings(WorkerSettings, AuthSettings, TikTokSettings, LabelStoreS
         return self
 
 
-class EnricherSettings(WorkerSettings, TikTokSettings):
+class TikTokWorkerSettings(WorkerSettings, TikTokSettings):
+    """A worker that calls TikTok Shop with the shops' tokens: the enricher, and the
+    labeler for shops whose labels come from TikTok Shipping."""
+
+
+class EnricherSettings(TikTokWorkerSettings):
     """The enricher."""
 
     enricher_park_retry_s: float = Field(
@@ -589,8 +602,35 @@ class AuditorSettings(PlannerSettings):
     )
 
 
-class LabelerSettings(WorkerSettings, LabelStoreSettings):
-    """The labeler: the label API, flow control, retries, the warehouses it ships from."""
+class LabelerSettings(TikTokWorkerSettings, LabelStoreSettings):
+    """The labeler: the label providers, flow control, retries, the warehouses it ships
+    from."""
+
+    label_provider: Literal["shipium", "tiktok"] = Field(
+        "shipium",
+        description="Where labels come from by default: shipium (Shipium's TikTok Shop "
+        "carrier) or tiktok (TikTok Shipping through the Fulfillment API, with the shop's "
+        "tokens from tiktok.tokens.v1).",
+    )
+
+    label_providers: dict[str, Literal["shipium", "tiktok"]] = Field(
+        default_factory=dict,
+        description='Per shop id, the provider that makes its labels, as JSON {"7495": '
+        '"tiktok"}; shops not named use label_provider.',
+    )
+
+    labeler_on_hold_retry_s: float = Field(
+        60.0,
+        gt=0,
+        description="TikTok Shipping: an order TikTok holds (the buyer may still cancel) is "
+        "tried again after this long, until labeler_max_attempts or labeler_max_age_s.",
+    )
+
+    tiktok_document_max_bytes: int = Field(
+        5 * 1024 * 1024,
+        ge=1024,
+        description="TikTok Shipping: the largest label document downloaded from doc_url.",
+    )
 
     shipium_base_url: str = Field("https://api.shipium.com", description="Shipium API base URL.")
 
@@ -908,6 +948,7 @@ SECTIONS: tuple[type[Section], ...] = (
     ReceiverSettings,
     AuthSettings,
     TikTokSettings,
+    TikTokWorkerSettings,
     EnricherSettings,
     PlannerSettings,
     AuditorSettings,

@@ -5,15 +5,17 @@ Get Order Detail will serve, ``PUT /_sim/tiktok/shops`` authorizes more shops (c
 access token, refresh token, when the access token expires), ``GET /_sim/tiktok/shops``
 shows each shop's live refresh token as a SHA-256 digest, ``POST /_sim/faults`` queues
 scripted answers,
-``GET /_sim/stats`` and ``GET /_sim/shipium/requests`` show what was called.
-Shipium's label lookup by partnerShipmentId is served too (404 none, 409 in progress).
+``GET /_sim/stats``, ``GET /_sim/shipium/requests`` and ``GET /_sim/tiktok/packages`` show
+what was called and made.
+Shipium's label lookup by partnerShipmentId is served too (404 none, 409 in progress), and
+TikTok Shipping's packages, documents and handover (``tiktok_shipping.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
@@ -22,7 +24,16 @@ from aiohttp import web
 from devstack.simulator.faults import Fault, FaultQueue
 from devstack.simulator.shipium import ShipiumState, create_label, find_label
 from devstack.simulator.tiktok import TikTokState, order_detail, token_refresh
+from devstack.simulator.tiktok_shipping import (
+    ShippingState,
+    create_packages,
+    document,
+    ship_package,
+    shipping_document,
+)
+from devstack.simulator.tiktok_shipping import stats as shipping_stats
 from workers.labeler.shipium.request import LABEL_PATH, LOOKUP_PATH
+from workers.labeler.tiktok_shipping import wire as shipping_wire
 from workers.settings import Settings
 from workers.tiktok import wire
 
@@ -32,6 +43,7 @@ class Simulator:
     tiktok: TikTokState
     shipium: ShipiumState
     faults: FaultQueue
+    shipping: ShippingState = field(default_factory=ShippingState)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Simulator:
@@ -54,6 +66,10 @@ class Simulator:
                 rng=random.Random(settings.sim_seed),
             ),
             faults=FaultQueue(),
+            shipping=ShippingState(
+                latency_median_s=settings.sim_label_latency_median_s,
+                rng=random.Random(settings.sim_seed),
+            ),
         )
         sim.tiktok.add_shop(
             settings.tiktok_shop_cipher,
@@ -78,6 +94,7 @@ class Simulator:
                 "rate_limited": self.shipium.rate_limited,
                 "in_flight": self.shipium.in_flight,
             },
+            "tiktok_shipping": shipping_stats(self.shipping),
         }
 
 
@@ -108,7 +125,23 @@ def create_app(sim: Simulator) -> web.Application:
     async def lookup(request: web.Request) -> web.Response:
         return await find_label(request, sim.shipium)
 
+    async def packages(request: web.Request) -> web.Response:
+        return await create_packages(request, sim.tiktok, sim.shipping, sim.faults)
+
+    async def shipping_doc(request: web.Request) -> web.Response:
+        return await shipping_document(request, sim.tiktok, sim.shipping)
+
+    async def ship(request: web.Request) -> web.Response:
+        return await ship_package(request, sim.tiktok, sim.shipping)
+
+    async def pdf(request: web.Request) -> web.Response:
+        return await document(request, sim.shipping)
+
     app.router.add_get(wire.ORDER_DETAIL_PATH, detail)
+    app.router.add_post(shipping_wire.PACKAGES_PATH, packages)
+    app.router.add_get(shipping_wire.DOCUMENT_PATH, shipping_doc)
+    app.router.add_post(shipping_wire.SHIP_PATH, ship)
+    app.router.add_get("/_sim/tiktok/documents/{name}", pdf)
     app.router.add_get(wire.TOKEN_REFRESH_PATH, refresh)
     app.router.add_post(LABEL_PATH, label)
     app.router.add_get(LOOKUP_PATH, lookup)
@@ -118,6 +151,7 @@ def create_app(sim: Simulator) -> web.Application:
     app.router.add_post("/_sim/faults", faults)
     app.router.add_get("/_sim/stats", stats)
     app.router.add_get("/_sim/shipium/requests", requests)
+    app.router.add_get("/_sim/tiktok/packages", packages_made)
     app.router.add_get("/healthz", healthz)
     return app
 
@@ -162,6 +196,10 @@ async def stats(request: web.Request) -> web.Response:
 
 async def requests(request: web.Request) -> web.Response:
     return json(request.app[SIM].shipium.requests)
+
+
+async def packages_made(request: web.Request) -> web.Response:
+    return json([asdict(p) for p in request.app[SIM].shipping.packages.values()])
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from devstack.simulator.faults import FaultQueue
+from devstack.simulator.faults import Fault, FaultQueue
 from workers.tiktok import wire
 from workers.tiktok.signing import verify_api_signature
 
@@ -60,24 +60,25 @@ def answer(
     return web.json_response(body, status=status)
 
 
-async def order_detail(
-    request: web.Request, state: TikTokState, faults: FaultQueue
-) -> web.Response:
-    state.calls += 1
-    fault = faults.next("tiktok")
-    if fault is not None:
-        await asyncio.sleep(fault.delay_s)
-        if fault.status != 200 or fault.code is not None:
-            headers = (
-                {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-            )
-            if fault.code is not None:
-                return web.json_response(
-                    {"code": fault.code, "message": fault.message, "request_id": "", "data": {}},
-                    status=fault.status,
-                    headers=headers,
-                )
-            return web.Response(status=fault.status, headers=headers)
+async def injected(faults: FaultQueue, api: str) -> tuple[Fault | None, web.Response | None]:
+    """The next scripted answer of ``api``: its fault, and the answer that replaces the
+    real one (None: the call goes on, to do its work)."""
+    fault = faults.next(api)
+    if fault is None:
+        return None, None
+    await asyncio.sleep(fault.delay_s)
+    if fault.after == "created" or (fault.status == 200 and fault.code is None):
+        return fault, None
+    headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+    if fault.code is not None:
+        body = {"code": fault.code, "message": fault.message, "request_id": "", "data": {}}
+        return fault, web.json_response(body, status=fault.status, headers=headers)
+    return fault, web.Response(status=fault.status, headers=headers)
+
+
+async def checked(request: web.Request, state: TikTokState) -> SimShop | web.Response:
+    """The shop of a signed Open API call, checked as TikTok checks it: app key,
+    timestamp, signature over the raw body, shop cipher, access token."""
     params = dict(request.query)
     body = await request.read()
     if params.get("app_key") != state.app_key:
@@ -98,7 +99,20 @@ async def order_detail(
     expired = shop.access_expires_at and time.time() > shop.access_expires_at
     if request.headers.get(wire.ACCESS_TOKEN_HEADER) != shop.access_token or expired:
         return answer(wire.ACCESS_TOKEN_EXPIRED, "access token expired")
-    ids = [i for i in params.get("ids", "").split(",") if i]
+    return shop
+
+
+async def order_detail(
+    request: web.Request, state: TikTokState, faults: FaultQueue
+) -> web.Response:
+    state.calls += 1
+    _, replaced = await injected(faults, "tiktok")
+    if replaced is not None:
+        return replaced
+    shop = await checked(request, state)
+    if isinstance(shop, web.Response):
+        return shop
+    ids = [i for i in request.query.get("ids", "").split(",") if i]
     if not ids or len(ids) > 50:
         return answer(36009003, "ids must hold 1 to 50 order ids")
     found = [state.orders[i] for i in ids if i in state.orders]

@@ -93,8 +93,13 @@ def test_every_order_gets_exactly_one_label_with_the_item_ids_of_each_box(tmp_pa
 
 @pytest.mark.parametrize(
     "security",
-    [[], ["--kafka-tls"], ["--label-store", "s3", "--label-formats", "pdf,zpl"]],
-    ids=["plaintext", "mutual-tls", "s3-label-store"],
+    [
+        [],
+        ["--kafka-tls"],
+        ["--label-store", "s3", "--label-formats", "pdf,zpl"],
+        ["--label-provider", "tiktok"],
+    ],
+    ids=["plaintext", "mutual-tls", "s3-label-store", "tiktok-shipping"],
 )
 def test_parcelflow_run_prints_the_summary_exits_0_and_leaves_nothing_running(
     tmp_path: Path, security: list[str]

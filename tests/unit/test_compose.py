@@ -10,9 +10,10 @@ from workers.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {
-    "PARCELFLOW_TIKTOK_APP_SECRET": {"receiver", "enricher"},
+    # the labeler signs TikTok Shipping calls and reads the shops' tokens
+    "PARCELFLOW_TIKTOK_APP_SECRET": {"receiver", "enricher", "labeler"},
     "PARCELFLOW_TIKTOK_REFRESH_TOKEN": {"enricher"},
-    "PARCELFLOW_TIKTOK_TOKEN_KEY": {"enricher"},
+    "PARCELFLOW_TIKTOK_TOKEN_KEY": {"enricher", "labeler"},
     "PARCELFLOW_SHIPIUM_API_KEY": {"labeler"},
     "PARCELFLOW_PRINCIPALS": {"receiver", "dashboard"},
     "PARCELFLOW_DASHBOARD_SESSION_KEY": {"dashboard"},

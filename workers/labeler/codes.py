@@ -22,6 +22,11 @@ class FailureCode(StrEnum):
     SELLER_SHIPPED = "seller_shipped"  # the seller ships it: no TikTok Shop label request
     UNKNOWN_WAREHOUSE = "unknown_warehouse"  # not in PARCELFLOW_WAREHOUSES: replay once added
     BOX_ID_IN_USE = "box_id_in_use"  # another order holds the box id in its warehouse
+    # TikTok Shipping
+    ON_HOLD = "on_hold"  # TikTok holds the order (the buyer may cancel): retried later
+    TOKEN_EXPIRED = "token_expired"  # noqa: S105 (a code) the token is being refreshed
+    SHOP_UNAUTHORIZED = "shop_unauthorized"  # the seller must authorize the app again
+    ITEMS_IN_OTHER_PACKAGE = "items_in_other_package"  # a box's items are packed elsewhere
 
 
 # Shipium refused our key: not the job's fault, it waits until the key works again.

@@ -17,6 +17,7 @@ from schemas.label import (
     LabelFailure,
     LabelJob,
     LabelResult,
+    PackageRef,
     ParcelLabel,
 )
 from workers.kafka import MAX_REASON_CHARS
@@ -26,7 +27,8 @@ from workers.labeler.provider import LabelResponse
 from workers.settings import LabelerSettings
 
 VOID_IN_SELLER_CENTER = (
-    "labels for TikTok Shop cannot be voided through Shipium: void it in TikTok Seller Center"
+    "labels for TikTok Shop orders (through Shipium or TikTok Shipping) are voided in "
+    "TikTok Seller Center"
 )
 
 
@@ -66,10 +68,19 @@ def failure(
     )
 
 
+def provider_of(job: LabelJob, settings: LabelerSettings) -> str:
+    """The label provider of the job's shop: shipium or tiktok."""
+    return settings.label_providers.get(job.shop_id, settings.label_provider)
+
+
 def routing_failure(job: LabelJob, settings: LabelerSettings, at_ms: int) -> LabelFailure | None:
     """A job that must not reach the TikTok Shop carrier as it is: a seller-shipped order
-    (unless set to Shipium's ordinary carrier selection) or a warehouse with no address."""
-    if job.shipping_type == "SELLER" and settings.seller_shipped == "fail":
+    (unless set to Shipium's ordinary carrier selection; TikTok Shipping has none) or a
+    warehouse with no address."""
+    carrier_selection = (
+        settings.seller_shipped == "carrier-selection" and provider_of(job, settings) == "shipium"
+    )
+    if job.shipping_type == "SELLER" and not carrier_selection:
         message = "seller-shipped order: the seller ships it with its own logistics"
         return failure(job, FailureCode.SELLER_SHIPPED, message, False, 0, at_ms)
     if settings.warehouses and job.warehouse_id not in settings.warehouses:
@@ -94,6 +105,17 @@ def attempt(job: LabelJob, at_ms: int) -> LabelAttempt:
         job_id=job.job_id,
         order_id=job.order_id,
         started_at_ms=at_ms,
+    )
+
+
+def package_made(job: LabelJob, box_id: str, package_id: str, at_ms: int) -> LabelAttempt:
+    """The attempt record naming a box's package, written as soon as TikTok names it."""
+    return LabelAttempt(
+        event_id=derived_id("attempt", job.job_id, package_id),
+        job_id=job.job_id,
+        order_id=job.order_id,
+        started_at_ms=at_ms,
+        packages=[PackageRef(box_id=box_id, package_id=package_id)],
     )
 
 

@@ -5,8 +5,9 @@ records). The consumer loop around it is in ``worker.py``."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import structlog
-from aiokafka import AIOKafkaProducer
 
 from schemas.common import now_ms
 from schemas.label import LabelFailure, LabelJob
@@ -16,12 +17,23 @@ from workers.labeler.decide import Action
 from workers.labeler.filing import Filing
 from workers.labeler.ledger import Ledger
 from workers.labeler.outcomes import Answered, Called, Ended
-from workers.labeler.provider import LabelProvider, LabelResponse
+from workers.labeler.provider import LabelProvider, LabelResponse, PackageLog
 from workers.labeler.writer import Writer
 from workers.labels.store import open_store
 from workers.settings import LabelerSettings
 
 log = structlog.get_logger(__name__)
+
+
+def package_log(writer: Writer) -> PackageLog:
+    """Records a box's package on label-attempts.v1 the moment the provider names it."""
+
+    async def record(job: LabelJob, box_id: str, package_id: str) -> None:
+        made = decide.package_made(job, box_id, package_id, now_ms())
+        await writer.publish(writer.attempts, job.order_id, made)
+        log.info("package_created", job_id=job.job_id, box_id=box_id, package_id=package_id)
+
+    return record
 
 
 class JobRunner:
@@ -30,14 +42,16 @@ class JobRunner:
     def __init__(
         self,
         settings: LabelerSettings,
-        producer: AIOKafkaProducer,
-        provider: LabelProvider,
+        writer: Writer,
+        providers: Mapping[str, LabelProvider],
         max_in_flight: int,
     ) -> None:
         self.settings = settings
-        self.provider = provider
-        self.writer = Writer(settings, producer)
-        self.calls = Caller(settings, self.writer, max_in_flight)
+        self.providers = providers
+        self.writer = writer
+        # one adaptive limit per provider: each finds its own capacity
+        self.callers = {name: Caller(settings, writer, max_in_flight) for name in providers}
+        self.calls = self.callers[settings.label_provider]  # the default's: shared warm
         self.filing = Filing(open_store(settings), settings.box_id_reuse_after_s)
         w = self.writer
         self.ledger = Ledger(settings, w.labels, w.attempts, w.failures)
@@ -64,15 +78,17 @@ class JobRunner:
         refused = routing or await self.filing.claim_boxes(job)
         if refused is not None:
             return await self.refuse(job, refused)
+        name = decide.provider_of(job, self.settings)
+        provider, calls = self.providers[name], self.callers[name]
         if action is Action.RECOVER:
             # A process that died may have made this label: look before making another.
-            found = await self.calls.with_retries(job, self.provider.find_label, timed=False)
+            found = await calls.with_retries(job, provider.find_label, timed=False)
             if not isinstance(found, LabelFailure) and found.response is not None:
                 log.info("label_recovered", job_id=job.job_id, order_id=job.order_id)
                 return await self.finish(job, Answered(found.response, 1, found.call_ms))
         await self.writer.publish(self.writer.attempts, job.order_id, decide.attempt(job, now_ms()))
         self.ledger.attempted.add(job.job_id)
-        return await self.finish(job, await self.calls.with_retries(job, creating(self.provider)))
+        return await self.finish(job, await calls.with_retries(job, creating(provider)))
 
     async def cancel(self, job: LabelJob) -> Ended:
         """A cancel job: the cancellation failure (or, once labeled, the void one)."""

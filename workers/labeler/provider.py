@@ -1,5 +1,6 @@
 """What the labeler needs of a label provider, whichever it is: Shipium's "TikTok Shop"
-carrier today (``workers/labeler/shipium/``). A provider is pure request builders and
+carrier (``workers/labeler/shipium/``) and TikTok Shipping
+(``workers/labeler/tiktok_shipping/``), chosen per shop. A provider is pure request builders and
 response parsers beside one client that does the I/O; the client is what the labeler
 holds. Flow control, the adaptive limit, retries, the attempts ledger, the label store
 and the fetch API are the labeler's and work the same for every provider.
@@ -7,6 +8,7 @@ and the fetch API are the labeler's and work the same for every provider.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -46,3 +48,8 @@ class LabelProvider(Protocol):
         """The label the provider already made for this job (looked up by the job's id),
         or None: asked before creating again after an answer that left it unknown."""
         ...
+
+
+# Told each package a provider creates, the moment its id is known: (job, box id, package
+# id). The labeler records it on label-attempts.v1.
+PackageLog = Callable[[LabelJob, str, str], Awaitable[None]]

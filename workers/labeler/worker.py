@@ -40,14 +40,18 @@ from workers.kafka import (
 from workers.labeler import decide
 from workers.labeler.codes import FailureCode
 from workers.labeler.flow import Flow, Holding, OffsetTracker
-from workers.labeler.jobs import JobRunner
+from workers.labeler.jobs import JobRunner, package_log
 from workers.labeler.outcomes import Ended
+from workers.labeler.provider import LabelProvider
 from workers.labeler.shares import WarmStart
 from workers.labeler.shipium.client import ShipiumClient
-from workers.labeler.writer import CannotWrite
+from workers.labeler.tiktok_shipping.client import TikTokShipping
+from workers.labeler.writer import CannotWrite, Writer
 from workers.logs import dump_tasks
 from workers.runtime import Runtime, worker_runtime
 from workers.settings import LabelerSettings
+from workers.tiktok.client import TikTokClient
+from workers.tiktok.tokens import TokenStore, TokenTopic, defaults_of, import_missing
 
 log = structlog.get_logger(__name__)
 
@@ -66,7 +70,7 @@ class Labeler:
         settings: LabelerSettings,
         consumer: AIOKafkaConsumer,
         producer: AIOKafkaProducer,
-        shipium: ShipiumClient,
+        jobs: JobRunner,
     ) -> None:
         self.settings = settings
         self.consumer = consumer
@@ -84,7 +88,7 @@ class Labeler:
         # memory (a call, or writing its attempt or result record, or waiting for a call
         # slot) are bounded by max_jobs: the consumer pauses there, so writes overlap other
         # jobs' calls.
-        self.jobs = JobRunner(settings, producer, shipium, self.max_in_flight)
+        self.jobs = jobs
         self.ledger = self.jobs.ledger
         self.warm: WarmStart | None = None
         if settings.labeler_adaptive and settings.labeler_warm_start:
@@ -304,15 +308,34 @@ async def label(settings: LabelerSettings, runtime: Runtime[LabelerSettings]) ->
     runtime.wants_broker(producer.client)
     runtime.wants_consumer("the label jobs consumer", consumer)
     connector = aiohttp.TCPConnector(limit=settings.labeler_max_in_flight)
+    writer = Writer(settings, producer)
+    tokens: TokenTopic | None = None
+    store = TokenStore()
     async with aiohttp.ClientSession(connector=connector) as http:
-        labeler = Labeler(settings, consumer, producer, ShipiumClient(http, settings))
+        providers: dict[str, LabelProvider] = {"shipium": ShipiumClient(http, settings)}
+        if "tiktok" in used_providers(settings):
+            tokens = TokenTopic(settings, store, writer_name("labeler"))
+            # the labeler never refreshes a token: the enricher replica that owns the shop
+            # does (a refresh token works once), and the labeler reads it from the topic
+            tiktok = TikTokClient(http, settings, store, owns=lambda key: False)
+            providers["tiktok"] = TikTokShipping(http, settings, tiktok, package_log(writer))
+        jobs = JobRunner(settings, writer, providers, settings.labeler_max_in_flight)
+        labeler = Labeler(settings, consumer, producer, jobs)
         listener.labeler = labeler
         try:
             await producer.start()
+            if tokens is not None:
+                await tokens.start(producer)
+                await import_missing(store, defaults_of(settings), "settings")
             if labeler.warm is not None:
                 await labeler.warm.start(producer)
             await consumer.start()
-            log.info("labeler_ready", topic=names(LABEL_JOBS), max_in_flight=labeler.max_in_flight)
+            log.info(
+                "labeler_ready",
+                topic=names(LABEL_JOBS),
+                max_in_flight=labeler.max_in_flight,
+                providers=sorted(providers),
+            )
             await labeler.run(runtime.stop)
             if labeler.fatal is not None:
                 raise SystemExit(f"labeler stopped: {labeler.fatal}")
@@ -320,4 +343,10 @@ async def label(settings: LabelerSettings, runtime: Runtime[LabelerSettings]) ->
             await consumer.stop()
             if labeler.warm is not None:
                 await labeler.warm.stop()
+            if tokens is not None:
+                await tokens.stop()
             await producer.stop()
+
+
+def used_providers(settings: LabelerSettings) -> set[str]:
+    return {settings.label_provider, *settings.label_providers.values()}

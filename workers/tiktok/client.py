@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from workers.errors import ApiError, VendorCode, http_code, retry_after_seconds
 from workers.retry import backoff_delay
-from workers.settings import EnricherSettings
+from workers.settings import TikTokSettings
 from workers.tiktok import wire
 from workers.tiktok.signing import api_signature
 from workers.tiktok.tokens import ShopAuth, TokenStore
@@ -57,7 +57,7 @@ class TikTokClient:
     def __init__(
         self,
         http: aiohttp.ClientSession,
-        settings: EnricherSettings,
+        settings: TikTokSettings,
         store: TokenStore,
         owns: Callable[[str], bool] = lambda key: True,
     ) -> None:
@@ -78,28 +78,46 @@ class TikTokClient:
             raise ShopUnauthorized(shop_id, auth.unauthorized)
         return key, auth
 
+    def limiter(self, key: str) -> AsyncLimiter:
+        """The one rate limiter of a shop's tokens in this process: every call to the shop
+        (orders, packages, documents) waits in it."""
+        return self._limiters.setdefault(
+            key, AsyncLimiter(self.settings.tiktok_rate_limit_qps, 1.0)
+        )
+
+    async def request(
+        self, shop_id: str, method: str, path: str, params: Mapping[str, str], body: bytes = b""
+    ) -> dict[str, Any]:
+        """One signed call for a shop under its rate limit; its ``data``. The shop's token
+        is refreshed first when due (by the replica that owns it), and once more when
+        TikTok answers that it expired. Raises TikTokError; retrying is the caller's."""
+        refreshed = False
+        while True:
+            key, auth = self.auth(shop_id)
+            due = auth.needs_refresh(self.settings.tiktok_refresh_before_s, time.time())
+            if due and self.owns(key):  # another replica's still-valid token is used as is
+                await self.refresh_tokens(shop_id, stale=auth)
+                key, auth = self.auth(shop_id)
+            try:
+                async with self.limiter(key):
+                    extra = {**params, "shop_cipher": auth.shop_cipher}
+                    return await self._call(method, path, extra, auth, body)
+            except TikTokError as err:
+                if err.code != ACCESS_TOKEN_EXPIRED or refreshed:
+                    raise
+                refreshed = True
+                await self.refresh_tokens(shop_id, stale=auth)
+
     async def get_orders(self, shop_id: str, order_ids: list[str]) -> list[dict[str, Any]]:
         """Get Order Detail for up to 50 ids of one shop; retries what can be retried."""
         max_attempts = self.settings.tiktok_max_attempts
         attempt = 0
         while True:
             attempt += 1
-            key, auth = self.auth(shop_id)
-            due = auth.needs_refresh(self.settings.tiktok_refresh_before_s, time.time())
-            if due and self.owns(key):  # another replica's still-valid token is used as is
-                await self.refresh_tokens(shop_id, stale=auth)
-                key, auth = self.auth(shop_id)
-            params = {"ids": ",".join(order_ids), "shop_cipher": auth.shop_cipher}
-            limiter = self._limiters.setdefault(
-                key, AsyncLimiter(self.settings.tiktok_rate_limit_qps, 1.0)
-            )
             try:
-                async with limiter:
-                    data = await self._call("GET", wire.ORDER_DETAIL_PATH, params, auth)
+                params = {"ids": ",".join(order_ids)}
+                data = await self.request(shop_id, "GET", wire.ORDER_DETAIL_PATH, params)
             except TikTokError as err:
-                if err.code == ACCESS_TOKEN_EXPIRED and attempt < max_attempts:
-                    await self.refresh_tokens(shop_id, stale=auth)
-                    continue
                 if not err.retriable or attempt >= max_attempts:
                     raise
                 delay = backoff_delay(

@@ -34,7 +34,7 @@ from schemas.tokens import SealedTokens
 from schemas.topics import TOKENS
 from workers.kafka import Topics, behind, groupless_consumer, make_producer, start_on_all
 from workers.retry import backoff_delay
-from workers.settings import EnricherSettings
+from workers.settings import TikTokWorkerSettings
 
 log = structlog.get_logger(__name__)
 
@@ -146,7 +146,7 @@ class TokenStore:
 class TokenTopic:
     """Reads ``tiktok.tokens.v1`` into a TokenStore and follows it; writes to it."""
 
-    def __init__(self, settings: EnricherSettings, store: TokenStore, writer: str) -> None:
+    def __init__(self, settings: TikTokWorkerSettings, store: TokenStore, writer: str) -> None:
         self.settings = settings
         self.store = store
         self.writer = writer
@@ -207,7 +207,7 @@ class TokenTopic:
         await self.consumer.stop()
 
 
-def defaults_of(settings: EnricherSettings) -> dict[str, ShopAuth]:
+def defaults_of(settings: TikTokWorkerSettings) -> dict[str, ShopAuth]:
     """The tokens of the settings, as the ``*`` entry (none if they are empty)."""
     if not (
         settings.tiktok_access_token.get_secret_value()
@@ -243,7 +243,7 @@ async def import_missing(store: TokenStore, found: dict[str, ShopAuth], why: str
 
 
 @contextlib.asynccontextmanager
-async def shared_tokens(settings: EnricherSettings, writer: str) -> AsyncIterator[TokenStore]:
+async def shared_tokens(settings: TikTokWorkerSettings, writer: str) -> AsyncIterator[TokenStore]:
     """The tokens of the topic, for a tool: read to the end, writable, then closed."""
     store = TokenStore()
     topic = TokenTopic(settings, store, writer)

@@ -1,0 +1,158 @@
+"""The labeler making TikTok Shipping labels, on a real broker, against the simulated
+Fulfillment API: one package per box, whatever answers get lost."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devstack.simulator.app import Simulator
+from devstack.simulator.faults import Fault
+from schemas.label import LabelAttempt, LabelFailure, LabelJob, LabelResult
+from schemas.topics import LABEL_ATTEMPTS, LABEL_FAILURES, LABEL_JOBS, LABELS
+from tests.integration.kafka_helpers import consume, models, produce
+from tests.integration.processes import in_process
+from tests.integration.sim import start_simulator
+from tests.unit.factories import job
+from workers.labeler.codes import FailureCode
+from workers.labeler.worker import run
+from workers.settings import Settings
+from workers.topics import ensure_topics
+
+
+def sim_order(j: LabelJob, on_hold: bool = False) -> dict[str, Any]:
+    """The order TikTok holds for a job: its line items, none in a package yet."""
+    items = [item for parcel in j.parcels for item in parcel.items]
+    return {
+        "id": j.order_id,
+        "status": "AWAITING_SHIPMENT",
+        "shipping_type": "TIKTOK",
+        "is_on_hold_order": on_hold,
+        "line_items": [{"id": i.item_id, "sku_id": i.sku_id, "package_id": ""} for i in items],
+        "packages": [],
+    }
+
+
+@pytest.fixture
+async def tiktok_labeler(
+    make_settings: Callable[..., Settings], serve: Any
+) -> AsyncIterator[tuple[Settings, Simulator]]:
+    base = make_settings(sim_label_latency_median_s=0.05)
+    url, sim = await start_simulator(serve, base)
+    settings = make_settings(
+        label_provider="tiktok",
+        tiktok_api_base=url,
+        labeler_max_in_flight=4,
+        labeler_backoff_base_s=0.05,
+        labeler_max_attempts=4,
+        labeler_on_hold_retry_s=0.3,
+        tiktok_timeout_s=2.0,
+    )
+    await ensure_topics(settings)
+    async with in_process(run, settings):
+        yield settings, sim
+
+
+def boxes_in_packages(sim: Simulator) -> dict[tuple[str, ...], int]:
+    counted: dict[tuple[str, ...], int] = {}
+    for package in sim.shipping.packages.values():
+        key = tuple(sorted(package.items))
+        counted[key] = counted.get(key, 0) + 1
+    return counted
+
+
+async def test_every_box_becomes_one_package_with_its_items_label_and_record(
+    tiktok_labeler: tuple[Settings, Simulator],
+) -> None:
+    settings, sim = tiktok_labeler
+    jobs = [job(f"77{n}", parcels=1 + n % 3) for n in range(6)]
+    for j in jobs:
+        sim.tiktok.orders[j.order_id] = sim_order(j)
+        await produce(settings, LABEL_JOBS, j.order_id, j)
+    labels = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= 6))
+    assert sorted(lb.job_id for lb in labels) == sorted(j.job_id for j in jobs)
+    boxes = sum(len(j.parcels) for j in jobs)
+    assert len(sim.shipping.packages) == boxes and sim.shipping.refused_packed == 0
+    assert set(boxes_in_packages(sim).values()) == {1}
+    for label in labels:
+        source = next(j for j in jobs if j.job_id == label.job_id)
+        assert label.carrier == "TikTok Shipping" and label.service == "USPS Ground Advantage"
+        assert label.shipment_id.split(",") == [
+            next(p.package_id for p in sim.shipping.packages.values() if p.items == items)
+            for items in ([i.item_id for i in parcel.items] for parcel in source.parcels)
+        ]
+        for parcel in label.parcels:
+            document = Path(parcel.document_path).read_bytes()
+            assert document.startswith(b"%PDF-") and b"/MediaBox [0 0 288 432]" in document
+            assert parcel.tracking_id.startswith("9400")
+    attempts = models(
+        LabelAttempt, await consume(settings, LABEL_ATTEMPTS, lambda v: len(v) >= 6 + boxes)
+    )
+    recorded = {p.package_id for a in attempts for p in a.packages}
+    assert recorded == set(sim.shipping.packages)
+
+
+async def test_a_package_made_but_its_answer_lost_is_found_not_made_again(
+    tiktok_labeler: tuple[Settings, Simulator],
+) -> None:
+    settings, sim = tiktok_labeler
+    j = job("781", parcels=3)
+    sim.tiktok.orders[j.order_id] = sim_order(j)
+    # the second box's package is made, then the connection drops; then a 503 after the
+    # third's is made: neither is made twice
+    sim.faults.push(
+        "tiktok_shipping",
+        [Fault(), Fault(status=0, after="created"), Fault(status=503, after="created")],
+    )
+    await produce(settings, LABEL_JOBS, j.order_id, j)
+    [label] = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= 1))
+    assert label.attempts == 3
+    assert len(sim.shipping.packages) == 3 and sim.shipping.refused_packed == 0
+    assert set(boxes_in_packages(sim).values()) == {1}
+    assert [p.box_id for p in label.parcels] == [p.box_id for p in j.parcels]
+
+
+async def test_an_order_on_hold_waits_then_is_labeled_once_released(
+    tiktok_labeler: tuple[Settings, Simulator],
+) -> None:
+    settings, sim = tiktok_labeler
+    j = job("782")
+    sim.tiktok.orders[j.order_id] = sim_order(j, on_hold=True)
+    sim.faults.push("tiktok_shipping", [Fault(), Fault()])  # two held answers, then release
+    await produce(settings, LABEL_JOBS, j.order_id, j)
+    consumed = await consume(settings, LABEL_ATTEMPTS, lambda v: len(v) >= 1)
+    assert consumed
+    sim.tiktok.orders[j.order_id]["is_on_hold_order"] = False
+    [label] = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= 1))
+    assert label.attempts >= 2 and len(sim.shipping.packages) == 1
+
+
+async def test_items_packed_in_another_package_end_the_job_with_a_reason(
+    tiktok_labeler: tuple[Settings, Simulator],
+) -> None:
+    settings, sim = tiktok_labeler
+    j = job("783", parcels=2)
+    order = sim_order(j)
+    order["line_items"][1]["package_id"] = "1100000000000000042"  # packed in Seller Center
+    sim.tiktok.orders[j.order_id] = order
+    await produce(settings, LABEL_JOBS, j.order_id, j)
+    [failure] = models(LabelFailure, await consume(settings, LABEL_FAILURES, lambda v: len(v) >= 1))
+    assert failure.error_code == FailureCode.ITEMS_IN_OTHER_PACKAGE and not failure.retriable
+    assert "783-B0" in failure.message and "1100000000000000042" in failure.message
+    assert sim.shipping.packages == {}
+
+
+async def test_rate_limited_answers_are_retried(
+    tiktok_labeler: tuple[Settings, Simulator],
+) -> None:
+    settings, sim = tiktok_labeler
+    j = job("784")
+    sim.tiktok.orders[j.order_id] = sim_order(j)
+    limited = Fault(status=429, retry_after=0.2)
+    sim.faults.push("tiktok_shipping", [limited, Fault(code=36009002, message="too many")])
+    await produce(settings, LABEL_JOBS, j.order_id, j)
+    [label] = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= 1))
+    assert label.attempts == 3 and len(sim.shipping.packages) == 1

@@ -1,0 +1,1 @@
+"""TikTok Shipping labels: the Fulfillment API (202309)."""
