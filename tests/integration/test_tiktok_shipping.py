@@ -3,11 +3,14 @@ Fulfillment API: one package per box, whatever answers get lost."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from devstack.simulator.app import Simulator
 from devstack.simulator.faults import Fault
@@ -20,6 +23,7 @@ from tests.unit.factories import job
 from workers.labeler.codes import FailureCode
 from workers.labeler.worker import run
 from workers.settings import Settings
+from workers.tiktok.tokens import ANY_SHOP, ShopAuth, shared_tokens
 from workers.topics import ensure_topics
 
 
@@ -47,8 +51,11 @@ async def tiktok_labeler(
         tiktok_api_base=url,
         labeler_max_in_flight=4,
         labeler_backoff_base_s=0.05,
-        labeler_max_attempts=4,
+        labeler_max_attempts=10,
         labeler_on_hold_retry_s=0.3,
+        labeler_backoff_max_s=0.5,
+        labeler_max_age_s=30,
+        tiktok_refresh_race_wait_s=0.5,
         tiktok_timeout_s=2.0,
     )
     await ensure_topics(settings)
@@ -156,3 +163,29 @@ async def test_rate_limited_answers_are_retried(
     await produce(settings, LABEL_JOBS, j.order_id, j)
     [label] = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= 1))
     assert label.attempts == 3 and len(sim.shipping.packages) == 1
+
+
+async def test_an_expired_token_waits_for_the_enrichers_refresh_never_refreshes_itself(
+    tiktok_labeler: tuple[Settings, Simulator],
+) -> None:
+    settings, sim = tiktok_labeler
+    shop = sim.tiktok.shops[settings.tiktok_shop_cipher]
+    shop.access_expires_at = time.time() - 1  # TikTok answers 105002 from now on
+    j = job("785")
+    sim.tiktok.orders[j.order_id] = sim_order(j)
+    await produce(settings, LABEL_JOBS, j.order_id, j)
+    await consume(settings, LABEL_ATTEMPTS, lambda v: len(v) >= 1)
+    await asyncio.sleep(0.5)
+    assert sim.shipping.packages == {} and sim.tiktok.refreshes == 0
+    # the enricher refreshes (one use of the refresh token) and writes tiktok.tokens.v1
+    shop.access_token, shop.access_expires_at = "TTP_access_2", 0.0
+    async with shared_tokens(settings, "enricher-test") as store:
+        fresh = ShopAuth(
+            access_token=SecretStr("TTP_access_2"),
+            refresh_token=SecretStr("TTP_refresh_2"),
+            shop_cipher=settings.tiktok_shop_cipher,
+        )
+        await store.put(ANY_SHOP, fresh)
+    [label] = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= 1))
+    assert label.carrier == "TikTok Shipping" and len(sim.shipping.packages) == 1
+    assert sim.tiktok.refreshes == 0 and sim.tiktok.refused_refreshes == 0

@@ -78,11 +78,11 @@ class TikTokClient:
             raise ShopUnauthorized(shop_id, auth.unauthorized)
         return key, auth
 
-    def limiter(self, key: str) -> AsyncLimiter:
-        """The one rate limiter of a shop's tokens in this process: every call to the shop
-        (orders, packages, documents) waits in it."""
+    def limiter(self, shop_id: str) -> AsyncLimiter:
+        """The one rate limiter of a shop in this process (TikTok's limit is per app and
+        shop): every call to the shop (orders, packages, documents) waits in it."""
         return self._limiters.setdefault(
-            key, AsyncLimiter(self.settings.tiktok_rate_limit_qps, 1.0)
+            shop_id, AsyncLimiter(self.settings.tiktok_rate_limit_qps, 1.0)
         )
 
     async def request(
@@ -99,7 +99,7 @@ class TikTokClient:
                 await self.refresh_tokens(shop_id, stale=auth)
                 key, auth = self.auth(shop_id)
             try:
-                async with self.limiter(key):
+                async with self.limiter(shop_id):
                     extra = {**params, "shop_cipher": auth.shop_cipher}
                     return await self._call(method, path, extra, auth, body)
             except TikTokError as err:
