@@ -232,7 +232,7 @@ async def test_slow_calls_cause_no_rebalance(
         shipium_base_url=url,
         labeler_max_in_flight=2,
         kafka_max_poll_interval_s=1.5,
-        kafka_session_timeout_s=3,
+        kafka_session_timeout_s=6,  # Kafka's least (group.min.session.timeout.ms)
     )
     await ensure_topics(settings)
     before = REGISTRY.get_sample_value("parcelflow_labeler_partition_assignments_total") or 0
