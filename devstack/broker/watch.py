@@ -27,6 +27,7 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from schemas.alert import Alert
@@ -183,8 +184,7 @@ class BrokerWatch:
         except Exception as exc:  # noqa: BLE001 (the watch must never take the stack down)
             log.warning("broker_watch_stopped", error=f"{type(exc).__name__}: {exc}")
         finally:
-            await reader.stop()
-            await producer.stop()
+            await close(reader, producer)
 
     async def read(self, reader: AIOKafkaConsumer) -> Reading:
         """One reading: the records that arrived over ``every_s``, and the broker."""
@@ -216,7 +216,10 @@ class BrokerWatch:
             message=message,
             at_ms=at,
         )
-        await publish(producer, topic, "devstack", alert)
+        try:  # a broker too slow to take it is what the terminal line said already
+            await asyncio.wait_for(publish(producer, topic, "devstack", alert), self.every_s)
+        except (TimeoutError, KafkaError) as exc:
+            log.warning("broker_watch_alert_not_written", error=type(exc).__name__)
 
     def alert_due(self, reading: Reading, now: float) -> bool:
         """Keep the reading; True when the last three were slow and no alert was given in
@@ -232,3 +235,14 @@ class BrokerWatch:
             return False
         self.alerted_at = now
         return True
+
+
+async def close(*clients: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    """Stop each client, every one of them, even with the broker gone: aiokafka's consumer
+    can raise CancelledError out of stop() then (its fetch task is cancelled while it waits
+    on a dead connection), and a client never stopped is left to the GC."""
+    for client in clients:
+        try:
+            await asyncio.wait_for(client.stop(), 5.0)
+        except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 (see above)
+            log.warning("broker_watch_close", error=type(exc).__name__)

@@ -131,15 +131,23 @@ async def create_packages(
     return answer(OK, "Success", data)
 
 
-async def shipping_document(
+async def checked_package(
     request: web.Request, tiktok: TikTokState, state: ShippingState
-) -> web.Response:
+) -> Package | web.Response:
+    """The package a signed call names in its path, or TikTok's refusal."""
     shop = await checked(request, tiktok)
     if isinstance(shop, web.Response):
         return shop
     package = state.packages.get(request.match_info["package_id"])
-    if package is None:
-        return answer(PACKAGE_NOT_FOUND, "package not found")
+    return answer(PACKAGE_NOT_FOUND, "package not found") if package is None else package
+
+
+async def shipping_document(
+    request: web.Request, tiktok: TikTokState, state: ShippingState
+) -> web.Response:
+    package = await checked_package(request, tiktok, state)
+    if isinstance(package, web.Response):
+        return package
     if request.query.get("document_type") != wire.DOCUMENT_TYPE:
         return answer(BAD_DOCUMENT_TYPE, "document_type must be SHIPPING_LABEL here")
     url = f"{request.url.origin()}/_sim/tiktok/documents/{package.package_id}.pdf"
@@ -149,15 +157,15 @@ async def shipping_document(
 async def ship_package(
     request: web.Request, tiktok: TikTokState, state: ShippingState
 ) -> web.Response:
-    shop = await checked(request, tiktok)
-    if isinstance(shop, web.Response):
-        return shop
-    package = state.packages.get(request.match_info["package_id"])
-    if package is None:
-        return answer(PACKAGE_NOT_FOUND, "package not found")
+    package = await checked_package(request, tiktok, state)
+    if isinstance(package, web.Response):
+        return package
     if package.shipped:
         return answer(wire.PACKAGE_ALREADY_SHIPPED, "package already shipped")
-    body = orjson.loads(await request.read() or b"{}")
+    try:
+        body = orjson.loads(await request.read() or b"{}")
+    except orjson.JSONDecodeError:
+        return answer(36009003, "body is not JSON")
     package.shipped = str(body.get("handover_method") or "PICKUP")
     return answer(OK, "Success", {})
 

@@ -189,3 +189,28 @@ async def test_an_expired_token_waits_for_the_enrichers_refresh_never_refreshes_
     [label] = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= 1))
     assert label.carrier == "TikTok Shipping" and len(sim.shipping.packages) == 1
     assert sim.tiktok.refreshes == 0 and sim.tiktok.refused_refreshes == 0
+
+
+async def test_a_warehouse_with_a_handover_method_ships_each_package_once(
+    make_settings: Callable[..., Settings], serve: Any
+) -> None:
+    url, sim = await start_simulator(serve, make_settings(sim_label_latency_median_s=0.0))
+    dock = {"ship_from": {"name": "Dock", "street1": "1 Dock Rd", "city": "Reno"}}
+    settings = make_settings(
+        label_provider="tiktok",
+        tiktok_api_base=url,
+        warehouses={"WH-D": {**dock, "tiktok_handover": "DROP_OFF"}, "WH-U": dock},
+    )
+    await ensure_topics(settings)
+    jobs = [
+        job("786", parcels=2).model_copy(update={"warehouse_id": "WH-D"}),
+        job("787").model_copy(update={"warehouse_id": "WH-U"}),
+    ]
+    async with in_process(run, settings):
+        for j in jobs:
+            sim.tiktok.orders[j.order_id] = sim_order(j)
+            await produce(settings, LABEL_JOBS, j.order_id, j)
+        labels = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= 2))
+    assert len(labels) == 2
+    shipped = {p.package_id: (p.order_id, p.shipped) for p in sim.shipping.packages.values()}
+    assert sorted(shipped.values()) == [("786", "DROP_OFF"), ("786", "DROP_OFF"), ("787", "")]
