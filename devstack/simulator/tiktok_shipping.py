@@ -24,7 +24,7 @@ from devstack.simulator.faults import FaultQueue
 from devstack.simulator.pdf import label_pdf
 from devstack.simulator.tiktok import TikTokState, answer, checked, injected
 from workers.labeler.tiktok_shipping import wire
-from workers.tiktok.wire import OK
+from workers.tiktok.wire import OK, ORDER_ON_HOLD
 
 ORDER_NOT_FOUND = 21001001
 ITEMS_ALREADY_PACKED = 21011017
@@ -82,7 +82,7 @@ def refused_create(order: dict[str, Any] | None, body: dict[str, Any]) -> web.Re
     if order is None:
         return answer(ORDER_NOT_FOUND, "order not found")
     if order.get("is_on_hold_order") or order.get("status") == "ON_HOLD":
-        return answer(wire.ORDER_ON_HOLD, "order is on hold")
+        return answer(ORDER_ON_HOLD, "order is on hold")
     wanted = body.get("order_line_item_ids")
     if not isinstance(wanted, list) or not wanted:
         return answer(36009003, "order_line_item_ids must list the package's line items")

@@ -100,7 +100,8 @@ async def test_a_new_replica_starts_at_its_share_of_the_groups_limit(
     new, old = shared(tmp_path / "labeler-1.log")[0], shared(tmp_path / "labeler-0.log")[0]
     print(f"\nlearned {learned:g}; new replica {new}; old replica {old}; now {first}, {second}")
     # the group's limit as the first replica reported it, split by partitions held
-    assert new["reports"] == 1 and new["group_capacity"] >= CAPACITY * 0.5
+    # (at least 0.4: a report may follow a cut by half, the answer to a 429 at the capacity)
+    assert new["reports"] == 1 and new["group_capacity"] >= CAPACITY * 0.4
     held = [int(r["partitions"].split("/")[0]) for r in (new, old)]
     assert sum(held) == settings.topic_partitions
     assert new["limit"] >= int(new["group_capacity"] * held[0] / settings.topic_partitions)

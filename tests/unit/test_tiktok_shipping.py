@@ -13,6 +13,7 @@ from workers.labeler.tiktok_shipping import wire
 from workers.labeler.tiktok_shipping.client import label_error
 from workers.settings import Settings
 from workers.tiktok.client import TikTokCode, TikTokError
+from workers.tiktok.wire import ORDER_ON_HOLD
 
 
 def test_create_packages_body_names_the_box_items_weight_and_size() -> None:
@@ -105,7 +106,7 @@ def test_tiktoks_answers_become_typed_outcomes() -> None:
     limited = label_error(err(VendorCode("36009002"), True), 60)
     assert (limited.code, limited.retriable) == (FailureCode.RATE_LIMITED, True)
     assert label_error(err(http_code(429), True), 60).code == FailureCode.RATE_LIMITED
-    held = label_error(err(VendorCode(str(wire.ORDER_ON_HOLD))), 45)
+    held = label_error(err(VendorCode(str(ORDER_ON_HOLD))), 45)
     assert (held.code, held.retriable, held.retry_after_s) == (FailureCode.ON_HOLD, True, 45)
     for code in (VendorCode("105002"), TikTokCode.REFRESH_ELSEWHERE):
         expired = label_error(err(code, True), 60)

@@ -24,7 +24,7 @@ from workers.labeler.provider import LabelResponse, PackageLabel, PackageLog
 from workers.labeler.tiktok_shipping import wire
 from workers.settings import LabelerSettings
 from workers.tiktok.client import ACCESS_TOKEN_EXPIRED, TikTokClient, TikTokCode, TikTokError
-from workers.tiktok.wire import ORDER_DETAIL_PATH, RATE_LIMITED
+from workers.tiktok.wire import ORDER_DETAIL_PATH, ORDER_ON_HOLD, RATE_LIMITED
 
 T = TypeVar("T")
 
@@ -41,7 +41,7 @@ def label_error(err: TikTokError, on_hold_retry_s: float) -> ApiError:
         return TikTokShippingError(
             message, code=FailureCode.RATE_LIMITED, retriable=True, retry_after_s=err.retry_after_s
         )
-    if code == str(wire.ORDER_ON_HOLD):
+    if code == str(ORDER_ON_HOLD):
         message = f"TikTok holds the order (the buyer may still cancel): {message}"
         return TikTokShippingError(
             message, code=FailureCode.ON_HOLD, retriable=True, retry_after_s=on_hold_retry_s

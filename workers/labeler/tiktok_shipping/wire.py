@@ -24,9 +24,9 @@ DOCUMENT_TYPE = "SHIPPING_LABEL"
 DOCUMENT_SIZE = "A6"  # 4x6 in, what thermal label printers take
 DOCUMENT_FORMAT = "PDF"
 
-# TikTok's answer codes that decide what the labeler does (others end the job with the
-# code and TikTok's message).
-ORDER_ON_HOLD = 21011044  # the buyer may still cancel: try again later
+# An answer code that decides what the labeler does (beside the on-hold and rate-limit codes
+# of ``workers/tiktok/wire.py``; others end the job with TikTok's code and message). It is
+# not in TikTok's public pages: correct it here once a live shop shows it.
 PACKAGE_ALREADY_SHIPPED = 21001041  # Ship Package a second time: it is done
 
 WEIGHT_UNITS = {
