@@ -387,10 +387,18 @@ class TikTokSettings(Section):
     tiktok_rate_limit_qps: float = Field(
         50.0,
         gt=0,
-        description="TikTok calls per second per shop from this process, at most (one "
-        "limiter per shop for every call: orders, packages, documents). TikTok allows 50 per "
-        "app and shop in all: where the labeler makes TikTok Shipping labels, split it "
-        "between the enricher and labeler processes.",
+        description="TikTok's limit of calls per second per app and shop, shared by every "
+        "process that calls TikTok: each enricher replica, and each labeler replica where a "
+        "shop gets TikTok Shipping labels, takes an equal share (their consumer groups' "
+        "members, read from the broker every tiktok_budget_every_s). In a process, one "
+        "limiter per shop for every call: orders, packages, documents.",
+    )
+
+    tiktok_budget_every_s: float = Field(
+        10.0,
+        gt=0,
+        description="How often each process that calls TikTok counts the processes it "
+        "shares tiktok_rate_limit_qps with.",
     )
 
     tiktok_batch_size: int = Field(
@@ -525,7 +533,28 @@ class ReceiverSettings(WorkerSettings, AuthSettings, TikTokSettings, LabelStoreS
         return self
 
 
-class TikTokWorkerSettings(WorkerSettings, TikTokSettings):
+class ProviderSettings(Section):
+    """Which label provider makes each shop's labels (the labeler reads it; the enricher
+    too, to know whether labeler replicas share TikTok's call limit)."""
+
+    label_provider: Literal["shipium", "tiktok"] = Field(
+        "shipium",
+        description="Where labels come from by default: shipium (Shipium's TikTok Shop "
+        "carrier) or tiktok (TikTok Shipping through the Fulfillment API, with the shop's "
+        "tokens from tiktok.tokens.v1).",
+    )
+
+    label_providers: dict[str, Literal["shipium", "tiktok"]] = Field(
+        default_factory=dict,
+        description='Per shop id, the provider that makes its labels, as JSON {"7495": '
+        '"tiktok"}; shops not named use label_provider.',
+    )
+
+    def providers_in_use(self) -> set[str]:
+        return {self.label_provider, *self.label_providers.values()}
+
+
+class TikTokWorkerSettings(WorkerSettings, TikTokSettings, ProviderSettings):
     """A worker that calls TikTok Shop with the shops' tokens: the enricher, and the
     labeler for shops whose labels come from TikTok Shipping."""
 
@@ -605,19 +634,6 @@ class AuditorSettings(PlannerSettings):
 class LabelerSettings(TikTokWorkerSettings, LabelStoreSettings):
     """The labeler: the label providers, flow control, retries, the warehouses it ships
     from."""
-
-    label_provider: Literal["shipium", "tiktok"] = Field(
-        "shipium",
-        description="Where labels come from by default: shipium (Shipium's TikTok Shop "
-        "carrier) or tiktok (TikTok Shipping through the Fulfillment API, with the shop's "
-        "tokens from tiktok.tokens.v1).",
-    )
-
-    label_providers: dict[str, Literal["shipium", "tiktok"]] = Field(
-        default_factory=dict,
-        description='Per shop id, the provider that makes its labels, as JSON {"7495": '
-        '"tiktok"}; shops not named use label_provider.',
-    )
 
     labeler_on_hold_retry_s: float = Field(
         60.0,
@@ -948,6 +964,7 @@ SECTIONS: tuple[type[Section], ...] = (
     ReceiverSettings,
     AuthSettings,
     TikTokSettings,
+    ProviderSettings,
     TikTokWorkerSettings,
     EnricherSettings,
     PlannerSettings,

@@ -46,6 +46,7 @@ from workers.kafka import (
 )
 from workers.runtime import Runtime, worker_runtime
 from workers.settings import EnricherSettings
+from workers.tiktok.budget import keep_shared
 from workers.tiktok.client import ShopUnauthorized, TikTokClient, TikTokError
 from workers.tiktok.tokens import (
     TokenStore,
@@ -296,6 +297,7 @@ async def enrich(settings: EnricherSettings, runtime: Runtime[EnricherSettings])
                 asyncio.create_task(consume(consumer, enricher, stop), name="webhooks"),
                 asyncio.create_task(consume_parked(parked, enricher, stop), name="parked"),
                 asyncio.create_task(refresh_ahead(tiktok, owner, stop), name="refresh"),
+                asyncio.create_task(keep_shared(settings, tiktok, stop), name="budget"),
             ]
             await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
             stop.set()

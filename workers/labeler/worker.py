@@ -50,6 +50,7 @@ from workers.labeler.writer import CannotWrite, Writer
 from workers.logs import dump_tasks
 from workers.runtime import Runtime, worker_runtime
 from workers.settings import LabelerSettings
+from workers.tiktok.budget import keep_shared
 from workers.tiktok.client import TikTokClient
 from workers.tiktok.tokens import TokenStore, TokenTopic, defaults_of, import_missing
 
@@ -313,7 +314,9 @@ async def label(settings: LabelerSettings, runtime: Runtime[LabelerSettings]) ->
     store = TokenStore()
     async with aiohttp.ClientSession(connector=connector) as http:
         providers: dict[str, LabelProvider] = {"shipium": ShipiumClient(http, settings)}
-        if "tiktok" in used_providers(settings):
+        tiktok: TikTokClient | None = None
+        budget: asyncio.Task[None] | None = None
+        if "tiktok" in settings.providers_in_use():
             tokens = TokenTopic(settings, store, writer_name("labeler"))
             # the labeler never refreshes a token: the enricher replica that owns the shop
             # does (a refresh token works once), and the labeler reads it from the topic
@@ -336,17 +339,19 @@ async def label(settings: LabelerSettings, runtime: Runtime[LabelerSettings]) ->
                 max_in_flight=labeler.max_in_flight,
                 providers=sorted(providers),
             )
+            if tiktok is not None:
+                share = keep_shared(settings, tiktok, runtime.stop)
+                budget = asyncio.create_task(share, name="budget")
             await labeler.run(runtime.stop)
             if labeler.fatal is not None:
                 raise SystemExit(f"labeler stopped: {labeler.fatal}")
         finally:
+            if budget is not None:
+                budget.cancel()
+                await asyncio.gather(budget, return_exceptions=True)
             await consumer.stop()
             if labeler.warm is not None:
                 await labeler.warm.stop()
             if tokens is not None:
                 await tokens.stop()
             await producer.stop()
-
-
-def used_providers(settings: LabelerSettings) -> set[str]:
-    return {settings.label_provider, *settings.label_providers.values()}

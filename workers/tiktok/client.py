@@ -66,6 +66,7 @@ class TikTokClient:
         self.store = store
         self.owns = owns  # whether this replica refreshes the tokens of a key
         self.timeout = aiohttp.ClientTimeout(total=settings.tiktok_timeout_s)
+        self.qps = settings.tiktok_rate_limit_qps  # this process's share (budget.py)
         self._limiters: dict[str, AsyncLimiter] = {}
         self._refresh_locks: dict[str, asyncio.Lock] = {}
 
@@ -81,9 +82,14 @@ class TikTokClient:
     def limiter(self, shop_id: str) -> AsyncLimiter:
         """The one rate limiter of a shop in this process (TikTok's limit is per app and
         shop): every call to the shop (orders, packages, documents) waits in it."""
-        return self._limiters.setdefault(
-            shop_id, AsyncLimiter(self.settings.tiktok_rate_limit_qps, 1.0)
-        )
+        return self._limiters.setdefault(shop_id, AsyncLimiter(self.qps, 1.0))
+
+    def share(self, qps: float) -> None:
+        """Call each shop at most ``qps`` a second from now on (calls already waiting in
+        a limiter finish their wait at the old rate)."""
+        if qps != self.qps:
+            self.qps = qps
+            self._limiters = {}
 
     async def request(
         self, shop_id: str, method: str, path: str, params: Mapping[str, str], body: bytes = b""
