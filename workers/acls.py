@@ -43,6 +43,18 @@ class Access:
     groups: tuple[str, ...] = ()  # base names (the namespace is added)
     changelog: bool = False  # the planner's table changelog: read and written
     group_offsets: bool = False  # reads every parcelflow group's committed offsets
+    # other workers' groups whose members it counts (TikTok's call limit is shared)
+    describes: tuple[str, ...] = ()
+
+    def plus(self, more: Access) -> Access:
+        return Access(
+            reads=self.reads + more.reads,
+            writes=self.writes + more.writes,
+            groups=self.groups + more.groups,
+            changelog=self.changelog or more.changelog,
+            group_offsets=self.group_offsets or more.group_offsets,
+            describes=self.describes + more.describes,
+        )
 
 
 WORKERS: dict[str, Access] = {
@@ -76,6 +88,24 @@ WORKERS: dict[str, Access] = {
     ),
 }
 
+# Where a shop's labels come from TikTok Shipping, the labelers read the shops' tokens (and
+# write the settings' tokens when the topic has none), and the labelers and enrichers count
+# each other's members: they share TikTok's call limit.
+TIKTOK_SHIPPING: dict[str, Access] = {
+    "labeler": Access(reads=(TOKENS,), writes=(TOKENS,), describes=("parcelflow-enricher",)),
+    "enricher": Access(describes=("parcelflow-labeler",)),
+}
+
+
+def accesses(settings: KafkaSettings) -> dict[str, Access]:
+    """Each worker's access for these settings: TikTok Shipping adds to two of them."""
+    in_use = getattr(settings, "providers_in_use", None)  # ProviderSettings, when given
+    if in_use is None or "tiktok" not in in_use():
+        return WORKERS
+    return {
+        w: a.plus(TIKTOK_SHIPPING[w]) if w in TIKTOK_SHIPPING else a for w, a in WORKERS.items()
+    }
+
 
 @dataclass(frozen=True, order=True)
 class Acl:
@@ -94,7 +124,7 @@ def acls(settings: KafkaSettings) -> list[Acl]:
     names = Topics(settings)
     every_topic = [w.name for w in wanted(settings)]
     rows: set[Acl] = set()
-    for worker, access in WORKERS.items():
+    for worker, access in accesses(settings).items():
         who = principal_of(worker)
         # every worker checks every topic at start (partitions, co-partitioning, configs)
         for topic in every_topic:
@@ -110,6 +140,7 @@ def acls(settings: KafkaSettings) -> list[Acl]:
         if worker == "planner":
             groups.append(names.group(settings.planner_app_id))
         rows |= {Acl(who, "group", g, "Read") for g in groups}
+        rows |= {Acl(who, "group", names.group(g), "Describe") for g in access.describes}
         if access.group_offsets:
             for other in WORKERS.values():
                 rows |= {Acl(who, "group", names.group(g), "Describe") for g in other.groups}

@@ -108,3 +108,20 @@ def test_each_worker_principal_gets_only_what_it_does_on_kafka() -> None:
     commands = acls.as_commands(rows, "kafka:9093").splitlines()
     assert len(commands) == len(rows)
     assert all(c.startswith("kafka-acls.sh --bootstrap-server kafka:9093") for c in commands)
+
+
+def test_tiktok_shipping_lets_the_labelers_read_tokens_and_count_the_enrichers() -> None:
+    settings = Settings(**FAKE_SECRETS, topic_namespace="prod.", label_providers={"7": "tiktok"})
+    rows = acls.acls(settings)
+
+    def allowed(worker: str, resource: str, name: str, op: str) -> bool:
+        return acls.Acl(acls.principal_of(worker), resource, name, op) in rows
+
+    assert allowed("labeler", "topic", "prod.tiktok.tokens.v1", "Read")
+    assert allowed("labeler", "group", "prod.parcelflow-enricher", "Describe")
+    assert allowed("enricher", "group", "prod.parcelflow-labeler", "Describe")
+    assert not allowed("labeler", "group", "prod.parcelflow-enricher", "Read")
+    readers = {
+        a.principal for a in rows if a.name == "prod.tiktok.tokens.v1" and a.operation == "Read"
+    }
+    assert readers == {"User:parcelflow-enricher", "User:parcelflow-labeler"}
