@@ -65,12 +65,18 @@ def test_answers_are_read_and_an_answer_without_its_fields_is_refused() -> None:
         wire.parse_created({"order_id": "577"})
     with pytest.raises(wire.BadAnswer):
         wire.parse_document({"doc_url": "file:///etc/passwd"})
+    # a package id goes into a request path: only TikTok's decimal ids are taken
+    for hostile in ("../../order/202309/orders", "12/ship", "1?x=1", "1" * 33):
+        with pytest.raises(wire.BadAnswer):
+            wire.parse_created({"package_id": hostile})
+        with pytest.raises(wire.BadAnswer):
+            wire.packages_by_item(order_detail({"577-001": hostile}), "577")
 
 
 def order_detail(packages: dict[str, str]) -> list[dict[str, object]]:
     items = [f"577-00{n}" for n in range(1, 5)]
     return [
-        {"id": "other", "line_items": [{"id": "577-001", "package_id": "X"}]},
+        {"id": "other", "line_items": [{"id": "577-001", "package_id": "1199"}]},
         {"id": "577", "line_items": [{"id": i, "package_id": packages.get(i, "")} for i in items]},
     ]
 
@@ -79,17 +85,17 @@ def test_the_package_of_a_box_is_read_from_the_orders_line_items() -> None:
     j = job("577", parcels=2)
     none = wire.packages_by_item(order_detail({}), "577")
     assert none == {} and wire.package_of(j.parcels[0], none) is None
-    first = wire.packages_by_item(order_detail({"577-001": "P1", "577-002": "P1"}), "577")
-    assert wire.package_of(j.parcels[0], first) == "P1"
+    first = wire.packages_by_item(order_detail({"577-001": "1101", "577-002": "1101"}), "577")
+    assert wire.package_of(j.parcels[0], first) == "1101"
     assert wire.package_of(j.parcels[1], first) is None
 
 
 @pytest.mark.parametrize(
     "packages",
     [
-        {"577-001": "P1"},  # half the box packed
-        {"577-001": "P1", "577-002": "P2"},  # split over two packages
-        {"577-001": "P1", "577-002": "P1", "577-003": "P1"},  # with another box's item
+        {"577-001": "1101"},  # half the box packed
+        {"577-001": "1101", "577-002": "1102"},  # split over two packages
+        {"577-001": "1101", "577-002": "1101", "577-003": "1101"},  # with another box's item
     ],
 )
 def test_a_box_whose_items_are_packed_otherwise_is_refused(packages: dict[str, str]) -> None:

@@ -119,7 +119,9 @@ class TikTokShipping:
     async def packed(self, job: LabelJob) -> dict[str, str]:
         """Which of the order's line items are in a package now (Get Order Detail)."""
         data = await self.call(job, "GET", ORDER_DETAIL_PATH, {"ids": job.order_id})
-        return wire.packages_by_item(data.get("orders") or [], job.order_id)
+        return self.parsed(
+            lambda d: wire.packages_by_item(d.get("orders") or [], job.order_id), data
+        )
 
     async def create_package(self, job: LabelJob, parcel: Parcel) -> wire.Created:
         body = orjson.dumps(wire.create_package_body(job, parcel))

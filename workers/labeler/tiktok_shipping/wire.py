@@ -9,6 +9,7 @@ package is read from Get Order Detail (each line item's ``package_id``) before c
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +79,18 @@ class BadAnswer(ValueError):
     """An answer without the fields the flow needs."""
 
 
+# TikTok's ids are decimal strings; a package id goes into a request path, so anything
+# else in an answer is refused rather than sent on.
+PACKAGE_ID = re.compile(r"[0-9]{1,32}")
+
+
+def package_id(value: object) -> str:
+    text = str(value or "")
+    if not PACKAGE_ID.fullmatch(text):
+        raise BadAnswer(f"not a TikTok package id: {text[:40]!r}")
+    return text
+
+
 @dataclass(frozen=True)
 class Created:
     package_id: str
@@ -85,11 +98,10 @@ class Created:
 
 
 def parse_created(data: Mapping[str, Any]) -> Created:
-    package_id = str(data.get("package_id") or "")
-    if not package_id:
+    if not data.get("package_id"):
         raise BadAnswer("Create Packages answered without package_id")
     service = data.get("shipping_service_info") or {}
-    return Created(package_id, str(service.get("name") or ""))
+    return Created(package_id(data["package_id"]), str(service.get("name") or ""))
 
 
 @dataclass(frozen=True)
@@ -107,11 +119,11 @@ def parse_document(data: Mapping[str, Any]) -> Document:
 
 def packages_by_item(orders: list[dict[str, Any]], order_id: str) -> dict[str, str]:
     """Line item id -> the package that holds it, from Get Order Detail's answer (items
-    in no package are left out)."""
+    in no package are left out); raises BadAnswer for a package id that is not one."""
     for order in orders:
         if str(order.get("id")) == order_id:
             return {
-                str(item["id"]): str(item["package_id"])
+                str(item["id"]): package_id(item["package_id"])
                 for item in order.get("line_items") or []
                 if item.get("id") and item.get("package_id")
             }
