@@ -105,14 +105,40 @@ async def serve(settings: Settings, topic: str) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{port}/boxes"
 
 
+async def prefill(settings: Settings, records: int, *topics: str) -> None:
+    """``records`` records in every partition of ``topics``, each a record batch of its
+    own (one send at a time per partition): topics as old as a busy pipeline's, since the
+    embedded broker's fetch cost grows with the batches of a partition."""
+    producer = make_producer(settings, linger_ms=0)
+    await producer.start()
+    try:
+
+        async def fill(topic: str, partition: int) -> None:
+            for _ in range(records):
+                await producer.send_and_wait(topic, b"{}", partition=partition)
+
+        await asyncio.gather(
+            *(fill(t, p) for t in topics for p in range(settings.topic_partitions))
+        )
+    finally:
+        await producer.stop()
+
+
 async def bare_latencies(
-    settings: Settings, rate: float, seconds: float, warmup_s: float, body: bytes
+    settings: Settings,
+    rate: float,
+    seconds: float,
+    warmup_s: float,
+    body: bytes,
+    grown: int = 0,
 ) -> list[float]:
     """Box -> job milliseconds of the boxes posted after ``warmup_s``, at ``rate`` a second
-    for ``warmup_s + seconds``."""
+    for ``warmup_s + seconds``; on topics holding ``grown`` batches per partition first."""
     run = uuid.uuid4().hex[:8]
     boxes, jobs = f"bare.boxes.{run}", f"bare.jobs.{run}"
     await make_topics(settings, boxes, jobs)
+    if grown:
+        await prefill(settings, grown, boxes, jobs)
     stop, found = asyncio.Event(), Jobs()
     answered: dict[str, float] = {}
     workers = [
