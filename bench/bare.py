@@ -51,6 +51,7 @@ async def relay(settings: Settings, source: str, target: str, stop: asyncio.Even
                 await producer.send(target, m.value, key=m.key)
                 for messages in batches.values()
                 for m in messages
+                if m.key is not None  # not the fill records (``prefill``)
             ]
             await asyncio.gather(*sends)
             if sends:
@@ -74,7 +75,8 @@ async def read_jobs(settings: Settings, topic: str, jobs: Jobs, stop: asyncio.Ev
         while not stop.is_set():
             for messages in (await reader.getmany(timeout_ms=200)).values():
                 for m in messages:
-                    jobs.seen.setdefault(m.key.decode(), m.timestamp)
+                    if m.key is not None:  # the fill records (``prefill``) have none
+                        jobs.seen.setdefault(m.key.decode(), m.timestamp)
             if jobs.expected and jobs.expected <= jobs.seen.keys():
                 jobs.complete.set()
     finally:
