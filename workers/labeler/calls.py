@@ -160,7 +160,7 @@ def creating(provider: LabelProvider) -> Callable[[LabelJob], Awaitable[LabelRes
 
     async def create(job: LabelJob) -> LabelResponse:
         nonlocal unsure
-        if unsure:
+        if unsure and not provider.looks_before_create:
             found = await provider.find_label(job)
             if found is not None:
                 log.info(

@@ -39,6 +39,10 @@ class LabelResponse:
 
 
 class LabelProvider(Protocol):
+    # True when create_label itself finds what an earlier call made (TikTok Shipping reads
+    # the order's packages first): no look-up is needed before creating again.
+    looks_before_create: bool
+
     async def create_label(self, job: LabelJob) -> LabelResponse:
         """One label per parcel of the job, in parcel order; raises ApiError (with a typed
         code and whether a retry may help) when the provider answers otherwise."""

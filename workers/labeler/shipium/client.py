@@ -26,6 +26,8 @@ IN_PROGRESS = 409
 
 
 class ShipiumClient:
+    looks_before_create = False  # an unclear answer is looked up by partnerShipmentId
+
     def __init__(self, http: aiohttp.ClientSession, settings: LabelerSettings) -> None:
         self.http = http
         self.base = settings.shipium_base_url

@@ -60,6 +60,8 @@ def label_error(err: TikTokError, on_hold_retry_s: float) -> ApiError:
 
 
 class TikTokShipping:
+    looks_before_create = True  # every create_label reads the order's packages first
+
     def __init__(
         self,
         http: aiohttp.ClientSession,
