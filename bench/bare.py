@@ -21,6 +21,7 @@ from aiohttp import web
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from bench.cpu import cpu_shares
 from devstack.broker.embedded import free_port
 from workers.kafka import make_consumer, make_producer, make_reader
 from workers.kafka_auth import client_options
@@ -133,9 +134,11 @@ async def bare_latencies(
     warmup_s: float,
     body: bytes,
     grown: int = 0,
+    cpu: tuple[dict[str, int], dict[str, float]] | None = None,
 ) -> list[float]:
     """Box -> job milliseconds of the boxes posted after ``warmup_s``, at ``rate`` a second
-    for ``warmup_s + seconds``; on topics holding ``grown`` batches per partition first."""
+    for ``warmup_s + seconds``; on topics holding ``grown`` batches per partition first.
+    ``cpu``: (name -> pid, out) to be told each process's share of a core while measured."""
     run = uuid.uuid4().hex[:8]
     boxes, jobs = f"bare.boxes.{run}", f"bare.jobs.{run}"
     await make_topics(settings, boxes, jobs)
@@ -150,7 +153,11 @@ async def bare_latencies(
     runner, url = await serve(settings, boxes)
     try:
         await asyncio.sleep(3)  # the relay joins its group
+        sampler = asyncio.create_task(cpu_shares(*cpu, after_s=warmup_s)) if cpu else None
         answered = await post_boxes(url, rate, warmup_s + seconds, body)
+        if sampler is not None:
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
         found.expected = set(answered)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(found.complete.wait(), 30)

@@ -36,8 +36,10 @@ import aiohttp
 import orjson
 import psutil
 from aiokafka import TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.bare import bare_latencies
+from bench.cpu import cpu_line, cpu_shares
 from devstack.demo_data import DemoOrder, make_demo, webhook
 from devstack.stack import Stack
 from schemas.codec import encode
@@ -65,6 +67,7 @@ class Phase:
     box_order: dict[str, str] = field(default_factory=dict)  # box id -> order id
     late_s: float = 0.0  # how far the sender fell behind its schedule, at most
     broker_cpu: list[float] = field(default_factory=list)  # share of a core, per 10 s
+    cpu: dict[str, float] = field(default_factory=dict)  # process -> share of a core, measured
 
 
 @dataclass
@@ -112,6 +115,35 @@ async def cpu_by_window(pid: int, after_s: float, out: list[float], window_s: fl
         now = sum(proc.cpu_times()[:2])
         out.append((now - before) / window_s)
         before = now
+
+
+async def planner_batches(stack: Stack) -> str:
+    """The planner's batches so far, from its metrics: how many, events in each and the
+    seconds to join one and have the broker ack it (mean)."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(stack.metrics_urls["planner"]) as response,
+    ):
+        text = await response.text()
+    sums: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith("parcelflow_planner_batch_"):
+                sums[sample.name] = sample.value
+    batches = sums.get("parcelflow_planner_batch_seconds_count", 0) or 1
+    events = sums.get("parcelflow_planner_batch_events_sum", 0) / batches
+    seconds = sums.get("parcelflow_planner_batch_seconds_sum", 0) / batches
+    mean_ms = seconds * 1000
+    return f"planner batches={batches:.0f} events_mean={events:.1f} seconds_mean_ms={mean_ms:.1f}"
+
+
+def stack_pids(stack: Stack) -> dict[str, int]:
+    """The broker, every worker and the simulator, and this benchmark's own process."""
+    pids = {p.label: p.proc.pid for p in stack.processes}
+    if stack.broker is not None and stack.broker.proc is not None:
+        pids["broker"] = stack.broker.proc.pid
+    pids["bench"] = os.getpid()
+    return pids
 
 
 def now_ms() -> float:
@@ -234,11 +266,16 @@ async def run_phase(
         count += len(order.boxes)
     phase = Phase(rate)
     assert stack.broker is not None and stack.broker.proc is not None
-    sampler = asyncio.create_task(
-        cpu_by_window(stack.broker.proc.pid, args.lead + args.warmup, phase.broker_cpu)
-    )
+    samplers = [
+        asyncio.create_task(
+            cpu_by_window(stack.broker.proc.pid, args.lead + args.warmup, phase.broker_cpu)
+        ),
+        asyncio.create_task(cpu_shares(stack_pids(stack), phase.cpu, args.lead + args.warmup)),
+    ]
     await play(stack, picked, phase, args.lead, (args.lead + args.warmup, args.lead + total_s))
-    sampler.cancel()
+    for sampler in samplers:
+        sampler.cancel()
+    await asyncio.gather(*samplers, return_exceptions=True)
     deadline = time.monotonic() + args.drain
     while time.monotonic() < deadline:  # until every measured order has its label
         if all(o in seen.label for o in phase.measured):
@@ -271,19 +308,19 @@ async def main(args: argparse.Namespace) -> None:
                 f"{args.warmup:g} s warm-up, {args.seconds:g} s measured per rate; "
                 f"label files in {labels}"
             )
-            floor = await broker_floor(stack.settings, args)
+            floor = await broker_floor(stack, args)
             rate, knee, last_good = args.rate, None, None
             for run in range(1, args.phases + 1):
                 phase, values, missing = await run_phase(stack, seen, rate, args, 1000 + run)
                 if run == 1:
                     print(versus_broker(values["box->job"], floor), flush=True)
                     # the broker is older now (parcelflow's records in it): the floor again
-                    after = await broker_floor(stack.settings, args)
+                    after = await broker_floor(stack, args)
                     line = versus_broker(values["box->job"], after)
                     print(line.replace("latency-vs-broker", "latency-vs-broker-after"), flush=True)
                     # and on topics as old as parcelflow's busiest partition
                     grown = await busiest_partition(stack.settings)
-                    aged = await broker_floor(stack.settings, args, grown)
+                    aged = await broker_floor(stack, args, grown)
                     line = versus_broker(values["box->job"], aged)
                     print(line.replace("latency-vs-broker", "latency-vs-broker-grown"), flush=True)
                 print(f"rate {rate:g} boxes/s: {len(phase.measured)} orders measured", end="")
@@ -293,6 +330,8 @@ async def main(args: argparse.Namespace) -> None:
                 print(f"box->job p99_ms by 10 s: {p99_by_window(phase, seen)}")
                 shares = " ".join(f"{share:.0%}" for share in phase.broker_cpu)
                 print(f"broker CPU of a core by 10 s: {shares}")
+                print(cpu_line(phase.cpu))
+                print(await planner_batches(stack), flush=True)
                 p99 = percentiles(values["box->job"]).split()[2].split("=")[1]
                 behind = missing > 0 or phase.late_s > 1.0
                 if behind or p99 == "n/a" or float(p99) > args.goal_ms:
@@ -333,16 +372,21 @@ async def busiest_partition(settings: Settings) -> int:
     return max(ends.values(), default=0)
 
 
-async def broker_floor(settings: Settings, args: argparse.Namespace, grown: int = 0) -> list[float]:
+async def broker_floor(stack: Stack, args: argparse.Namespace, grown: int = 0) -> list[float]:
     """The bare pipeline (``bench.bare``) at the first rate, on this stack's broker and
     client settings: box -> job milliseconds; on topics with ``grown`` batches per partition
     first."""
     sample = make_demo(1, seed=1, run_id=1, now_s=int(time.time()))[0].boxes[0]
     body = encode(sample)
-    floor = await bare_latencies(settings, args.rate, args.seconds, args.warmup, body, grown)
+    cpu: dict[str, float] = {}
+    pids = {k: v for k, v in stack_pids(stack).items() if k in ("broker", "bench")}
+    floor = await bare_latencies(
+        stack.settings, args.rate, args.seconds, args.warmup, body, grown, (pids, cpu)
+    )
     aged = f", topics filled with {grown} batches per partition first" if grown else ""
     print(f"bare pipeline at {args.rate:g} boxes/s, same broker and client settings{aged}:")
-    print(f"latency bare box->job {percentiles(floor)}", flush=True)
+    print(f"latency bare box->job {percentiles(floor)}")
+    print(f"bare {cpu_line(cpu)}", flush=True)
     return floor
 
 

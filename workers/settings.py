@@ -586,6 +586,15 @@ class PlannerSettings(WorkerSettings):
         "latency it adds; under a backlog batches fill at once).",
     )
 
+    planner_batches_in_flight: int = Field(
+        4,
+        ge=1,
+        description="Batches the planner has joined whose records the broker has not yet "
+        "acknowledged, at most: the next batch is joined while earlier ones are written "
+        "(1: each batch waits for the one before). Each batch's events are committed once "
+        "its records and every earlier batch's are acknowledged.",
+    )
+
     planner_stop_timeout_s: float = Field(
         8.0,
         gt=0,

@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -204,18 +205,21 @@ class Batch:
         await self.send(topic, dead_letter_key(message.key), encode(record))
         log_dead_letter(message, record, topic)
 
-    async def finish(self) -> None:
-        """Write the changed states, then wait until the broker has every record."""
+    async def finish(self) -> asyncio.Future[Any]:
+        """Write the changed states; the future is done when the broker has every record
+        of the batch (or failed with the broker's refusal)."""
         p = self.planner
         for key, partition in self.partitions.items():
             value = self.encoded[key]
             p.table.remember(key, value, partition)
             await self.send(p.changelog, key, value, partition)
-        await asyncio.gather(*self.sends)
+        return asyncio.gather(*self.sends)
 
 
-async def join_batch(planner: Planner, events: Sequence[EventT[bytes]]) -> None:
-    started = time.perf_counter()
+async def join_batch(planner: Planner, events: Sequence[EventT[bytes]]) -> asyncio.Future[Any]:
+    """Join one batch and hand its records to the producer; the next batch may be joined
+    at once (the states are in the table). The future is done when the broker has every
+    record of this batch."""
     batch = Batch(planner)
     made = dict.fromkeys((planner.plans_topic, planner.jobs_topic), 0)
     for event in events:
@@ -234,12 +238,11 @@ async def join_batch(planner: Planner, events: Sequence[EventT[bytes]]) -> None:
         for topic, value in records:
             made[topic] += 1
             await batch.send(topic, message.key, value)
-    await batch.finish()
+    written = await batch.finish()
     EVENTS.inc(len(events))
     PLANS_MADE.inc(made[planner.plans_topic])
     JOBS_MADE.inc(made[planner.jobs_topic])
     BATCH_EVENTS.observe(len(events))
-    BATCH_SECONDS.observe(time.perf_counter() - started)
     for topic, partition, first, last in planner.watch.overdue(batch.clock):
         SKIPPED.inc(last - first + 1)
         log.warning(
@@ -250,6 +253,7 @@ async def join_batch(planner: Planner, events: Sequence[EventT[bytes]]) -> None:
             last=last,
             hint="never delivered to the join; the auditor republishes what they held",
         )
+    return written
 
 
 def faust_brokers(bootstrap: str) -> list[str]:
@@ -334,32 +338,88 @@ def create_app(settings: PlannerSettings, fatal: OnFatal | None = None) -> faust
     return app
 
 
+class InFlight:
+    """The batches joined whose records the broker has not acknowledged yet, oldest first.
+
+    A batch's events are acked (and so committed) once its records are acknowledged and
+    every earlier batch's are: in order, never past a batch still being written. Once a
+    write fails (the broker refused it, or the producer stopped first) nothing more is
+    acked: those events and every later one stay uncommitted, to be joined again by
+    whoever owns their partitions next. A refusal is told to ``on_failure`` at once, also
+    while the stream is idle.
+    """
+
+    def __init__(self, depth: int, on_failure: OnFatal) -> None:
+        self.depth = depth
+        self.on_failure = on_failure
+        self.batches: deque[tuple[Sequence[EventT[bytes]], asyncio.Future[Any], float]] = deque()
+        self.failure: BaseException | None = None
+
+    def add(
+        self, events: Sequence[EventT[bytes]], written: asyncio.Future[Any], started: float
+    ) -> None:
+        self.batches.append((events, written, started))
+        written.add_done_callback(self.settle)
+
+    def settle(self, _: object = None) -> None:
+        """Ack every batch at the head whose records the broker has."""
+        while self.batches and self.failure is None and self.batches[0][1].done():
+            events, written, started = self.batches.popleft()
+            if written.cancelled():  # the producer stopped under it: a stop, not a failure
+                self.failure = asyncio.CancelledError()
+                return
+            if (refused := written.exception()) is not None:
+                self.failure = refused
+                self.on_failure(refused)
+                return
+            BATCH_SECONDS.observe(time.perf_counter() - started)
+            for event in events:
+                event.ack()
+
+    async def room(self) -> None:
+        """Wait until fewer than ``depth`` batches are in flight; raise the failure that
+        stopped the acking, if one did."""
+        while self.failure is None and len(self.batches) >= self.depth:
+            await asyncio.wait({self.batches[0][1]})
+            self.settle()
+        if self.failure is not None:
+            raise self.failure
+
+
 async def join_stream(
     planner: Planner, stream: faust.StreamT[bytes], fatal: OnFatal | None
 ) -> None:
-    """The join agent: batches of events, each acked once its batch is joined and written."""
+    """The join agent: batches of events, each acked once the broker has its records."""
     assert isinstance(stream, faust.Stream)  # noqa: S101 (take_events is not on StreamT)
     settings = planner.settings
+    told: list[BaseException] = []
+
+    def fail(exc: BaseException) -> None:
+        if not told:
+            told.append(exc)
+            log.critical("planner_join_failed", error=f"{type(exc).__name__}: {exc}")
+            if fatal is not None:
+                fatal(exc)
+
     # take_events turns the stream's own acks off while it runs and back on when it
     # ends; events drained after that would be acked unjoined. Off from the start.
     stream.enable_acks = False
     batches = stream.take_events(settings.planner_batch_size, within=settings.planner_batch_wait_s)
+    in_flight = InFlight(settings.planner_batches_in_flight, fail)
     try:
         async for events in batches:
             # take_events acks a batch in a ``finally``, also when cancelled mid-batch:
-            # one more reference per message, given back once the batch is done, keeps
-            # an unfinished batch uncommitted.
+            # one more reference per message, given back once the broker has the batch's
+            # records (``InFlight``), keeps an unfinished batch uncommitted.
             for event in events:
                 event.message.incref()
-            await join_batch(planner, events)
-            for event in events:
-                event.ack()
+            started = time.perf_counter()
+            in_flight.add(events, await join_batch(planner, events), started)
+            await in_flight.room()
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        log.critical("planner_join_failed", error=f"{type(exc).__name__}: {exc}")
-        if fatal is not None:
-            fatal(exc)
+        fail(exc)
         raise
 
 
