@@ -75,6 +75,18 @@ ROWS = [
         " ms",
     ),
     Row(
+        "latency",
+        "box -> job p99 / bare pipeline's on the same broker",
+        r"^latency-vs-broker box->job .*p99_ratio=(\S+)",
+        "<= 2.0",
+    ),
+    Row(
+        "latency",
+        "box -> job p99 / bare pipeline's beside parcelflow",
+        r"^latency-vs-broker-loaded box->job .*p99_ratio=(\S+)",
+        "(info)",
+    ),
+    Row(
         "adaptive",
         "labels/s / capacity, worst phase",
         r"^adaptive: throughput_ratio=(\S+)",

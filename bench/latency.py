@@ -15,7 +15,14 @@ packed); boxes are closed at a steady ``--rate`` per second. After ``--warmup`` 
 
 Times on the output side are the records' timestamps (set by the producing worker, on
 this machine's clock). One line per measure:
-``latency box->job p50_ms=… p95_ms=… p99_ms=… max_ms=…``. Then the rate doubles, phase
+``latency box->job p50_ms=… p95_ms=… p99_ms=… max_ms=…``.
+
+Against the broker's own floor (``bench.bare``, a bare pipeline of the same shape on the
+same broker and client settings): ``latency-vs-broker`` before parcelflow's minute,
+``-after`` it, ``-grown`` on topics first filled to parcelflow's fullest partition, and
+``-loaded`` with a light bare pipeline (``--probe-rate``) run at the same time as
+parcelflow, on the same cores. Then where the CPU went (``cpu of a core: …``, each
+process) and the planner's batches. Then the rate doubles, phase
 after phase, until box -> job p99 passes ``--goal-ms`` or the pipeline falls behind, and
 the knee is printed. Everything started is stopped, by process id.
 """
@@ -68,6 +75,7 @@ class Phase:
     late_s: float = 0.0  # how far the sender fell behind its schedule, at most
     broker_cpu: list[float] = field(default_factory=list)  # share of a core, per 10 s
     cpu: dict[str, float] = field(default_factory=dict)  # process -> share of a core, measured
+    probe: list[float] = field(default_factory=list)  # the bare pipeline meanwhile, box -> job
 
 
 @dataclass
@@ -272,7 +280,16 @@ async def run_phase(
         ),
         asyncio.create_task(cpu_shares(stack_pids(stack), phase.cpu, args.lead + args.warmup)),
     ]
+    probe = None
+    if args.probe_rate > 0:  # the broker's floor measured at the same time, lightly
+        probe = asyncio.create_task(
+            bare_latencies(
+                stack.settings, args.probe_rate, args.seconds, args.warmup, sample_box(), 0
+            )
+        )
     await play(stack, picked, phase, args.lead, (args.lead + args.warmup, args.lead + total_s))
+    if probe is not None:
+        phase.probe = await probe
     for sampler in samplers:
         sampler.cancel()
     await asyncio.gather(*samplers, return_exceptions=True)
@@ -323,6 +340,14 @@ async def main(args: argparse.Namespace) -> None:
                     aged = await broker_floor(stack, args, grown)
                     line = versus_broker(values["box->job"], aged)
                     print(line.replace("latency-vs-broker", "latency-vs-broker-grown"), flush=True)
+                if phase.probe:
+                    print(
+                        f"bare pipeline at {args.probe_rate:g} boxes/s on the same broker, "
+                        "at the same time as parcelflow (its own topics):"
+                    )
+                    print(f"latency probe box->job {percentiles(phase.probe)}")
+                    line = versus_broker(values["box->job"], phase.probe)
+                    print(line.replace("latency-vs-broker", "latency-vs-broker-loaded"))
                 print(f"rate {rate:g} boxes/s: {len(phase.measured)} orders measured", end="")
                 print(f", sender late by {phase.late_s:.2f} s at most, {missing} without label")
                 for measure in MEASURES:
@@ -376,8 +401,7 @@ async def broker_floor(stack: Stack, args: argparse.Namespace, grown: int = 0) -
     """The bare pipeline (``bench.bare``) at the first rate, on this stack's broker and
     client settings: box -> job milliseconds; on topics with ``grown`` batches per partition
     first."""
-    sample = make_demo(1, seed=1, run_id=1, now_s=int(time.time()))[0].boxes[0]
-    body = encode(sample)
+    body = sample_box()
     cpu: dict[str, float] = {}
     pids = {k: v for k, v in stack_pids(stack).items() if k in ("broker", "bench")}
     floor = await bare_latencies(
@@ -388,6 +412,11 @@ async def broker_floor(stack: Stack, args: argparse.Namespace, grown: int = 0) -
     print(f"latency bare box->job {percentiles(floor)}")
     print(f"bare {cpu_line(cpu)}", flush=True)
     return floor
+
+
+def sample_box() -> bytes:
+    """One demo box, encoded: what the bare pipeline posts."""
+    return encode(make_demo(1, seed=1, run_id=1, now_s=int(time.time()))[0].boxes[0])
 
 
 def versus_broker(parcelflow: list[float], floor: list[float]) -> str:
@@ -410,6 +439,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lead", type=float, default=2.0, help="order ahead of its boxes, s (2)")
     p.add_argument("--drain", type=float, default=60.0, help="wait for labels after, s (60)")
     p.add_argument("--phases", type=int, default=4, help="rates to try at most (4)")
+    p.add_argument(
+        "--probe-rate",
+        type=float,
+        default=20.0,
+        help="boxes/s of a bare pipeline run alongside parcelflow (the floor under the same "
+        "load; 0: none) (20)",
+    )
     p.add_argument("--goal-ms", type=float, default=250.0, help="box->job p99 goal (250)")
     p.add_argument(
         "--label-dir",
