@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from devstack.stack import terminate
+from workers import lifeline
 from workers.settings import Settings
 
 
@@ -49,7 +50,8 @@ def worker_process(
     with log_path.open("ab") as log:
         start = log.tell()  # a restart appends to the same log: look at its own lines only
         proc = subprocess.Popen(
-            command or [sys.executable, "-m", "workers.cli", name],
+            # it dies with this test process too, should a timeout end it past the finally
+            lifeline.wrap(command or [sys.executable, "-m", "workers.cli", name]),
             env=settings_env(settings),
             stdout=log,
             stderr=subprocess.STDOUT,
