@@ -30,7 +30,7 @@ import faust
 import structlog
 from faust.stores.memory import Store as MemoryStore
 from faust.types import EventT
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from schemas.box import BoxClosed
 from schemas.codec import encode
@@ -85,6 +85,11 @@ BATCH_SECONDS = Histogram(
     "parcelflow_planner_batch_seconds",
     "Time to join one batch and have the broker ack its records.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+IN_FLIGHT = Gauge(
+    "parcelflow_planner_batches_in_flight",
+    "Batches joined whose records the broker has not acknowledged yet (at most "
+    "PARCELFLOW_PLANNER_BATCHES_IN_FLIGHT: always at it, the broker is the bottleneck).",
 )
 SKIPPED = Counter(
     "parcelflow_planner_offsets_skipped",
@@ -359,6 +364,7 @@ class InFlight:
         self, events: Sequence[EventT[bytes]], written: asyncio.Future[Any], started: float
     ) -> None:
         self.batches.append((events, written, started))
+        IN_FLIGHT.set(len(self.batches))
         written.add_done_callback(self.settle)
 
     def settle(self, _: object = None) -> None:
@@ -373,6 +379,7 @@ class InFlight:
                 self.on_failure(refused)
                 return
             BATCH_SECONDS.observe(time.perf_counter() - started)
+            IN_FLIGHT.set(len(self.batches))
             for event in events:
                 event.ack()
 
