@@ -9,6 +9,19 @@ import time
 import psutil
 
 
+async def cpu_by_window(pid: int, after_s: float, out: list[float], window_s: float = 10) -> None:
+    """The process's share of a core in each ``window_s`` from ``after_s`` on, into ``out``
+    (until cancelled)."""
+    proc = psutil.Process(pid)
+    await asyncio.sleep(after_s)
+    before = sum(proc.cpu_times()[:2])
+    while True:
+        await asyncio.sleep(window_s)
+        now = sum(proc.cpu_times()[:2])
+        out.append((now - before) / window_s)
+        before = now
+
+
 def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     """User + system CPU seconds of each named process so far (gone ones left out)."""
     spent = {}

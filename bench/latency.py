@@ -41,12 +41,11 @@ from tempfile import TemporaryDirectory
 
 import aiohttp
 import orjson
-import psutil
 from aiokafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.bare import bare_latencies
-from bench.cpu import cpu_line, cpu_shares
+from bench.cpu import cpu_by_window, cpu_line, cpu_shares
 from devstack.demo_data import DemoOrder, make_demo, webhook
 from devstack.stack import Stack
 from schemas.codec import encode
@@ -112,19 +111,6 @@ def p99_by_window(phase: Phase, seen: Seen, window_s: float = 10.0) -> str:
     return " ".join(p99s)
 
 
-async def cpu_by_window(pid: int, after_s: float, out: list[float], window_s: float = 10) -> None:
-    """The process's share of a core in each ``window_s`` from ``after_s`` on, into ``out``
-    (until cancelled)."""
-    proc = psutil.Process(pid)
-    await asyncio.sleep(after_s)
-    before = sum(proc.cpu_times()[:2])
-    while True:
-        await asyncio.sleep(window_s)
-        now = sum(proc.cpu_times()[:2])
-        out.append((now - before) / window_s)
-        before = now
-
-
 async def planner_batches(stack: Stack) -> str:
     """The planner's batches so far, from its metrics: how many, events in each and the
     seconds to join one and have the broker ack it (mean)."""
@@ -138,10 +124,9 @@ async def planner_batches(stack: Stack) -> str:
         for sample in family.samples:
             if sample.name.startswith("parcelflow_planner_batch_"):
                 sums[sample.name] = sample.value
-    batches = sums.get("parcelflow_planner_batch_seconds_count", 0) or 1
-    events = sums.get("parcelflow_planner_batch_events_sum", 0) / batches
-    seconds = sums.get("parcelflow_planner_batch_seconds_sum", 0) / batches
-    mean_ms = seconds * 1000
+    batches = sums.get("parcelflow_planner_batch_seconds_count", 0)
+    events = sums.get("parcelflow_planner_batch_events_sum", 0) / max(batches, 1)
+    mean_ms = sums.get("parcelflow_planner_batch_seconds_sum", 0) / max(batches, 1) * 1000
     return f"planner batches={batches:.0f} events_mean={events:.1f} seconds_mean_ms={mean_ms:.1f}"
 
 
@@ -283,9 +268,7 @@ async def run_phase(
     probe = None
     if args.probe_rate > 0:  # the broker's floor measured at the same time, lightly
         probe = asyncio.create_task(
-            bare_latencies(
-                stack.settings, args.probe_rate, args.seconds, args.warmup, sample_box(), 0
-            )
+            bare_latencies(stack.settings, args.probe_rate, args.seconds, args.warmup, sample_box())
         )
     await play(stack, picked, phase, args.lead, (args.lead + args.warmup, args.lead + total_s))
     if probe is not None:

@@ -4,6 +4,7 @@ devstack file taken only from its owner, the ACLs each worker principal needs.""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -79,13 +80,26 @@ def test_a_devstack_file_is_used_only_if_this_user_owns_it_and_only_its_client_k
     assert discover.running(link) is None
 
 
-def test_each_worker_principal_gets_only_what_it_does_on_kafka() -> None:
-    settings = Settings(**FAKE_SECRETS, topic_namespace="prod.")
-    rows = acls.acls(settings)
+def can(rows: list[acls.Acl]) -> Callable[[str, str, str, str], bool]:
+    """``allowed(worker, resource, name, operation)`` by these ACL rows."""
 
     def allowed(worker: str, resource: str, name: str, op: str) -> bool:
         return acls.Acl(acls.principal_of(worker), resource, name, op) in rows
 
+    return allowed
+
+
+def token_readers(rows: list[acls.Acl]) -> set[str]:
+    """The principals that may read the TikTok tokens topic."""
+    return {
+        a.principal for a in rows if a.name == "prod.tiktok.tokens.v1" and a.operation == "Read"
+    }
+
+
+def test_each_worker_principal_gets_only_what_it_does_on_kafka() -> None:
+    settings = Settings(**FAKE_SECRETS, topic_namespace="prod.")
+    rows = acls.acls(settings)
+    allowed = can(rows)
     assert allowed("labeler", "topic", "prod.label-jobs.v1", "Read")
     assert allowed("labeler", "topic", "prod.labels.v1", "Write")
     assert allowed("labeler", "group", "prod.parcelflow-labeler", "Read")
@@ -100,10 +114,7 @@ def test_each_worker_principal_gets_only_what_it_does_on_kafka() -> None:
     assert not allowed("dashboard", "group", "prod.parcelflow-labeler", "Read")
     assert allowed("topics", "topic", "prod.labels.v1", "Create")
     # the TikTok tokens: only the enricher reads or writes them
-    readers = {
-        a.principal for a in rows if a.name == "prod.tiktok.tokens.v1" and a.operation == "Read"
-    }
-    assert readers == {"User:parcelflow-enricher"}
+    assert token_readers(rows) == {"User:parcelflow-enricher"}
     assert not any(a.operation == "Create" and "topics" not in a.principal for a in rows)
     commands = acls.as_commands(rows, "kafka:9093").splitlines()
     assert len(commands) == len(rows)
@@ -113,15 +124,9 @@ def test_each_worker_principal_gets_only_what_it_does_on_kafka() -> None:
 def test_tiktok_shipping_lets_the_labelers_read_tokens_and_count_the_enrichers() -> None:
     settings = Settings(**FAKE_SECRETS, topic_namespace="prod.", label_providers={"7": "tiktok"})
     rows = acls.acls(settings)
-
-    def allowed(worker: str, resource: str, name: str, op: str) -> bool:
-        return acls.Acl(acls.principal_of(worker), resource, name, op) in rows
-
+    allowed = can(rows)
     assert allowed("labeler", "topic", "prod.tiktok.tokens.v1", "Read")
     assert allowed("labeler", "group", "prod.parcelflow-enricher", "Describe")
     assert allowed("enricher", "group", "prod.parcelflow-labeler", "Describe")
     assert not allowed("labeler", "group", "prod.parcelflow-enricher", "Read")
-    readers = {
-        a.principal for a in rows if a.name == "prod.tiktok.tokens.v1" and a.operation == "Read"
-    }
-    assert readers == {"User:parcelflow-enricher", "User:parcelflow-labeler"}
+    assert token_readers(rows) == {"User:parcelflow-enricher", "User:parcelflow-labeler"}
