@@ -179,7 +179,7 @@ def run_chaos(
             injector.join(timeout=max(0.0, max((f.at_s + f.hold_s for f in faults), default=0)))
         finally:
             injector.stop()
-        progress = Progress(expected={o.order_id for o in orders})
+        progress = Progress.of(orders)
         asyncio.run(watch(settings, progress, timeout_s=drain_s, out=say))
         settle(stack.simulator_url)
         requests = get_json(f"{stack.simulator_url}/_sim/shipium/requests")

@@ -274,14 +274,14 @@ def play_demo(stack: Stack, args: argparse.Namespace, run_dir: Path, started: fl
     from workers.dashboard.app import page
 
     now = int(time.time())
-    orders = make_demo(args.orders, seed=args.seed, run_id=now % 100_000, now_s=now)
+    orders = make_demo(args.orders, seed=args.seed, run_id=now % 100_000, now_s=now, flows=True)
     boxes = sum(len(o.boxes) for o in orders)
     print(f"parcelflow: sending {len(orders)} orders in {boxes} boxes", file=sys.stderr, flush=True)
     run_settings = stack.settings
     sent_at = time.monotonic()
     asyncio.run(send(orders, run_settings, stack.receiver_url, stack.simulator_url, stack.token))
     sent_s = time.monotonic() - sent_at
-    progress = Progress(expected={o.order_id for o in orders})
+    progress = Progress.of(orders)
     asyncio.run(watch(run_settings, progress, timeout_s=args.timeout))
     summary = Summary(len(orders), boxes, progress, time.monotonic() - started, sent_s)
     summary.restarts = stack.restarts
@@ -315,7 +315,8 @@ def verdict(summary: Summary, run_dir: Path) -> int:
             file=sys.stderr,
         )
         return 1
-    return 0 if summary.progress.pending == 0 else 1
+    progress = summary.progress
+    return 0 if progress.pending == 0 and progress.labeled_cancelled == 0 else 1
 
 
 def write_report(dashboard_url: str, run_dir: Path, page: Any, labels: int) -> Path | None:

@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 import aiohttp
 import orjson
 
-from devstack.demo_data import DemoOrder, webhook
+from devstack.demo_data import (
+    CANCEL_ACCEPTED,
+    CANCEL_DECLINED,
+    DemoOrder,
+    answered,
+    cancellation_webhook,
+    webhook,
+)
 from schemas.codec import decode, encode
 from schemas.label import LabelFailure, LabelResult
 from schemas.plan import ParcelPlan
@@ -36,10 +43,27 @@ class Progress:
     failures: dict[str, LabelFailure] = field(default_factory=dict)
     plans: dict[str, ParcelPlan] = field(default_factory=dict)
     duplicate_labels: int = 0
+    # orders cancelled before their label (no label may come): order id -> its boxes
+    # rejected (every box's plan says so once the planner has it)
+    cancelled: dict[str, int] = field(default_factory=dict)
+    held: set[str] = field(default_factory=set)  # orders that had a held plan
+
+    @classmethod
+    def of(cls, orders: list[DemoOrder]) -> Progress:
+        return cls(
+            expected={o.order_id for o in orders if o.labeled},
+            cancelled={o.order_id: len(o.boxes) for o in orders if not o.labeled},
+        )
 
     @property
     def pending(self) -> int:
-        return len(self.expected - self.labels.keys() - self.failures.keys())
+        waiting = len(self.expected - self.labels.keys() - self.failures.keys())
+        return waiting + sum(1 for n in self.cancelled.values() if n > 0)
+
+    @property
+    def labeled_cancelled(self) -> int:
+        """Labels bought for orders cancelled before their label: must be 0."""
+        return sum(1 for order_id in self.cancelled if order_id in self.labels)
 
 
 @dataclass
@@ -62,12 +86,16 @@ class Summary:
             return f"{cuts[q - 1] / 1000:.2f}s"
 
         planned = sum(1 for x in p.plans.values() if x.status == "planned")
-        rejected = len(p.plans) - planned
+        rejected = sum(1 for x in p.plans.values() if x.status == "rejected")
         rate = len(p.labels) / self.wall_s if self.wall_s else 0.0
         return [
             f"orders sent:        {self.orders} (in {self.sent_s:.1f}s)",
             f"boxes sent:         {self.boxes}",
             f"parcel plans:       {planned} planned, {rejected} rejected",
+            f"held, then labeled: {len(p.held & p.labels.keys())} of {len(p.held)} held "
+            "(buyer remorse window, cancel requests)",
+            f"cancelled unlabeled:{len(p.cancelled) - p.labeled_cancelled:>3} of "
+            f"{len(p.cancelled)} cancelled before their label",
             f"labels:             {len(p.labels)} ({rate:.1f} labels/s over the run)",
             f"label failures:     {len(p.failures)}",
             f"duplicate labels:   {p.duplicate_labels}",
@@ -75,7 +103,7 @@ class Summary:
             f"worker restarts:    {restarts_text(self.restarts)}",
             f"wall time:          {self.wall_s:.1f}s",
             f"summary: orders={self.orders} labels={len(p.labels)} "
-            f"failures={len(p.failures)} pending={p.pending}",
+            f"failures={len(p.failures) + p.labeled_cancelled} pending={p.pending}",
         ]
 
 
@@ -136,6 +164,15 @@ async def send(
                 await post(f"{receiver_url}/v1/boxes", encode(box), bearer)
             if stored is not None:
                 stored[order.order_id] = time.time()
+            if order.flow in (CANCEL_DECLINED, CANCEL_ACCEPTED):  # the seller answers later
+                await asyncio.sleep(5.0)
+                now_s = int(time.time())
+                body = orjson.dumps([answered(order.tiktok, order.flow, now_s)])
+                async with http.put(f"{simulator_url}/_sim/tiktok/orders", data=body) as r:
+                    r.raise_for_status()
+                raw = orjson.dumps(cancellation_webhook(order, now_s))
+                signature = webhook_signature(settings.tiktok_app_key, secret, raw)
+                await post(f"{receiver_url}/webhooks/tiktok", raw, {"Authorization": signature})
 
         await asyncio.gather(*(one(o) for o in orders))
 
@@ -190,5 +227,9 @@ def take(progress: Progress, topic: str, value: bytes | None, names: Topics) -> 
             progress.failures[failure.order_id] = failure
     else:
         plan = decode(ParcelPlan, value)
-        if isinstance(plan, ParcelPlan):
+        if isinstance(plan, ParcelPlan) and plan.event_id not in progress.plans:
             progress.plans[plan.event_id] = plan
+            if plan.status == "held":
+                progress.held.add(plan.order_id)
+            elif plan.status == "rejected" and plan.order_id in progress.cancelled:
+                progress.cancelled[plan.order_id] -= 1

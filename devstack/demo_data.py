@@ -34,12 +34,30 @@ CITIES = [
 ]
 
 
+# How a demo order reaches AWAITING_SHIPMENT (TikTok's changelog "For US and UK markets:
+# introducing On Hold order status": a shop gets both flows):
+NEW_FLOW = "new"  # through ON_HOLD (is_on_hold_order true): ships at once
+OLD_FLOW = "old"  # UNPAID -> AWAITING_SHIPMENT, paid over an hour ago: ships at once
+OLD_FLOW_RECENT = "old-recent"  # the same, paid almost an hour ago: held for seconds
+CANCEL_DECLINED = "cancel-declined"  # the buyer asks to cancel, the seller declines: labeled
+CANCEL_ACCEPTED = "cancel-accepted"  # the buyer asks to cancel, it is accepted: no label
+FLOWS = [(NEW_FLOW, 55), (OLD_FLOW, 25), (OLD_FLOW_RECENT, 10), (CANCEL_DECLINED, 5)]
+FLOWS += [(CANCEL_ACCEPTED, 5)]
+REMORSE_WINDOW_S = 3600  # TikTok's hour (the enricher's PARCELFLOW_REMORSE_HOLD_S default)
+
+
 @dataclass(frozen=True)
 class DemoOrder:
     order_id: str
     shop_id: str
     tiktok: dict[str, Any]  # the order as Get Order Detail returns it
     boxes: list[BoxClosed]
+    flow: str = NEW_FLOW
+
+    @property
+    def labeled(self) -> bool:
+        """Whether the order ends with a label (a cancelled one must not get one)."""
+        return self.flow != CANCEL_ACCEPTED
 
     @property
     def units(self) -> int:
@@ -88,8 +106,10 @@ def tiktok_order(
         "status": "AWAITING_SHIPMENT",
         "shipping_type": "TIKTOK",
         "warehouse_id": "7300000000000000001",
-        "is_on_hold_order": False,
-        "create_time": now_s - 3600,
+        "is_on_hold_order": True,
+        "is_buyer_request_cancel": False,
+        "create_time": now_s - 4000,
+        "paid_time": now_s - 3990,
         "update_time": now_s,
         "recipient_address": {
             "name": f"Buyer {order_id[-4:]}",
@@ -139,15 +159,65 @@ def pack(order: dict[str, Any], rng: random.Random, now_ms: int) -> list[BoxClos
     return boxes
 
 
-def make_demo(count: int, *, seed: int, run_id: int, now_s: int, shops: int = 1) -> list[DemoOrder]:
+def make_demo(
+    count: int, *, seed: int, run_id: int, now_s: int, shops: int = 1, flows: bool = False
+) -> list[DemoOrder]:
+    """``count`` orders; all of the new flow, or with ``flows`` a mix of ``FLOWS``."""
     rng = random.Random(seed)
     orders = []
     for i in range(count):
         order_id = str(576460000000000000 + run_id * 100_000 + i)
         shop_id = str(7495000000000000000 + i % shops)
         raw = make_order(order_id, shop_id, rng, now_s)
-        orders.append(DemoOrder(order_id, shop_id, raw, pack(raw, rng, now_s * 1000)))
+        flow = NEW_FLOW
+        if flows:
+            flow = rng.choices([f for f, _ in FLOWS], weights=[w for _, w in FLOWS])[0]
+            with_flow(raw, flow, now_s, rng)
+        orders.append(DemoOrder(order_id, shop_id, raw, pack(raw, rng, now_s * 1000), flow))
     return orders
+
+
+def with_flow(raw: dict[str, Any], flow: str, now_s: int, rng: random.Random) -> None:
+    """Set the order's flow fields as TikTok would serve them (Get Order Detail)."""
+    if flow == NEW_FLOW:
+        return
+    raw["is_on_hold_order"] = False
+    if flow == OLD_FLOW_RECENT:  # the window ends 10-20 s from now
+        raw["paid_time"] = now_s - REMORSE_WINDOW_S + rng.randint(10, 20)
+    else:
+        raw["paid_time"] = now_s - 2 * REMORSE_WINDOW_S
+    raw["create_time"] = raw["paid_time"] - 10
+    raw["is_buyer_request_cancel"] = flow in (CANCEL_DECLINED, CANCEL_ACCEPTED)
+
+
+def answered(raw: dict[str, Any], flow: str, now_s: int) -> dict[str, Any]:
+    """The order once the seller answered its buyer's cancel request."""
+    answer = {**raw, "is_buyer_request_cancel": False, "update_time": now_s}
+    if flow == CANCEL_ACCEPTED:
+        answer |= {"status": "CANCELLED", "cancel_time": now_s}
+    return answer
+
+
+def cancellation_webhook(order: DemoOrder, now_s: int) -> dict[str, Any]:
+    """TikTok's type 11 once the seller answered the buyer's request (TikTok's webhook
+    page "11 Cancellation status change": CANCELLATION_REQUEST_SUCCESS when accepted,
+    CANCELLATION_REQUEST_CANCELLED when the request was closed)."""
+    accepted = order.flow == CANCEL_ACCEPTED
+    return {
+        "type": 11,
+        "tts_notification_id": f"ntf-{order.order_id}-cancel",
+        "shop_id": order.shop_id,
+        "timestamp": now_s,
+        "data": {
+            "order_id": order.order_id,
+            "cancellations_role": "BUYER",
+            "cancel_status": "CANCELLATION_REQUEST_SUCCESS"
+            if accepted
+            else "CANCELLATION_REQUEST_CANCELLED",
+            "cancel_id": str(4035318504086604100 + int(order.order_id) % 1000),
+            "create_time": now_s - 5,
+        },
+    }
 
 
 def webhook(order: DemoOrder, now_s: int) -> dict[str, Any]:
@@ -159,7 +229,7 @@ def webhook(order: DemoOrder, now_s: int) -> dict[str, Any]:
         "data": {
             "order_id": order.order_id,
             "order_status": "AWAITING_SHIPMENT",
-            "is_on_hold_order": False,
+            "is_on_hold_order": order.tiktok.get("is_on_hold_order", True),
             "update_time": now_s,
         },
     }

@@ -217,7 +217,7 @@ def run_scale(
             scaler.join(timeout=seconds)
         finally:
             scaler.stop()
-        progress = Progress(expected={o.order_id for o in orders})
+        progress = Progress.of(orders)
         asyncio.run(watch(settings, progress, timeout_s=drain_s, out=say))
         settle(stack.simulator_url)
         requests = get_json(f"{stack.simulator_url}/_sim/shipium/requests")

@@ -168,7 +168,7 @@ def run_soak(
     with stack.running(say=say):
         assert stack.broker is not None and stack.broker.proc is not None  # noqa: S101
         gauge = BrokerGauge(stack.broker.proc.pid)
-        progress = Progress(expected={o.order_id for o in orders})
+        progress = Progress.of(orders)
         asyncio.run(
             soak(
                 stack, orders, seconds, progress, gauge, (every_s, warmup_s), drain_s, windows, say

@@ -56,6 +56,20 @@ class Order(Model):
         "ships with its own logistics (no TikTok Shop label); empty: not known (TIKTOK).",
     )
     warehouse_id: OptionalId = Field("", description="The seller's warehouse the order ships from.")
+    paid_time: int = Field(0, ge=0, le=MAX_INT, description="Unix seconds of payment (0: unknown).")
+    ship_after: int = Field(
+        0,
+        ge=0,
+        le=MAX_INT,
+        description="Unix seconds before which no label may be bought (0: none). TikTok's "
+        "old-flow orders (is_on_hold_order false) are held for the buyer's one-hour remorse "
+        "window after payment: the enricher sets paid_time + PARCELFLOW_REMORSE_HOLD_S.",
+    )
+    buyer_cancel_requested: bool = Field(
+        False,
+        description="The buyer has a pending cancellation request (TikTok's "
+        "is_buyer_request_cancel): no label while it is pending.",
+    )
     cause: str = Field(
         "",
         max_length=512,

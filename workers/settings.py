@@ -562,6 +562,14 @@ class TikTokWorkerSettings(WorkerSettings, TikTokSettings, ProviderSettings):
 class EnricherSettings(TikTokWorkerSettings):
     """The enricher."""
 
+    remorse_hold_s: int = Field(
+        3600,
+        ge=0,
+        description="TikTok orders of the old flow (is_on_hold_order false: no ON_HOLD "
+        "status, the buyer may still cancel for an hour after payment) get no label before "
+        "paid_time plus this many seconds; 0 turns the hold off. TikTok asks for one hour.",
+    )
+
     enricher_park_retry_s: float = Field(
         60.0,
         gt=0,
@@ -593,6 +601,13 @@ class PlannerSettings(WorkerSettings):
         "acknowledged, at most: the next batch is joined while earlier ones are written "
         "(1: each batch waits for the one before). Each batch's events are committed once "
         "its records and every earlier batch's are acknowledged.",
+    )
+
+    planner_hold_check_s: float = Field(
+        1.0,
+        gt=0,
+        description="How often each planner looks for held orders whose hold has ended "
+        "(TikTok's buyer remorse window) and releases them: the most a release is late.",
     )
 
     planner_stop_timeout_s: float = Field(

@@ -31,6 +31,10 @@ ITEMS_ALREADY_PACKED = 21011017
 PACKAGE_NOT_FOUND = 21001006
 BAD_DOCUMENT_TYPE = 21001010
 SERVICE = "USPS Ground Advantage"
+# TikTok's changelog "For US and UK markets: introducing On Hold order status", Error Codes
+ON_HOLD_MESSAGE = (
+    "Order status is on hold. Please process when order status update to awaiting shipment"
+)
 
 
 @dataclass
@@ -81,8 +85,8 @@ def refused_create(order: dict[str, Any] | None, body: dict[str, Any]) -> web.Re
     """TikTok's refusals of a Create Packages request, before any work."""
     if order is None:
         return answer(ORDER_NOT_FOUND, "order not found")
-    if order.get("is_on_hold_order") or order.get("status") == "ON_HOLD":
-        return answer(ORDER_ON_HOLD, "order is on hold")
+    if order.get("status") == "ON_HOLD":  # the status, not is_on_hold_order (the flow)
+        return answer(ORDER_ON_HOLD, ON_HOLD_MESSAGE)
     wanted = body.get("order_line_item_ids")
     if not isinstance(wanted, list) or not wanted:
         return answer(36009003, "order_line_item_ids must list the package's line items")

@@ -162,13 +162,31 @@ async def test_an_address_update_publishes_the_updated_order_and_says_why(
     assert orders[0].cause == f"webhook 3 RECIPIENT_ADDRESS_UPDATE ntf-{demo[0]['id']}-3"
 
 
-async def test_on_hold_is_not_released(enricher: Running) -> None:
+async def test_is_on_hold_order_names_the_flow_and_only_the_status_holds(
+    enricher: Running,
+) -> None:
+    """TikTok's changelog "For US and UK markets: introducing On Hold order status":
+    ON_HOLD is a status; is_on_hold_order true is the new flow (ships at once), false the
+    old flow (held an hour after payment)."""
     settings, sim, demo = enricher
+    sim.tiktok.orders[demo[0]["id"]] = {**demo[0], "status": "ON_HOLD"}
     sim.tiktok.orders[demo[1]["id"]] = {**demo[1], "is_on_hold_order": True}
-    await produce(settings, WEBHOOKS, "7495", record(demo[0]["id"], "ON_HOLD", 1))
+    sim.tiktok.orders[demo[2]["id"]] = {
+        **demo[2],
+        "is_on_hold_order": False,
+        "paid_time": 1_700_000_100,
+        "is_buyer_request_cancel": True,
+    }
+    await produce(settings, WEBHOOKS, "7495", record(demo[0]["id"], "AWAITING_SHIPMENT", 1))
     await produce(settings, WEBHOOKS, "7495", record(demo[1]["id"], "AWAITING_SHIPMENT", 2))
-    orders = models(Order, await consume(settings, ORDERS, lambda v: len(v) >= 1))
-    assert [(o.order_id, o.status) for o in orders] == [(demo[1]["id"], OrderStatus.ON_HOLD)]
+    await produce(settings, WEBHOOKS, "7495", record(demo[2]["id"], "AWAITING_SHIPMENT", 3))
+    orders = models(Order, await consume(settings, ORDERS, lambda v: len(v) >= 3))
+    found = {o.order_id: (o.status, o.ship_after, o.buyer_cancel_requested) for o in orders}
+    assert found == {
+        demo[0]["id"]: (OrderStatus.ON_HOLD, 0, False),
+        demo[1]["id"]: (OrderStatus.AWAITING_SHIPMENT, 0, False),
+        demo[2]["id"]: (OrderStatus.AWAITING_SHIPMENT, 1_700_003_700, True),
+    }
 
 
 async def test_a_slow_answer_times_out_and_is_retried(enricher: Running) -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from schemas.codec import encode
+from schemas.codec import decode, encode
 from schemas.label import LabelJob
-from schemas.order import OrderStatus
+from schemas.order import Order, OrderStatus
 from schemas.plan import ParcelPlan
 from schemas.rejected import RejectedRecord
 from schemas.topics import BOXES, BOXES_REJECTED, LABEL_JOBS, ORDERS, ORDERS_REJECTED, PLANS
@@ -140,3 +143,65 @@ async def test_each_order_state_is_in_the_changelog_partition_of_its_events(
     finally:
         await consumer.stop()
     assert {k: written.get(k) for k in sent} == {k: {p} for k, p in sent.items()}
+
+
+def held_order(order_id: str, ship_after_s: int, **more: object) -> Order:
+    return order(order_id, skus={"A": 1}).model_copy(update={"ship_after": ship_after_s, **more})
+
+
+async def test_an_old_flow_order_is_held_then_released_on_time(planner: Settings) -> None:
+    """TikTok's old flow: no label within the buyer's remorse window (ship_after)."""
+    ship_after = int(time.time()) + 4
+    await produce(planner, ORDERS, "H1", held_order("H1", ship_after))
+    await produce(planner, BOXES, "H1", box("H1-B1", {"A": 1}, order_id="H1"))
+    plans = plans_for(await consume(planner, PLANS, lambda v: bool(plans_for(v, "H1"))), "H1")
+    assert [(p.status, p.release_at_ms) for p in plans] == [("held", ship_after * 1000)]
+    assert jobs_for(await consume(planner, LABEL_JOBS, lambda v: False, timeout_s=1), "H1") == []
+    jobs = jobs_for(await consume(planner, LABEL_JOBS, lambda v: bool(jobs_for(v, "H1"))), "H1")
+    assert len(jobs) == 1 and jobs[0].created_at_ms >= ship_after * 1000
+    # the release went through the orders topic, named as such
+    values = await consume(planner, ORDERS, lambda v: False, timeout_s=1)
+    releases = [o for o in map(lambda v: decode(Order, v), values) if isinstance(o, Order)]
+    assert [o.cause for o in releases if o.order_id == "H1"][1].startswith("planner: hold ended")
+
+
+async def test_a_cancellation_during_the_hold_means_no_job(planner: Settings) -> None:
+    ship_after = int(time.time()) + 3
+    await produce(planner, ORDERS, "H2", held_order("H2", ship_after))
+    await produce(planner, BOXES, "H2", box("H2-B1", {"A": 1}, order_id="H2"))
+    await consume(planner, PLANS, lambda v: bool(plans_for(v, "H2")))
+    await produce(planner, ORDERS, "H2", order("H2", status=OrderStatus.CANCELLED, update_time=200))
+    plans = plans_for(await consume(planner, PLANS, lambda v: len(plans_for(v, "H2")) >= 2), "H2")
+    assert [p.status for p in plans] == ["held", "rejected"]
+    await asyncio.sleep(ship_after - time.time() + 2)  # past the hold: still nothing
+    assert jobs_for(await consume(planner, LABEL_JOBS, lambda v: False, timeout_s=1), "H2") == []
+
+
+async def test_a_held_order_is_released_by_the_next_planner_after_a_restart(
+    broker: object, tmp_path: Path
+) -> None:
+    """The hold lives in the join's table: a restarted planner (or whichever worker owns
+    the partition after a rebalance) restores it and releases it on time."""
+    from tests.conftest import FAKE_SECRETS
+
+    settings = Settings(
+        kafka_bootstrap=broker.bootstrap,  # type: ignore[attr-defined]
+        kafka_embedded=broker.embedded,  # type: ignore[attr-defined]
+        topic_namespace=f"p{uuid.uuid4().hex[:10]}.",
+        topic_partitions=2,
+        planner_data_dir=tmp_path / "data",
+        **FAKE_SECRETS,
+    )
+    log = tmp_path / "planner.log"
+    ship_after = int(time.time()) + 12
+    with worker_process("planner", settings, log, b"Worker]: Ready"):
+        await produce(settings, ORDERS, "H3", held_order("H3", ship_after))
+        await produce(settings, BOXES, "H3", box("H3-B1", {"A": 1}, order_id="H3"))
+        await consume(settings, PLANS, lambda v: bool(plans_for(v, "H3")))
+    assert jobs_for(await consume(settings, LABEL_JOBS, lambda v: False, timeout_s=1), "H3") == []
+    with worker_process("planner", settings, log, b"Worker]: Ready"):
+        values = await consume(
+            settings, LABEL_JOBS, lambda v: bool(jobs_for(v, "H3")), timeout_s=40
+        )
+        jobs = jobs_for(values, "H3")
+    assert len(jobs) == 1 and jobs[0].created_at_ms >= ship_after * 1000

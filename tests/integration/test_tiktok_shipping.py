@@ -32,9 +32,9 @@ def sim_order(j: LabelJob, on_hold: bool = False) -> dict[str, Any]:
     items = [item for parcel in j.parcels for item in parcel.items]
     return {
         "id": j.order_id,
-        "status": "AWAITING_SHIPMENT",
+        "status": "ON_HOLD" if on_hold else "AWAITING_SHIPMENT",
         "shipping_type": "TIKTOK",
-        "is_on_hold_order": on_hold,
+        "is_on_hold_order": True,  # the new flow: ships once AWAITING_SHIPMENT
         "line_items": [{"id": i.item_id, "sku_id": i.sku_id, "package_id": ""} for i in items],
         "packages": [],
     }
@@ -132,7 +132,7 @@ async def test_an_order_on_hold_waits_then_is_labeled_once_released(
     await produce(settings, LABEL_JOBS, j.order_id, j)
     consumed = await consume(settings, LABEL_ATTEMPTS, lambda v: len(v) >= 1)
     assert consumed
-    sim.tiktok.orders[j.order_id]["is_on_hold_order"] = False
+    sim.tiktok.orders[j.order_id]["status"] = "AWAITING_SHIPMENT"
     [label] = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= 1))
     assert label.attempts >= 2 and len(sim.shipping.packages) == 1
 

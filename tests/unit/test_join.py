@@ -12,7 +12,7 @@ from schemas.label import LabelJob
 from schemas.order import Order, OrderStatus
 from schemas.plan import ParcelPlan
 from tests.unit.factories import box, order
-from workers.planner.join import OrderState, on_box, on_event
+from workers.planner.join import OrderState, on_box, on_event, release_due
 
 
 def play(events: list[Order | BoxClosed]) -> tuple[OrderState, list[ParcelPlan], list[LabelJob]]:
@@ -242,3 +242,77 @@ def test_arbitrary_boxes_never_assign_an_item_twice_or_exceed_the_order(
     assert len({j.job_id for j in jobs}) <= 1
     for plan in final_plans(plans).values():
         assert plan.status == "planned" or plan.reason
+
+
+# --- holds: TikTok's buyer remorse window and pending cancel requests ---
+
+
+def step_all(
+    state: OrderState, events: list[Order | BoxClosed], now_ms: int
+) -> tuple[OrderState, list[ParcelPlan], list[LabelJob]]:
+    plans: list[ParcelPlan] = []
+    jobs: list[LabelJob] = []
+    for event in events:
+        step = on_event(state, event, now_ms)
+        state, plans, jobs = step.state, plans + step.plans, jobs + step.jobs
+    return state, plans, jobs
+
+
+def test_old_flow_order_is_held_until_ship_after_then_released_by_its_release_event() -> None:
+    old_flow = order().model_copy(update={"ship_after": 1_000})  # unix s: 1,000,000 ms
+    state, plans, jobs = step_all(
+        OrderState(order_id="O1"), [old_flow, box("B1", {"A": 2, "B": 1})], 999_000
+    )
+    assert jobs == []
+    assert [(p.status, p.release_at_ms) for p in plans] == [("held", 1_000_000)]
+    assert "remorse window" in plans[0].reason
+    assert state.hold is not None and state.hold.until_ms == 1_000_000
+    assert release_due(state, 999_999) is None  # not yet
+    release = release_due(state, 1_000_000)
+    assert release is not None and release.event_id != old_flow.event_id
+    # the same release event again before its time changes nothing and publishes nothing
+    early = on_event(state, release, 999_999)
+    assert (early.plans, early.jobs) == ([], [])
+    state, plans, jobs = step_all(state, [release], 1_000_000)
+    assert [j.kind for j in jobs] == ["create"]
+    assert [p.status for p in plans] == ["planned"]
+    assert state.hold is None and release_due(state, 2_000_000) is None
+
+
+def test_a_hold_publishes_its_held_plans_once() -> None:
+    old_flow = order().model_copy(update={"ship_after": 1_000})
+    state, plans, _ = step_all(OrderState(order_id="O1"), [old_flow, box("B1", {"A": 1})], 0)
+    assert plans == []  # not complete: nothing to hold yet
+    state, plans, _ = step_all(state, [box("B2", {"A": 1, "B": 1})], 0)
+    assert sorted(p.box_id for p in plans if p.status == "held") == ["B1", "B2"]
+    newer = old_flow.model_copy(update={"event_id": "ev-newer", "update_time": 101})
+    _, plans, _ = step_all(state, [newer], 0)
+    assert plans == []
+
+
+def test_new_flow_order_ships_at_once() -> None:
+    _, _, jobs = step_all(OrderState(order_id="O1"), [order(), box("B1", {"A": 2, "B": 1})], 0)
+    assert len(jobs) == 1
+
+
+def test_cancellation_while_held_buys_no_label_and_says_why() -> None:
+    old_flow = order().model_copy(update={"ship_after": 1_000})
+    state, _, _ = step_all(OrderState(order_id="O1"), [old_flow, box("B1", {"A": 2, "B": 1})], 0)
+    cancelled = order(status=OrderStatus.CANCELLED, update_time=200)
+    state, plans, jobs = step_all(state, [cancelled], 500_000)
+    assert jobs == []
+    assert [p.status for p in plans] == ["rejected"]
+    assert "cancelled while held, before any label was bought" in plans[0].reason
+    assert release_due(state, 2_000_000) is None
+
+
+def test_pending_cancel_request_holds_until_tiktok_answers() -> None:
+    asked = order().model_copy(update={"buyer_cancel_requested": True})
+    state, plans, jobs = step_all(
+        OrderState(order_id="O1"), [asked, box("B1", {"A": 2, "B": 1})], 0
+    )
+    assert jobs == [] and [(p.status, p.release_at_ms) for p in plans] == [("held", 0)]
+    assert release_due(state, 10**12) is None  # no clock releases it: TikTok's answer does
+    declined = order(update_time=300)
+    _, _, jobs = step_all(state, [declined], 0)
+    assert len(jobs) == 1

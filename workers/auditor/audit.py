@@ -132,6 +132,8 @@ class Audit:
         self._update(step.state, now_ms)
 
     def on_plan(self, plan: ParcelPlan, now_ms: int = 0) -> None:
+        if plan.status == "held":  # a note that the order waits: the box's plan is to come
+            return
         ident = (plan.order_id, plan.box_id)
         was_waiting = self.waiting.pop(ident, None) is not None
         if plan.order_id in self.released:

@@ -76,6 +76,7 @@ class Board:
         self.latency: dict[str, deque[int]] = {m: deque(maxlen=self.samples) for m in MEASURES}
         self.failures = Recent(200)  # job id -> latest failure, while not labeled
         self.alerts = Recent(200)  # (kind, shop) -> latest alert
+        self.held = Recent(self.keep)  # order id -> its held plan, until planned or rejected
 
     def take(
         self, topic: str, value: bytes | None, timestamp_ms: int, repair: bool = False
@@ -141,12 +142,17 @@ class Board:
     def _plan(self, plan: ParcelPlan | str, timestamp_ms: int) -> None:
         if isinstance(plan, str) or not self._count("plans", plan.event_id, timestamp_ms):
             return
+        if plan.status == "held":
+            self.held.put(plan.order_id, plan)
+            return
+        self.held.pop(plan.order_id, None)
         if plan.status != "planned":
             self.rejected_plans += 1
 
     def _job(self, job: LabelJob | str, timestamp_ms: int) -> None:
         if isinstance(job, str) or job.kind != "create":
             return
+        self.held.pop(job.order_id, None)
         if not self._count("jobs", job.job_id, timestamp_ms) or not job.parcels:
             return
         self._box_to_job(job.job_id, timestamp_ms, [p.box_id for p in job.parcels])
@@ -207,6 +213,7 @@ class Board:
             ),
             "repairs": self.repairs,
             "parked": self.parked,
+            "held": held_rows(self.held.values()),
         }
 
 
@@ -243,6 +250,19 @@ def failure_row(failure: LabelFailure) -> dict[str, Any]:
         "replayable": failure.error_code not in DECISIONS,
         "failed_at_ms": failure.failed_at_ms,
     }
+
+
+def held_rows(plans: Any) -> dict[str, Any]:
+    """Orders held before their label: how many, the next release, the 50 next."""
+    rows = sorted(
+        (
+            {"order_id": p.order_id, "release_at_ms": p.release_at_ms, "reason": p.reason}
+            for p in plans
+        ),
+        key=lambda row: (row["release_at_ms"] or 2**53, row["order_id"]),
+    )
+    timed = [row["release_at_ms"] for row in rows if row["release_at_ms"]]
+    return {"orders": len(rows), "next_release_ms": min(timed, default=0), "rows": rows[:50]}
 
 
 def reasons(failures: Any) -> dict[str, int]:

@@ -178,7 +178,9 @@ class Enricher:
             return None
         try:
             event_id = derived_id("tiktok", item.record.event_id)
-            order = parse_order(raw, shop_id, event_id, cause(item.record))
+            order = parse_order(
+                raw, shop_id, event_id, cause(item.record), self.settings.remorse_hold_s
+            )
         except (KeyError, ValueError, TypeError) as exc:
             await self.reject(item.message, f"unreadable order detail: {type(exc).__name__}: {exc}")
             return None

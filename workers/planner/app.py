@@ -50,7 +50,14 @@ from workers.kafka import (
 from workers.kafka_auth import faust_credentials
 from workers.loop import collect_garbage_less_often, new_event_loop
 from workers.planner.delivery import deliver_every_offset, wait_at_most
-from workers.planner.join import OrderState, TooLarge, encode_step, on_event, restore
+from workers.planner.join import (
+    OrderState,
+    TooLarge,
+    encode_step,
+    on_event,
+    release_due,
+    restore,
+)
 from workers.planner.skips import SkipWatch
 from workers.plugins import adapt_kafka_clients
 from workers.runtime import Runtime, ops_server
@@ -91,6 +98,14 @@ IN_FLIGHT = Gauge(
     "Batches joined whose records the broker has not acknowledged yet (at most "
     "PARCELFLOW_PLANNER_BATCHES_IN_FLIGHT: always at it, the broker is the bottleneck).",
 )
+HELD = Gauge(
+    "parcelflow_planner_orders_held",
+    "Complete orders this planner holds until a time (TikTok's buyer remorse window).",
+)
+RELEASES = Counter(
+    "parcelflow_planner_hold_releases",
+    "Release events written for held orders whose hold had ended.",
+)
 SKIPPED = Counter(
     "parcelflow_planner_offsets_skipped",
     "Offsets of orders.v1 and warehouse.boxes.v1 never delivered to the join.",
@@ -128,6 +143,54 @@ class JoinTable(faust.Table[bytes, bytes]):
         if isinstance(store, MemoryStore):  # which keys a rebalance drops, as Faust does
             store._key_partition[key] = partition
 
+    def partition_of(self, key: bytes) -> int | None:
+        store = self.data
+        return store._key_partition.get(key) if isinstance(store, MemoryStore) else None
+
+    def stored(self) -> list[tuple[bytes, bytes]]:
+        """Every (key, state) this worker holds now."""
+        store = self.data
+        if isinstance(store, MemoryStore):
+            return list(store.data.items())
+        return list(self.items())
+
+
+class Holds:
+    """The held orders of this worker with a time set (key -> (until ms, partition)), so
+    that the clock reads a few states, not the whole table. Kept by every batch that
+    writes a state, and rebuilt from the table after each rebalance's recovery."""
+
+    MARK = b'"hold":{'  # in a state's JSON: a hold is set (checked before parsing)
+
+    def __init__(self) -> None:
+        self.until: dict[bytes, tuple[int, int]] = {}
+        self.sent: dict[bytes, int] = {}  # key -> when its release was last written
+
+    def note(self, key: bytes, state: OrderState, partition: int) -> None:
+        if state.hold is not None and state.hold.until_ms and not state.released:
+            self.until[key] = (state.hold.until_ms, partition)
+        else:
+            self.until.pop(key, None)
+            self.sent.pop(key, None)
+        HELD.set(len(self.until))
+
+    def rebuild(self, table: JoinTable) -> None:
+        self.until.clear()
+        self.sent.clear()
+        for key, value in table.stored():
+            partition = table.partition_of(key)
+            if value and self.MARK in value and partition is not None:
+                self.note(key, OrderState.model_validate_json(value), partition)
+        HELD.set(len(self.until))
+
+    def due(self, now: int, resend_after_ms: int) -> list[tuple[bytes, int]]:
+        """Held keys whose hold has ended and whose release was not written lately."""
+        return [
+            (key, partition)
+            for key, (until, partition) in self.until.items()
+            if until <= now and now - self.sent.get(key, -resend_after_ms) >= resend_after_ms
+        ]
+
 
 class Planner:
     """What every batch needs: the app, its table, topic names and the size limits."""
@@ -145,6 +208,7 @@ class Planner:
         self.max_input = settings.max_input_bytes
         self.max_output = max_value_bytes(settings)
         self.watch = SkipWatch()
+        self.holds = Holds()
 
 
 class Rejected(Exception):
@@ -189,6 +253,7 @@ class Batch:
         if encoded.state is not None:
             self.partitions[key] = message.partition
             self.encoded[key] = encoded.state
+            p.holds.note(key, encoded.step.state, message.partition)
         return [(p.plans_topic, plan) for plan in encoded.plans] + [
             (p.jobs_topic, job) for job in encoded.jobs
         ]
@@ -261,6 +326,40 @@ async def join_batch(planner: Planner, events: Sequence[EventT[bytes]]) -> async
     return written
 
 
+async def release_ended_holds(planner: Planner) -> int:
+    """Write a release event to the orders topic for each held order whose hold has ended
+    (``join.release_due``); the join then releases it, in order with the order's other
+    events. A release not joined within a while (a rebalance took the partition) is
+    written again; a repeat is absorbed by the join."""
+    clock = now_ms()
+    written = 0
+    for key, partition in planner.holds.due(clock, resend_after_ms=30_000):
+        stored = planner.table.get(key)
+        if stored is None:  # the partition went to another worker, which has its own index
+            planner.holds.until.pop(key, None)
+            continue
+        state = OrderState.model_validate_json(stored)
+        release = release_due(state, clock)
+        if release is None:
+            planner.holds.note(key, state, partition)
+            continue
+        await planner.app.producer.send(
+            planner.orders_topic,
+            key,
+            encode(release),
+            partition=partition,
+            timestamp=None,
+            headers=None,
+        )
+        planner.holds.sent[key] = clock
+        written += 1
+        log.info(
+            "order_hold_ended", order_id=state.order_id, until_ms=state.hold and state.hold.until_ms
+        )
+    RELEASES.inc(written)
+    return written
+
+
 def faust_brokers(bootstrap: str) -> list[str]:
     return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
 
@@ -324,6 +423,14 @@ def create_app(settings: PlannerSettings, fatal: OnFatal | None = None) -> faust
     @app.agent(source, concurrency=1)
     async def join(stream: faust.StreamT[bytes]) -> None:
         await join_stream(planner, stream, fatal)
+
+    @table.on_recover
+    async def index_holds() -> None:
+        planner.holds.rebuild(table)
+
+    @app.timer(settings.planner_hold_check_s)  # type: ignore[untyped-decorator]
+    async def release_holds() -> None:
+        await release_ended_holds(planner)
 
     @app.task  # type: ignore[untyped-decorator]
     async def serve_ops() -> None:

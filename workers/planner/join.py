@@ -13,8 +13,13 @@ The rules:
   or a box says ``last_box``. At release the boxes are allocated in box id order (so any
   arrival order gives the same plans), every box gets its plan, and one label job is
   published. A box that does not fit any more is rejected then.
+- A complete order that may not ship yet is *held*, and each box gets a ``held`` plan
+  saying until when: an old-flow TikTok order until its ``ship_after`` (the buyer's
+  remorse window), an order whose buyer asked to cancel until TikTok answers (a newer
+  order event). The planner's clock releases a hold that has ended (``release_due``).
 - A box arriving after release is rejected; a cancellation before release rejects the
-  waiting boxes, after release it publishes a cancel job for the labeler.
+  waiting boxes (no label is bought), after release it publishes a cancel job for the
+  labeler.
 - A redelivered event changes nothing but publishes again what it had published, with
   the same event ids, so a crash between the state write and the publish loses nothing
   and consumers dedupe the repeat.
@@ -41,6 +46,13 @@ from workers.planner.allocate import (
 )
 
 
+class Hold(BaseModel):
+    """Why a complete order waits, and until when (0: until a newer order event)."""
+
+    until_ms: int = 0
+    reason: str
+
+
 class OrderState(BaseModel):
     """Everything the planner keeps for one order id (a Faust table value)."""
 
@@ -51,6 +63,7 @@ class OrderState(BaseModel):
     job: LabelJob | None = None
     cancel_job: LabelJob | None = None
     first_box_at_ms: int | None = None
+    hold: Hold | None = None
 
     @property
     def released(self) -> bool:
@@ -220,7 +233,73 @@ def _evaluate(state: OrderState, now_ms: int) -> Step:
     short_shipment = any(b.last_box for b in candidates)
     if not (allocation.complete or short_shipment) or not allocation.assigned:
         return step
+    hold = hold_of(order, now_ms)
+    if hold is not None:
+        return _held(step, candidates, hold)
     return _release(step, state, plans, candidates, allocation, now_ms)
+
+
+def hold_of(order: Order, now_ms: int) -> Hold | None:
+    """Why a complete order may not ship yet, or None. TikTok's references: Get Order
+    Detail (``is_buyer_request_cancel``: "True when the buyer has a pending cancellation
+    request") and the changelog "For US and UK markets: introducing On Hold order status"
+    (old-flow orders wait an hour after payment; ``workers.tiktok.wire.ship_after``)."""
+    if order.buyer_cancel_requested:
+        return Hold(
+            reason=f"the buyer of order {order.order_id} asked to cancel it: no label while "
+            "the request is pending"
+        )
+    if order.ship_after * 1000 > now_ms:
+        return Hold(
+            until_ms=order.ship_after * 1000,
+            reason=f"order {order.order_id} is in the buyer's remorse window (an old-flow "
+            "TikTok order may not ship within an hour of payment)",
+        )
+    return None
+
+
+def _held(step: Step, candidates: list[BoxClosed], hold: Hold) -> Step:
+    """The order waits: each box gets a ``held`` plan, once per hold."""
+    state = step.state
+    if state.hold == hold:
+        return step
+    step.state = state.model_copy(update={"hold": hold})
+    for box in candidates:
+        step.plans.append(
+            ParcelPlan(
+                event_id=derived_id(
+                    "plan", box.order_id, box.box_id, "held", str(hold.until_ms), hold.reason
+                ),
+                order_id=box.order_id,
+                box_id=box.box_id,
+                warehouse_id=box.warehouse_id,
+                status="held",
+                reason=hold.reason,
+                release_at_ms=hold.until_ms,
+                weight=box.weight,
+                dimensions=box.dimensions,
+            )
+        )
+    return step
+
+
+def release_due(state: OrderState, now_ms: int) -> Order | None:
+    """The order event that releases a held order whose hold has ended, or None.
+
+    It is the order as the join holds it under a new event id: the planner writes it to
+    the orders topic, so that the release is joined in order with the order's other
+    events (a cancellation that came first wins), by whichever worker owns the order."""
+    hold, order = state.hold, state.order
+    if hold is None or order is None or state.released or not hold.until_ms:
+        return None
+    if hold.until_ms > now_ms or order.status is OrderStatus.CANCELLED:
+        return None
+    return order.model_copy(
+        update={
+            "event_id": derived_id("release", order.event_id, str(hold.until_ms)),
+            "cause": f"planner: hold ended ({hold.reason})"[:512],
+        }
+    )
 
 
 def _misfit(order: Order, units: dict[str, int], box: BoxClosed) -> str:
@@ -288,18 +367,21 @@ def _release(
         created_at_ms=now_ms,
     )
     step.jobs.append(job)
-    step.state = state.model_copy(update={"plans": plans, "job": job})
+    step.state = state.model_copy(update={"plans": plans, "job": job, "hold": None})
     return step
 
 
 def _cancel(state: OrderState, now_ms: int) -> Step:
     step = Step(state)
     plans = dict(state.plans)
+    reason = f"order {state.order_id} is cancelled"
+    if state.hold is not None:
+        reason += f" while held, before any label was bought ({state.hold.reason})"
     for box_id, box in sorted(state.boxes.items()):
         if box_id not in plans:
-            plans[box_id] = _rejection(box, f"order {state.order_id} is cancelled")
+            plans[box_id] = _rejection(box, reason[:1000])
             step.plans.append(plans[box_id])
-    update: dict[str, object] = {"plans": plans}
+    update: dict[str, object] = {"plans": plans, "hold": None}
     if state.job is not None and state.cancel_job is None:
         cancel = state.job.model_copy(
             update={

@@ -18,6 +18,9 @@ BAD_CREDENTIALS = 36009004
 RATE_LIMITED = 36009002
 ORDER_ON_HOLD = 21011044
 
+# The buyer's remorse window of old-flow orders (see ``ship_after``): one hour.
+DEFAULT_REMORSE_HOLD_S = 3600
+
 WEBHOOK_ORDER_ID = "order_id"
 WEBHOOK_ORDER_STATUS = "order_status"
 WEBHOOK_UPDATE_TIME = "update_time"
@@ -42,8 +45,45 @@ def parse_address(raw: dict[str, Any] | None) -> Address | None:
     )
 
 
-def parse_order(raw: dict[str, Any], shop_id: str, event_id: str, cause: str = "") -> Order:
-    """One order of Get Order Detail's ``data.orders`` as a parcelflow order."""
+def ship_after(raw: dict[str, Any], remorse_hold_s: int) -> int:
+    """Unix seconds before which the order must not ship (0: none).
+
+    TikTok's changelog "For US and UK markets: introducing On Hold order status"
+    (Important notes): ``is_on_hold_order`` true means the order went through the ON_HOLD
+    status (the new flow) and "can be shipped without holding it for 1 hour"; false means
+    it went from UNPAID straight to AWAITING_SHIPMENT, where "the 1 hour customer remorse
+    window still exists": "you need to hold the order for 1 hour before shipping", counted
+    here from ``paid_time`` (Get Order Detail). A shop gets both flows. An order without
+    the flag (API versions before 202309 leave it out) is held like the old flow: a label
+    bought inside the window is wasted by a cancellation, and TikTok Shop labels cannot
+    be voided by the caller.
+    """
+    if raw.get("is_on_hold_order") is True or remorse_hold_s <= 0:
+        return 0
+    paid = _unix(raw.get("paid_time")) or _unix(raw.get("create_time"))
+    return paid + remorse_hold_s if paid else 0
+
+
+def _unix(value: object) -> int:
+    try:
+        number = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return number if 0 < number < 2**53 else 0
+
+
+def parse_order(
+    raw: dict[str, Any],
+    shop_id: str,
+    event_id: str,
+    cause: str = "",
+    remorse_hold_s: int = DEFAULT_REMORSE_HOLD_S,
+) -> Order:
+    """One order of Get Order Detail's ``data.orders`` as a parcelflow order.
+
+    The status is TikTok's as it is: ON_HOLD is a status of its own (the same changelog:
+    about an hour after payment, address empty, fulfillment calls answer 21011044), and
+    ``is_on_hold_order`` only says which flow the order took (``ship_after``)."""
     items = [
         LineItem(
             item_id=str(li["id"]),
@@ -55,8 +95,6 @@ def parse_order(raw: dict[str, Any], shop_id: str, event_id: str, cause: str = "
         for li in raw.get("line_items") or []
     ]
     status = OrderStatus.parse(str(raw["status"]))
-    if status is OrderStatus.AWAITING_SHIPMENT and raw.get("is_on_hold_order"):
-        status = OrderStatus.ON_HOLD
     return Order(
         event_id=event_id,
         order_id=str(raw["id"]),
@@ -69,6 +107,9 @@ def parse_order(raw: dict[str, Any], shop_id: str, event_id: str, cause: str = "
         cause=cause,
         shipping_type=shipping_type(raw.get("shipping_type")),
         warehouse_id=str(raw.get("warehouse_id") or "")[:128],
+        paid_time=_unix(raw.get("paid_time")),
+        ship_after=ship_after(raw, remorse_hold_s),
+        buyer_cancel_requested=raw.get("is_buyer_request_cancel") is True,
     )
 
 
