@@ -28,6 +28,9 @@ from devstack.simulator.tiktok_shipping import (
     ShippingState,
     create_packages,
     document,
+    eligible_services,
+    handover_time_slots,
+    package_detail,
     ship_package,
     shipping_document,
 )
@@ -129,10 +132,19 @@ def create_app(sim: Simulator) -> web.Application:
         return await create_packages(request, sim.tiktok, sim.shipping, sim.faults)
 
     async def shipping_doc(request: web.Request) -> web.Response:
-        return await shipping_document(request, sim.tiktok, sim.shipping)
+        return await shipping_document(request, sim.tiktok, sim.shipping, sim.faults)
 
     async def ship(request: web.Request) -> web.Response:
-        return await ship_package(request, sim.tiktok, sim.shipping)
+        return await ship_package(request, sim.tiktok, sim.shipping, sim.faults)
+
+    async def eligible(request: web.Request) -> web.Response:
+        return await eligible_services(request, sim.tiktok, sim.shipping, sim.faults)
+
+    async def package(request: web.Request) -> web.Response:
+        return await package_detail(request, sim.tiktok, sim.shipping)
+
+    async def slots(request: web.Request) -> web.Response:
+        return await handover_time_slots(request, sim.tiktok, sim.shipping)
 
     async def pdf(request: web.Request) -> web.Response:
         return await document(request, sim.shipping)
@@ -141,6 +153,9 @@ def create_app(sim: Simulator) -> web.Application:
     app.router.add_post(shipping_wire.PACKAGES_PATH, packages)
     app.router.add_get(shipping_wire.DOCUMENT_PATH, shipping_doc)
     app.router.add_post(shipping_wire.SHIP_PATH, ship)
+    app.router.add_post(shipping_wire.ELIGIBLE_PATH, eligible)
+    app.router.add_get(shipping_wire.PACKAGE_PATH, package)
+    app.router.add_get(shipping_wire.HANDOVER_SLOTS_PATH, slots)
     app.router.add_get("/_sim/tiktok/documents/{name}", pdf)
     app.router.add_get(wire.TOKEN_REFRESH_PATH, refresh)
     app.router.add_post(LABEL_PATH, label)

@@ -71,7 +71,12 @@ async def injected(faults: FaultQueue, api: str) -> tuple[Fault | None, web.Resp
         return fault, None
     headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
     if fault.code is not None:
-        body = {"code": fault.code, "message": fault.message, "request_id": "", "data": {}}
+        body = {
+            "code": fault.code,
+            "message": fault.message,
+            "request_id": f"sim{secrets.token_hex(8)}",
+            "data": {},
+        }
         return fault, web.json_response(body, status=fault.status, headers=headers)
     return fault, web.Response(status=fault.status, headers=headers)
 

@@ -26,6 +26,9 @@ from tests.integration.sim import start_simulator
 from tests.unit.factories import webhook_record as record
 from workers.enricher.worker import run
 from workers.settings import Settings
+from workers.tiktok.codes import CODES, RETRIABLE, Verdict
+from workers.tiktok.codes import COMMON as COMMON_PAGE
+from workers.tiktok.codes import ORDER_DETAIL as ORDER_DETAIL_PAGE
 from workers.tiktok.tokens import Sealer, ShopAuth, shared_tokens
 
 
@@ -352,3 +355,47 @@ async def test_poison_webhook_records_are_dead_lettered_and_the_enricher_goes_on
     assert sum("data.order_id: longer than 128" in r for r in reasons) == 2
     orders = models(Order, await consume(settings, ORDERS, lambda v: len(v) >= 3))
     assert {o.order_id for o in orders} == {raw["id"] for raw in demo}
+
+
+ORDER_DETAIL_CODES = sorted(
+    c.code for c in CODES.values() if {ORDER_DETAIL_PAGE, COMMON_PAGE} & set(c.pages)
+)
+
+
+async def test_every_documented_answer_of_get_order_detail_is_handled_as_documented(
+    enricher: Running,
+) -> None:
+    """Each code TikTok's "Common errors" and Get Order Detail pages list, answered once by
+    the simulator: what TikTok says to try again is retried (the order is published);
+    what needs a person about the shop parks the webhook with the shop's alert, naming
+    TikTok's request_id."""
+    settings, sim, demo = enricher
+    order_id = demo[0]["id"]
+    outcomes: dict[int, str] = {}
+    for n, code in enumerate(ORDER_DETAIL_CODES, start=100):
+        sim.faults.push("tiktok", [Fault(code=code, message=f"injected {code}")])
+        await produce(settings, WEBHOOKS, "7495", record(order_id, n=n))
+        event = f"ntf-{order_id}-{n}"
+
+        def published(values: list[bytes], event: str = event) -> bool:
+            return any(event in o.cause for o in models(Order, values))
+
+        def parked(values: list[bytes], event: str = event) -> bool:
+            return any(p.record.event_id == event for p in models(ParkedWebhook, values))
+
+        verdict = CODES[code].verdict
+        if verdict in RETRIABLE:
+            ok = published(await consume(settings, ORDERS, published, timeout_s=15))
+            outcomes[code] = "published" if ok else "missing"
+        else:
+            values = await consume(settings, WEBHOOKS_PARKED, parked, timeout_s=15)
+            found = [p for p in models(ParkedWebhook, values) if p.record.event_id == event]
+            why = found[0].reason if found else ""
+            shop = verdict is Verdict.SHOP and "must authorize the app again" in why
+            outcomes[code] = "parked" if shop and "request_id sim" in why else f"wrong: {why}"
+    expected = {
+        c: "published" if CODES[c].verdict in RETRIABLE else "parked" for c in ORDER_DETAIL_CODES
+    }
+    assert outcomes == expected
+    alerts = models(Alert, await consume(settings, ALERTS, lambda v: len(v) >= 1))
+    assert any(a.kind == "shop_reauthorization_required" for a in alerts)

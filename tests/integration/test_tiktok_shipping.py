@@ -23,6 +23,8 @@ from tests.unit.factories import job
 from workers.labeler.codes import FailureCode
 from workers.labeler.worker import run
 from workers.settings import Settings
+from workers.tiktok.codes import CODES, RETRIABLE, Verdict
+from workers.tiktok.codes import CREATE as CREATE_PAGE
 from workers.tiktok.tokens import ANY_SHOP, ShopAuth, shared_tokens
 from workers.topics import ensure_topics
 
@@ -199,18 +201,171 @@ async def test_a_warehouse_with_a_handover_method_ships_each_package_once(
     settings = make_settings(
         label_provider="tiktok",
         tiktok_api_base=url,
-        warehouses={"WH-D": {**dock, "tiktok_handover": "DROP_OFF"}, "WH-U": dock},
+        warehouses={
+            "WH-D": {**dock, "tiktok_handover": "DROP_OFF"},
+            "WH-P": {**dock, "tiktok_handover": "PICKUP"},
+            "WH-U": dock,
+        },
     )
     await ensure_topics(settings)
     jobs = [
         job("786", parcels=2).model_copy(update={"warehouse_id": "WH-D"}),
         job("787").model_copy(update={"warehouse_id": "WH-U"}),
+        job("788").model_copy(update={"warehouse_id": "WH-P"}),
     ]
     async with in_process(run, settings):
         for j in jobs:
             sim.tiktok.orders[j.order_id] = sim_order(j)
             await produce(settings, LABEL_JOBS, j.order_id, j)
-        labels = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= 2))
-    assert len(labels) == 2
+        labels = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= 3))
+    assert len(labels) == 3
     shipped = {p.package_id: (p.order_id, p.shipped) for p in sim.shipping.packages.values()}
-    assert sorted(shipped.values()) == [("786", "DROP_OFF"), ("786", "DROP_OFF"), ("787", "")]
+    assert sorted(shipped.values()) == [
+        ("786", "DROP_OFF"),
+        ("786", "DROP_OFF"),
+        ("787", ""),
+        ("788", "PICKUP"),
+    ]
+    # PICKUP was sent with a slot of Get Package Handover Time Slots (21011054 without one)
+    [picked] = [p for p in sim.shipping.packages.values() if p.order_id == "788"]
+    assert picked.pickup_slot and picked.pickup_slot["end_time"] > time.time()
+
+
+CREATE_CODES = sorted(
+    c.code
+    for c in CODES.values()
+    if CREATE_PAGE in c.pages and c.verdict is not Verdict.TOKEN  # (the test above)
+)
+ENDS = {
+    Verdict.NO_SERVICE: FailureCode.NO_SHIPPING_SERVICE,
+    Verdict.SHOP: FailureCode.SHOP_UNAUTHORIZED,
+}
+
+
+async def outcome(settings: Settings, j: LabelJob) -> LabelResult | LabelFailure:
+    """The job's label or failure, once one is on its topic."""
+
+    def mine(values: list[bytes], model: Any) -> list[Any]:
+        return [m for m in models(model, values) if m.job_id == j.job_id]
+
+    async def first(topic: Any, model: Any) -> list[Any]:
+        return mine(await consume(settings, topic, lambda v: bool(mine(v, model))), model)
+
+    done, pending = await asyncio.wait(
+        [
+            asyncio.create_task(first(LABELS, LabelResult)),
+            asyncio.create_task(first(LABEL_FAILURES, LabelFailure)),
+        ],
+        return_when=asyncio.FIRST_COMPLETED,
+        timeout=40,
+    )
+    for task in pending:
+        task.cancel()
+    found = [m for task in done for m in task.result()]
+    assert found, f"no label or failure for {j.job_id}"
+    return found[0]  # type: ignore[no-any-return]
+
+
+async def test_every_documented_answer_of_create_packages_is_handled_as_documented(
+    tiktok_labeler: tuple[Settings, Simulator],
+) -> None:
+    """Each code of Create Packages' reference page, answered once by the simulator: what
+    TikTok says to try again (or that may have bought the label) is retried after a look-up
+    and labeled, with one package per box; what can never work ends the job with its
+    reason, TikTok's request_id in the message, and nothing bought."""
+    settings, sim = tiktok_labeler
+    results: dict[int, str] = {}
+    expected: dict[int, str] = {}
+    for n, code in enumerate(CREATE_CODES):
+        j = job(f"9{n:03d}")
+        sim.tiktok.orders[j.order_id] = sim_order(j)
+        sim.faults.push("tiktok_shipping", [Fault(code=code, message=f"injected {code}")])
+        await produce(settings, LABEL_JOBS, j.order_id, j)
+        got = await outcome(settings, j)
+        packages = [p for p in sim.shipping.packages.values() if p.order_id == j.order_id]
+        verdict = CODES[code].verdict
+        if verdict in RETRIABLE or verdict is Verdict.DONE:
+            expected[code] = "labeled, 1 package"
+        else:
+            expected[code] = f"{ENDS.get(verdict, str(code))}, 0 packages, request_id"
+        if isinstance(got, LabelResult):
+            results[code] = f"labeled, {len(packages)} package"
+        else:
+            rid = ", request_id" if "request_id sim" in got.message else ""
+            results[code] = f"{got.error_code}, {len(packages)} packages{rid}"
+    assert results == expected
+    assert sim.shipping.refused_packed == 0
+
+
+async def test_a_document_still_being_generated_is_asked_for_again_and_a_gone_one_ends(
+    tiktok_labeler: tuple[Settings, Simulator],
+) -> None:
+    settings, sim = tiktok_labeler
+    sim.shipping.document_pending_calls = 2  # 11034037 twice after each package is made
+    j = job("790")
+    sim.tiktok.orders[j.order_id] = sim_order(j)
+    await produce(settings, LABEL_JOBS, j.order_id, j)
+    got = await outcome(settings, j)
+    assert isinstance(got, LabelResult) and got.attempts == 1  # asked again in place
+    sim.shipping.document_pending_calls = 0
+    for n, (code, status) in enumerate([(21042102, "FULFILLING"), (21023059, "CANCELLED")]):
+        j = job(f"79{n + 1}")
+        sim.tiktok.orders[j.order_id] = sim_order(j)
+        sim.faults.push("tiktok_document", [Fault(code=code, message=f"package {status}")])
+        await produce(settings, LABEL_JOBS, j.order_id, j)
+        failed = await outcome(settings, j)
+        assert isinstance(failed, LabelFailure)
+        assert (failed.error_code, failed.retriable) == (FailureCode.DOCUMENT_GONE, False)
+        assert str(code) in failed.message
+
+
+async def test_no_eligible_service_ends_the_box_before_anything_is_bought(
+    tiktok_labeler: tuple[Settings, Simulator],
+) -> None:
+    settings, sim = tiktok_labeler
+    light = job("793")
+    parcel = light.parcels[0]
+    heavy_parcel = parcel.model_copy(
+        update={"weight": parcel.weight.model_copy(update={"value": 200})}
+    )
+    heavy = light.model_copy(update={"parcels": [heavy_parcel]})  # 200 lb: no service takes it
+    sim.tiktok.orders[heavy.order_id] = sim_order(heavy)
+    await produce(settings, LABEL_JOBS, heavy.order_id, heavy)
+    failed = await outcome(settings, heavy)
+    assert isinstance(failed, LabelFailure) and not failed.retriable
+    assert failed.error_code == FailureCode.NO_SHIPPING_SERVICE
+    assert sim.shipping.creates == 0 and sim.shipping.eligible_queries >= 1
+
+
+async def test_no_package_while_the_buyer_asks_to_cancel(
+    tiktok_labeler: tuple[Settings, Simulator],
+) -> None:
+    settings, sim = tiktok_labeler
+    j = job("794")
+    sim.tiktok.orders[j.order_id] = {**sim_order(j), "is_buyer_request_cancel": True}
+    await produce(settings, LABEL_JOBS, j.order_id, j)
+    await consume(settings, LABEL_ATTEMPTS, lambda v: len(v) >= 1)
+    await asyncio.sleep(1.0)
+    assert sim.shipping.packages == {}
+    sim.tiktok.orders[j.order_id]["is_buyer_request_cancel"] = False  # the seller declined
+    got = await outcome(settings, j)
+    assert isinstance(got, LabelResult) and got.attempts >= 2
+    assert sim.shipping.created_with_cancel_request == 0
+
+
+async def test_a_cancelled_package_holds_no_items_and_a_new_one_is_made(
+    tiktok_labeler: tuple[Settings, Simulator],
+) -> None:
+    """The look-up reads the order's packages with Get Package Detail: a CANCELLED one
+    ("lost or damaged") does not hold the box's items any more."""
+    settings, sim = tiktok_labeler
+    j = job("795")
+    sim.tiktok.orders[j.order_id] = sim_order(j)
+    await produce(settings, LABEL_JOBS, j.order_id, j)
+    assert isinstance(await outcome(settings, j), LabelResult)
+    [first] = sim.shipping.packages.values()
+    first.status = "CANCELLED"
+    again = j.model_copy(update={"job_id": "job-795-again", "event_id": "job-795-again"})
+    await produce(settings, LABEL_JOBS, j.order_id, again)
+    assert isinstance(await outcome(settings, again), LabelResult)
+    assert len(sim.shipping.packages) == 2 and sim.shipping.refused_packed == 0

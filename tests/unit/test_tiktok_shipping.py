@@ -125,6 +125,13 @@ def test_tiktoks_answers_become_typed_outcomes() -> None:
     assert unknown.code in AMBIGUOUS and unknown.retriable
     refused = label_error(err(VendorCode("21011017")), 60)
     assert (refused.code, refused.retriable) == ("21011017", False)
+    # TikTok's reference decides: already bought is looked up, no service ends the box
+    bought = label_error(err(VendorCode("21022025")), 60)
+    assert (bought.code, bought.retriable) == (FailureCode.ALREADY_DONE, True)
+    none = label_error(err(VendorCode("21011037")), 60)
+    assert (none.code, none.retriable) == (FailureCode.NO_SHIPPING_SERVICE, False)
+    gone = label_error(err(VendorCode("21042102")), 60)
+    assert (gone.code, gone.retriable) == (FailureCode.DOCUMENT_GONE, False)
 
 
 def test_the_provider_is_chosen_per_shop_and_seller_shipped_orders_never_reach_tiktok() -> None:
@@ -137,3 +144,35 @@ def test_the_provider_is_chosen_per_shop_and_seller_shipped_orders_never_reach_t
     refused = decide.routing_failure(tiktok_job.model_copy(update=seller), selection, 1)
     assert refused is not None and refused.error_code == FailureCode.SELLER_SHIPPED
     assert decide.routing_failure(other.model_copy(update=seller), selection, 1) is None
+
+
+def test_weights_and_sizes_are_rounded_up_never_under_declared() -> None:
+    assert wire.amount(1 / 16) == "0.07"  # 1 oz in lb: 0.0625
+    assert wire.amount(0.1) == "0.1" and wire.amount(2.0) == "2" and wire.amount(0.011) == "0.02"
+    ounce = job("577").parcels[0]
+    ounce = ounce.model_copy(update={"weight": ounce.weight.model_copy(update={"value": 1.0})})
+    ounce = ounce.model_copy(update={"weight": ounce.weight.model_copy(update={"unit": "oz"})})
+    assert wire.package_attributes(ounce)["weight"] == {"value": "0.07", "unit": "POUND"}
+
+
+def test_the_first_bookable_pickup_slot_is_taken() -> None:
+    slots = {
+        "pickup_slots": [
+            {"start_time": 300, "end_time": 400, "avaliable": True},
+            {"start_time": 100, "end_time": 200, "avaliable": True},  # ended
+            {"start_time": 250, "end_time": 300, "avaliable": False},
+            {"start_time": "x", "end_time": 1, "available": True},
+        ]
+    }
+    assert wire.first_pickup_slot(slots, now_s=220) == {"start_time": 300, "end_time": 400}
+    assert wire.first_pickup_slot({}, now_s=0) is None
+    assert wire.ship_body("PICKUP", {"start_time": 1, "end_time": 2}) == {
+        "handover_method": "PICKUP",
+        "pickup_slot": {"start_time": 1, "end_time": 2},
+    }
+
+
+def test_a_cancelled_package_holds_no_items() -> None:
+    detail = {"package_status": "CANCELLED", "order_line_item_ids": ["1", "2"]}
+    assert wire.items_of_package(detail) == []
+    assert wire.items_of_package({**detail, "package_status": "PROCESSING"}) == ["1", "2"]

@@ -27,6 +27,11 @@ class FailureCode(StrEnum):
     TOKEN_EXPIRED = "token_expired"  # noqa: S105 (a code) the token is being refreshed
     SHOP_UNAUTHORIZED = "shop_unauthorized"  # the seller must authorize the app again
     ITEMS_IN_OTHER_PACKAGE = "items_in_other_package"  # a box's items are packed elsewhere
+    CANCEL_REQUESTED = "cancel_requested"  # the buyer asked to cancel: retried later
+    ALREADY_DONE = "already_done"  # TikTok: label bought or package shipped (looked up)
+    NO_SHIPPING_SERVICE = "no_shipping_service"  # no service fits the box: nothing bought
+    DOCUMENT_GONE = "document_gone"  # picked up or cancelled: the stored label stands
+    HANDOVER_SLOT = "handover_slot"  # Ship Package needs a pick-up time slot
 
 
 # Shipium refused our key: not the job's fault, it waits until the key works again.

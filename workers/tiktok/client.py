@@ -17,7 +17,8 @@ from pydantic import SecretStr
 from workers.errors import ApiError, VendorCode, http_code, retry_after_seconds
 from workers.retry import backoff_delay
 from workers.settings import TikTokSettings
-from workers.tiktok import wire
+from workers.tiktok import codes, wire
+from workers.tiktok.codes import Verdict
 from workers.tiktok.signing import api_signature
 from workers.tiktok.tokens import ShopAuth, TokenStore
 
@@ -37,17 +38,36 @@ ACCESS_TOKEN_EXPIRED = VendorCode(str(wire.ACCESS_TOKEN_EXPIRED))
 
 
 class TikTokError(ApiError):
-    pass
+    """A failed TikTok call. ``verdict``: what TikTok's reference says to do with its answer
+    code (``codes.py``); ``request_id``: TikTok's id of the call, which its support asks
+    for (in the message too, so that it reaches logs and failure records)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        verdict: Verdict | None = None,
+        request_id: str = "",
+        **kwargs: Any,
+    ) -> None:
+        if request_id:
+            message = f"{message} (TikTok request_id {request_id})"
+        super().__init__(message, **kwargs)
+        if verdict is None and isinstance(self.code, VendorCode) and self.code.isdigit():
+            verdict = codes.verdict(int(self.code))
+        self.verdict = verdict
+        self.request_id = request_id
 
 
 class ShopUnauthorized(TikTokError):
     """The shop's refresh token was refused: the seller must authorize the app again."""
 
-    def __init__(self, shop_id: str, reason: str) -> None:
+    def __init__(self, shop_id: str, reason: str, request_id: str = "") -> None:
         super().__init__(
             f"shop {shop_id} must authorize the app again: {reason}",
             code=TikTokCode.SHOP_UNAUTHORIZED,
             retriable=False,
+            request_id=request_id,
         )
         self.shop_id = shop_id
         self.reason = reason
@@ -67,7 +87,7 @@ class TikTokClient:
         self.owns = owns  # whether this replica refreshes the tokens of a key
         self.timeout = aiohttp.ClientTimeout(total=settings.tiktok_timeout_s)
         self.qps = settings.tiktok_rate_limit_qps  # this process's share (budget.py)
-        self._limiters: dict[str, AsyncLimiter] = {}
+        self._limiters: dict[tuple[str, str], AsyncLimiter] = {}
         self._refresh_locks: dict[str, asyncio.Lock] = {}
 
     def auth(self, shop_id: str) -> tuple[str, ShopAuth]:
@@ -79,10 +99,10 @@ class TikTokClient:
             raise ShopUnauthorized(shop_id, auth.unauthorized)
         return key, auth
 
-    def limiter(self, shop_id: str) -> AsyncLimiter:
-        """The one rate limiter of a shop in this process (TikTok's limit is per app and
-        shop): every call to the shop (orders, packages, documents) waits in it."""
-        return self._limiters.setdefault(shop_id, AsyncLimiter(self.qps, 1.0))
+    def limiter(self, shop_id: str, api: str) -> AsyncLimiter:
+        """The rate limiter of one API of a shop in this process: TikTok's "Rate limits"
+        page gives each app 50 calls a second *for each API*, counted per app and shop."""
+        return self._limiters.setdefault((shop_id, api), AsyncLimiter(self.qps, 1.0))
 
     def share(self, qps: float) -> None:
         """Call each shop at most ``qps`` a second from now on (calls already waiting in
@@ -92,11 +112,20 @@ class TikTokClient:
             self._limiters = {}
 
     async def request(
-        self, shop_id: str, method: str, path: str, params: Mapping[str, str], body: bytes = b""
+        self,
+        shop_id: str,
+        method: str,
+        path: str,
+        params: Mapping[str, str],
+        body: bytes = b"",
+        api: str = "",
     ) -> dict[str, Any]:
-        """One signed call for a shop under its rate limit; its ``data``. The shop's token
-        is refreshed first when due (by the replica that owns it), and once more when
-        TikTok answers that it expired. Raises TikTokError; retrying is the caller's."""
+        """One signed call for a shop under the rate limit of its API (``api``: the path
+        as documented, ids left as placeholders; ``path`` by default); its ``data``. The
+        shop's token is refreshed first when due (by the replica that owns it), and once
+        more when TikTok answers that it expired. An answer that says the shop's
+        authorization needs a person raises ShopUnauthorized. Raises TikTokError;
+        retrying is the caller's."""
         refreshed = False
         while True:
             key, auth = self.auth(shop_id)
@@ -105,10 +134,13 @@ class TikTokClient:
                 await self.refresh_tokens(shop_id, stale=auth)
                 key, auth = self.auth(shop_id)
             try:
-                async with self.limiter(shop_id):
+                async with self.limiter(shop_id, api or path):
                     extra = {**params, "shop_cipher": auth.shop_cipher}
                     return await self._call(method, path, extra, auth, body)
             except TikTokError as err:
+                if err.verdict is Verdict.SHOP:
+                    reason = f"TikTok answered {err.code} ({codes.meaning(int(err.code))})"
+                    raise ShopUnauthorized(shop_id, reason, err.request_id) from err
                 if err.code != ACCESS_TOKEN_EXPIRED or refreshed:
                     raise
                 refreshed = True
@@ -133,6 +165,7 @@ class TikTokClient:
                     "tiktok_retry",
                     shop_id=shop_id,
                     code=err.code,
+                    request_id=err.request_id,
                     attempt=attempt,
                     delay_s=round(delay, 2),
                 )
@@ -184,12 +217,18 @@ class TikTokClient:
                 retriable=False,
                 status=status,
             ) from exc
-        code = int(payload.get("code", -1))
+        try:
+            code = int(payload.get("code", -1))
+        except (TypeError, ValueError):
+            code = -1
         if code != wire.OK:
+            verdict = codes.verdict(code)
             raise TikTokError(
-                str(payload.get("message", "")),
+                str(payload.get("message", ""))[:500],
                 code=VendorCode(str(code)),
-                retriable=code in (wire.RATE_LIMITED, wire.ACCESS_TOKEN_EXPIRED),
+                verdict=verdict,
+                request_id=str(payload.get("request_id") or "")[:64],
+                retriable=verdict in codes.RETRIABLE,
                 status=status,
                 retry_after_s=retry_after,
             )
