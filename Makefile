@@ -91,5 +91,6 @@ lock: $(STAMP) ## pin every dependency of the image, with hashes, in deploy/requ
 	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links \
 		--generate-hashes --output-file deploy/requirements.lock pyproject.toml
 
-docs: $(STAMP) ## regenerate the settings table in docs/configuration.md from workers/settings.py
+docs: $(STAMP) ## regenerate the tables of docs/ made from the code (settings, TikTok's codes)
 	$(BIN)/parcelflow config --readme docs/configuration.md
+	$(BIN)/python -m devstack.docs docs/tiktok.md

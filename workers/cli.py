@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import json
 import os
 import sys
@@ -91,9 +92,22 @@ def run_worker(name: str, settings: Settings) -> None:
         run_async(run_dashboard(settings))
 
 
+def iso_time(ms: int) -> str:
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).isoformat(timespec="seconds")
+
+
 def failures_command(settings: Settings, args: argparse.Namespace) -> int:
     from workers.labeler import operations
 
+    if args.action == "held":
+        held = asyncio.run(operations.held(settings))
+        print("order_id\tbox_id\treleased_at\treason")
+        for plan in held:
+            at = iso_time(plan.release_at_ms) if plan.release_at_ms else "when TikTok answers"
+            print("\t".join(safe(field) for field in (plan.order_id, plan.box_id, at, plan.reason)))
+        if not held:
+            print("no order held")
+        return 0
     if args.action == "list":
         found = asyncio.run(operations.failures(settings))
         print("job_id\torder_id\treason\tattempts\tmessage")
@@ -311,7 +325,12 @@ def add_failures(sub: Any) -> None:
         help="list or replay label jobs that failed for good",
         epilog="example: parcelflow failures replay --job-id job-576460000000000001",
     )
-    failures.add_argument("action", choices=["list", "replay"])
+    failures.add_argument(
+        "action",
+        choices=["list", "replay", "held"],
+        help="held: complete orders waiting before their label (TikTok's buyer remorse "
+        "window, a pending cancel request) and when they are released",
+    )
     failures.add_argument("--job-id", action="append", help="a job to replay (repeatable)")
     failures.add_argument("--all", action="store_true", help="replay every replayable failure")
     failures.set_defaults(func=failures_command, client=True)

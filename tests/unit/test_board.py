@@ -5,6 +5,7 @@ from __future__ import annotations
 from schemas.alert import Alert
 from schemas.codec import encode
 from schemas.label import LabelFailure, LabelResult, ParcelLabel
+from schemas.plan import ParcelPlan
 from tests.unit.factories import box, job, order
 from workers.dashboard.board import Board
 
@@ -133,3 +134,27 @@ def test_the_per_minute_plot_spans_the_run_not_an_hour() -> None:
     assert (minutes[0], len(minutes)) == (T - 20 * 60_000, 21)  # from the first minute
     late = board.snapshot(T + 3 * 3_600_000)["per_minute"]["minutes"]
     assert len(late) == 60  # at most the last hour
+
+
+def test_held_orders_are_shown_until_their_plan_or_job_comes() -> None:
+    from workers.labeler.operations import still_held
+
+    held = ParcelPlan(
+        event_id="plan-held-1",
+        order_id="H1",
+        box_id="B1",
+        status="held",
+        reason="remorse window",
+        release_at_ms=5_000,
+    )
+    other = held.model_copy(update={"event_id": "plan-held-2", "order_id": "H2"})
+    board = Board()
+    board.take("plans", encode(held), 1)
+    board.take("plans", encode(other), 1)
+    snap = board.snapshot(10)["held"]
+    assert (snap["orders"], snap["next_release_ms"]) == (2, 5_000)
+    planned = held.model_copy(update={"event_id": "plan-1", "status": "planned"})
+    board.take("plans", encode(planned), 2)
+    assert [r["order_id"] for r in board.snapshot(10)["held"]["rows"]] == ["H2"]
+    assert board.snapshot(10)["totals"]["rejected_plans"] == 0
+    assert still_held([held, other, planned]) == [other]

@@ -176,3 +176,13 @@ def test_a_cancelled_package_holds_no_items() -> None:
     detail = {"package_status": "CANCELLED", "order_line_item_ids": ["1", "2"]}
     assert wire.items_of_package(detail) == []
     assert wire.items_of_package({**detail, "package_status": "PROCESSING"}) == ["1", "2"]
+
+
+def test_the_codes_table_in_the_docs_is_current() -> None:
+    """docs/tiktok.md lists every documented code as workers/tiktok/codes.py handles it."""
+    from pathlib import Path
+
+    from devstack.docs import codes_table
+
+    text = (Path(__file__).parents[2] / "docs" / "tiktok.md").read_text()
+    assert codes_table() in text, "docs/tiktok.md is stale: run `make docs`"

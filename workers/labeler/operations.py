@@ -1,10 +1,12 @@
-"""Operator commands: list and replay failed label jobs; refuse to void a label."""
+"""Operator commands: list and replay failed label jobs, list held orders; refuse to void
+a label."""
 
 from __future__ import annotations
 
 from schemas.codec import decode, encode
 from schemas.label import LabelFailure
-from schemas.topics import LABEL_FAILURES, LABEL_JOBS
+from schemas.plan import ParcelPlan
+from schemas.topics import LABEL_FAILURES, LABEL_JOBS, PLANS
 from workers.kafka import Topics, make_producer, read_to_end
 from workers.labeler.codes import DECISIONS
 from workers.plugins import adapt_kafka_clients
@@ -25,6 +27,29 @@ async def failures(settings: KafkaSettings) -> list[LabelFailure]:
         if isinstance(failure, LabelFailure):
             latest[failure.job_id] = failure
     return sorted(latest.values(), key=lambda f: f.failed_at_ms)
+
+
+async def held(settings: KafkaSettings) -> list[ParcelPlan]:
+    """Orders held now (one held plan each, the latest), soonest release first: complete
+    orders waiting for TikTok's buyer remorse window or a cancel request's answer."""
+    adapt_kafka_clients(settings)
+    plans = []
+    for record in await read_to_end(settings, Topics(settings)(PLANS)):
+        plan = decode(ParcelPlan, record.value)
+        if isinstance(plan, ParcelPlan):
+            plans.append(plan)
+    return still_held(plans)
+
+
+def still_held(plans: list[ParcelPlan]) -> list[ParcelPlan]:
+    """The held plan of each order whose later plans do not say it was planned or rejected."""
+    latest: dict[str, ParcelPlan] = {}
+    for plan in plans:
+        if plan.status == "held":
+            latest[plan.order_id] = plan
+        else:
+            latest.pop(plan.order_id, None)
+    return sorted(latest.values(), key=lambda p: (p.release_at_ms or 2**53, p.order_id))
 
 
 async def replay(settings: KafkaSettings, job_ids: set[str] | None) -> list[LabelFailure]:

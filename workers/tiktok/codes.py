@@ -163,3 +163,36 @@ def verdict(code: int) -> Verdict:
 def meaning(code: int) -> str:
     found = CODES.get(code)
     return found.meaning if found is not None else "not in TikTok's reference pages"
+
+
+# What each verdict means for the enricher and the labeler, for the operator's table.
+ACTIONS = {
+    Verdict.RETRY: "tried again with backoff (the enricher: up to tiktok_max_attempts, then "
+    "parked; the labeler: up to labeler_max_attempts)",
+    Verdict.LOOK_UP: "the labeler looks the order's packages up, then tries again; the "
+    "enricher tries again",
+    Verdict.DONE: "looked up, never given up blind: the labeler reads the order's packages "
+    "and takes the label it finds (`already_done` while none is found); Ship Package: done",
+    Verdict.ON_HOLD: "tried again after labeler_on_hold_retry_s",
+    Verdict.TOKEN: "the enricher refreshes the shop's token and tries again; the labeler "
+    "waits for that refresh",
+    Verdict.RATE_LIMITED: "tried again with backoff (Retry-After honoured); the labeler's "
+    "adaptive limit is cut",
+    Verdict.SHOP: "`shop_unauthorized`: the enricher parks the webhook and raises the "
+    "shop's re-authorization alert; the labeler ends the job (replay once fixed)",
+    Verdict.NO_SERVICE: "`no_shipping_service`: the box ends before anything is bought",
+    Verdict.GONE: "`document_gone`: the job ends; a label already stored stays the label of record",
+    Verdict.HANDOVER_SLOT: "`handover_slot`: the job ends (the warehouse's pick-up settings "
+    "need a look)",
+    Verdict.FAIL: "the job ends with TikTok's code and message (replayable)",
+}
+
+
+def table_rows() -> list[str]:
+    """The codes as the rows of docs/tiktok.md's table, then what each verdict does."""
+    codes = [
+        f"| {c.code} | {c.meaning} | {', '.join(c.pages)} | {c.verdict} |"
+        for c in sorted(CODES.values(), key=lambda c: (c.verdict.value, c.code))
+    ]
+    actions = [f"| {verdict} | {ACTIONS[verdict]} |" for verdict in Verdict]
+    return codes + actions

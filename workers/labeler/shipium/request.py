@@ -21,7 +21,10 @@ METHOD = "POST"
 # The exact path is unverified: correct it here.
 LOOKUP_PATH = "/api/v1/shipment/{partner_shipment_id}/label"
 
-# TikTok Shop fields of the Shipium request (names unverified, see DOMAIN.md).
+# TikTok Shop fields of the Shipium request. Shipium's TikTok Shop carrier page names a
+# required string (the TikTok order id), a recommended string (the shop), a conditional
+# array of strings (items left out) and orderItemReferenceIdentifier per product; the first
+# three names are not in Shipium's public reference: correct them here.
 TIKTOK_ORDER_ID_FIELD = "tikTokShopOrderId"  # required string
 TIKTOK_SHOP_ID_FIELD = "tikTokShopId"  # recommended string
 TIKTOK_UNPACKED_ITEMS_FIELD = "tikTokShopExcludedItemIds"  # conditional array of strings
