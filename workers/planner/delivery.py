@@ -2,8 +2,8 @@
 
 faust-streaming 0.15.3 (pinned in pyproject.toml: this leans on its internals) can skip
 records at the end of table recovery, inside one consumer generation (traced in
-``Recovery.on_recovery_completed`` of faust-streaming 0.15.3): it resumes the stream partitions before its seek to the
-committed offsets finishes, so records from aiokafka's position reach the agent's
+``Recovery.on_recovery_completed``): it resumes the stream partitions before its seek to
+the committed offsets finishes, so records from aiokafka's position reach the agent's
 buffer; the seek moves the read offset back and the resume throws those buffered events
 away; the message in flight moves the read offset ahead again and records a gap; and
 every refetched record below that read offset is dropped as already read ("DROPPED
