@@ -171,3 +171,32 @@ def test_a_killed_worker_is_restarted_by_the_supervisor_and_nothing_is_lost(
         assert f"{name} (pid {pid}) exited with signal SIGKILL" in stack.events
         assert alive[name] != pid
     assert stats["shipium"]["duplicate_partner_shipment_ids"] == 0
+
+
+def test_both_order_flows_and_cancel_requests_as_tiktok_documents_them(tmp_path: Path) -> None:
+    """TikTok's two order flows (the On Hold changelog) and pending cancel requests, with
+    TikTok Shipping labels: new-flow and long-paid orders are labeled at once, recently paid
+    old-flow ones only once their remorse hour has passed, cancelled ones never; TikTok
+    sees no package inside a remorse window or under a pending cancel request."""
+    now = int(time.time())
+    orders = make_demo(40, seed=5, run_id=425, now_s=now, flows=True)
+    flows = {o.flow for o in orders}
+    assert {"new", "old", "old-recent", "cancel-declined", "cancel-accepted"} <= flows
+    stack = Stack(tmp_path, {"LABEL_PROVIDER": "tiktok", "SIM_LABEL_LATENCY_MEDIAN_S": "0.2"})
+    with stack.running(say=False):
+        settings = stack.settings
+        asyncio.run(send(orders, settings, stack.receiver_url, stack.simulator_url, stack.token))
+        progress = Progress.of(orders)
+        asyncio.run(watch(settings, progress, timeout_s=120, out=False))
+        stats = get_json(f"{stack.simulator_url}/_sim/stats")["tiktok_shipping"]
+    assert progress.pending == 0 and progress.failures == {}
+    assert progress.labeled_cancelled == 0
+    for order in orders:
+        paid = order.tiktok.get("paid_time", 0)
+        if order.flow == "old-recent":
+            label = progress.labels[order.order_id]
+            assert label.labeled_at_ms >= (paid + 3600) * 1000, order.order_id
+            assert order.order_id in progress.held
+    assert stats["created_in_remorse_window"] == 0
+    assert stats["created_with_cancel_request"] == 0
+    assert stats["packages"] == sum(len(o.boxes) for o in orders if o.labeled)
