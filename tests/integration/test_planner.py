@@ -205,3 +205,54 @@ async def test_a_held_order_is_released_by_the_next_planner_after_a_restart(
         )
         jobs = jobs_for(values, "H3")
     assert len(jobs) == 1 and jobs[0].created_at_ms >= ship_after * 1000
+
+
+async def test_an_address_change_read_late_still_reaches_the_label_job(
+    broker: object, tmp_path: Path
+) -> None:
+    """The orders topic held back behind the boxes topic: the order's partition carries
+    thousands of other orders between its first version and its address change, so the
+    planner reads the box that completes the order long before the change. The job must
+    still carry the new address (the planner waits for its orders input: a barrier)."""
+    from aiokafka import AIOKafkaProducer
+
+    from tests.conftest import FAKE_SECRETS
+    from workers.topics import ensure_topics
+
+    settings = Settings(
+        kafka_bootstrap=broker.bootstrap,  # type: ignore[attr-defined]
+        kafka_embedded=broker.embedded,  # type: ignore[attr-defined]
+        topic_namespace=f"p{uuid.uuid4().hex[:10]}.",
+        topic_partitions=2,
+        planner_data_dir=tmp_path / "data",
+        **FAKE_SECRETS,
+    )
+    await ensure_topics(settings)
+    names = Topics(settings)
+    first = order("R1", skus={"A": 1})
+    assert first.recipient is not None
+    moved = first.model_copy(
+        update={
+            "event_id": "ev-R1-moved",
+            "update_time": first.update_time + 10,
+            "recipient": first.recipient.model_copy(update={"city": "Boise"}),
+        }
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=20)
+    await producer.start()
+    try:
+        await producer.send_and_wait(names(ORDERS), encode(first), key=b"R1", partition=0)
+        filler = [order(f"F{n}", skus={"A": 1}) for n in range(4000)]
+        for f in filler:
+            await producer.send(names(ORDERS), encode(f), key=f.order_id.encode(), partition=0)
+        await producer.send_and_wait(names(ORDERS), encode(moved), key=b"R1", partition=0)
+        last = box("R1-B1", {"A": 1}, order_id="R1")
+        await producer.send_and_wait(names(BOXES), encode(last), key=b"R1", partition=0)
+    finally:
+        await producer.stop()
+    with worker_process("planner", settings, tmp_path / "planner.log", b"Worker]: Ready"):
+        values = await consume(
+            settings, LABEL_JOBS, lambda v: bool(jobs_for(v, "R1")), timeout_s=90
+        )
+    [job] = jobs_for(values, "R1")
+    assert job.recipient is not None and job.recipient.city == "Boise"

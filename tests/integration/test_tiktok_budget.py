@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer
 from schemas.topics import LABEL_JOBS, WEBHOOKS
 from workers.kafka import Topics, make_consumer
 from workers.settings import Settings
+from workers.tiktok import wire
 from workers.tiktok.budget import keep_shared
 from workers.tiktok.client import TikTokClient
 from workers.tiktok.tokens import TokenStore
@@ -51,7 +52,7 @@ async def test_each_process_takes_an_equal_share_as_replicas_come_and_go(
         await settle(client, 30.0)  # one enricher, one labeler
         leaving = await join("parcelflow-enricher", WEBHOOKS)
         await settle(client, 20.0)  # a second enricher replica
-        assert client.limiter("7495").max_rate == 20.0
+        assert client.limiter("7495", wire.ORDER_DETAIL_PATH).max_rate == 20.0
         await leaving.stop()
         joined.remove(leaving)
         await settle(client, 30.0)  # it left: the others take its share back

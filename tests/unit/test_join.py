@@ -316,3 +316,30 @@ def test_pending_cancel_request_holds_until_tiktok_answers() -> None:
     declined = order(update_time=300)
     _, _, jobs = step_all(state, [declined], 0)
     assert len(jobs) == 1
+
+
+def test_a_box_read_before_the_orders_topic_caught_up_releases_through_a_barrier() -> None:
+    """The last box arrives while the order's topic has unread records (one could be a new
+    address): no job yet, a release event for the orders topic instead; the newer order
+    read before that event releases the order with its newer recipient."""
+    state, _, _ = step_all(OrderState(order_id="O1"), [order(), box("B1", {"A": 2})], 0)
+    step = on_event(state, box("B2", {"B": 1}), 10, synced=False)
+    assert step.jobs == [] and step.plans == [] and len(step.barriers) == 1
+    barrier = step.barriers[0]
+    assert barrier.order_id == "O1" and barrier.update_time == order().update_time
+    state = step.state
+    assert on_event(state, box("B2", {"B": 1}), 11, synced=False).barriers == []  # once
+    moved = order(update_time=150).model_copy(
+        update={"recipient": order().recipient.model_copy(update={"city": "Boise"})}  # type: ignore[union-attr]
+    )
+    state, _, jobs = step_all(state, [moved], 20)
+    assert [j.recipient.city for j in jobs if j.recipient] == ["Boise"]
+    # the barrier read back after it is older than the order the join holds: nothing more
+    assert on_event(state, barrier, 30).jobs == []
+
+
+def test_the_barrier_read_back_releases_when_nothing_newer_came() -> None:
+    state, _, _ = step_all(OrderState(order_id="O1"), [order(), box("B1", {"A": 2})], 0)
+    step = on_event(state, box("B2", {"B": 1}), 10, synced=False)
+    state, _, jobs = step_all(step.state, step.barriers, 20)
+    assert len(jobs) == 1 and state.hold is None

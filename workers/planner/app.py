@@ -29,7 +29,7 @@ from typing import Any
 import faust
 import structlog
 from faust.stores.memory import Store as MemoryStore
-from faust.types import EventT
+from faust.types import TP, EventT
 from prometheus_client import Counter, Gauge, Histogram
 
 from schemas.box import BoxClosed
@@ -105,6 +105,11 @@ HELD = Gauge(
 RELEASES = Counter(
     "parcelflow_planner_hold_releases",
     "Release events written for held orders whose hold had ended.",
+)
+BARRIERS = Counter(
+    "parcelflow_planner_barriers",
+    "Orders complete on a box event while the orders topic had unread records: released "
+    "once the planner reads back the release event it wrote to the orders topic.",
 )
 SKIPPED = Counter(
     "parcelflow_planner_offsets_skipped",
@@ -209,6 +214,13 @@ class Planner:
         self.max_output = max_value_bytes(settings)
         self.watch = SkipWatch()
         self.holds = Holds()
+        self.orders_read: dict[int, int] = {}  # orders partition -> next offset the join reads
+
+    def orders_caught_up(self, partition: int) -> bool:
+        """Whether the join has read every record of this orders partition that the
+        consumer's last fetch knew of (its high watermark)."""
+        highwater = self.app.consumer.highwater(TP(self.orders_topic, partition))
+        return highwater is not None and self.orders_read.get(partition, 0) >= highwater
 
 
 class Rejected(Exception):
@@ -241,7 +253,11 @@ class Batch:
         state = self.states.get(key)
         if state is None:
             state = restore(event.order_id, p.table.get(key))
-        encoded = encode_step(state, on_event(state, event, self.clock), p.max_output)
+        if isinstance(event, Order):
+            p.orders_read[message.partition] = message.offset + 1
+        synced = is_release(message) or p.orders_caught_up(message.partition)
+        step = on_event(state, event, self.clock, synced)
+        encoded = encode_step(state, step, p.max_output)
         self.states[key] = encoded.step.state
         for job in encoded.step.jobs:
             log.info(
@@ -254,17 +270,23 @@ class Batch:
             self.partitions[key] = message.partition
             self.encoded[key] = encoded.state
             p.holds.note(key, encoded.step.state, message.partition)
-        return [(p.plans_topic, plan) for plan in encoded.plans] + [
-            (p.jobs_topic, job) for job in encoded.jobs
-        ]
+        if encoded.barriers:
+            p.holds.sent[key] = self.clock
+            BARRIERS.inc(len(encoded.barriers))
+        return (
+            [(p.plans_topic, plan) for plan in encoded.plans]
+            + [(p.jobs_topic, job) for job in encoded.jobs]
+            + [(p.orders_topic, barrier) for barrier in encoded.barriers]
+        )
 
     async def send(
         self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
     ) -> None:
         producer = self.planner.app.producer
+        headers = RELEASE_HEADERS if topic == self.planner.orders_topic else None
         self.sends.append(
             await producer.send(
-                topic, key, value, partition=partition, timestamp=None, headers=None
+                topic, key, value, partition=partition, timestamp=None, headers=headers
             )
         )
 
@@ -306,8 +328,10 @@ async def join_batch(planner: Planner, events: Sequence[EventT[bytes]]) -> async
             await batch.dead_letter(event, f"planner error: {type(exc).__name__}: {exc}")
             continue
         for topic, value in records:
-            made[topic] += 1
-            await batch.send(topic, message.key, value)
+            made[topic] = made.get(topic, 0) + 1
+            # a barrier goes to the orders partition the join reads this order from
+            partition = message.partition if topic == planner.orders_topic else None
+            await batch.send(topic, message.key, value, partition)
     written = await batch.finish()
     EVENTS.inc(len(events))
     PLANS_MADE.inc(made[planner.plans_topic])
@@ -349,7 +373,7 @@ async def release_ended_holds(planner: Planner) -> int:
             encode(release),
             partition=partition,
             timestamp=None,
-            headers=None,
+            headers=RELEASE_HEADERS,
         )
         planner.holds.sent[key] = clock
         written += 1
@@ -358,6 +382,18 @@ async def release_ended_holds(planner: Planner) -> int:
         )
     RELEASES.inc(written)
     return written
+
+
+RELEASE_HEADER = "parcelflow-release"  # on the release events the planner writes
+RELEASE_HEADERS = [(RELEASE_HEADER, b"1")]
+
+
+def is_release(message: Any) -> bool:
+    """A release event this planner (or another replica) wrote to the orders topic: when
+    the join reads it, it has read every order record written before it."""
+    headers = message.headers or ()
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    return any(name == RELEASE_HEADER for name, _ in pairs)
 
 
 def faust_brokers(bootstrap: str) -> list[str]:
@@ -419,6 +455,7 @@ def create_app(settings: PlannerSettings, fatal: OnFatal | None = None) -> faust
     @app.on_partitions_revoked.connect
     async def forget_offsets(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         planner.watch.forget()
+        planner.orders_read.clear()
 
     @app.agent(source, concurrency=1)
     async def join(stream: faust.StreamT[bytes]) -> None:

@@ -47,10 +47,20 @@ from workers.planner.allocate import (
 
 
 class Hold(BaseModel):
-    """Why a complete order waits, and until when (0: until a newer order event)."""
+    """Why a complete order waits, and until when (0: until a newer order event).
+
+    A ``barrier`` hold is no rule of TikTok's: the order became complete while its orders
+    topic partition had records the planner had not read yet (one of them could be a
+    newer address for it). The planner writes a release event to the orders topic and
+    releases when it reads it back: by then it has read every order record written before
+    (Kafka Streams waits for its lagging input the same way, ``max.task.idle.ms``)."""
 
     until_ms: int = 0
     reason: str
+    barrier: bool = False
+
+
+BARRIER = "the orders topic had unread records when the order became complete"
 
 
 class OrderState(BaseModel):
@@ -75,6 +85,7 @@ class Step:
     state: OrderState
     plans: list[ParcelPlan] = field(default_factory=list)
     jobs: list[LabelJob] = field(default_factory=list)
+    barriers: list[Order] = field(default_factory=list)  # to write to the orders topic
 
 
 class TooLarge(ValueError):
@@ -89,6 +100,7 @@ class Encoded:
     plans: list[bytes]
     jobs: list[bytes]
     state: bytes | None  # None: the state did not change
+    barriers: list[bytes] = field(default_factory=list)
 
 
 def encode_step(before: OrderState, step: Step, max_bytes: int) -> Encoded:
@@ -98,7 +110,13 @@ def encode_step(before: OrderState, step: Step, max_bytes: int) -> Encoded:
     auditor, replaying the join, ignores the same event the same way.
     """
     state = None if step.state is before else step.state.model_dump_json().encode()
-    encoded = Encoded(step, [encode(p) for p in step.plans], [encode(j) for j in step.jobs], state)
+    encoded = Encoded(
+        step,
+        [encode(p) for p in step.plans],
+        [encode(j) for j in step.jobs],
+        state,
+        [encode(b) for b in step.barriers],
+    )
     for what, records in (
         ("a parcel plan", encoded.plans),
         ("the label job", encoded.jobs),
@@ -120,11 +138,13 @@ def restore(order_id: str, stored: bytes | None) -> OrderState:
     return OrderState.model_validate_json(stored)
 
 
-def on_event(state: OrderState, event: Order | BoxClosed, now_ms: int) -> Step:
-    """``on_order`` or ``on_box``, by the event's kind."""
+def on_event(state: OrderState, event: Order | BoxClosed, now_ms: int, synced: bool = True) -> Step:
+    """``on_order`` or ``on_box``, by the event's kind. ``synced``: whether the planner
+    has read every record of the order's topic partition written so far (a release event
+    the planner wrote, read back, is such a point); unsynced, a release waits for one."""
     if isinstance(event, Order):
-        return on_order(state, event, now_ms)
-    return on_box(state, event, now_ms)
+        return on_order(state, event, now_ms, synced)
+    return on_box(state, event, now_ms, synced)
 
 
 def plan_event_id(order_id: str, box_id: str) -> str:
@@ -149,7 +169,7 @@ def _rejection(box: BoxClosed, reason: str, event_id: str | None = None) -> Parc
     )
 
 
-def on_order(state: OrderState, order: Order, now_ms: int) -> Step:
+def on_order(state: OrderState, order: Order, now_ms: int, synced: bool = True) -> Step:
     previous = state.order
     if previous is not None and order.event_id == previous.event_id:
         return _republish(state)
@@ -158,10 +178,10 @@ def on_order(state: OrderState, order: Order, now_ms: int) -> Step:
     if previous is not None and not order.line_items:
         order = order.model_copy(update={"line_items": previous.line_items})
     state = state.model_copy(update={"order": order})
-    return _evaluate(state, now_ms)
+    return _evaluate(state, now_ms, synced)
 
 
-def on_box(state: OrderState, box: BoxClosed, now_ms: int) -> Step:
+def on_box(state: OrderState, box: BoxClosed, now_ms: int, synced: bool = True) -> Step:
     known = state.boxes.get(box.box_id)
     if known is not None:
         if _same_contents(known, box):
@@ -175,7 +195,7 @@ def on_box(state: OrderState, box: BoxClosed, now_ms: int) -> Step:
         plan = _rejection(box, reason)
         return Step(_with_box(state, box, plan, now_ms), plans=[plan])
     state = _with_box(state, box, None, now_ms)
-    return _evaluate(state, now_ms)
+    return _evaluate(state, now_ms, synced)
 
 
 def _same_contents(a: BoxClosed, b: BoxClosed) -> bool:
@@ -206,7 +226,7 @@ def _republish(state: OrderState, box_id: str | None = None) -> Step:
     return Step(state, plans=plans, jobs=jobs)
 
 
-def _evaluate(state: OrderState, now_ms: int) -> Step:
+def _evaluate(state: OrderState, now_ms: int, synced: bool = True) -> Step:
     order = state.order
     if order is None:
         return Step(state)
@@ -236,7 +256,21 @@ def _evaluate(state: OrderState, now_ms: int) -> Step:
     hold = hold_of(order, now_ms)
     if hold is not None:
         return _held(step, candidates, hold)
+    if not synced:
+        return _barrier(step, now_ms)
     return _release(step, state, plans, candidates, allocation, now_ms)
+
+
+def _barrier(step: Step, now_ms: int) -> Step:
+    """Release once the orders topic is read up to now (``Hold.barrier``), quietly."""
+    if step.state.hold is not None and step.state.hold.barrier:
+        return step  # its release event is written already
+    hold = Hold(until_ms=now_ms, reason=BARRIER, barrier=True)
+    step.state = step.state.model_copy(update={"hold": hold})
+    release = release_due(step.state, now_ms)
+    assert release is not None  # noqa: S101 (a complete, unreleased order with a due hold)
+    step.barriers.append(release)
+    return step
 
 
 def hold_of(order: Order, now_ms: int) -> Hold | None:
