@@ -246,6 +246,7 @@ async def test_an_address_change_read_late_still_reaches_the_label_job(
         for f in filler:
             await producer.send(names(ORDERS), encode(f), key=f.order_id.encode(), partition=0)
         await producer.send_and_wait(names(ORDERS), encode(moved), key=b"R1", partition=0)
+        await asyncio.sleep(0.05)  # the box closes after the address changed
         last = box("R1-B1", {"A": 1}, order_id="R1")
         await producer.send_and_wait(names(BOXES), encode(last), key=b"R1", partition=0)
     finally:

@@ -12,7 +12,15 @@ from schemas.label import LabelJob
 from schemas.order import Order, OrderStatus
 from schemas.plan import ParcelPlan
 from tests.unit.factories import box, order
-from workers.planner.join import OrderState, on_box, on_event, release_due
+from workers.planner.join import (
+    BARRIER_WAIT_MS,
+    Inputs,
+    OrderState,
+    on_box,
+    on_event,
+    release_due,
+    resume,
+)
 
 
 def play(events: list[Order | BoxClosed]) -> tuple[OrderState, list[ParcelPlan], list[LabelJob]]:
@@ -318,28 +326,51 @@ def test_pending_cancel_request_holds_until_tiktok_answers() -> None:
     assert len(jobs) == 1
 
 
-def test_a_box_read_before_the_orders_topic_caught_up_releases_through_a_barrier() -> None:
-    """The last box arrives while the order's topic has unread records (one could be a new
-    address): no job yet, a release event for the orders topic instead; the newer order
-    read before that event releases the order with its newer recipient."""
+def test_a_box_read_before_the_orders_topic_caught_up_waits_for_it() -> None:
+    """The last box is read while the order's topic is read only up to before the box (an
+    unread record could be a new address): no job; the newer order, read past the box's
+    time, releases it with its newer recipient; so does resuming once read past."""
     state, _, _ = step_all(OrderState(order_id="O1"), [order(), box("B1", {"A": 2})], 0)
-    step = on_event(state, box("B2", {"B": 1}), 10, synced=False)
-    assert step.jobs == [] and step.plans == [] and len(step.barriers) == 1
-    barrier = step.barriers[0]
-    assert barrier.order_id == "O1" and barrier.update_time == order().update_time
-    state = step.state
-    assert on_event(state, box("B2", {"B": 1}), 11, synced=False).barriers == []  # once
+    behind = Inputs(event_ms=1_000, orders_read_ms=900)
+    step = on_event(state, box("B2", {"B": 1}), 10, behind)
+    assert step.jobs == [] and step.plans == []
+    held = step.state
+    assert held.hold is not None and held.hold.barrier and held.latest_box_ms == 1_000
+    assert release_due(held, 10 + BARRIER_WAIT_MS) is not None  # the clock's fallback
+    assert resume(held, 20).jobs[0].recipient == order().recipient
     moved = order(update_time=150).model_copy(
         update={"recipient": order().recipient.model_copy(update={"city": "Boise"})}  # type: ignore[union-attr]
     )
-    state, _, jobs = step_all(state, [moved], 20)
-    assert [j.recipient.city for j in jobs if j.recipient] == ["Boise"]
-    # the barrier read back after it is older than the order the join holds: nothing more
-    assert on_event(state, barrier, 30).jobs == []
+    read = on_event(held, moved, 20, Inputs(event_ms=950, orders_read_ms=950))
+    assert read.jobs == []  # older than the box: order records up to the box may be unread
+    assert [j.recipient.city for j in resume(read.state, 21).jobs if j.recipient] == ["Boise"]
+    past = on_event(held, moved, 21, Inputs(event_ms=1_100, orders_read_ms=1_100))
+    assert [j.recipient.city for j in past.jobs if j.recipient] == ["Boise"]
 
 
-def test_the_barrier_read_back_releases_when_nothing_newer_came() -> None:
+def test_a_release_event_read_back_releases_the_order_as_held_now() -> None:
+    """The clock's fallback: its release event is older than a newer order read since, and
+    still releases (it proves the orders are read past the box)."""
     state, _, _ = step_all(OrderState(order_id="O1"), [order(), box("B1", {"A": 2})], 0)
-    step = on_event(state, box("B2", {"B": 1}), 10, synced=False)
-    state, _, jobs = step_all(step.state, step.barriers, 20)
-    assert len(jobs) == 1 and state.hold is None
+    held = on_event(state, box("B2", {"B": 1}), 10, Inputs(event_ms=1_000, orders_read_ms=0))
+    release = release_due(held.state, 10 + BARRIER_WAIT_MS)
+    assert release is not None
+    moved = order(update_time=150).model_copy(
+        update={"recipient": order().recipient.model_copy(update={"city": "Boise"})}  # type: ignore[union-attr]
+    )
+    newer = on_event(held.state, moved, 11, Inputs(event_ms=900, orders_read_ms=900))
+    assert newer.jobs == []
+    back = on_event(newer.state, release, 12, Inputs(1_001, 1_001))
+    assert [j.recipient.city for j in back.jobs if j.recipient] == ["Boise"]
+
+
+def test_an_order_read_before_its_boxes_time_waits_for_the_orders_read_past_them() -> None:
+    """The box came first (a later timestamp); the order's first version, read after it,
+    may be followed by a newer one older than the box: it waits."""
+    state = on_event(
+        OrderState(order_id="O1"), box("B1", {"A": 2, "B": 1}), 0, Inputs(5_000, 0)
+    ).state
+    step = on_event(state, order(), 1, Inputs(event_ms=4_000, orders_read_ms=4_000))
+    assert step.jobs == [] and step.state.hold is not None and step.state.hold.barrier
+    newer = on_event(state, order(), 1, Inputs(event_ms=6_000, orders_read_ms=6_000))
+    assert len(newer.jobs) == 1

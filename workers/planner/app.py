@@ -51,12 +51,16 @@ from workers.kafka_auth import faust_credentials
 from workers.loop import collect_garbage_less_often, new_event_loop
 from workers.planner.delivery import deliver_every_offset, wait_at_most
 from workers.planner.join import (
+    READ_ALL,
+    Inputs,
     OrderState,
+    Step,
     TooLarge,
     encode_step,
     on_event,
     release_due,
     restore,
+    resume,
 )
 from workers.planner.skips import SkipWatch
 from workers.plugins import adapt_kafka_clients
@@ -108,8 +112,8 @@ RELEASES = Counter(
 )
 BARRIERS = Counter(
     "parcelflow_planner_barriers",
-    "Orders complete on a box event while the orders topic had unread records: released "
-    "once the planner reads back the release event it wrote to the orders topic.",
+    "Orders complete while their orders partition was read only up to before their newest "
+    "box: released once it is read past it (or through a release event after 1 s).",
 )
 SKIPPED = Counter(
     "parcelflow_planner_offsets_skipped",
@@ -170,23 +174,37 @@ class Holds:
     def __init__(self) -> None:
         self.until: dict[bytes, tuple[int, int]] = {}
         self.sent: dict[bytes, int] = {}  # key -> when its release was last written
+        # held at a barrier: key -> (partition, its newest box's timestamp)
+        self.barriers: dict[bytes, tuple[int, int]] = {}
 
     def note(self, key: bytes, state: OrderState, partition: int) -> None:
-        if state.hold is not None and state.hold.until_ms and not state.released:
-            self.until[key] = (state.hold.until_ms, partition)
+        hold = state.hold
+        if hold is not None and hold.until_ms and not state.released:
+            self.until[key] = (hold.until_ms, partition)
         else:
-            self.until.pop(key, None)
-            self.sent.pop(key, None)
-        HELD.set(len(self.until))
+            self.forget(key)
+        if hold is not None and hold.barrier and not state.released:
+            if key not in self.barriers:
+                BARRIERS.inc()
+            self.barriers[key] = (partition, state.latest_box_ms)
+        else:
+            self.barriers.pop(key, None)
+        HELD.set(len(self.until) - len(self.barriers))
+
+    def forget(self, key: bytes) -> None:
+        self.until.pop(key, None)
+        self.sent.pop(key, None)
+        self.barriers.pop(key, None)
 
     def rebuild(self, table: JoinTable) -> None:
         self.until.clear()
         self.sent.clear()
+        self.barriers.clear()
         for key, value in table.stored():
             partition = table.partition_of(key)
             if value and self.MARK in value and partition is not None:
                 self.note(key, OrderState.model_validate_json(value), partition)
-        HELD.set(len(self.until))
+        HELD.set(len(self.until) - len(self.barriers))
 
     def due(self, now: int, resend_after_ms: int) -> list[tuple[bytes, int]]:
         """Held keys whose hold has ended and whose release was not written lately."""
@@ -215,12 +233,29 @@ class Planner:
         self.watch = SkipWatch()
         self.holds = Holds()
         self.orders_read: dict[int, int] = {}  # orders partition -> next offset the join reads
+        self.orders_time: dict[int, int] = {}  # orders partition -> newest timestamp read, ms
 
-    def orders_caught_up(self, partition: int) -> bool:
+    def inputs(self, message: Any) -> Inputs:
+        """Where the join's reading stands at this event: its timestamp, and the time up
+        to which its orders partition is read (all of it, as far as the consumer's last
+        fetch knew)."""
+        partition = message.partition
+        event_ms = round((message.timestamp or 0) * 1000)  # Faust gives seconds
+        if message.topic == self.orders_topic:
+            self.orders_read[partition] = message.offset + 1
+            self.orders_time[partition] = max(self.orders_time.get(partition, 0), event_ms)
+        if self.orders_read_all(partition):
+            return Inputs(event_ms, READ_ALL)
+        return Inputs(event_ms, self.orders_time.get(partition, 0))
+
+    def orders_read_all(self, partition: int) -> bool:
         """Whether the join has read every record of this orders partition that the
         consumer's last fetch knew of (its high watermark)."""
         highwater = self.app.consumer.highwater(TP(self.orders_topic, partition))
         return highwater is not None and self.orders_read.get(partition, 0) >= highwater
+
+    def orders_read_past(self, partition: int, ms: int) -> bool:
+        return self.orders_time.get(partition, 0) > ms or self.orders_read_all(partition)
 
 
 class Rejected(Exception):
@@ -253,10 +288,36 @@ class Batch:
         state = self.states.get(key)
         if state is None:
             state = restore(event.order_id, p.table.get(key))
-        if isinstance(event, Order):
-            p.orders_read[message.partition] = message.offset + 1
-        synced = is_release(message) or p.orders_caught_up(message.partition)
-        step = on_event(state, event, self.clock, synced)
+        step = on_event(state, event, self.clock, p.inputs(message))
+        return self.apply(key, message.partition, state, step)
+
+    def resume_barriers(self) -> list[tuple[bytes, list[tuple[str, bytes]]]]:
+        """Orders held at a barrier whose orders partition is now read past their newest
+        box: resumed (``join.resume``), with the records that makes."""
+        p = self.planner
+        made = []
+        for key, (partition, box_ms) in list(p.holds.barriers.items()):
+            if not p.orders_read_past(partition, box_ms):
+                continue
+            state = self.states.get(key)
+            if state is None:
+                stored = p.table.get(key)
+                if stored is None:  # the partition went to another worker
+                    p.holds.forget(key)
+                    continue
+                state = OrderState.model_validate_json(stored)
+            try:
+                made.append((key, self.apply(key, partition, state, resume(state, self.clock))))
+            except TooLarge as exc:  # as at the event that made it complete: nothing
+                log.warning("planner_resume_too_large", order_id=state.order_id, error=str(exc))
+                p.holds.forget(key)
+        return made
+
+    def apply(
+        self, key: bytes, partition: int, state: OrderState, step: Step
+    ) -> list[tuple[str, bytes]]:
+        """Keep a step's state for the batch's write, and its records (topic, value)."""
+        p = self.planner
         encoded = encode_step(state, step, p.max_output)
         self.states[key] = encoded.step.state
         for job in encoded.step.jobs:
@@ -267,17 +328,12 @@ class Batch:
                 box_ids=[parcel.box_id for parcel in job.parcels],
             )
         if encoded.state is not None:
-            self.partitions[key] = message.partition
+            self.partitions[key] = partition
             self.encoded[key] = encoded.state
-            p.holds.note(key, encoded.step.state, message.partition)
-        if encoded.barriers:
-            p.holds.sent[key] = self.clock
-            BARRIERS.inc(len(encoded.barriers))
-        return (
-            [(p.plans_topic, plan) for plan in encoded.plans]
-            + [(p.jobs_topic, job) for job in encoded.jobs]
-            + [(p.orders_topic, barrier) for barrier in encoded.barriers]
-        )
+            p.holds.note(key, encoded.step.state, partition)
+        return [(p.plans_topic, plan) for plan in encoded.plans] + [
+            (p.jobs_topic, job) for job in encoded.jobs
+        ]
 
     async def send(
         self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
@@ -328,10 +384,12 @@ async def join_batch(planner: Planner, events: Sequence[EventT[bytes]]) -> async
             await batch.dead_letter(event, f"planner error: {type(exc).__name__}: {exc}")
             continue
         for topic, value in records:
-            made[topic] = made.get(topic, 0) + 1
-            # a barrier goes to the orders partition the join reads this order from
-            partition = message.partition if topic == planner.orders_topic else None
-            await batch.send(topic, message.key, value, partition)
+            made[topic] += 1
+            await batch.send(topic, message.key, value)
+    for key, records in batch.resume_barriers():
+        for topic, value in records:
+            made[topic] += 1
+            await batch.send(topic, key, value)
     written = await batch.finish()
     EVENTS.inc(len(events))
     PLANS_MADE.inc(made[planner.plans_topic])
@@ -360,7 +418,7 @@ async def release_ended_holds(planner: Planner) -> int:
     for key, partition in planner.holds.due(clock, resend_after_ms=30_000):
         stored = planner.table.get(key)
         if stored is None:  # the partition went to another worker, which has its own index
-            planner.holds.until.pop(key, None)
+            planner.holds.forget(key)
             continue
         state = OrderState.model_validate_json(stored)
         release = release_due(state, clock)
@@ -384,16 +442,8 @@ async def release_ended_holds(planner: Planner) -> int:
     return written
 
 
-RELEASE_HEADER = "parcelflow-release"  # on the release events the planner writes
-RELEASE_HEADERS = [(RELEASE_HEADER, b"1")]
-
-
-def is_release(message: Any) -> bool:
-    """A release event this planner (or another replica) wrote to the orders topic: when
-    the join reads it, it has read every order record written before it."""
-    headers = message.headers or ()
-    pairs = headers.items() if isinstance(headers, dict) else headers
-    return any(name == RELEASE_HEADER for name, _ in pairs)
+# on the release events the planner writes to the orders topic (for whoever reads them)
+RELEASE_HEADERS = [("parcelflow-release", b"1")]
 
 
 def faust_brokers(bootstrap: str) -> list[str]:
@@ -456,6 +506,7 @@ def create_app(settings: PlannerSettings, fatal: OnFatal | None = None) -> faust
     async def forget_offsets(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         planner.watch.forget()
         planner.orders_read.clear()
+        planner.orders_time.clear()
 
     @app.agent(source, concurrency=1)
     async def join(stream: faust.StreamT[bytes]) -> None:

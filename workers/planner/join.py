@@ -50,17 +50,20 @@ class Hold(BaseModel):
     """Why a complete order waits, and until when (0: until a newer order event).
 
     A ``barrier`` hold is no rule of TikTok's: the order became complete while its orders
-    topic partition had records the planner had not read yet (one of them could be a
-    newer address for it). The planner writes a release event to the orders topic and
-    releases when it reads it back: by then it has read every order record written before
-    (Kafka Streams waits for its lagging input the same way, ``max.task.idle.ms``)."""
+    topic partition was read only up to a time before its newest box (an unread order
+    record could be a newer address). The planner resumes it (``resume``) once it has read
+    that partition past the box's time, usually within a batch or two; should that take
+    longer than ``BARRIER_WAIT_MS`` (an idle or lagging partition), its clock writes a
+    release event to the orders partition, and reading it back releases the order (Kafka
+    Streams keeps co-partitioned inputs in timestamp order alike)."""
 
     until_ms: int = 0
     reason: str
     barrier: bool = False
 
 
-BARRIER = "the orders topic had unread records when the order became complete"
+BARRIER = "the orders topic was read only up to a time before the order's newest box"
+BARRIER_WAIT_MS = 1_000
 
 
 class OrderState(BaseModel):
@@ -74,6 +77,7 @@ class OrderState(BaseModel):
     cancel_job: LabelJob | None = None
     first_box_at_ms: int | None = None
     hold: Hold | None = None
+    latest_box_ms: int = 0  # the newest record timestamp of its boxes (Inputs.event_ms)
 
     @property
     def released(self) -> bool:
@@ -85,7 +89,6 @@ class Step:
     state: OrderState
     plans: list[ParcelPlan] = field(default_factory=list)
     jobs: list[LabelJob] = field(default_factory=list)
-    barriers: list[Order] = field(default_factory=list)  # to write to the orders topic
 
 
 class TooLarge(ValueError):
@@ -100,7 +103,6 @@ class Encoded:
     plans: list[bytes]
     jobs: list[bytes]
     state: bytes | None  # None: the state did not change
-    barriers: list[bytes] = field(default_factory=list)
 
 
 def encode_step(before: OrderState, step: Step, max_bytes: int) -> Encoded:
@@ -110,13 +112,7 @@ def encode_step(before: OrderState, step: Step, max_bytes: int) -> Encoded:
     auditor, replaying the join, ignores the same event the same way.
     """
     state = None if step.state is before else step.state.model_dump_json().encode()
-    encoded = Encoded(
-        step,
-        [encode(p) for p in step.plans],
-        [encode(j) for j in step.jobs],
-        state,
-        [encode(b) for b in step.barriers],
-    )
+    encoded = Encoded(step, [encode(p) for p in step.plans], [encode(j) for j in step.jobs], state)
     for what, records in (
         ("a parcel plan", encoded.plans),
         ("the label job", encoded.jobs),
@@ -138,13 +134,27 @@ def restore(order_id: str, stored: bytes | None) -> OrderState:
     return OrderState.model_validate_json(stored)
 
 
-def on_event(state: OrderState, event: Order | BoxClosed, now_ms: int, synced: bool = True) -> Step:
-    """``on_order`` or ``on_box``, by the event's kind. ``synced``: whether the planner
-    has read every record of the order's topic partition written so far (a release event
-    the planner wrote, read back, is such a point); unsynced, a release waits for one."""
+@dataclass(frozen=True)
+class Inputs:
+    """Where the planner's reading stands at one event (Kafka Streams' stream time): the
+    event's record timestamp, and the time up to which the order's topic partition has
+    been read (``READ_ALL``: every record the consumer knew of)."""
+
+    event_ms: int
+    orders_read_ms: int
+
+
+READ_ALL = 2**62
+
+
+def on_event(
+    state: OrderState, event: Order | BoxClosed, now_ms: int, inputs: Inputs | None = None
+) -> Step:
+    """``on_order`` or ``on_box``, by the event's kind. ``inputs``: where the reading
+    stands; None (replays, tests) takes the events as if in timestamp order."""
     if isinstance(event, Order):
-        return on_order(state, event, now_ms, synced)
-    return on_box(state, event, now_ms, synced)
+        return on_order(state, event, now_ms, inputs)
+    return on_box(state, event, now_ms, inputs)
 
 
 def plan_event_id(order_id: str, box_id: str) -> str:
@@ -169,19 +179,21 @@ def _rejection(box: BoxClosed, reason: str, event_id: str | None = None) -> Parc
     )
 
 
-def on_order(state: OrderState, order: Order, now_ms: int, synced: bool = True) -> Step:
+def on_order(state: OrderState, order: Order, now_ms: int, inputs: Inputs | None = None) -> Step:
     previous = state.order
     if previous is not None and order.event_id == previous.event_id:
         return _republish(state)
     if previous is not None and order.update_time < previous.update_time:
+        if state.hold is not None and state.hold.barrier:  # e.g. the barrier, read back
+            return _evaluate(state, now_ms, inputs)  # the order as held, read further now
         return Step(state)  # an older update arriving late: keep the newer one
     if previous is not None and not order.line_items:
         order = order.model_copy(update={"line_items": previous.line_items})
     state = state.model_copy(update={"order": order})
-    return _evaluate(state, now_ms, synced)
+    return _evaluate(state, now_ms, inputs)
 
 
-def on_box(state: OrderState, box: BoxClosed, now_ms: int, synced: bool = True) -> Step:
+def on_box(state: OrderState, box: BoxClosed, now_ms: int, inputs: Inputs | None = None) -> Step:
     known = state.boxes.get(box.box_id)
     if known is not None:
         if _same_contents(known, box):
@@ -195,7 +207,9 @@ def on_box(state: OrderState, box: BoxClosed, now_ms: int, synced: bool = True) 
         plan = _rejection(box, reason)
         return Step(_with_box(state, box, plan, now_ms), plans=[plan])
     state = _with_box(state, box, None, now_ms)
-    return _evaluate(state, now_ms, synced)
+    if inputs is not None and inputs.event_ms > state.latest_box_ms:
+        state = state.model_copy(update={"latest_box_ms": inputs.event_ms})
+    return _evaluate(state, now_ms, inputs)
 
 
 def _same_contents(a: BoxClosed, b: BoxClosed) -> bool:
@@ -226,7 +240,7 @@ def _republish(state: OrderState, box_id: str | None = None) -> Step:
     return Step(state, plans=plans, jobs=jobs)
 
 
-def _evaluate(state: OrderState, now_ms: int, synced: bool = True) -> Step:
+def _evaluate(state: OrderState, now_ms: int, inputs: Inputs | None = None) -> Step:
     order = state.order
     if order is None:
         return Step(state)
@@ -256,21 +270,26 @@ def _evaluate(state: OrderState, now_ms: int, synced: bool = True) -> Step:
     hold = hold_of(order, now_ms)
     if hold is not None:
         return _held(step, candidates, hold)
-    if not synced:
-        return _barrier(step, now_ms)
+    if inputs is not None and inputs.orders_read_ms <= state.latest_box_ms:
+        return _barrier(step, now_ms)  # an order record older than a box may be unread
     return _release(step, state, plans, candidates, allocation, now_ms)
 
 
 def _barrier(step: Step, now_ms: int) -> Step:
-    """Release once the orders topic is read up to now (``Hold.barrier``), quietly."""
+    """Wait, quietly, until the orders topic is read past the newest box (``Hold.barrier``)."""
     if step.state.hold is not None and step.state.hold.barrier:
-        return step  # its release event is written already
-    hold = Hold(until_ms=now_ms, reason=BARRIER, barrier=True)
+        return step
+    hold = Hold(until_ms=now_ms + BARRIER_WAIT_MS, reason=BARRIER, barrier=True)
     step.state = step.state.model_copy(update={"hold": hold})
-    release = release_due(step.state, now_ms)
-    assert release is not None  # noqa: S101 (a complete, unreleased order with a due hold)
-    step.barriers.append(release)
     return step
+
+
+def resume(state: OrderState, now_ms: int) -> Step:
+    """An order held at a barrier, once its orders partition is read past its newest box:
+    released as it stands now (or held for another reason)."""
+    if state.hold is None or not state.hold.barrier:
+        return Step(state)
+    return _evaluate(state.model_copy(update={"hold": None}), now_ms)
 
 
 def hold_of(order: Order, now_ms: int) -> Hold | None:
