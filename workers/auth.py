@@ -35,9 +35,11 @@ from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractResource, AbstractRoute
 from pydantic import TypeAdapter, ValidationError
 
+from workers.errors import ConfigError
 from workers.settings import ALL_WAREHOUSES, PRINCIPAL_NAME, AuthSettings, PrincipalSpec, Role
 
 log = structlog.get_logger(__name__)
+MIN_TOKEN_CHARS = 32  # a deprecated plain token at least this long (principal tokens: 43)
 ROLES: tuple[Role, ...] = get_args(Role)
 SPECS = TypeAdapter(dict[str, PrincipalSpec])
 
@@ -113,21 +115,41 @@ class Principals:
         names = [p.name for _, p in self.entries]
         duplicates = {n for n in names if names.count(n) > 1}
         if duplicates:
-            raise ValueError(f"principals named twice: {', '.join(sorted(duplicates))}")
-        keys = [k for k, _ in self.entries]
-        if len(set(keys)) != len(keys):
-            raise ValueError("two principals hold the same token")
+            raise ConfigError(f"principals named twice: {', '.join(sorted(duplicates))}")
+        holders: dict[bytes, list[str]] = {}
+        for key, principal in self.entries:
+            holders.setdefault(key, []).append(principal.name)
+        shared = sorted(", ".join(sorted(n)) for n in holders.values() if len(n) > 1)
+        if shared:
+            raise ConfigError(
+                f"principals holding the same token: {'; '.join(shared)} (each caller its "
+                "own token: `parcelflow principals token`)"
+            )
 
     @classmethod
     def from_settings(cls, settings: AuthSettings) -> Principals:
         specs = dict(settings.principals)
         if settings.principals_file is not None:
-            specs |= read_file(settings.principals_file)
+            in_file = read_file(settings.principals_file)
+            twice = sorted(set(specs) & set(in_file))
+            if twice:
+                raise ConfigError(
+                    f"principals named in both PARCELFLOW_PRINCIPALS and "
+                    f"PARCELFLOW_PRINCIPALS_FILE: {', '.join(twice)}"
+                )
+            specs |= in_file
         entries = [principal_of(name, spec) for name, spec in specs.items()]
         legacy = {n: t.get_secret_value() for n, t in settings.ingest_tokens.items()}
         if settings.ingest_token is not None:
             legacy["default"] = settings.ingest_token.get_secret_value()
         legacy = {name: token for name, token in legacy.items() if token}
+        weak = sorted(name for name, token in legacy.items() if len(token) < MIN_TOKEN_CHARS)
+        if weak:
+            raise ConfigError(
+                f"PARCELFLOW_INGEST_TOKEN(S): the token of {', '.join(weak)} is shorter than "
+                f"{MIN_TOKEN_CHARS} characters (`parcelflow principals token` makes a strong "
+                "one; better, move to PARCELFLOW_PRINCIPALS)"
+            )
         if legacy:
             log.warning(
                 "ingest_tokens_deprecated",

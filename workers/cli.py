@@ -35,6 +35,7 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
+from workers.errors import ConfigError
 from workers.plugins import hooks
 from workers.settings import Settings
 from workers.terminal import UsageError, safe
@@ -49,13 +50,52 @@ def worker(name: str) -> Any:
 
         logs.configure(settings.log_level)
         try:
+            preflight(name, settings)
             run_worker(name, settings)
-        except TopicsMismatch as exc:
+        except (TopicsMismatch, ConfigError) as exc:
             print(f"parcelflow {name}: not starting: {exc}", file=sys.stderr)
             return 2
         return 0
 
     return start
+
+
+def preflight(name: str, settings: Settings) -> None:
+    """The settings a worker cannot start without, checked before it connects to anything:
+    ConfigError with what is wrong (never a value)."""
+    from workers.auth import Principals
+    from workers.tiktok.tokens import Sealer
+
+    if name == "receiver":
+        from workers.receiver.app import check_settings
+
+        check_settings(settings)
+        Principals.from_settings(settings)
+    elif name == "dashboard":
+        from workers.dashboard.access import Access
+
+        Access(settings, Principals.from_settings(settings))
+    elif name == "enricher":
+        if not (settings.tiktok_app_key and settings.tiktok_app_secret.get_secret_value()):
+            raise ConfigError(
+                "PARCELFLOW_TIKTOK_APP_KEY and PARCELFLOW_TIKTOK_APP_SECRET must be set: the "
+                "enricher signs every TikTok call"
+            )
+        Sealer(settings.tiktok_token_key)
+    elif name == "labeler":
+        uses = settings.providers_in_use()
+        if "shipium" in uses and not settings.shipium_api_key.get_secret_value():
+            raise ConfigError(
+                "PARCELFLOW_SHIPIUM_API_KEY must be set: labels come from Shipium "
+                "(PARCELFLOW_LABEL_PROVIDER(S))"
+            )
+        if "tiktok" in uses:
+            if not (settings.tiktok_app_key and settings.tiktok_app_secret.get_secret_value()):
+                raise ConfigError(
+                    "PARCELFLOW_TIKTOK_APP_KEY and PARCELFLOW_TIKTOK_APP_SECRET must be set: "
+                    "some shops' labels come from TikTok Shipping"
+                )
+            Sealer(settings.tiktok_token_key)
 
 
 def run_worker(name: str, settings: Settings) -> None:

@@ -23,6 +23,10 @@ class VendorCode(str):
 ErrorCode = StrEnum | HttpCode | VendorCode
 
 
+class ConfigError(ValueError):
+    """A setting that keeps a worker from starting: said in one line, exit code 2."""
+
+
 def http_code(status: int) -> HttpCode:
     return HttpCode(f"http_{status}")
 

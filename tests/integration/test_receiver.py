@@ -44,7 +44,10 @@ async def receiver(make_settings: Callable[..., Settings], serve: Any) -> tuple[
     settings = make_settings(
         receiver_max_body_bytes=4096,
         tiktok_webhook_apps={"second-app": "second-secret"},
-        ingest_tokens={"oms": "oms-token", "packing": "packing-token"},
+        ingest_tokens={
+            "oms": "oms-token-0123456789-0123456789-x",
+            "packing": "packing-token-0123456789-0123456789",
+        },
     )
     return await serve(create_app(settings)), settings
 
@@ -238,7 +241,10 @@ async def test_every_type_is_kept_and_authorization_webhooks_raise_alerts(
 async def test_each_upstream_system_has_its_own_token(receiver: tuple[str, Settings]) -> None:
     url, settings = receiver
     async with aiohttp.ClientSession() as http:
-        for token, box_id in [("oms-token", "B-oms"), ("packing-token", "B-pack")]:
+        for token, box_id in [
+            ("oms-token-0123456789-0123456789-x", "B-oms"),
+            ("packing-token-0123456789-0123456789", "B-pack"),
+        ]:
             body = encode(box(box_id, {"A": 1}))
             headers = {"Authorization": f"Bearer {token}"}
             async with http.post(f"{url}/v1/boxes", data=body, headers=headers) as r:
@@ -282,15 +288,21 @@ async def test_the_bearer_scheme_is_case_insensitive_and_a_bare_token_is_refused
     good = encode(box("BEARER-1", {"A": 1}))
     answers = {}
     async with aiohttp.ClientSession() as http:
-        for header in ("bearer oms-token", "BEARER oms-token", "oms-token", "Bearer", "Basic x"):
+        for header in (
+            "bearer oms-token-0123456789-0123456789-x",
+            "BEARER oms-token-0123456789-0123456789-x",
+            "oms-token-0123456789-0123456789-x",
+            "Bearer",
+            "Basic x",
+        ):
             async with http.post(
                 f"{url}/v1/boxes", data=good, headers={"Authorization": header}
             ) as r:
                 answers[header] = r.status
     assert answers == {
-        "bearer oms-token": 202,
-        "BEARER oms-token": 202,
-        "oms-token": 401,
+        "bearer oms-token-0123456789-0123456789-x": 202,
+        "BEARER oms-token-0123456789-0123456789-x": 202,
+        "oms-token-0123456789-0123456789-x": 401,
         "Bearer": 401,
         "Basic x": 401,
     }

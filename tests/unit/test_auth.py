@@ -68,14 +68,15 @@ def test_a_malformed_authorization_header_is_no_principal(header: str) -> None:
 
 
 def test_the_deprecated_ingest_tokens_keep_every_role_in_every_warehouse() -> None:
+    old, oms_token = "legacy-token-0123456789-abcdefghijkl", "oms-legacy-1-0123456789-abcdefghij"
     principals = Principals.from_settings(
-        settings(ingest_token="legacy-token-0123456789", ingest_tokens={"oms": "oms-legacy-1"})
+        settings(ingest_token=old, ingest_tokens={"oms": oms_token})
     )
-    legacy = principals.from_header("Bearer legacy-token-0123456789")
+    legacy = principals.from_header(f"Bearer {old}")
     assert legacy is not None and legacy.name == "default"
     assert legacy.roles == {"orders", "boxes", "labels", "operator"}
     assert legacy.warehouses is None
-    oms = principals.from_header("Bearer oms-legacy-1")
+    oms = principals.from_header(f"Bearer {oms_token}")
     assert oms is not None and oms.name == "oms"
 
 

@@ -24,9 +24,11 @@ import structlog
 from aiohttp import web
 
 from workers.auth import ROLES, Principal, Principals, is_loopback
+from workers.errors import ConfigError
 from workers.settings import DashboardSettings
 
 log = structlog.get_logger(__name__)
+MIN_SESSION_KEY_CHARS = 32
 COOKIE = "parcelflow_session"
 
 
@@ -62,17 +64,34 @@ class Access:
         self.settings = settings
         self.mode = settings.dashboard_auth
         self.principals = principals
-        if self.mode == "none" and not is_loopback(settings.dashboard_host):
-            raise ValueError(
+        loopback = is_loopback(settings.dashboard_host)
+        if self.mode == "none" and not loopback:
+            raise ConfigError(
                 "PARCELFLOW_DASHBOARD_AUTH=none opens the dashboard (and replay) to anyone: "
                 "it is refused unless PARCELFLOW_DASHBOARD_HOST is a loopback address"
             )
+        if settings.ingest_open and not loopback:
+            raise ConfigError(
+                "PARCELFLOW_INGEST_OPEN lets any caller in as an operator: it is refused "
+                "unless PARCELFLOW_DASHBOARD_HOST is a loopback address"
+            )
+        if not settings.dashboard_cookie_secure and not loopback:
+            raise ConfigError(
+                "PARCELFLOW_DASHBOARD_COOKIE_SECURE=false sends the session cookie over "
+                "plain HTTP: it is refused unless PARCELFLOW_DASHBOARD_HOST is a loopback "
+                "address (serve the dashboard over HTTPS)"
+            )
         if self.mode == "proxy" and not settings.dashboard_proxy_operators:
-            raise ValueError(
+            raise ConfigError(
                 "PARCELFLOW_DASHBOARD_AUTH=proxy needs PARCELFLOW_DASHBOARD_PROXY_OPERATORS "
                 "(the users the proxy names who are operators)"
             )
         key = settings.dashboard_session_key.get_secret_value().encode()
+        if key and len(key) < MIN_SESSION_KEY_CHARS:
+            raise ConfigError(
+                f"PARCELFLOW_DASHBOARD_SESSION_KEY is shorter than {MIN_SESSION_KEY_CHARS} "
+                "characters: it signs every session (`openssl rand -base64 48` makes one)"
+            )
         if self.mode == "login" and not key:
             key = secrets.token_bytes(32)
             log.warning(

@@ -233,6 +233,7 @@ async def read_limits(settings: DashboardSettings, board: Board, stop: asyncio.E
     """Every LAG_EVERY_S, the adaptive limit of each labeler whose /metrics is listed in
     ``dashboard_metrics_urls``, summed: the label calls allowed in flight."""
     if not settings.dashboard_metrics_urls:
+        await stop.wait()  # nothing to read: the limit plot stays empty, the page works
         return
     timeout = aiohttp.ClientTimeout(total=2)
     async with aiohttp.ClientSession(timeout=timeout) as http:
@@ -296,6 +297,8 @@ async def run(settings: DashboardSettings, stop: asyncio.Event | None = None) ->
             for task in done:
                 if task is not stopped and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
+                if task is not stopped and not runtime.stop.is_set():  # never idle and alive
+                    raise RuntimeError(f"the dashboard's {task.get_name()} task ended")
         finally:
             runtime.stop.set()
             for task in tasks:

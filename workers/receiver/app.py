@@ -28,6 +28,7 @@ from schemas.topics import ALERTS, BOXES, ORDERS, WEBHOOKS, WEBHOOKS_REJECTED
 from schemas.webhook import TikTokWebhook, WebhookRecord, WebhookType
 from workers import auth
 from workers.auth import PRINCIPAL, Principal, Principals, protect
+from workers.errors import ConfigError
 from workers.kafka import (
     Topics,
     make_producer,
@@ -356,19 +357,26 @@ def tiktok_apps(settings: ReceiverSettings) -> dict[str, str]:
     return {key: secret for key, secret in apps.items() if key and secret}
 
 
-def create_app(settings: ReceiverSettings) -> web.Application:
+def check_settings(settings: ReceiverSettings) -> dict[str, str]:
+    """The TikTok apps whose webhooks the receiver takes; ConfigError for settings it
+    cannot start with."""
     apps = tiktok_apps(settings)
     if not apps:
-        raise ValueError(
+        raise ConfigError(
             "PARCELFLOW_TIKTOK_APP_KEY and PARCELFLOW_TIKTOK_APP_SECRET (or "
             "PARCELFLOW_TIKTOK_WEBHOOK_APPS) must be set: the receiver verifies every "
             "webhook's signature"
         )
     if settings.ingest_open and not auth.is_loopback(settings.receiver_host):
-        raise ValueError(
+        raise ConfigError(
             "PARCELFLOW_INGEST_OPEN lets anyone post orders and read labels: it is refused "
             "unless PARCELFLOW_RECEIVER_HOST is a loopback address"
         )
+    return apps
+
+
+def create_app(settings: ReceiverSettings) -> web.Application:
+    apps = check_settings(settings)
     app = web.Application(
         client_max_size=settings.receiver_max_body_bytes,
         middlewares=[count_and_shape, auth.middleware],

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 from schemas.codec import decode, encode
 from schemas.tokens import SealedTokens
 from schemas.topics import TOKENS
+from workers.errors import ConfigError
 from workers.kafka import Topics, behind, groupless_consumer, make_producer, start_on_all
 from workers.retry import backoff_delay
 from workers.settings import TikTokWorkerSettings
@@ -65,7 +66,7 @@ class ShopAuth(BaseModel):
         return self.access_token.get_secret_value() == other.access_token.get_secret_value()
 
 
-class TokenKeyMissing(ValueError):
+class TokenKeyMissing(ConfigError):
     pass
 
 
