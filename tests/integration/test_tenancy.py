@@ -17,9 +17,10 @@ import pytest
 
 from schemas.box import BoxClosed
 from schemas.codec import encode
-from schemas.topics import BOXES
+from schemas.order import Order
+from schemas.topics import BOXES, ORDERS
 from tests.integration.kafka_helpers import consume, models
-from tests.unit.factories import box, label_result
+from tests.unit.factories import box, label_result, order
 from workers.labels import claims
 from workers.labels.store import FolderStore, manifest_name, put_document
 from workers.receiver.app import create_app
@@ -31,6 +32,8 @@ TOKENS = {
     "station-b": "station-b-token-0123",
     "floor": "floor-token-012345678",  # a station of both warehouses
     "ops": "ops-token-0123456789",
+    "oms-a": "oms-a-token-012345678",  # an upstream system of warehouse A only
+    "oms-ab": "oms-ab-token-01234567",  # of warehouses A and B
 }
 PRINCIPALS = {
     "oms": {"token": TOKENS["oms"], "roles": ["orders"]},
@@ -38,6 +41,8 @@ PRINCIPALS = {
     "station-b": {"token": TOKENS["station-b"], "roles": ["boxes", "labels"], "warehouses": ["B"]},
     "floor": {"token": TOKENS["floor"], "roles": ["boxes", "labels"], "warehouses": ["A", "B"]},
     "ops": {"token": TOKENS["ops"], "roles": ["operator"]},
+    "oms-a": {"token": TOKENS["oms-a"], "roles": ["orders"], "warehouses": ["A"]},
+    "oms-ab": {"token": TOKENS["oms-ab"], "roles": ["orders"], "warehouses": ["A", "B"]},
 }
 DAY_MS = 86_400_000
 
@@ -233,3 +238,27 @@ async def test_a_box_id_two_orders_used_is_409_naming_both_until_the_order_is_na
     assert status == 409 and body["orders"] == ["O-1", "O-2"]
     # the other warehouse's station learns nothing of it
     assert (await call("GET", f"{box_url}?warehouse=A", headers=auth("station-b")))[0] == 404
+
+
+async def test_orders_keep_to_the_principals_warehouses_and_come_from_upstream(
+    receiver: tuple[str, Settings, FolderStore],
+) -> None:
+    """An upstream system posts orders of its warehouses only, and can never pass one off
+    as TikTok's: the receiver sets the source."""
+    url, settings, _ = receiver
+    spoof = orjson.loads(encode(order("T1")))
+    body = {**spoof, "source": "tiktok", "warehouse_id": "B"}
+    status, answer = await call("POST", f"{url}/v1/orders", json=body, headers=auth("oms-a"))
+    assert (status, answer["error"]) == (403, "forbidden")
+    assert answer["fields"][0]["field"] == "warehouse_id"
+    no_warehouse = {**spoof, "warehouse_id": ""}
+    status, answer = await call(
+        "POST", f"{url}/v1/orders", json=no_warehouse, headers=auth("oms-ab")
+    )
+    assert status == 400 and answer["fields"][0]["field"] == "warehouse_id"
+    status, _ = await call("POST", f"{url}/v1/orders", json=no_warehouse, headers=auth("oms-a"))
+    assert status == 202
+    status, _ = await call("POST", f"{url}/v1/orders", json=body, headers=auth("oms"))  # every
+    assert status == 202
+    stored = models(Order, await consume(settings, ORDERS, lambda v: len(v) >= 2))
+    assert [(o.warehouse_id, o.source) for o in stored] == [("A", "upstream"), ("B", "upstream")]

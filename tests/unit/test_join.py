@@ -374,3 +374,17 @@ def test_an_order_read_before_its_boxes_time_waits_for_the_orders_read_past_them
     assert step.jobs == [] and step.state.hold is not None and step.state.hold.barrier
     newer = on_event(state, order(), 1, Inputs(event_ms=6_000, orders_read_ms=6_000))
     assert len(newer.jobs) == 1
+
+
+def test_an_upstream_update_never_changes_a_tiktok_order() -> None:
+    """TikTok's record is the truth: an upstream system cannot rewrite its recipient,
+    warehouse or status (refused, with the reason, for the dead letter); TikTok's record
+    replaces an upstream one whatever the times say."""
+    tiktok = order().model_copy(update={"source": "tiktok"})
+    state = on_event(OrderState(order_id="O1"), tiktok, 0).state
+    spoof = order(status=OrderStatus.CANCELLED, update_time=999)  # source "upstream"
+    step = on_event(state, spoof, 1)
+    assert "comes from TikTok" in step.refusal and step.state is state
+    upstream_first = on_event(OrderState(order_id="O1"), order(update_time=500), 0).state
+    taken = on_event(upstream_first, tiktok, 1).state
+    assert taken.order is not None and taken.order.source == "tiktok"

@@ -289,6 +289,8 @@ class Batch:
         if state is None:
             state = restore(event.order_id, p.table.get(key))
         step = on_event(state, event, self.clock, p.inputs(message))
+        if step.refusal:
+            raise Rejected(step.refusal)
         return self.apply(key, message.partition, state, step)
 
     def resume_barriers(self) -> list[tuple[bytes, list[tuple[str, bytes]]]]:

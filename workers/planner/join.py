@@ -89,6 +89,7 @@ class Step:
     state: OrderState
     plans: list[ParcelPlan] = field(default_factory=list)
     jobs: list[LabelJob] = field(default_factory=list)
+    refusal: str = ""  # the event may not change the order: dead-lettered with this reason
 
 
 class TooLarge(ValueError):
@@ -183,7 +184,15 @@ def on_order(state: OrderState, order: Order, now_ms: int, inputs: Inputs | None
     previous = state.order
     if previous is not None and order.event_id == previous.event_id:
         return _republish(state)
-    if previous is not None and order.update_time < previous.update_time:
+    if previous is not None and previous.source == "tiktok" and order.source != "tiktok":
+        return Step(
+            state,
+            refusal=f"order {order.order_id[:80]} comes from TikTok: an upstream system may "
+            "not change it (its recipient, warehouse or status)",
+        )
+    # TikTok's own record of the order replaces an upstream's, whatever its time
+    takes_over = previous is not None and previous.source != order.source
+    if previous is not None and not takes_over and order.update_time < previous.update_time:
         if state.hold is not None and state.hold.barrier:  # e.g. the barrier, read back
             return _evaluate(state, now_ms, inputs)  # the order as held, read further now
         return Step(state)  # an older update arriving late: keep the newer one

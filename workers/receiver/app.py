@@ -218,6 +218,25 @@ def warehouse_problem(principal: Principal, box: BoxClosed) -> tuple[int, Invali
     return 400, Invalid("invalid BoxClosed", [{"field": "warehouse_id", "problem": problem}])
 
 
+def order_problem(principal: Principal, order: Order) -> tuple[int, Invalid] | Order:
+    """The order as the principal may post it: from an upstream system (never "tiktok":
+    TikTok's orders come from the enricher), in one of its warehouses (filled in for a
+    principal of one warehouse); or why not: 403 for a foreign warehouse, 400 when it
+    must say."""
+    order = order.model_copy(update={"source": "upstream"})
+    if order.warehouse_id:
+        if principal.in_warehouse(order.warehouse_id):
+            return order
+        problem = f"principal {principal.name} may not post orders of this warehouse"
+        return 403, Invalid("forbidden", [{"field": "warehouse_id", "problem": problem}])
+    if principal.only_warehouse is not None:
+        return order.model_copy(update={"warehouse_id": principal.only_warehouse})
+    if principal.warehouses is None:
+        return order
+    problem = "required: this principal posts orders for several warehouses"
+    return 400, Invalid("invalid Order", [{"field": "warehouse_id", "problem": problem}])
+
+
 def ingest(
     model: type[Order] | type[BoxClosed], topic_of: Callable[[Topics], str]
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -228,14 +247,18 @@ def ingest(
             request.app[METRICS].rejected.labels(request.path, event.error).inc()
             return error(400, event)
         assert isinstance(event, Order | BoxClosed)  # noqa: S101 (narrowing for mypy)
-        if isinstance(event, BoxClosed):
-            checked = warehouse_problem(principal, event)
-            if isinstance(checked, tuple):
-                status, invalid = checked
-                request.app[METRICS].rejected.labels(request.path, invalid.error).inc()
-                log.warning("box_refused", principal=principal.name, status=status)
-                return error(status, invalid)
-            event = checked
+        checked = (
+            warehouse_problem(principal, event)
+            if isinstance(event, BoxClosed)
+            else order_problem(principal, event)
+        )
+        if isinstance(checked, tuple):
+            status, invalid = checked
+            request.app[METRICS].rejected.labels(request.path, invalid.error).inc()
+            kind = "box" if isinstance(event, BoxClosed) else "order"
+            log.warning(f"{kind}_refused", principal=principal.name, status=status)
+            return error(status, invalid)
+        event = checked
         topic = topic_of(Topics(request.app[SETTINGS]))
         try:
             await durable_send(request.app, [(topic, event.order_id, encode(event))])
