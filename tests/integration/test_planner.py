@@ -257,3 +257,23 @@ async def test_an_address_change_read_late_still_reaches_the_label_job(
         )
     [job] = jobs_for(values, "R1")
     assert job.recipient is not None and job.recipient.city == "Boise"
+
+
+async def test_a_box_id_squatted_by_another_warehouse_changes_nothing(planner: Settings) -> None:
+    """A station of warehouse A closes box SQ for warehouse B's order: refused visibly, and
+    B's own box SQ is planned and labeled."""
+    the_order = order("SQ1", skus={"A": 1}).model_copy(update={"warehouse_id": "WH-B"})
+    squat = box("SQ", {"A": 1}, order_id="SQ1").model_copy(
+        update={"warehouse_id": "WH-A", "event_id": "ev-squat"}
+    )
+    real = box("SQ", {"A": 1}, order_id="SQ1").model_copy(update={"warehouse_id": "WH-B"})
+    await produce(planner, BOXES, "SQ1", squat)
+    await produce(planner, ORDERS, "SQ1", the_order)
+    await produce(planner, BOXES, "SQ1", real)
+    jobs = jobs_for(await consume(planner, LABEL_JOBS, lambda v: bool(jobs_for(v, "SQ1"))), "SQ1")
+    assert [[(p.box_id, p.warehouse_id) for p in j.parcels] for j in jobs] == [[("SQ", "WH-B")]]
+    plans = plans_for(await consume(planner, PLANS, lambda v: len(plans_for(v, "SQ1")) >= 2), "SQ1")
+    assert sorted((p.warehouse_id, p.status) for p in plans) == [
+        ("WH-A", "rejected"),
+        ("WH-B", "planned"),
+    ]

@@ -388,3 +388,64 @@ def test_an_upstream_update_never_changes_a_tiktok_order() -> None:
     upstream_first = on_event(OrderState(order_id="O1"), order(update_time=500), 0).state
     taken = on_event(upstream_first, tiktok, 1).state
     assert taken.order is not None and taken.order.source == "tiktok"
+
+
+# --- tenancy: a box is (warehouse, box id) in the join too ---
+
+
+def boxed(box_id: str, contents: dict[str, int], warehouse: str) -> BoxClosed:
+    made = box(box_id, contents)
+    return made.model_copy(
+        update={"warehouse_id": warehouse, "event_id": f"ev-{warehouse}-{box_id}"}
+    )
+
+
+def of_warehouse(warehouse: str) -> Order:
+    return order(skus={"A": 1}).model_copy(update={"warehouse_id": warehouse})
+
+
+def test_another_warehouses_box_cannot_squat_a_box_id() -> None:
+    """A station of WH-A posts box SQ for an order of WH-B: refused (its plan has an id of
+    its own), and WH-B's real box SQ is then planned and labeled."""
+    for squat_first in (True, False):  # before the order is known, or after
+        squat, real = boxed("SQ", {"A": 1}, "WH-A"), boxed("SQ", {"A": 1}, "WH-B")
+        events: list[Order | BoxClosed] = (
+            [squat, of_warehouse("WH-B"), real]
+            if squat_first
+            else [of_warehouse("WH-B"), squat, real]
+        )
+        _, plans, jobs = play(events)
+        refused = [p for p in plans if p.status == "rejected"]
+        assert [(p.warehouse_id, "WH-A" in p.reason) for p in refused] == [("WH-A", True)]
+        planned = [p for p in plans if p.status == "planned"]
+        assert [p.warehouse_id for p in planned] == ["WH-B"]
+        assert refused[0].event_id != planned[0].event_id
+        assert [[p.warehouse_id for p in j.parcels] for j in jobs] == [["WH-B"]]
+
+
+def test_an_order_naming_no_warehouse_is_packed_by_the_first_warehouse_that_boxes_it() -> None:
+    state, plans, jobs = play(
+        [order(skus={"A": 2}), boxed("B1", {"A": 1}, "WH-A"), boxed("B2", {"A": 1}, "WH-B")]
+    )
+    assert state.claimed_warehouse == "WH-A" and jobs == []
+    assert [(p.box_id, p.status) for p in plans] == [("B2", "rejected")]
+    _, _, jobs = play(
+        [
+            order(skus={"A": 2}),
+            boxed("B1", {"A": 1}, "WH-A"),
+            boxed("B2", {"A": 1}, "WH-B"),
+            boxed("B3", {"A": 1}, "WH-A"),
+        ]
+    )
+    assert [(j.warehouse_id, [p.box_id for p in j.parcels]) for j in jobs] == [
+        ("WH-A", ["B1", "B3"])
+    ]
+
+
+def test_a_state_written_keyed_by_box_id_reads_keyed_by_warehouse_and_box() -> None:
+    state, _, _ = play([of_warehouse("WH-B"), boxed("B1", {"A": 1}, "WH-B")])
+    old = state.model_dump()
+    old["boxes"] = {b["box_id"]: b for b in old["boxes"].values()}
+    old["plans"] = {p["box_id"]: p for p in old["plans"].values()}
+    again = OrderState.model_validate(old)
+    assert again.boxes == state.boxes and again.plans == state.plans

@@ -171,8 +171,8 @@ class Audit:
         self.touched[state.order_id] = now_ms
         if state.released and state.order_id not in self.job_seen:
             self.job_due.setdefault(state.order_id, now_ms)
-        for box_id in state.plans:
-            waiting = self.waiting.get((state.order_id, box_id))
+        for plan in state.plans.values():
+            waiting = self.waiting.get((state.order_id, plan.box_id))
             if waiting is not None and waiting.due_since_ms is None:
                 waiting.due_since_ms = now_ms
         self._forget_if_done(state, now_ms)
@@ -186,14 +186,14 @@ class Audit:
             return
         if state.released and order_id not in self.job_seen:
             return
-        if any((order_id, b) not in self.planned for b in state.boxes):
+        if any((order_id, b.box_id) not in self.planned for b in state.boxes.values()):
             return
         self._drop(state)
         self.released[order_id] = now_ms
 
     def _drop(self, state: OrderState) -> None:
-        for box_id in state.boxes:
-            self.planned.discard((state.order_id, box_id))
+        for box in state.boxes.values():
+            self.planned.discard((state.order_id, box.box_id))
         del self.orders[state.order_id]
         self.touched.pop(state.order_id, None)
         self.order_events.pop(state.order_id, None)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from schemas.box import BoxClosed
 from schemas.codec import encode
@@ -66,6 +66,12 @@ BARRIER = "the orders topic was read only up to a time before the order's newest
 BARRIER_WAIT_MS = 1_000
 
 
+def box_key(box: BoxClosed) -> str:
+    """A box is (warehouse, box id): its key in an order's state (length-prefixed, so that
+    no two pairs meet)."""
+    return f"{len(box.warehouse_id)}:{box.warehouse_id}/{box.box_id}"
+
+
 class OrderState(BaseModel):
     """Everything the planner keeps for one order id (a Faust table value)."""
 
@@ -78,6 +84,25 @@ class OrderState(BaseModel):
     first_box_at_ms: int | None = None
     hold: Hold | None = None
     latest_box_ms: int = 0  # the newest record timestamp of its boxes (Inputs.event_ms)
+    # the warehouse that packs an order naming none: the first box that names one
+    claimed_warehouse: str = ""
+
+    @model_validator(mode="after")
+    def _keyed(self) -> OrderState:
+        """Boxes and plans keyed by ``box_key`` (states written before were keyed by box
+        id alone)."""
+        if all(key == box_key(box) for key, box in self.boxes.items()):
+            return self
+        by_id = {box.box_id: box_key(box) for box in self.boxes.values()}
+        self.plans = {by_id.get(key, key): plan for key, plan in self.plans.items()}
+        self.boxes = {box_key(box): box for box in self.boxes.values()}
+        return self
+
+    def owner(self) -> str:
+        """The warehouse the order ships from: its own, else the one that claimed it."""
+        if self.order is not None and self.order.warehouse_id:
+            return self.order.warehouse_id
+        return self.claimed_warehouse
 
     @property
     def released(self) -> bool:
@@ -203,13 +228,16 @@ def on_order(state: OrderState, order: Order, now_ms: int, inputs: Inputs | None
 
 
 def on_box(state: OrderState, box: BoxClosed, now_ms: int, inputs: Inputs | None = None) -> Step:
-    known = state.boxes.get(box.box_id)
+    key = box_key(box)
+    known = state.boxes.get(key)
     if known is not None:
         if _same_contents(known, box):
-            return _republish(state, box.box_id)
+            return _republish(state, key)
         reason = f"box id {box.box_id} was already closed with different contents"
         event_id = derived_id("plan", box.order_id, box.box_id, box.event_id)
         return Step(state, plans=[_rejection(box, reason, event_id)])
+    if box.warehouse_id and not state.claimed_warehouse:
+        state = state.model_copy(update={"claimed_warehouse": box.warehouse_id})
     if state.released:
         assert state.job is not None  # noqa: S101 (released means a job exists)
         reason = f"box arrived after label job {state.job.job_id} was emitted"
@@ -231,20 +259,20 @@ def _with_box(
 ) -> OrderState:
     plans = dict(state.plans)
     if plan is not None:
-        plans[box.box_id] = plan
+        plans[box_key(box)] = plan
     return state.model_copy(
         update={
-            "boxes": {**state.boxes, box.box_id: box},
+            "boxes": {**state.boxes, box_key(box): box},
             "plans": plans,
             "first_box_at_ms": state.first_box_at_ms or now_ms,
         }
     )
 
 
-def _republish(state: OrderState, box_id: str | None = None) -> Step:
-    plans = list(state.plans.values()) if box_id is None else []
-    if box_id is not None and box_id in state.plans:
-        plans = [state.plans[box_id]]
+def _republish(state: OrderState, key: str | None = None) -> Step:
+    plans = list(state.plans.values()) if key is None else []
+    if key is not None and key in state.plans:
+        plans = [state.plans[key]]
     jobs = [j for j in (state.job, state.cancel_job) if j is not None]
     return Step(state, plans=plans, jobs=jobs)
 
@@ -261,17 +289,28 @@ def _evaluate(state: OrderState, now_ms: int, inputs: Inputs | None = None) -> S
     step = Step(state)
     plans = dict(state.plans)
     units = units_by_sku(order.line_items)
-    for box_id, box in sorted(state.boxes.items()):
-        reason = None if box_id in plans else _misfit(order, units, box)
+    owner = state.owner()
+    taken: set[str] = set()  # box ids of the boxes that may still belong to the order
+    for key, box in sorted(state.boxes.items()):
+        if key in plans:
+            continue
+        foreign = bool(box.warehouse_id and owner and box.warehouse_id != owner)
+        reason = _misfit(order, owner, units, box)
+        if not reason and box.box_id in taken:  # one box id twice (one naming no warehouse)
+            reason = f"box id {box.box_id} was already closed with different contents"
         if reason:
-            plans[box_id] = _rejection(box, reason)
-            step.plans.append(plans[box_id])
+            # a foreign box's plan has an id of its own: it must not shadow the real box's
+            event_id = derived_id("plan", box.order_id, box.box_id, box.warehouse_id)
+            plans[key] = _rejection(box, reason, event_id if foreign else None)
+            step.plans.append(plans[key])
+        else:
+            taken.add(box.box_id)
     state = state.model_copy(update={"plans": plans})
     step.state = state
     if order.status is not OrderStatus.AWAITING_SHIPMENT:
         return step
 
-    candidates = [b for box_id, b in sorted(state.boxes.items()) if box_id not in plans]
+    candidates = [b for key, b in sorted(state.boxes.items()) if key not in plans]
     allocation = allocate(order.line_items, candidates)
     short_shipment = any(b.last_box for b in candidates)
     if not (allocation.complete or short_shipment) or not allocation.assigned:
@@ -364,14 +403,15 @@ def release_due(state: OrderState, now_ms: int) -> Order | None:
     )
 
 
-def _misfit(order: Order, units: dict[str, int], box: BoxClosed) -> str:
+def _misfit(order: Order, owner: str, units: dict[str, int], box: BoxClosed) -> str:
     """Why a box cannot belong to the order whatever else arrives, or "" if it may."""
     foreign = foreign_skus(units, box)
     oversized = oversized_skus(units, box)
-    if box.warehouse_id and order.warehouse_id and box.warehouse_id != order.warehouse_id:
+    if box.warehouse_id and owner and box.warehouse_id != owner:
+        how = "ships from" if order.warehouse_id else "is packed by (its first box's)"
         return (
             f"box packed in warehouse {box.warehouse_id}, but order {order.order_id} "
-            f"ships from warehouse {order.warehouse_id}"
+            f"{how} warehouse {owner}: refused, it changes nothing"
         )
     if foreign:
         return f"SKU not in order {order.order_id}: {', '.join(foreign)}"
@@ -393,17 +433,18 @@ def _release(
     assert order is not None  # noqa: S101 (released orders have one)
     parcels: list[Parcel] = []
     for box in candidates:
+        key = box_key(box)
         if box.box_id in allocation.rejected:
-            plans[box.box_id] = _rejection(box, allocation.rejected[box.box_id])
+            plans[key] = _rejection(box, allocation.rejected[box.box_id])
         else:
             parcel = Parcel(
                 box_id=box.box_id,
-                warehouse_id=box.warehouse_id or order.warehouse_id,
+                warehouse_id=box.warehouse_id or state.owner(),
                 items=allocation.assigned[box.box_id],
                 weight=box.weight,
                 dimensions=box.dimensions,
             )
-            plans[box.box_id] = ParcelPlan(
+            plans[key] = ParcelPlan(
                 event_id=plan_event_id(order.order_id, box.box_id),
                 order_id=order.order_id,
                 box_id=box.box_id,
@@ -414,7 +455,7 @@ def _release(
                 dimensions=box.dimensions,
             )
             parcels.append(parcel)
-        step.plans.append(plans[box.box_id])
+        step.plans.append(plans[key])
     job_id = job_id_for(order.order_id, [p.box_id for p in parcels])
     job = LabelJob(
         job_id=job_id,
@@ -425,7 +466,7 @@ def _release(
         parcels=parcels,
         unpacked_items=allocation.unallocated,
         shipping_type=order.shipping_type,
-        warehouse_id=order.warehouse_id,
+        warehouse_id=state.owner(),
         created_at_ms=now_ms,
     )
     step.jobs.append(job)
@@ -439,10 +480,10 @@ def _cancel(state: OrderState, now_ms: int) -> Step:
     reason = f"order {state.order_id} is cancelled"
     if state.hold is not None:
         reason += f" while held, before any label was bought ({state.hold.reason})"
-    for box_id, box in sorted(state.boxes.items()):
-        if box_id not in plans:
-            plans[box_id] = _rejection(box, reason[:1000])
-            step.plans.append(plans[box_id])
+    for key, box in sorted(state.boxes.items()):
+        if key not in plans:
+            plans[key] = _rejection(box, reason[:1000])
+            step.plans.append(plans[key])
     update: dict[str, object] = {"plans": plans, "hold": None}
     if state.job is not None and state.cancel_job is None:
         cancel = state.job.model_copy(
