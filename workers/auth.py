@@ -35,6 +35,7 @@ from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractResource, AbstractRoute
 from pydantic import TypeAdapter, ValidationError
 
+from schemas.label import LabelJob
 from workers.errors import ConfigError
 from workers.settings import ALL_WAREHOUSES, PRINCIPAL_NAME, AuthSettings, PrincipalSpec, Role
 
@@ -62,6 +63,13 @@ class Principal:
         if self.warehouses is not None and len(self.warehouses) == 1:
             return next(iter(self.warehouses))
         return None
+
+
+def in_warehouses(job: LabelJob, warehouses: frozenset[str]) -> bool:
+    """Whether a job is of these warehouses (its own, or its boxes' when it names none):
+    what an operator of some warehouses may see and replay."""
+    found = {job.warehouse_id} if job.warehouse_id else {p.warehouse_id for p in job.parcels}
+    return bool(found) and found <= warehouses
 
 
 def digest(token: str) -> bytes:

@@ -10,7 +10,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from schemas.codec import encode
+from schemas.label import LabelFailure
 from tests.conftest import FAKE_SECRETS
+from tests.unit.factories import job, order
 from workers.auth import Principals
 from workers.dashboard.access import COOKIE, Access
 from workers.dashboard.app import PUSHES, dashboard_app
@@ -20,14 +23,15 @@ from workers.settings import Settings
 
 OPERATOR = "operator-token-0123456789"
 STATION = "station-token-0123456789"
+OPERATOR_A = "operator-a-token-0123456789"
 
 
 class CountingBoard(Board):
     made = 0
 
-    def snapshot(self, now_ms: int) -> dict[str, Any]:
+    def snapshot(self, now_ms: int, warehouses: frozenset[str] | None = None) -> dict[str, Any]:
         self.made += 1
-        return super().snapshot(now_ms)
+        return super().snapshot(now_ms, warehouses)
 
 
 @pytest.fixture
@@ -37,6 +41,7 @@ async def dashboard(serve: Any) -> AsyncIterator[tuple[str, CountingBoard, async
             **FAKE_SECRETS,
             "principals": {
                 "ops": {"token": OPERATOR, "roles": ["operator"]},
+                "ops-a": {"token": OPERATOR_A, "roles": ["operator"], "warehouses": ["A"]},
                 "station": {"token": STATION, "roles": ["labels"], "warehouses": ["A"]},
             },
         },
@@ -120,3 +125,42 @@ async def test_live_pages_share_one_snapshot_per_tick_and_are_capped(
     made = board.made - before
     # two pages, each pushed every tick: one snapshot per tick, not one per page
     assert made <= pushed / 2 + 1, (made, pushed)
+
+
+def failure_of(order_id: str, warehouse: str) -> LabelFailure:
+    j = job(order_id).model_copy(update={"warehouse_id": warehouse})
+    return LabelFailure(
+        event_id=f"failure-{j.job_id}",
+        job_id=j.job_id,
+        order_id=order_id,
+        error_code="http_500",
+        message="boom",
+        retriable=True,
+        attempts=3,
+        job=j,
+        failed_at_ms=1,
+    )
+
+
+async def test_an_operator_of_some_warehouses_sees_only_theirs(
+    dashboard: tuple[str, CountingBoard, asyncio.Event],
+) -> None:
+    """Failures and held orders of other warehouses, and the counts that add up every
+    warehouse, are not shown to an operator of warehouse A; an operator of every one sees
+    them all."""
+    url, board, _ = dashboard
+    for order_id, warehouse in (("OA", "A"), ("OB", "B")):
+        board.take("failures", encode(failure_of(order_id, warehouse)), 1)
+    board.take("orders", encode(order("OB")), 1)
+    async with aiohttp.ClientSession() as http:
+        scoped = {"Authorization": f"Bearer {OPERATOR_A}"}
+        async with http.get(url + "/api/snapshot", headers=scoped) as r:
+            mine = await r.json()
+        async with http.get(
+            url + "/api/snapshot", headers={"Authorization": f"Bearer {OPERATOR}"}
+        ) as r:
+            every = await r.json()
+    assert [f["order_id"] for f in mine["failures"]] == ["OA"] and mine["scope"] == ["A"]
+    assert mine["totals"]["orders"] == 0 and mine["lag"] == []
+    assert sorted(f["order_id"] for f in every["failures"]) == ["OA", "OB"]
+    assert every["totals"]["orders"] == 1 and "scope" not in every

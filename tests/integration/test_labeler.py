@@ -106,6 +106,8 @@ async def test_a_4xx_fails_the_job_at_once_with_shipiums_message(
     assert failures[0].message == "destinationAddress.postalCode invalid"
     assert failures[0].job.parcels == job("F1").parcels  # replayable as it was
 
+    # an operator of another warehouse cannot replay it (the job is of no warehouse it has)
+    assert await replay(settings, {"job-F1"}, frozenset({"WH-OTHER"})) == []
     replayed = await replay(settings, {"job-F1", "job-unknown"})  # the address was fixed
     assert [f.job_id for f in replayed] == ["job-F1"]
     labels = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= 1))

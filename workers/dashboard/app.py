@@ -88,21 +88,25 @@ class Pushes:
     def __init__(self, board: Board, max_clients: int) -> None:
         self.board, self.max_clients = board, max_clients
         self.clients = 0
-        self.data = b""
-        self.at = 0.0
+        # per scope (None: every warehouse), the snapshot of this tick and when it was made
+        self.made: dict[frozenset[str] | None, tuple[bytes, float]] = {}
         self.fresh = asyncio.Condition()
 
-    def latest(self) -> bytes:
-        """The snapshot of this tick (made now if none is, or it is a tick old)."""
+    def latest(self, scope: frozenset[str] | None = None) -> bytes:
+        """The snapshot of this tick for an operator of ``scope``'s warehouses (made now if
+        none is, or it is a tick old)."""
         now = asyncio.get_running_loop().time()
-        if not self.data or now - self.at >= PUSH_EVERY_S:
-            self.data, self.at = orjson.dumps(self.board.snapshot(now_ms())), now
-        return self.data
+        data, at = self.made.get(scope, (b"", 0.0))
+        if not data or now - at >= PUSH_EVERY_S:
+            data = orjson.dumps(self.board.snapshot(now_ms(), scope))
+            self.made[scope] = (data, now)
+        return data
 
     async def tick(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             if self.clients:
-                self.latest()
+                for scope in list(self.made):
+                    self.latest(scope)
                 async with self.fresh:
                     self.fresh.notify_all()
             with contextlib.suppress(TimeoutError):
@@ -159,8 +163,14 @@ async def index(request: web.Request) -> web.Response:
     )
 
 
+def scope_of(request: web.Request) -> frozenset[str] | None:
+    """The warehouses the calling operator sees (None: every one)."""
+    return request[auth.PRINCIPAL].warehouses
+
+
 async def snapshot(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[PUSHES].latest(), content_type="application/json")
+    body = request.app[PUSHES].latest(scope_of(request))
+    return web.Response(body=body, content_type="application/json")
 
 
 async def events(request: web.Request) -> web.StreamResponse:
@@ -174,12 +184,13 @@ async def events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
+    scope = scope_of(request)
     pushes.clients += 1
     try:
         await response.prepare(request)
         with contextlib.suppress(ConnectionResetError):
             while not closing.is_set():
-                await response.write(b"data: " + pushes.latest() + b"\n\n")
+                await response.write(b"data: " + pushes.latest(scope) + b"\n\n")
                 async with pushes.fresh:
                     await pushes.fresh.wait()
     finally:
@@ -202,10 +213,15 @@ async def replay(request: web.Request) -> web.Response:
             {"error": "invalid body", "fields": [{"field": "job_ids", "problem": "a list of ids"}]},
             status=400,
         )
-    replayed = await operations.replay(request.app[SETTINGS], wanted)
+    principal = request[auth.PRINCIPAL]
+    replayed = await operations.replay(request.app[SETTINGS], wanted, principal.warehouses)
     for failure in replayed:
         request.app[BOARD].failures.pop(failure.job_id, None)
-    log.info("failures_replayed", job_ids=[f.job_id for f in replayed])
+    log.info(
+        "failures_replayed",
+        job_ids=[f.job_id for f in replayed],
+        principal=principal.name,
+    )
     return web.json_response({"replayed": [f.job_id for f in replayed]})
 
 

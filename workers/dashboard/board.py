@@ -22,6 +22,7 @@ from schemas.codec import decode
 from schemas.label import LabelFailure, LabelJob, LabelResult
 from schemas.order import Order
 from schemas.plan import ParcelPlan
+from workers.auth import in_warehouses
 from workers.labeler.codes import DECISIONS
 
 KINDS = ("orders", "boxes", "plans", "jobs", "labels", "failures")
@@ -184,7 +185,12 @@ class Board:
         self._count("failures", failure.job_id, timestamp_ms)
         self.failures.put(failure.job_id, failure)
 
-    def snapshot(self, now_ms: int) -> dict[str, Any]:
+    def snapshot(self, now_ms: int, warehouses: frozenset[str] | None = None) -> dict[str, Any]:
+        """The page's data; for an operator of some warehouses (``warehouses``), only what
+        is theirs: their failures and held orders, the shops' alerts, and none of the
+        counts, latencies and lag that add up every warehouse."""
+        if warehouses is not None:
+            return self.scoped(now_ms, warehouses)
         this_minute = now_ms // 60_000
         # the plot spans the run: from its first minute (at least the last 5) to now
         first = min(self.per_minute, default=this_minute)
@@ -214,6 +220,26 @@ class Board:
             "repairs": self.repairs,
             "parked": self.parked,
             "held": held_rows(self.held.values()),
+        }
+
+    def scoped(self, now_ms: int, warehouses: frozenset[str]) -> dict[str, Any]:
+        full = self.snapshot(now_ms)
+        failures = [f for f in self.failures.values() if in_warehouses(f.job, warehouses)]
+        held = [p for p in self.held.values() if p.warehouse_id in warehouses]
+        empty = dict.fromkeys(KINDS, 0)
+        return full | {
+            "scope": sorted(warehouses),
+            "totals": empty | {"rejected_plans": 0},
+            "per_minute": {"minutes": [], **{k: [] for k in KINDS}},
+            "last_minute": empty,
+            "latency": {m: distribution(deque(), title) for m, title in MEASURES.items()},
+            "lag": [],
+            "limit": {"times": [], "values": []},
+            "failures": [failure_row(f) for f in reversed(failures)][:50],
+            "failure_reasons": reasons(failures),
+            "repairs": 0,
+            "parked": 0,
+            "held": held_rows(held),
         }
 
 

@@ -7,6 +7,7 @@ from schemas.codec import decode, encode
 from schemas.label import LabelFailure
 from schemas.plan import ParcelPlan
 from schemas.topics import LABEL_FAILURES, LABEL_JOBS, PLANS
+from workers.auth import in_warehouses
 from workers.kafka import Topics, make_producer, read_to_end
 from workers.labeler.codes import DECISIONS
 from workers.plugins import adapt_kafka_clients
@@ -52,12 +53,17 @@ def still_held(plans: list[ParcelPlan]) -> list[ParcelPlan]:
     return sorted(latest.values(), key=lambda p: (p.release_at_ms or 2**53, p.order_id))
 
 
-async def replay(settings: KafkaSettings, job_ids: set[str] | None) -> list[LabelFailure]:
-    """Publish the jobs of these failures (all replayable ones if None) to label-jobs.v1."""
+async def replay(
+    settings: KafkaSettings, job_ids: set[str] | None, warehouses: frozenset[str] | None = None
+) -> list[LabelFailure]:
+    """Publish the jobs of these failures (all replayable ones if None) to label-jobs.v1;
+    with ``warehouses``, only the failures of jobs of those warehouses."""
     chosen = [
         f
         for f in await failures(settings)
-        if f.error_code not in DECISIONS and (job_ids is None or f.job_id in job_ids)
+        if f.error_code not in DECISIONS
+        and (job_ids is None or f.job_id in job_ids)
+        and (warehouses is None or in_warehouses(f.job, warehouses))
     ]
     producer = make_producer(settings)
     await producer.start()
