@@ -20,6 +20,7 @@ from schemas.limits import LimitReport
 from schemas.order import Order
 from schemas.plan import ParcelPlan
 from schemas.rejected import RejectedRecord
+from schemas.session import SessionEnded
 from schemas.tokens import SealedTokens
 from schemas.webhook import ParkedWebhook, WebhookRecord
 
@@ -98,6 +99,15 @@ def _rejected(source: TopicSpec) -> TopicSpec:
     )
 
 
+# Dashboard sessions ended by a logout: every dashboard replica refuses their cookies.
+SESSIONS = TopicSpec(
+    "dashboard.sessions.v1",
+    SessionEnded,
+    "session id",
+    "Dashboard sessions ended before their time (logout), read by every dashboard replica.",
+    retention_ms=31 * DAY_MS,  # longer than any session lasts (30 days at most)
+)
+
 WEBHOOKS_REJECTED = _rejected(WEBHOOKS)
 ORDERS_REJECTED = _rejected(ORDERS)
 BOXES_REJECTED = _rejected(BOXES)
@@ -116,6 +126,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     ALERTS,
     TOKENS,
     LIMITS,
+    SESSIONS,
     WEBHOOKS_REJECTED,
     ORDERS_REJECTED,
     BOXES_REJECTED,

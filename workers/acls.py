@@ -23,6 +23,7 @@ from schemas.topics import (
     ORDERS,
     ORDERS_REJECTED,
     PLANS,
+    SESSIONS,
     TOKENS,
     WEBHOOKS,
     WEBHOOKS_PARKED,
@@ -82,8 +83,19 @@ WORKERS: dict[str, Access] = {
         writes=(ORDERS, BOXES, BOXES_REJECTED, ALERTS),
     ),
     "dashboard": Access(
-        reads=(ORDERS, BOXES, PLANS, LABEL_JOBS, LABELS, LABEL_FAILURES, ALERTS, WEBHOOKS_PARKED),
-        writes=(LABEL_JOBS,),  # replay of failed jobs
+        reads=(
+            ORDERS,
+            BOXES,
+            PLANS,
+            LABEL_JOBS,
+            LABELS,
+            LABEL_FAILURES,
+            ALERTS,
+            WEBHOOKS_PARKED,
+            SESSIONS,
+        ),
+        # replay of failed jobs; sessions ended by a logout, for every replica
+        writes=(LABEL_JOBS, SESSIONS),
         group_offsets=True,
     ),
 }

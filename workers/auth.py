@@ -181,6 +181,10 @@ class Principals:
     def by_name(self, name: str) -> Principal | None:
         return next((p for _, p in self.entries if p.name == name), None)
 
+    def key_of(self, name: str) -> bytes | None:
+        """The digest of a principal's token (what a dashboard session remembers of it)."""
+        return next((k for k, p in self.entries if p.name == name), None)
+
     def from_header(self, header: str | None) -> Principal | None:
         """The principal of an ``Authorization: Bearer <token>`` header, or None (no
         header, another scheme, a token that is not ASCII, or no such token)."""

@@ -4,18 +4,20 @@ snapshot per tick and are capped (no broker is needed: the board is filled by ha
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
 from schemas.codec import encode
 from schemas.label import LabelFailure
 from tests.conftest import FAKE_SECRETS
 from tests.unit.factories import job, order
 from workers.auth import Principals
-from workers.dashboard.access import COOKIE, Access
+from workers.dashboard.access import COOKIE, Access, token_print
 from workers.dashboard.app import PUSHES, dashboard_app
 from workers.dashboard.board import Board
 from workers.runtime import Runtime
@@ -79,6 +81,7 @@ async def test_login_sets_a_strict_httponly_session_and_only_operators_get_one(
             assert r.status == 303
             cookie = r.headers["Set-Cookie"]
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        value = r.cookies[COOKIE].value
         async with http.get(url + "/api/snapshot") as r:  # the session cookie goes along
             assert r.status == 200 and "totals" in await r.json()
         async with http.post(url + "/api/failures/replay", data="job_ids=x") as r:
@@ -87,6 +90,10 @@ async def test_login_sets_a_strict_httponly_session_and_only_operators_get_one(
             assert r.status == 200
         async with http.get(url + "/api/snapshot") as r:
             assert r.status == 401
+    async with aiohttp.ClientSession() as http:  # the same cookie, kept and sent again
+        replayed = {"Cookie": f"{COOKIE}={value}"}
+        async with http.get(url + "/api/snapshot", headers=replayed) as r:
+            assert r.status == 401  # the logout ended the session, not only the cookie
     async with aiohttp.ClientSession() as http:
         bearer = {"Authorization": f"Bearer {OPERATOR}"}
         async with http.get(url + "/api/snapshot", headers=bearer) as r:
@@ -164,3 +171,73 @@ async def test_an_operator_of_some_warehouses_sees_only_theirs(
     assert mine["totals"]["orders"] == 0 and mine["lag"] == []
     assert sorted(f["order_id"] for f in every["failures"]) == ["OA", "OB"]
     assert every["totals"]["orders"] == 1 and "scope" not in every
+
+
+async def test_login_and_logout_refuse_other_sites(
+    dashboard: tuple[str, CountingBoard, asyncio.Event],
+) -> None:
+    url, _, _ = dashboard
+    async with aiohttp.ClientSession() as http:
+        for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://evil.example"}):
+            for path in ("/login", "/logout"):
+                async with http.post(url + path, data={"token": OPERATOR}, headers=headers) as r:
+                    assert r.status == 403, (path, headers)
+        same = {"Sec-Fetch-Site": "same-origin"}
+        async with http.post(
+            url + "/login", data={"token": OPERATOR}, headers=same, allow_redirects=False
+        ) as r:
+            assert r.status == 303
+
+
+def test_a_token_change_ends_the_sessions_made_with_the_old_one() -> None:
+    def access(token: str) -> Access:
+        settings = Settings(
+            **{**FAKE_SECRETS, "principals": {"ops": {"token": token, "roles": ["operator"]}}},
+            dashboard_session_key="k" * 32,
+            dashboard_cookie_secure=False,
+        )
+        return Access(settings, Principals.from_settings(settings))
+
+    before = access(OPERATOR)
+    key = before.principals.key_of("ops")
+    assert key is not None
+    value, _ = before.sessions.issue("ops", token_print(key), now=time.time())
+    request = make_mocked_request("GET", "/api/snapshot", headers={"Cookie": f"{COOKIE}={value}"})
+    assert before.identify(request) is not None
+    after = access("a-new-operator-token-0123456789")  # the same key, a restart
+    assert after.identify(request) is None
+
+
+async def test_a_logout_ends_the_session_on_every_replica(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Two dashboard replicas on one broker: a session signed in on either works on both,
+    and a logout on one is refused by the other within moments (dashboard.sessions.v1)."""
+    from workers.dashboard.app import follow_sessions
+    from workers.topics import ensure_topics
+
+    settings = make_settings(dashboard_session_key="k" * 32, dashboard_cookie_secure=False)
+    await ensure_topics(settings)
+    replicas = [Access(settings, Principals.from_settings(settings)) for _ in range(2)]
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(follow_sessions(settings, a, stop)) for a in replicas]
+    try:
+        for _ in range(300):  # both replicas read the topic to its end
+            if all(a.ended.write is not None for a in replicas):
+                break
+            await asyncio.sleep(0.1)
+        one, other = replicas
+        key = one.principals.key_of("test-everything")
+        assert key is not None
+        value, _ = one.sessions.issue("test-everything", token_print(key), now=time.time())
+        cookie = {"Cookie": f"{COOKIE}={value}"}
+        assert other.identify(make_mocked_request("GET", "/", headers=cookie)) is not None
+        await one.logout(make_mocked_request("POST", "/logout", headers=cookie))
+        for _ in range(150):
+            if other.identify(make_mocked_request("GET", "/", headers=cookie)) is None:
+                break
+            await asyncio.sleep(0.1)
+        assert other.identify(make_mocked_request("GET", "/", headers=cookie)) is None
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)

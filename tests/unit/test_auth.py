@@ -140,12 +140,14 @@ def test_two_principals_cannot_share_a_token() -> None:
 
 def test_a_session_is_signed_ends_and_cannot_be_forged() -> None:
     sessions = Sessions(b"k" * 32, seconds=60)
-    value = sessions.issue("ops", now=1000)
-    assert sessions.verify(value, now=1059) == "ops"
+    value, session = sessions.issue("ops", "ab" * 8, now=1000)
+    found = sessions.verify(value, now=1059)
+    assert found == session and found.name == "ops" and len(found.session_id) == 32
     assert sessions.verify(value, now=1061) is None  # ended
-    expiry, name, signature = value.split(":")
-    assert sessions.verify(f"{expiry}:admin:{signature}", now=1000) is None
-    assert sessions.verify(f"9999999999:{name}:{signature}", now=1000) is None
+    expiry, sid, token, name, signature = value.split(":")
+    assert sessions.verify(f"{expiry}:{sid}:{token}:admin:{signature}", now=1000) is None
+    assert sessions.verify(f"9999999999:{sid}:{token}:{name}:{signature}", now=1000) is None
+    assert sessions.issue("ops", "ab" * 8, now=1000)[1].session_id != session.session_id
     assert Sessions(b"x" * 32, seconds=60).verify(value, now=1000) is None  # another key
     assert sessions.verify("", now=1000) is None
 

@@ -18,11 +18,13 @@ import hmac
 import html
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
 
+from schemas.session import SessionEnded
 from workers.auth import ROLES, Principal, Principals, is_loopback
 from workers.errors import ConfigError
 from workers.settings import DashboardSettings
@@ -33,28 +35,72 @@ COOKIE = "parcelflow_session"
 
 
 @dataclass(frozen=True)
+class Session:
+    expiry: int  # unix seconds
+    name: str  # the principal's
+    session_id: str  # 32 hex: what a logout ends, on every replica
+    token: str  # 16 hex of the principal's token digest at login: a new token ends it
+
+
+def token_print(key: bytes) -> str:
+    """What a session remembers of its principal's token: a digest of its digest."""
+    return hashlib.sha256(b"parcelflow-session:" + key).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
 class Sessions:
-    """Signed session values: ``<expiry>:<principal>:<hmac>``."""
+    """Signed session values: ``<expiry>:<session id>:<token print>:<principal>:<hmac>``."""
 
     key: bytes
     seconds: float
 
-    def issue(self, name: str, now: float) -> str:
-        body = f"{int(now + self.seconds)}:{name}"
-        return f"{body}:{self.sign(body)}"
+    def issue(self, name: str, token: str, now: float) -> tuple[str, Session]:
+        session = Session(int(now + self.seconds), name, secrets.token_hex(16), token)
+        body = f"{session.expiry}:{session.session_id}:{session.token}:{name}"
+        return f"{body}:{self.sign(body)}", session
 
     def sign(self, body: str) -> str:
         return hmac.new(self.key, body.encode(), hashlib.sha256).hexdigest()
 
-    def verify(self, value: str, now: float) -> str | None:
-        """The principal's name, if ``value`` is one of ours and has not ended."""
+    def verify(self, value: str, now: float) -> Session | None:
+        """The session, if ``value`` is one of ours and has not run out."""
         body, _, signature = value.rpartition(":")
         if not body or not hmac.compare_digest(self.sign(body).encode(), signature.encode()):
             return None
-        expiry, _, name = body.partition(":")
-        if not expiry.isdigit() or int(expiry) < now:
+        expiry, session_id, token, name = [*body.split(":", 3), "", "", ""][:4]
+        if not expiry.isdigit() or int(expiry) < now or not name:
             return None
-        return name
+        return Session(int(expiry), name, session_id, token)
+
+
+class Ended:
+    """Sessions ended before their time (a logout on any replica), until they run out.
+    ``write`` shares an ending with every replica (``dashboard.sessions.v1``)."""
+
+    def __init__(self) -> None:
+        self.until: dict[str, int] = {}  # session id -> its expiry, unix seconds
+        self.write: Callable[[SessionEnded], Awaitable[None]] | None = None
+
+    def learn(self, ended: SessionEnded, now: float) -> None:
+        if ended.expires_at_ms / 1000 > now:
+            self.until[ended.session_id] = ended.expires_at_ms // 1000
+        for old in [sid for sid, at in self.until.items() if at < now]:
+            del self.until[old]
+
+    def __contains__(self, session_id: str) -> bool:
+        return session_id in self.until
+
+
+def cross_site(request: web.Request) -> bool:
+    """A request a page of another site made (Fetch Metadata, else Origin): login and
+    logout refuse it, so no other site can sign an operator in or out."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site not in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False  # not a browser's cross-site request (a script, an old browser)
+    return origin != f"{request.scheme}://{request.host}"
 
 
 class Access:
@@ -100,6 +146,7 @@ class Access:
                 "set PARCELFLOW_DASHBOARD_SESSION_KEY",
             )
         self.sessions = Sessions(key, settings.dashboard_session_hours * 3600)
+        self.ended = Ended()
 
     @property
     def says(self) -> str:
@@ -121,13 +168,22 @@ class Access:
             if user and user in self.settings.dashboard_proxy_operators:
                 return Principal(user, frozenset({"operator"}), None)
             return None
-        name = self.sessions.verify(request.cookies.get(COOKIE, ""), time.time())
-        return None if name is None else self.principals.by_name(name)
+        session = self.sessions.verify(request.cookies.get(COOKIE, ""), time.time())
+        if session is None or session.session_id in self.ended:
+            return None
+        principal = self.principals.by_name(session.name)
+        key = self.principals.key_of(session.name)
+        if principal is None or key is None or session.token != token_print(key):
+            return None  # gone, or its token changed since the login
+        return principal
 
     async def login(self, request: web.Request) -> web.Response:
         """``POST /login`` with a form (or JSON) field ``token``."""
         if self.mode != "login":
             return web.json_response({"error": "not_found"}, status=404)
+        if cross_site(request):
+            log.warning("dashboard_login_cross_site")
+            return web.json_response({"error": "forbidden", "detail": "cross-site"}, status=403)
         form = await request.post()
         token = str(form.get("token", ""))
         principal = self.principals.by_token(token) if token.isascii() and token else None
@@ -135,9 +191,11 @@ class Access:
             log.warning("dashboard_login_refused")
             return login_page("That token is not an operator's.", status=401)
         response = web.HTTPSeeOther(location="./")
+        key = self.principals.key_of(principal.name) or b""
+        value, _ = self.sessions.issue(principal.name, token_print(key), time.time())
         response.set_cookie(
             COOKIE,
-            self.sessions.issue(principal.name, time.time()),
+            value,
             max_age=int(self.sessions.seconds),
             httponly=True,
             samesite="Strict",
@@ -148,6 +206,24 @@ class Access:
         raise response
 
     async def logout(self, request: web.Request) -> web.Response:
+        """End the session on every replica (``dashboard.sessions.v1``), not only in this
+        browser: the same cookie, replayed, is refused from now on."""
+        if cross_site(request):
+            log.warning("dashboard_logout_cross_site")
+            return web.json_response({"error": "forbidden", "detail": "cross-site"}, status=403)
+        now = time.time()
+        session = self.sessions.verify(request.cookies.get(COOKIE, ""), now)
+        if session is not None and session.session_id not in self.ended:
+            ended = SessionEnded(
+                session_id=session.session_id,
+                principal=session.name[:64],
+                ended_at_ms=int(now * 1000),
+                expires_at_ms=session.expiry * 1000,
+            )
+            self.ended.learn(ended, now)
+            if self.ended.write is not None:
+                await self.ended.write(ended)
+            log.info("dashboard_logout", principal=session.name)
         response = web.json_response({"status": "signed out"})
         response.del_cookie(COOKIE, path="/")
         return response

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from importlib import resources
 from typing import Any
 
@@ -30,7 +31,9 @@ import orjson
 import structlog
 from aiohttp import web
 
+from schemas.codec import decode, encode
 from schemas.common import now_ms
+from schemas.session import SessionEnded
 from schemas.topics import (
     ALERTS,
     BOXES,
@@ -39,6 +42,7 @@ from schemas.topics import (
     LABELS,
     ORDERS,
     PLANS,
+    SESSIONS,
     WEBHOOKS_PARKED,
 )
 from workers import auth
@@ -47,7 +51,13 @@ from workers.auth import Principals, protect
 from workers.dashboard.access import Access, login_page
 from workers.dashboard.board import Board
 from workers.dashboard.lag import LagReader
-from workers.kafka import Topics, make_reader
+from workers.kafka import (
+    Topics,
+    groupless_consumer,
+    make_producer,
+    make_reader,
+    start_on_all,
+)
 from workers.runtime import Runtime, ops_app, worker_runtime
 from workers.settings import DashboardSettings
 
@@ -271,6 +281,33 @@ async def read_limits(settings: DashboardSettings, board: Board, stop: asyncio.E
                 await asyncio.wait_for(stop.wait(), LAG_EVERY_S)
 
 
+async def follow_sessions(settings: DashboardSettings, access: Access, stop: asyncio.Event) -> None:
+    """Sessions ended on any replica (``dashboard.sessions.v1``), read from the start and
+    followed; this replica's logouts are written there."""
+    topic = Topics(settings)(SESSIONS)
+    consumer = groupless_consumer(settings)
+    producer = make_producer(settings)
+    try:
+        tps = await start_on_all(consumer, topic)
+        await consumer.seek_to_beginning(*tps)
+        await producer.start()
+
+        async def write(ended: SessionEnded) -> None:
+            await producer.send_and_wait(topic, encode(ended), key=ended.session_id.encode())
+
+        access.ended.write = write
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=1_000)
+            for messages in batches.values():
+                for message in messages:
+                    ended = decode(SessionEnded, message.value)
+                    if isinstance(ended, SessionEnded):
+                        access.ended.learn(ended, time.time())
+    finally:
+        access.ended.write = None
+        await asyncio.gather(consumer.stop(), producer.stop(), return_exceptions=True)
+
+
 async def measure_lag(settings: DashboardSettings, board: Board, stop: asyncio.Event) -> None:
     reader = LagReader(settings)
     await reader.start()
@@ -301,6 +338,7 @@ async def run(settings: DashboardSettings, stop: asyncio.Event | None = None) ->
             asyncio.create_task(follow(settings, board, runtime.stop), name="follow"),
             asyncio.create_task(measure_lag(settings, board, runtime.stop), name="lag"),
             asyncio.create_task(read_limits(settings, board, runtime.stop), name="limits"),
+            asyncio.create_task(follow_sessions(settings, access, runtime.stop), name="sessions"),
         ]
         log.info(
             "dashboard_ready",
