@@ -20,6 +20,7 @@ from schemas.limits import LimitReport
 from schemas.order import Order
 from schemas.plan import ParcelPlan
 from schemas.rejected import RejectedRecord
+from schemas.replay import ReplayRequest
 from schemas.session import SessionEnded
 from schemas.tokens import SealedTokens
 from schemas.webhook import ParkedWebhook, WebhookRecord
@@ -107,6 +108,13 @@ SESSIONS = TopicSpec(
     "Dashboard sessions ended before their time (logout), read by every dashboard replica.",
     retention_ms=31 * DAY_MS,  # longer than any session lasts (30 days at most)
 )
+# Replays of failed label jobs an operator asked for (the dashboard asks, the labeler acts).
+REPLAYS = TopicSpec(
+    "label-replays.v1",
+    ReplayRequest,
+    "order id",
+    "Replays of failed label jobs operators asked for, checked and sent by the labeler.",
+)
 
 WEBHOOKS_REJECTED = _rejected(WEBHOOKS)
 ORDERS_REJECTED = _rejected(ORDERS)
@@ -127,6 +135,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     TOKENS,
     LIMITS,
     SESSIONS,
+    REPLAYS,
     WEBHOOKS_REJECTED,
     ORDERS_REJECTED,
     BOXES_REJECTED,

@@ -23,6 +23,7 @@ from schemas.topics import (
     ORDERS,
     ORDERS_REJECTED,
     PLANS,
+    REPLAYS,
     SESSIONS,
     TOKENS,
     WEBHOOKS,
@@ -74,9 +75,18 @@ WORKERS: dict[str, Access] = {
     "labeler": Access(
         # the ledger reads its own records back: a redelivered job is never labeled twice;
         # the replicas share what they learned of the provider through LIMITS
-        reads=(LABEL_JOBS, LABELS, LABEL_ATTEMPTS, LABEL_FAILURES, LIMITS),
-        writes=(LABELS, LABEL_FAILURES, LABEL_ATTEMPTS, LABEL_JOBS_REJECTED, ALERTS, LIMITS),
-        groups=("parcelflow-labeler",),
+        # an operator's replay: the request read, the job of its own failure record sent
+        reads=(LABEL_JOBS, LABELS, LABEL_ATTEMPTS, LABEL_FAILURES, LIMITS, REPLAYS),
+        writes=(
+            LABELS,
+            LABEL_FAILURES,
+            LABEL_ATTEMPTS,
+            LABEL_JOBS_REJECTED,
+            ALERTS,
+            LIMITS,
+            LABEL_JOBS,
+        ),
+        groups=("parcelflow-labeler", "parcelflow-labeler-replays"),
     ),
     "auditor": Access(
         reads=(ORDERS, BOXES, PLANS, LABEL_JOBS, LABELS, LABEL_FAILURES),
@@ -92,10 +102,11 @@ WORKERS: dict[str, Access] = {
             LABEL_FAILURES,
             ALERTS,
             WEBHOOKS_PARKED,
+            REPLAYS,
             SESSIONS,
         ),
-        # replay of failed jobs; sessions ended by a logout, for every replica
-        writes=(LABEL_JOBS, SESSIONS),
+        # replays asked for (the labeler checks and acts); sessions ended by a logout
+        writes=(REPLAYS, SESSIONS),
         group_offsets=True,
     ),
 }
@@ -107,6 +118,16 @@ TIKTOK_SHIPPING: dict[str, Access] = {
     "labeler": Access(reads=(TOKENS,), writes=(TOKENS,), describes=("parcelflow-enricher",)),
     "enricher": Access(describes=("parcelflow-labeler",)),
 }
+
+
+# the consumer groups KEDA scales on, and the topic of each trigger
+KEDA_WATCHES: tuple[tuple[str, TopicSpec], ...] = (
+    ("labeler", LABEL_JOBS),
+    ("enricher", WEBHOOKS),
+    ("enricher-parked", WEBHOOKS_PARKED),
+    ("planner", ORDERS),
+    ("planner", BOXES),
+)
 
 
 def accesses(settings: KafkaSettings) -> dict[str, Access]:
@@ -157,6 +178,13 @@ def acls(settings: KafkaSettings) -> list[Acl]:
             for other in WORKERS.values():
                 rows |= {Acl(who, "group", names.group(g), "Describe") for g in other.groups}
             rows.add(Acl(who, "group", names.group(settings.planner_app_id), "Describe"))
+    # KEDA's Kafka scaler reads each scaled group's lag: its committed offsets and the
+    # topics' end offsets (deploy/k8s/overlays/production/keda.yaml)
+    keda = principal_of("keda")
+    for group, watched in KEDA_WATCHES:
+        name = settings.planner_app_id if group == "planner" else f"parcelflow-{group}"
+        rows.add(Acl(keda, "group", names.group(name), "Describe"))
+        rows.add(Acl(keda, "topic", names(watched), "Describe"))
     topics_job = principal_of("topics")
     for topic in every_topic:
         for op in ("Create", "Describe", "DescribeConfigs", "AlterConfigs"):

@@ -17,6 +17,7 @@ from schemas.alert import Alert
 from schemas.common import now_ms
 from schemas.label import LabelFailure, LabelResult
 from schemas.rejected import RejectedRecord
+from schemas.replay import ReplayRequest
 from schemas.topics import (
     ALERTS,
     LABEL_ATTEMPTS,
@@ -24,6 +25,7 @@ from schemas.topics import (
     LABEL_JOBS,
     LABEL_JOBS_REJECTED,
     LABELS,
+    REPLAYS,
     TopicSpec,
 )
 from tests.integration.kafka_helpers import consume, models, produce
@@ -423,3 +425,31 @@ async def test_lookups_do_not_teach_the_limiter_its_baseline(
         await consume(settings, LABELS, lambda v: len(v) >= count, 60)
         baseline = REGISTRY.get_sample_value("parcelflow_labeler_baseline_seconds")
     assert baseline is not None and baseline >= 0.25, baseline
+
+
+async def test_a_replay_asked_on_label_replays_runs_the_recorded_job_only(
+    labeler: tuple[Settings, Simulator],
+) -> None:
+    """The dashboard only asks (label-replays.v1); the labeler sends again the job of its
+    own failure record, and refuses a request that does not match one."""
+    settings, sim = labeler
+    sim.faults.push("shipium", [Fault(status=400, message="bad address")])
+    await produce(settings, LABEL_JOBS, "P1", job("P1"))
+    await consume(settings, LABEL_FAILURES, lambda v: len(v) >= 1)
+
+    def ask(job_id: str, order_id: str) -> ReplayRequest:
+        return ReplayRequest(
+            event_id=f"replay-{job_id}-{order_id}",
+            job_id=job_id,
+            order_id=order_id,
+            principal="ops",
+            requested_at_ms=1,
+        )
+
+    await produce(settings, REPLAYS, "P9", ask("job-P1", "P9"))  # not that job's order
+    await produce(settings, REPLAYS, "P1", ask("job-P1", "P1"))
+    labels = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= 1))
+    assert [(lb.job_id, lb.order_id) for lb in labels] == [("job-P1", "P1")]
+    await asyncio.sleep(1.0)
+    again = models(LabelResult, await consume(settings, LABELS, lambda v: False, timeout_s=1))
+    assert [lb.job_id for lb in again] == ["job-P1"]  # one label: the forged ask did nothing

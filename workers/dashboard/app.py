@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
@@ -32,7 +33,8 @@ import structlog
 from aiohttp import web
 
 from schemas.codec import decode, encode
-from schemas.common import now_ms
+from schemas.common import derived_id, now_ms
+from schemas.replay import ReplayRequest
 from schemas.session import SessionEnded
 from schemas.topics import (
     ALERTS,
@@ -42,12 +44,13 @@ from schemas.topics import (
     LABELS,
     ORDERS,
     PLANS,
+    REPLAYS,
     SESSIONS,
     WEBHOOKS_PARKED,
 )
 from workers import auth
 from workers.auditor.worker import REPAIR_HEADER
-from workers.auth import Principals, protect
+from workers.auth import Principals, in_warehouses, protect
 from workers.dashboard.access import Access, login_page
 from workers.dashboard.board import Board
 from workers.dashboard.lag import LagReader
@@ -58,6 +61,7 @@ from workers.kafka import (
     make_reader,
     start_on_all,
 )
+from workers.labeler.codes import DECISIONS
 from workers.runtime import Runtime, ops_app, worker_runtime
 from workers.settings import DashboardSettings
 
@@ -128,6 +132,15 @@ class Pushes:
 PUSHES = web.AppKey("pushes", Pushes)
 
 
+class Replays:
+    """Where replay requests go: set once the Kafka producer is up (``follow_sessions``)."""
+
+    write: Callable[[ReplayRequest], Awaitable[None]] | None = None
+
+
+REPLAYS_WRITE = web.AppKey("replays_write", Replays)
+
+
 def dashboard_app(
     runtime: Runtime[DashboardSettings], board: Board, access: Access
 ) -> web.Application:
@@ -140,6 +153,7 @@ def dashboard_app(
     app[SETTINGS] = settings
     app[CLOSING] = asyncio.Event()
     app[PUSHES] = Pushes(board, settings.dashboard_max_clients)
+    app[REPLAYS_WRITE] = Replays()
 
     async def closing(app: web.Application) -> None:
         app[CLOSING].set()  # ends the event streams, so shutdown does not wait on them
@@ -209,8 +223,9 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 async def replay(request: web.Request) -> web.Response:
-    from workers.labeler import operations
-
+    """Ask the labeler to replay failures the page shows (of the operator's warehouses):
+    a request per job on ``label-replays.v1``; the labeler checks it against its own
+    failure records and sends the job again."""
     if request.content_type != "application/json":  # a form posted from elsewhere: no
         return web.json_response(
             {"error": "unsupported media type", "detail": "send application/json"}, status=415
@@ -224,15 +239,31 @@ async def replay(request: web.Request) -> web.Response:
             status=400,
         )
     principal = request[auth.PRINCIPAL]
-    replayed = await operations.replay(request.app[SETTINGS], wanted, principal.warehouses)
-    for failure in replayed:
-        request.app[BOARD].failures.pop(failure.job_id, None)
-    log.info(
-        "failures_replayed",
-        job_ids=[f.job_id for f in replayed],
-        principal=principal.name,
-    )
-    return web.json_response({"replayed": [f.job_id for f in replayed]})
+    write = request.app[REPLAYS_WRITE].write
+    if write is None:
+        return web.json_response(
+            {"error": "unavailable", "detail": "not connected to Kafka yet"}, status=503
+        )
+    board, scope = request.app[BOARD], principal.warehouses
+    chosen = [
+        f
+        for f in board.failures.values()
+        if f.error_code not in DECISIONS
+        and (wanted is None or f.job_id in wanted)
+        and (scope is None or in_warehouses(f.job, scope))
+    ]
+    for failure in chosen:
+        asked = ReplayRequest(
+            event_id=derived_id("replay", failure.job_id, str(now_ms())),
+            job_id=failure.job_id,
+            order_id=failure.order_id,
+            principal=principal.name[:64],
+            requested_at_ms=now_ms(),
+        )
+        await write(asked)
+        board.failures.pop(failure.job_id, None)
+    log.info("failures_replay_asked", job_ids=[f.job_id for f in chosen], principal=principal.name)
+    return web.json_response({"replayed": [f.job_id for f in chosen]})
 
 
 async def follow(settings: DashboardSettings, board: Board, stop: asyncio.Event) -> None:
@@ -281,10 +312,17 @@ async def read_limits(settings: DashboardSettings, board: Board, stop: asyncio.E
                 await asyncio.wait_for(stop.wait(), LAG_EVERY_S)
 
 
-async def follow_sessions(settings: DashboardSettings, access: Access, stop: asyncio.Event) -> None:
+async def follow_sessions(
+    settings: DashboardSettings,
+    access: Access,
+    stop: asyncio.Event,
+    app: web.Application | None = None,
+) -> None:
     """Sessions ended on any replica (``dashboard.sessions.v1``), read from the start and
-    followed; this replica's logouts are written there."""
-    topic = Topics(settings)(SESSIONS)
+    followed; this replica's logouts are written there, and (with ``app``) its operators'
+    replay requests to ``label-replays.v1``."""
+    names = Topics(settings)
+    topic = names(SESSIONS)
     consumer = groupless_consumer(settings)
     producer = make_producer(settings)
     try:
@@ -295,7 +333,13 @@ async def follow_sessions(settings: DashboardSettings, access: Access, stop: asy
         async def write(ended: SessionEnded) -> None:
             await producer.send_and_wait(topic, encode(ended), key=ended.session_id.encode())
 
+        async def ask(replay: ReplayRequest) -> None:
+            key = replay.order_id.encode()
+            await producer.send_and_wait(names(REPLAYS), encode(replay), key=key)
+
         access.ended.write = write
+        if app is not None:
+            app[REPLAYS_WRITE].write = ask
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=1_000)
             for messages in batches.values():
@@ -338,7 +382,9 @@ async def run(settings: DashboardSettings, stop: asyncio.Event | None = None) ->
             asyncio.create_task(follow(settings, board, runtime.stop), name="follow"),
             asyncio.create_task(measure_lag(settings, board, runtime.stop), name="lag"),
             asyncio.create_task(read_limits(settings, board, runtime.stop), name="limits"),
-            asyncio.create_task(follow_sessions(settings, access, runtime.stop), name="sessions"),
+            asyncio.create_task(
+                follow_sessions(settings, access, runtime.stop, app), name="sessions"
+            ),
         ]
         log.info(
             "dashboard_ready",

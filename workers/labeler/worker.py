@@ -43,6 +43,7 @@ from workers.labeler.flow import Flow, Holding, OffsetTracker
 from workers.labeler.jobs import JobRunner, package_log
 from workers.labeler.outcomes import Ended
 from workers.labeler.provider import LabelProvider
+from workers.labeler.replays import serve_replays
 from workers.labeler.shares import WarmStart
 from workers.labeler.shipium.client import ShipiumClient
 from workers.labeler.tiktok_shipping.client import TikTokShipping
@@ -316,6 +317,8 @@ async def label(settings: LabelerSettings, runtime: Runtime[LabelerSettings]) ->
         providers: dict[str, LabelProvider] = {"shipium": ShipiumClient(http, settings)}
         tiktok: TikTokClient | None = None
         budget: asyncio.Task[None] | None = None
+        replays: asyncio.Task[None] | None = None
+        replays_stop = asyncio.Event()
         if "tiktok" in settings.providers_in_use():
             tokens = TokenTopic(settings, store, writer_name("labeler"))
             # the labeler never refreshes a token: the enricher replica that owns the shop
@@ -342,6 +345,9 @@ async def label(settings: LabelerSettings, runtime: Runtime[LabelerSettings]) ->
             if tiktok is not None:
                 share = keep_shared(settings, tiktok, runtime.stop)
                 budget = asyncio.create_task(share, name="budget")
+            replays = asyncio.create_task(
+                serve_replays(settings, producer, replays_stop), name="replays"
+            )
             await labeler.run(runtime.stop)
             if labeler.fatal is not None:
                 raise SystemExit(f"labeler stopped: {labeler.fatal}")
@@ -349,9 +355,15 @@ async def label(settings: LabelerSettings, runtime: Runtime[LabelerSettings]) ->
             if budget is not None:
                 budget.cancel()
                 await asyncio.gather(budget, return_exceptions=True)
+            replays_stop.set()  # it ends within a fetch wait; its consumer stops meanwhile
             await consumer.stop()
             if labeler.warm is not None:
                 await labeler.warm.stop()
             if tokens is not None:
                 await tokens.stop()
+            if replays is not None:
+                done, _ = await asyncio.wait({replays}, timeout=5)
+                if not done:
+                    replays.cancel()
+                await asyncio.gather(replays, return_exceptions=True)
             await producer.stop()
