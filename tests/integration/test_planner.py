@@ -26,22 +26,25 @@ from workers.settings import Settings
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def planner(broker: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """One planner worker for the module; tests use distinct order ids."""
-    import uuid
-
+def planner_settings(broker: object, data_dir: Path) -> Settings:
+    """A planner's settings on the test broker, in a namespace of its own."""
     from tests.conftest import FAKE_SECRETS
 
-    root = tmp_path_factory.mktemp("planner")
-    settings = Settings(
+    return Settings(
         kafka_bootstrap=broker.bootstrap,  # type: ignore[attr-defined]
         kafka_embedded=broker.embedded,  # type: ignore[attr-defined]
         topic_namespace=f"p{uuid.uuid4().hex[:10]}.",
         topic_partitions=2,
-        planner_data_dir=root / "data",
+        planner_data_dir=data_dir,
         **FAKE_SECRETS,
     )
+
+
+@pytest.fixture(scope="module")
+def planner(broker: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """One planner worker for the module; tests use distinct order ids."""
+    root = tmp_path_factory.mktemp("planner")
+    settings = planner_settings(broker, root / "data")
     with worker_process("planner", settings, root / "planner.log", b"Worker]: Ready"):
         yield settings
 
@@ -182,16 +185,7 @@ async def test_a_held_order_is_released_by_the_next_planner_after_a_restart(
 ) -> None:
     """The hold lives in the join's table: a restarted planner (or whichever worker owns
     the partition after a rebalance) restores it and releases it on time."""
-    from tests.conftest import FAKE_SECRETS
-
-    settings = Settings(
-        kafka_bootstrap=broker.bootstrap,  # type: ignore[attr-defined]
-        kafka_embedded=broker.embedded,  # type: ignore[attr-defined]
-        topic_namespace=f"p{uuid.uuid4().hex[:10]}.",
-        topic_partitions=2,
-        planner_data_dir=tmp_path / "data",
-        **FAKE_SECRETS,
-    )
+    settings = planner_settings(broker, tmp_path / "data")
     log = tmp_path / "planner.log"
     ship_after = int(time.time()) + 12
     with worker_process("planner", settings, log, b"Worker]: Ready"):
@@ -216,17 +210,9 @@ async def test_an_address_change_read_late_still_reaches_the_label_job(
     still carry the new address (the planner waits for its orders input: a barrier)."""
     from aiokafka import AIOKafkaProducer
 
-    from tests.conftest import FAKE_SECRETS
     from workers.topics import ensure_topics
 
-    settings = Settings(
-        kafka_bootstrap=broker.bootstrap,  # type: ignore[attr-defined]
-        kafka_embedded=broker.embedded,  # type: ignore[attr-defined]
-        topic_namespace=f"p{uuid.uuid4().hex[:10]}.",
-        topic_partitions=2,
-        planner_data_dir=tmp_path / "data",
-        **FAKE_SECRETS,
-    )
+    settings = planner_settings(broker, tmp_path / "data")
     await ensure_topics(settings)
     names = Topics(settings)
     first = order("R1", skus={"A": 1})
