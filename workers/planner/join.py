@@ -52,10 +52,11 @@ class Hold(BaseModel):
     A ``barrier`` hold is no rule of TikTok's: the order became complete while its orders
     topic partition was read only up to a time before its newest box (an unread order
     record could be a newer address). The planner resumes it (``resume``) once it has read
-    that partition past the box's time, usually within a batch or two; should that take
-    longer than ``BARRIER_WAIT_MS`` (an idle or lagging partition), its clock writes a
-    release event to the orders partition, and reading it back releases the order (Kafka
-    Streams keeps co-partitioned inputs in timestamp order alike)."""
+    that partition past the box's time, usually within a batch or two, and at the latest
+    ``BARRIER_WAIT_MS`` after it began to wait, as it stands then (Kafka Streams keeps
+    co-partitioned inputs in timestamp order alike, waiting at most max.task.idle.ms); on
+    an idle stream, with no batch to resume it, its clock writes a release event to the
+    orders partition, and reading it back releases the order."""
 
     until_ms: int = 0
     reason: str
@@ -63,7 +64,10 @@ class Hold(BaseModel):
 
 
 BARRIER = "the orders topic was read only up to a time before the order's newest box"
-BARRIER_WAIT_MS = 1_000
+# The longest a barrier waits for the orders partition (Kafka Streams' max.task.idle.ms):
+# then the order is released as the planner holds it. Longer than an orders partition lags
+# behind its boxes in practice (the address change that lost a race was 6 s ahead).
+BARRIER_WAIT_MS = 10_000
 
 
 def box_key(box: BoxClosed) -> str:
