@@ -107,14 +107,22 @@ async def checked(request: web.Request, state: TikTokState) -> SimShop | web.Res
     return shop
 
 
+async def admitted(
+    request: web.Request, state: TikTokState, faults: FaultQueue, api: str
+) -> tuple[Fault | None, SimShop | web.Response]:
+    """The scripted fault of ``api``'s next call, and the call's shop or the answer that
+    ends it (the scripted one, or TikTok's refusal of the call)."""
+    fault, replaced = await injected(faults, api)
+    if replaced is not None:
+        return fault, replaced
+    return fault, await checked(request, state)
+
+
 async def order_detail(
     request: web.Request, state: TikTokState, faults: FaultQueue
 ) -> web.Response:
     state.calls += 1
-    _, replaced = await injected(faults, "tiktok")
-    if replaced is not None:
-        return replaced
-    shop = await checked(request, state)
+    _, shop = await admitted(request, state, faults, "tiktok")
     if isinstance(shop, web.Response):
         return shop
     ids = [i for i in request.query.get("ids", "").split(",") if i]

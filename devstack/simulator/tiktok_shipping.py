@@ -41,7 +41,7 @@ from aiohttp import web
 
 from devstack.simulator.faults import FaultQueue
 from devstack.simulator.pdf import label_pdf
-from devstack.simulator.tiktok import TikTokState, answer, checked, injected
+from devstack.simulator.tiktok import TikTokState, admitted, answer, checked, injected
 from workers.labeler.tiktok_shipping import wire
 from workers.tiktok.wire import OK, ORDER_ON_HOLD
 
@@ -156,10 +156,7 @@ def refused_create(order: dict[str, Any] | None, body: dict[str, Any]) -> web.Re
 async def create_packages(
     request: web.Request, tiktok: TikTokState, state: ShippingState, faults: FaultQueue
 ) -> web.Response:
-    fault, replaced = await injected(faults, "tiktok_shipping")
-    if replaced is not None:
-        return replaced
-    shop = await checked(request, tiktok)
+    fault, shop = await admitted(request, tiktok, faults, "tiktok_shipping")
     if isinstance(shop, web.Response):
         return shop
     try:
@@ -305,10 +302,7 @@ async def package_detail(
 async def eligible_services(
     request: web.Request, tiktok: TikTokState, state: ShippingState, faults: FaultQueue
 ) -> web.Response:
-    _, replaced = await injected(faults, "tiktok_eligible")
-    if replaced is not None:
-        return replaced
-    shop = await checked(request, tiktok)
+    _, shop = await admitted(request, tiktok, faults, "tiktok_eligible")
     if isinstance(shop, web.Response):
         return shop
     state.eligible_queries += 1

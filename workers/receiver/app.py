@@ -202,39 +202,28 @@ async def tiktok_webhook(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
-def warehouse_problem(principal: Principal, box: BoxClosed) -> tuple[int, Invalid] | BoxClosed:
-    """The box with its warehouse (filled in from a station of one warehouse), or why
-    the principal may not post it: 403 for a foreign warehouse, 400 when it must say."""
-    if box.warehouse_id:
-        if principal.in_warehouse(box.warehouse_id):
-            return box
-        problem = f"principal {principal.name} may not post boxes of this warehouse"
+def warehouse_problem(
+    principal: Principal, event: BoxClosed | Order
+) -> tuple[int, Invalid] | BoxClosed | Order:
+    """The box or order with its warehouse (filled in for a principal of one warehouse),
+    or why the principal may not post it: 403 for a foreign warehouse, 400 when it must
+    say. An order is always from an upstream system (never "tiktok": TikTok's orders come
+    from the enricher)."""
+    kind = "boxes" if isinstance(event, BoxClosed) else "orders"
+    if isinstance(event, Order):
+        event = event.model_copy(update={"source": "upstream"})
+    if event.warehouse_id:
+        if principal.in_warehouse(event.warehouse_id):
+            return event
+        problem = f"principal {principal.name} may not post {kind} of this warehouse"
         return 403, Invalid("forbidden", [{"field": "warehouse_id", "problem": problem}])
     if principal.only_warehouse is not None:
-        return box.model_copy(update={"warehouse_id": principal.only_warehouse})
+        return event.model_copy(update={"warehouse_id": principal.only_warehouse})
     if principal.warehouses is None:
-        return box  # a principal of every warehouse: the order's warehouse is the box's
-    problem = "required: this principal posts boxes for several warehouses"
-    return 400, Invalid("invalid BoxClosed", [{"field": "warehouse_id", "problem": problem}])
-
-
-def order_problem(principal: Principal, order: Order) -> tuple[int, Invalid] | Order:
-    """The order as the principal may post it: from an upstream system (never "tiktok":
-    TikTok's orders come from the enricher), in one of its warehouses (filled in for a
-    principal of one warehouse); or why not: 403 for a foreign warehouse, 400 when it
-    must say."""
-    order = order.model_copy(update={"source": "upstream"})
-    if order.warehouse_id:
-        if principal.in_warehouse(order.warehouse_id):
-            return order
-        problem = f"principal {principal.name} may not post orders of this warehouse"
-        return 403, Invalid("forbidden", [{"field": "warehouse_id", "problem": problem}])
-    if principal.only_warehouse is not None:
-        return order.model_copy(update={"warehouse_id": principal.only_warehouse})
-    if principal.warehouses is None:
-        return order
-    problem = "required: this principal posts orders for several warehouses"
-    return 400, Invalid("invalid Order", [{"field": "warehouse_id", "problem": problem}])
+        return event  # a principal of every warehouse: a box's warehouse is its order's
+    problem = f"required: this principal posts {kind} for several warehouses"
+    name = type(event).__name__
+    return 400, Invalid(f"invalid {name}", [{"field": "warehouse_id", "problem": problem}])
 
 
 def ingest(
@@ -247,11 +236,7 @@ def ingest(
             request.app[METRICS].rejected.labels(request.path, event.error).inc()
             return error(400, event)
         assert isinstance(event, Order | BoxClosed)  # noqa: S101 (narrowing for mypy)
-        checked = (
-            warehouse_problem(principal, event)
-            if isinstance(event, BoxClosed)
-            else order_problem(principal, event)
-        )
+        checked = warehouse_problem(principal, event)
         if isinstance(checked, tuple):
             status, invalid = checked
             request.app[METRICS].rejected.labels(request.path, invalid.error).inc()
