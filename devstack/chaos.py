@@ -29,8 +29,7 @@ from devstack.demo import Progress, send, watch
 from devstack.demo_data import DemoOrder, make_demo
 from devstack.stack import Stack
 from devstack.verify import Verdict, verify
-from schemas.topics import BOXES, ORDERS
-from workers.auditor.worker import REPAIR_HEADER
+from schemas.topics import REPAIRS
 from workers.kafka import Topics, make_reader
 from workers.settings import Settings
 
@@ -236,13 +235,8 @@ def settle(simulator_url: str, quiet_s: float = 10.0, timeout_s: float = 120.0) 
 
 
 async def count_repairs(settings: Settings, idle_s: float = 3.0) -> int:
-    """Orders the auditor republished: the records it wrote carry ``REPAIR_HEADER``."""
-    names = Topics(settings)
-    consumer = make_reader(
-        settings,
-        names(ORDERS),
-        names(BOXES),
-    )
+    """Orders the auditor asked the planner to repair (keys of ``planner.repairs.v1``)."""
+    consumer = make_reader(settings, Topics(settings)(REPAIRS))
     await consumer.start()
     repaired: set[bytes] = set()
     try:
@@ -251,9 +245,7 @@ async def count_repairs(settings: Settings, idle_s: float = 3.0) -> int:
             batches = await consumer.getmany(timeout_ms=500)
             for messages in batches.values():
                 quiet_since = time.monotonic()
-                for m in messages:
-                    if m.key is not None and REPAIR_HEADER in dict(m.headers or ()):
-                        repaired.add(m.key)
+                repaired.update(m.key for m in messages if m.key is not None)
     finally:
         await consumer.stop()
     return len(repaired)

@@ -20,6 +20,7 @@ from schemas.limits import LimitReport
 from schemas.order import Order
 from schemas.plan import ParcelPlan
 from schemas.rejected import RejectedRecord
+from schemas.repair import RepairRequest
 from schemas.replay import ReplayRequest
 from schemas.session import SessionEnded
 from schemas.tokens import SealedTokens
@@ -116,6 +117,14 @@ REPLAYS = TopicSpec(
     "Replays of failed label jobs operators asked for, checked and sent by the labeler.",
 )
 
+# The auditor's requests that the planner join again records it missed (by offset).
+REPAIRS = TopicSpec(
+    "planner.repairs.v1",
+    RepairRequest,
+    "order id",
+    "Orders and boxes the planner should have joined, named by offset by the auditor.",
+)
+
 WEBHOOKS_REJECTED = _rejected(WEBHOOKS)
 ORDERS_REJECTED = _rejected(ORDERS)
 BOXES_REJECTED = _rejected(BOXES)
@@ -136,6 +145,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     LIMITS,
     SESSIONS,
     REPLAYS,
+    REPAIRS,
     WEBHOOKS_REJECTED,
     ORDERS_REJECTED,
     BOXES_REJECTED,
@@ -148,6 +158,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
 COPARTITIONED: tuple[TopicSpec, ...] = (
     ORDERS,
     BOXES,
+    REPAIRS,
     PLANS,
     LABEL_JOBS,
     LABELS,

@@ -23,6 +23,7 @@ from schemas.topics import (
     ORDERS,
     ORDERS_REJECTED,
     PLANS,
+    REPAIRS,
     REPLAYS,
     SESSIONS,
     TOKENS,
@@ -68,7 +69,8 @@ WORKERS: dict[str, Access] = {
         groups=("parcelflow-enricher", "parcelflow-enricher-parked"),
     ),
     "planner": Access(
-        reads=(ORDERS, BOXES),
+        # the auditor's repair requests: records named by offset, read back by the planner
+        reads=(ORDERS, BOXES, REPAIRS),
         writes=(PLANS, LABEL_JOBS, ORDERS_REJECTED, BOXES_REJECTED),
         changelog=True,
     ),
@@ -90,7 +92,8 @@ WORKERS: dict[str, Access] = {
     ),
     "auditor": Access(
         reads=(ORDERS, BOXES, PLANS, LABEL_JOBS, LABELS, LABEL_FAILURES),
-        writes=(ORDERS, BOXES, BOXES_REJECTED, ALERTS),
+        # it asks the planner to join missed records again; it writes no order or box
+        writes=(REPAIRS, BOXES_REJECTED, ALERTS),
     ),
     "dashboard": Access(
         reads=(
@@ -103,6 +106,7 @@ WORKERS: dict[str, Access] = {
             ALERTS,
             WEBHOOKS_PARKED,
             REPLAYS,
+            REPAIRS,
             SESSIONS,
         ),
         # replays asked for (the labeler checks and acts); sessions ended by a logout

@@ -634,7 +634,7 @@ class AuditorSettings(PlannerSettings):
         gt=0,
         description="A box that should have a parcel plan (by the planner's own join rules) "
         "and has none this long after, or a released order with no label job this long "
-        "after, is republished for the planner.",
+        "after, is joined again by the planner (the auditor asks for it on planner.repairs.v1).",
     )
 
     auditor_label_after_s: float = Field(

@@ -31,13 +31,17 @@ async def provisioned(settings: Settings) -> None:
         _PROVISIONED.add(key)
 
 
-async def produce(settings: Settings, spec: TopicSpec, key: str, value: bytes | BaseModel) -> None:
+async def produce(
+    settings: Settings, spec: TopicSpec, key: str, value: bytes | BaseModel
+) -> tuple[int, int]:
+    """Write one record; where it went: (partition, offset)."""
     await provisioned(settings)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()
     try:
         raw = value if isinstance(value, bytes) else encode(value)
-        await producer.send_and_wait(Topics(settings)(spec), raw, key=key.encode())
+        sent = await producer.send_and_wait(Topics(settings)(spec), raw, key=key.encode())
+        return sent.partition, sent.offset
     finally:
         await producer.stop()
 

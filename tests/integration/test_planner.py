@@ -10,13 +10,24 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from schemas.codec import decode, encode
+from schemas.common import now_ms
 from schemas.label import LabelJob
 from schemas.order import Order, OrderStatus
 from schemas.plan import ParcelPlan
 from schemas.rejected import RejectedRecord
-from schemas.topics import BOXES, BOXES_REJECTED, LABEL_JOBS, ORDERS, ORDERS_REJECTED, PLANS
+from schemas.repair import RepairRequest
+from schemas.topics import (
+    BOXES,
+    BOXES_REJECTED,
+    LABEL_JOBS,
+    ORDERS,
+    ORDERS_REJECTED,
+    PLANS,
+    REPAIRS,
+)
 from tests.integration.kafka_helpers import consume, models, produce
 from tests.integration.processes import worker_process
 from tests.unit.factories import box, order
@@ -263,3 +274,59 @@ async def test_a_box_id_squatted_by_another_warehouse_changes_nothing(planner: S
         ("WH-A", "rejected"),
         ("WH-B", "planned"),
     ]
+
+
+async def test_a_repair_request_is_read_back_by_offset_and_joined_again(
+    planner: Settings,
+) -> None:
+    """The auditor names records by offset; the planner reads them itself and joins them
+    again (an intact state: the same plan and job, same ids). A request naming another
+    order's records joins nothing; one in the wrong partition is dead-lettered."""
+    the_order = order("RP1", skus={"A": 1})
+    partition, order_offset = await produce(planner, ORDERS, "RP1", the_order)
+    _, box_offset = await produce(planner, BOXES, "RP1", box("RP1-B1", {"A": 1}, order_id="RP1"))
+    [job] = jobs_for(await consume(planner, LABEL_JOBS, lambda v: bool(jobs_for(v, "RP1"))), "RP1")
+    request = RepairRequest(
+        event_id="repair-RP1",
+        order_id="RP1",
+        partition=partition,
+        order_offset=order_offset,
+        box_offsets=[box_offset],
+        boxes=["RP1-B1"],
+        requested_at_ms=now_ms(),
+    )
+    await produce(planner, REPAIRS, "RP1", request)
+    jobs = jobs_for(
+        await consume(planner, LABEL_JOBS, lambda v: len(jobs_for(v, "RP1")) >= 2), "RP1"
+    )
+    # the same job and plan again: the labeler's ledger labels a job id once
+    assert all(again == job for again in jobs)
+    plans = plans_for(await consume(planner, PLANS, lambda v: len(plans_for(v, "RP1")) >= 2), "RP1")
+    assert all(again == plans[0] for again in plans)
+    await asyncio.sleep(1)
+    jobs_made = len(jobs_for(await consume(planner, LABEL_JOBS, lambda v: False, 1), "RP1"))
+    plans_made = len(plans_for(await consume(planner, PLANS, lambda v: False, 1), "RP1"))
+
+    # another order of the same partition names RP1's records: nothing is joined
+    other = next(
+        f"RQ{n}"
+        for n in range(100)
+        if DefaultPartitioner()(f"RQ{n}".encode(), [0, 1], [0, 1]) == partition
+    )
+    hostile = request.model_copy(update={"event_id": "repair-hostile", "order_id": other})
+    await produce(planner, REPAIRS, other, hostile)
+    wrong = hostile.model_copy(update={"event_id": "repair-wrong", "partition": 1 - partition})
+    await produce(planner, REPAIRS, other, wrong)  # after the hostile one, in its partition
+    rejected = models(
+        RejectedRecord,
+        await consume(
+            planner,
+            ORDERS_REJECTED,
+            lambda v: any(b"repair-wrong" in r.original() for r in models(RejectedRecord, v)),
+        ),
+    )
+    [dead] = [r for r in rejected if b"repair-wrong" in r.original()]
+    assert dead.reason.startswith("partition: the request names partition")
+    values = await consume(planner, LABEL_JOBS, lambda v: False, timeout_s=1)
+    assert len(jobs_for(values, "RP1")) == jobs_made and not jobs_for(values, other)
+    assert len(plans_for(await consume(planner, PLANS, lambda v: False, 1), "RP1")) == plans_made

@@ -6,7 +6,7 @@ from schemas.codec import encode
 from schemas.order import OrderStatus
 from schemas.plan import ParcelPlan
 from tests.unit.factories import box, order
-from workers.auditor.audit import Audit, Expire, Repair, Unlabeled
+from workers.auditor.audit import Audit, Expire, Ref, Repair, Unlabeled
 from workers.planner.join import OrderState, on_box, on_order
 
 
@@ -24,13 +24,13 @@ def test_a_plannable_box_without_its_plan_is_repaired_once_per_period() -> None:
     a = audit()
     b = box("B1", {"A": 2})
     o = order(skus={"A": 2})
-    a.on_order(o, 0, b"key", encode(o))
-    a.on_box(b, b"key", encode(b), 10)
+    a.on_order(o, 0, Ref(2, 40))
+    a.on_box(b, b"key", encode(b), 10, Ref(2, 7))
     assert a.due(50) == []
     actions = a.due(110)
     assert [type(x) for x in actions] == [Repair]
     assert isinstance(actions[0], Repair)
-    assert actions[0].messages == [(b"key", encode(o), "order"), (b"key", encode(b), "box")]
+    assert actions[0].order == Ref(2, 40) and actions[0].boxes_at == [Ref(2, 7)]
     assert actions[0].boxes == ["B1"]
     assert a.due(150) == []  # not again within the period
     assert [type(x) for x in a.due(210)] == [Repair]
@@ -80,10 +80,10 @@ def test_a_job_without_label_is_reported_once_and_a_labeled_one_never() -> None:
 def released(a: Audit, order_id: str, boxes: dict[str, dict[str, int]], at: int) -> None:
     """Feed an order, its boxes and their plans: the order is released and all planned."""
     o = order(order_id, skus={sku: n for b in boxes.values() for sku, n in b.items()})
-    a.on_order(o, at, order_id.encode(), encode(o))
-    for box_id, items in boxes.items():
+    a.on_order(o, at, Ref(0, at))
+    for n, (box_id, items) in enumerate(boxes.items()):
         b = box(box_id, items, order_id=order_id)
-        a.on_box(b, order_id.encode(), encode(b), at)
+        a.on_box(b, order_id.encode(), encode(b), at, Ref(0, at + n))
     state = on_order(OrderState(order_id=order_id), o, at).state
     for box_id, items in boxes.items():
         step = on_box(state, box(box_id, items, order_id=order_id), at)
@@ -101,7 +101,7 @@ def test_finished_orders_are_forgotten_but_their_id_is_kept_for_the_lookback() -
     for n in range(500):
         released(a, f"F{n}", {f"F{n}-B1": {"A": 1}, f"F{n}-B2": {"B": 1}}, at=n)
     open_order = order("OPEN", skus={"A": 2})
-    a.on_order(open_order, 0)
+    a.on_order(open_order, 0, Ref(0, 9))
     assert set(a.orders) == {"OPEN"} and not a.box_events and not a.planned
     assert set(a.order_events) == {"OPEN"} and len(a.released) == 500
     a.forget_old(9_999)
@@ -114,14 +114,14 @@ def test_a_box_after_release_is_due_at_once_and_repaired_alone() -> None:
     a = audit()
     released(a, "L1", {"L1-B1": {"A": 1}}, at=0)
     later = order("L1", skus={"A": 1}, status=OrderStatus.IN_TRANSIT)
-    a.on_order(later, 5, b"L1", encode(later))
+    a.on_order(later, 5, Ref(0, 5))
     assert "L1" not in a.orders  # an update of a finished order is not replayed
     late = box("L1-B2", {"A": 1}, order_id="L1")
-    a.on_box(late, b"L1", encode(late), 10)
+    a.on_box(late, b"L1", encode(late), 10, Ref(0, 6))
     actions = a.due(110)
     assert [type(x) for x in actions] == [Repair]
     assert isinstance(actions[0], Repair)
-    assert actions[0].messages == [(b"L1", encode(late), "box")]
+    assert actions[0].order is None and actions[0].boxes_at == [Ref(0, 6)]
     a.on_plan(plan_of("L1", "L1-B2"), 120)  # the planner's rejection
     assert a.due(10_000) == [] and not a.box_events and not a.waiting
 
@@ -136,18 +136,18 @@ def test_a_cancelled_order_with_every_box_rejected_is_forgotten() -> None:
     assert "X1" not in a.orders and "X1" in a.released
 
 
-def test_a_released_order_whose_job_never_came_is_republished_until_it_does() -> None:
+def test_a_released_order_whose_job_never_came_is_repaired_until_it_does() -> None:
     a = audit()
     o = order("J1", skus={"A": 1})
     b = box("J1-B1", {"A": 1}, order_id="J1")
-    a.on_order(o, 0, b"J1", encode(o))
-    a.on_box(b, b"J1", encode(b), 10)
+    a.on_order(o, 0, Ref(1, 3))
+    a.on_box(b, b"J1", encode(b), 10, Ref(1, 4))
     a.on_plan(plan_of("J1", "J1-B1"), 20)  # the plan came, the job did not
     assert "J1" in a.orders and a.due(109) == []
     actions = a.due(110)
     assert len(actions) == 1 and isinstance(actions[0], Repair)
     assert actions[0].job_missing and actions[0].boxes == []
-    assert actions[0].messages == [(b"J1", encode(o), "order"), (b"J1", encode(b), "box")]
+    assert actions[0].order == Ref(1, 3) and actions[0].boxes_at == [Ref(1, 4)]
     assert a.due(150) == []  # once per period
     assert [type(x) for x in a.due(210)] == [Repair]
     job = on_box(on_order(OrderState(order_id="J1"), o, 0).state, b, 0).jobs[0]

@@ -6,6 +6,7 @@ from schemas.alert import Alert
 from schemas.codec import encode
 from schemas.label import LabelFailure, LabelResult, ParcelLabel
 from schemas.plan import ParcelPlan
+from schemas.repair import RepairRequest
 from tests.unit.factories import box, job, order
 from workers.dashboard.board import Board
 
@@ -104,8 +105,11 @@ def test_failures_show_until_a_replay_labels_them_and_alerts_name_the_shops() ->
     for kind in ("shop_reauthorization_required", "authorization_expiring"):
         alert = Alert(event_id=f"a-{kind}", kind=kind, shop_id="S9", message="m", at_ms=T)
         board.take("alerts", encode(alert), T)
-    board.take("boxes", encode(box("R-B1", {"A": 1}, order_id="R")), T, repair=True)
-    board.take("orders", encode(order("R")), T, repair=True)
+    repair = RepairRequest(
+        event_id="r-1", order_id="R", partition=0, order_offset=3, requested_at_ms=T
+    )
+    board.take("repairs", encode(repair), T)
+    board.take("repairs", encode(repair.model_copy(update={"event_id": "r-2"})), T)
     board.take("parked", b"{}", T)
     snap = board.snapshot(T)
     assert snap["reauthorize"] == ["S9"]
@@ -126,10 +130,10 @@ def test_memory_is_bounded_by_its_limits() -> None:
 
 def test_the_per_minute_plot_spans_the_run_not_an_hour() -> None:
     board = Board()
-    board.take("orders", encode(order("O1")), T + 10_000, False)
+    board.take("orders", encode(order("O1")), T + 10_000)
     minutes = board.snapshot(T + 30_000)["per_minute"]["minutes"]
     assert len(minutes) == 5 and minutes[-1] == T  # a short run: the last 5 minutes
-    board.take("orders", encode(order("O2")), T - 20 * 60_000, False)
+    board.take("orders", encode(order("O2")), T - 20 * 60_000)
     minutes = board.snapshot(T + 30_000)["per_minute"]["minutes"]
     assert (minutes[0], len(minutes)) == (T - 20 * 60_000, 21)  # from the first minute
     late = board.snapshot(T + 3 * 3_600_000)["per_minute"]["minutes"]

@@ -20,7 +20,7 @@ from schemas.common import ID_MAX, Address, Dimensions, Weight, derived_id, prin
 from schemas.label import LabelJob
 from schemas.order import LineItem, Order, OrderStatus
 from tests.unit.factories import job as make_job
-from workers.auditor.audit import Audit
+from workers.auditor.audit import Audit, Ref
 from workers.labeler import decide
 from workers.labeler.shipium.request import build_label_request
 from workers.labels.store import FolderStore, document_name, put_document
@@ -89,9 +89,9 @@ def test_any_valid_ids_join_into_plans_and_a_job_that_fit(
         jobs += encoded.step.jobs
         plan_ids |= {p.event_id for p in encoded.step.plans}
         if isinstance(event, Order):
-            audit.on_order(event, n, order_id.encode(), encode(event))
+            audit.on_order(event, n, Ref(0, n))
         else:
-            audit.on_box(event, order_id.encode(), encode(event), n)
+            audit.on_box(event, order_id.encode(), encode(event), n, Ref(0, n))
     assert len(plan_ids) == len(box_ids)  # one plan id per box, never shared
     assert [sorted(p.box_id for p in j.parcels) for j in jobs] == [sorted(box_ids)]
     job = jobs[0]

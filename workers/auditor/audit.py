@@ -4,16 +4,18 @@ The auditor replays the planner's own pure join (``workers.planner.join``) over 
 orders and boxes it reads, so it knows which boxes *should* have a parcel plan by now.
 A box that should have one, and whose plan has not appeared on ``parcel-plans.v1``
 ``repair_after_ms`` after it became plannable, is a box the planner missed (Faust can
-skip offsets at rebalances): the auditor republishes it, and the idempotent planner
-plans it. The repair republishes the order's last order event and all its boxes, in the
-order they came: a worker that lost the order's table state (a restart that skipped
-part of its changelog) rebuilds it, and the join's deterministic allocation gives the
-same item ids as before; where the state was intact, the planner only republishes what
-it had published, with the same event ids. A box whose order has not arrived
+skip offsets at rebalances): the auditor asks the planner to join it again
+(``Repair``), and the idempotent planner plans it. A repair names the order's last order
+event and all its boxes by their offsets (``Ref``), in the order they came, and the
+planner reads those records itself: the auditor can point at records, never write one. A
+worker that lost the order's table state (a restart that skipped part of its changelog)
+rebuilds it, and the join's deterministic allocation gives the same item ids as before;
+where the state was intact, the planner only republishes what it had published, with the
+same event ids. A box whose order has not arrived
 ``box_wait_ms`` after the box closed is dead-lettered with the reason
 ``order never arrived`` and raises an alert, once. An order that the join released
 whose label job has not appeared on ``label-jobs.v1`` ``repair_after_ms`` later (the
-planner wrote its state but its job never reached the broker) is republished the same
+planner wrote its state but its job never reached the broker) is repaired the same
 way: the planner republishes the job it had made. A label job without a label or
 failure after ``label_after_ms`` is reported.
 
@@ -38,11 +40,19 @@ from workers.planner.join import OrderState, Step, TooLarge, encode_step, on_box
 ORDER_NEVER_ARRIVED = "order never arrived"
 
 
+@dataclass(frozen=True)
+class Ref:
+    """Where a record is: its partition and offset (orders and boxes are co-partitioned)."""
+
+    partition: int
+    offset: int
+
+
 @dataclass
 class Box:
     box: BoxClosed
     key: bytes | None
-    raw: bytes
+    raw: bytes  # for its dead letter, should its order never arrive
     seen_at_ms: int
     due_since_ms: int | None = None  # when the join first said it should have a plan
     repairs: int = 0
@@ -52,7 +62,8 @@ class Box:
 @dataclass(frozen=True)
 class Repair:
     order_id: str
-    messages: list[tuple[bytes | None, bytes, str]]  # key, value, "order" | "box"
+    order: Ref | None  # the order's latest event the join took
+    boxes_at: list[Ref]  # its boxes, in the order they came
     boxes: list[str]  # the boxes that should have had a plan
     job_missing: bool = False  # the order was released and no label job came
 
@@ -75,8 +86,8 @@ class Audit:
     box_wait_ms: int
     label_after_ms: int
     orders: dict[str, OrderState] = field(default_factory=dict)
-    order_events: dict[str, tuple[bytes | None, bytes]] = field(default_factory=dict)
-    box_events: dict[str, dict[str, tuple[bytes | None, bytes]]] = field(default_factory=dict)
+    order_events: dict[str, Ref] = field(default_factory=dict)
+    box_events: dict[str, dict[str, Ref]] = field(default_factory=dict)
     waiting: dict[tuple[str, str], Box] = field(default_factory=dict)  # boxes without a plan
     planned: set[tuple[str, str]] = field(default_factory=set)
     jobs: dict[str, tuple[LabelJob, int]] = field(default_factory=dict)  # job id -> seen at
@@ -100,25 +111,26 @@ class Audit:
             return False
         return True
 
-    def on_order(
-        self, order: Order, now_ms: int, key: bytes | None = None, raw: bytes = b""
-    ) -> None:
+    def on_order(self, order: Order, now_ms: int, at: Ref | None = None) -> None:
         if order.order_id in self.released:
             return
         state = self.orders.get(order.order_id) or OrderState(order_id=order.order_id)
         step = on_order(state, order, now_ms)
         if not self._fits(state, step):
             return
-        if step.state.order is order:  # the join took this event as the order's latest
-            self.order_events[order.order_id] = (key, raw)
+        if step.state.order is order and at is not None:  # the join took it as the latest
+            self.order_events[order.order_id] = at
         self._update(step.state, now_ms)
 
-    def on_box(self, box: BoxClosed, key: bytes | None, raw: bytes, now_ms: int) -> None:
+    def on_box(
+        self, box: BoxClosed, key: bytes | None, raw: bytes, now_ms: int, at: Ref | None = None
+    ) -> None:
         ident = (box.order_id, box.box_id)
         if box.order_id in self.released:  # after release: the planner rejects it at once
             if self.early_plans.pop(ident, None) is not None:
                 return  # its plan came first
-            self.box_events.setdefault(box.order_id, {}).setdefault(box.box_id, (key, raw))
+            if at is not None:
+                self.box_events.setdefault(box.order_id, {}).setdefault(box.box_id, at)
             if ident not in self.waiting:
                 self.waiting[ident] = Box(box, key, raw, now_ms, due_since_ms=now_ms)
             return
@@ -126,7 +138,8 @@ class Audit:
         step = on_box(state, box, now_ms)
         if not self._fits(state, step):
             return
-        self.box_events.setdefault(box.order_id, {}).setdefault(box.box_id, (key, raw))
+        if at is not None:
+            self.box_events.setdefault(box.order_id, {}).setdefault(box.box_id, at)
         if ident not in self.planned and ident not in self.waiting:
             self.waiting[ident] = Box(box, key, raw, now_ms)
         self._update(step.state, now_ms)
@@ -249,10 +262,6 @@ class Audit:
         return actions
 
     def _repair(self, order_id: str, box_ids: list[str], job_missing: bool) -> Repair:
-        messages: list[tuple[bytes | None, bytes, str]] = []
-        if order_id in self.order_events:
-            key, raw = self.order_events[order_id]
-            messages.append((key, raw, "order"))
-        for key, raw in self.box_events.get(order_id, {}).values():
-            messages.append((key, raw, "box"))
-        return Repair(order_id, messages, sorted(box_ids), job_missing)
+        order_at = self.order_events.get(order_id)
+        boxes_at = list(self.box_events.get(order_id, {}).values())
+        return Repair(order_id, order_at, boxes_at, sorted(box_ids), job_missing)

@@ -21,6 +21,7 @@ from schemas.common import derived_id, now_ms
 from schemas.label import LabelFailure, LabelJob, LabelResult
 from schemas.order import Order
 from schemas.plan import ParcelPlan
+from schemas.repair import RepairRequest
 from schemas.topics import (
     ALERTS,
     BOXES,
@@ -31,7 +32,10 @@ from schemas.topics import (
     ORDERS,
     PLANS,
 )
-from workers.auditor.audit import ORDER_NEVER_ARRIVED, Audit, Expire, Repair, Unlabeled
+from schemas.topics import (
+    REPAIRS as REPAIRS_TOPIC,
+)
+from workers.auditor.audit import ORDER_NEVER_ARRIVED, Audit, Expire, Ref, Repair, Unlabeled
 from workers.kafka import (
     Refused,
     Topics,
@@ -47,10 +51,8 @@ from workers.settings import AuditorSettings
 
 log = structlog.get_logger(__name__)
 
-REPAIR_HEADER = "parcelflow-repair"  # on the records the auditor republishes
-
 REPAIRS = Counter(
-    "parcelflow_auditor_repairs", "Orders republished (order and boxes) for the planner."
+    "parcelflow_auditor_repairs", "Repairs asked of the planner (an order and its boxes)."
 )
 EXPIRED = Counter("parcelflow_auditor_expired_boxes", "Boxes whose order never arrived.")
 UNLABELED = Counter("parcelflow_auditor_unlabeled_jobs", "Label jobs reported as unlabeled.")
@@ -100,19 +102,18 @@ class Auditor:
             return None  # older than the lookback (a broker without a time index seeks early)
         topic, value, now = message.topic, message.value, now_ms()
         n = self.names
-        if topic in (n(ORDERS), n(BOXES)) and REPAIR_HEADER in dict(message.headers or ()):
-            return None  # our own republished copy: read back, it would look like a late box
+        at = Ref(message.partition, message.offset)
         limit = self.settings.max_input_bytes
         if topic == n(ORDERS):
             order = read_record(Order, message, limit)
             if isinstance(order, Refused):
                 return order.reason
-            self.audit.on_order(order, now, message.key, value)
+            self.audit.on_order(order, now, at)
         elif topic == n(BOXES):
             box = read_record(BoxClosed, message, limit)
             if isinstance(box, Refused):
                 return box.reason
-            self.audit.on_box(box, message.key, value, now)
+            self.audit.on_box(box, message.key, value, now, at)
         elif topic == n(PLANS):
             plan = decode(ParcelPlan, value)
             if not isinstance(plan, str):
@@ -135,24 +136,19 @@ class Auditor:
         self.audit.forget_old(now_ms())
         for action in self.audit.due(now_ms()):
             if isinstance(action, Repair):
-                for key, value, kind in action.messages:
-                    topic = self.names(ORDERS) if kind == "order" else self.names(BOXES)
-                    await self.producer.send_and_wait(
-                        topic, value, key=key, headers=[(REPAIR_HEADER, b"1")]
-                    )
-                self.repairs += 1
-                REPAIRS.inc()
+                if not await self.ask_repair(action):
+                    continue
                 reasons = []
                 if action.boxes:
                     reasons.append("boxes should have a parcel plan by now")
                 if action.job_missing:
                     reasons.append("the order was released but its label job never came")
                 log.warning(
-                    "order_republished",
+                    "repair_asked",
                     order_id=action.order_id,
                     boxes_without_plan=action.boxes,
                     job_missing=action.job_missing,
-                    events=len(action.messages),
+                    events=len(action.boxes_at) + (action.order is not None),
                     reason="; ".join(reasons),
                 )
             elif isinstance(action, Expire):
@@ -167,6 +163,31 @@ class Auditor:
                 )
         WAITING.set(len(self.audit.waiting))
         REMEMBERED.set(len(self.audit.orders))
+
+    async def ask_repair(self, action: Repair) -> bool:
+        """Ask the planner to join the order's records again; False if none is known."""
+        refs = ([action.order] if action.order is not None else []) + action.boxes_at
+        if not refs:
+            return False
+        request = RepairRequest(
+            event_id=derived_id("repair", action.order_id, str(now_ms())),
+            order_id=action.order_id,
+            partition=refs[0].partition,
+            order_offset=action.order.offset if action.order is not None else None,
+            box_offsets=[ref.offset for ref in action.boxes_at],
+            boxes=action.boxes,
+            job_missing=action.job_missing,
+            requested_at_ms=now_ms(),
+        )
+        await self.producer.send_and_wait(
+            self.names(REPAIRS_TOPIC),
+            encode(request),
+            key=action.order_id.encode(),
+            partition=request.partition,
+        )
+        self.repairs += 1
+        REPAIRS.inc()
+        return True
 
     async def expire(self, action: Expire) -> None:
         box = action.box

@@ -44,12 +44,12 @@ from schemas.topics import (
     LABELS,
     ORDERS,
     PLANS,
+    REPAIRS,
     REPLAYS,
     SESSIONS,
     WEBHOOKS_PARKED,
 )
 from workers import auth
-from workers.auditor.worker import REPAIR_HEADER
 from workers.auth import Principals, in_warehouses, protect
 from workers.dashboard.access import Access, login_page
 from workers.dashboard.board import Board
@@ -81,6 +81,7 @@ READ = {  # topic -> the board's name for it
     LABEL_FAILURES: "failures",
     ALERTS: "alerts",
     WEBHOOKS_PARKED: "parked",
+    REPAIRS: "repairs",
 }
 
 
@@ -277,8 +278,7 @@ async def follow(settings: DashboardSettings, board: Board, stop: asyncio.Event)
             batches = await consumer.getmany(timeout_ms=500, max_records=5_000)
             for messages in batches.values():
                 for m in messages:
-                    repair = REPAIR_HEADER in dict(m.headers or ())
-                    board.take(kinds[m.topic], m.value, m.timestamp, repair)
+                    board.take(kinds[m.topic], m.value, m.timestamp)
     finally:
         await consumer.stop()
 

@@ -22,6 +22,7 @@ from schemas.codec import decode
 from schemas.label import LabelFailure, LabelJob, LabelResult
 from schemas.order import Order
 from schemas.plan import ParcelPlan
+from schemas.repair import RepairRequest
 from workers.auth import in_warehouses
 from workers.labeler.codes import DECISIONS
 
@@ -79,16 +80,19 @@ class Board:
         self.alerts = Recent(200)  # (kind, shop) -> latest alert
         self.held = Recent(self.keep)  # order id -> its held plan, until planned or rejected
 
-    def take(
-        self, topic: str, value: bytes | None, timestamp_ms: int, repair: bool = False
-    ) -> None:
-        """One record of the named topic kind (a key of ``KINDS``, "alerts" or "parked")."""
+    def take(self, topic: str, value: bytes | None, timestamp_ms: int) -> None:
+        """One record of the named topic kind (a key of ``KINDS``, "alerts", "parked" or
+        "repairs")."""
         if topic == "parked":
             self.parked += 1
+        elif topic == "repairs":
+            request = decode(RepairRequest, value)
+            if isinstance(request, RepairRequest):
+                self._repaired(request.order_id)
         elif topic == "orders":
-            self._order(decode(Order, value), timestamp_ms, repair)
+            self._order(decode(Order, value), timestamp_ms)
         elif topic == "boxes":
-            self._box(decode(BoxClosed, value), timestamp_ms, repair)
+            self._box(decode(BoxClosed, value), timestamp_ms)
         elif topic == "plans":
             self._plan(decode(ParcelPlan, value), timestamp_ms)
         elif topic == "jobs":
@@ -115,19 +119,15 @@ class Board:
             del self.per_minute[min(self.per_minute)]
         return True
 
-    def _order(self, order: Order | str, timestamp_ms: int, repair: bool) -> None:
+    def _order(self, order: Order | str, timestamp_ms: int) -> None:
         if isinstance(order, str):
             return
-        if repair:
-            self._repaired(order.order_id)
         if self._count("orders", order.order_id, timestamp_ms):
             self.order_in_ms.put(order.order_id, timestamp_ms)
 
-    def _box(self, box: BoxClosed | str, timestamp_ms: int, repair: bool) -> None:
+    def _box(self, box: BoxClosed | str, timestamp_ms: int) -> None:
         if isinstance(box, str):
             return
-        if repair:
-            self._repaired(box.order_id)
         if self._count("boxes", box.box_id, timestamp_ms):
             # when the receiver stored it (the 202), on the broker's clock, not the station's
             self.box_closed_ms.put(box.box_id, timestamp_ms)

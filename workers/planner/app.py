@@ -1,6 +1,7 @@
 """The planner's Faust app: one agent over orders and boxes, one table of join state.
 
-One agent reads both co-partitioned topics at concurrency 1, so every event of an order
+One agent reads the co-partitioned topics (orders, boxes, and the auditor's repair
+requests, ``workers.planner.repairs``) at concurrency 1, so every event of an order
 is handled in order by the worker that owns the order's partition, and the table is
 written by that agent only. Events come in batches (``take_events``): each order's state
 is read and written once per batch, not once per event, and the batch's plans and jobs
@@ -36,7 +37,16 @@ from schemas.box import BoxClosed
 from schemas.codec import encode
 from schemas.common import now_ms
 from schemas.order import Order
-from schemas.topics import BOXES, BOXES_REJECTED, LABEL_JOBS, ORDERS, ORDERS_REJECTED, PLANS
+from schemas.repair import RepairRequest
+from schemas.topics import (
+    BOXES,
+    BOXES_REJECTED,
+    LABEL_JOBS,
+    ORDERS,
+    ORDERS_REJECTED,
+    PLANS,
+    REPAIRS,
+)
 from workers import logs
 from workers.kafka import (
     Refused,
@@ -62,6 +72,7 @@ from workers.planner.join import (
     restore,
     resume,
 )
+from workers.planner.repairs import Fetcher, named_records
 from workers.planner.skips import SkipWatch
 from workers.plugins import adapt_kafka_clients
 from workers.runtime import Runtime, ops_server
@@ -114,6 +125,10 @@ BARRIERS = Counter(
     "parcelflow_planner_barriers",
     "Orders complete while their orders partition was read only up to before their newest "
     "box: released once it is read past it, or 10 s later as it stands.",
+)
+REPAIRED = Counter(
+    "parcelflow_planner_repairs",
+    "The auditor's repair requests joined: the records they name, read and joined again.",
 )
 SKIPPED = Counter(
     "parcelflow_planner_offsets_skipped",
@@ -224,9 +239,16 @@ class Planner:
         self.app = app
         self.table = table
         self.orders_topic = names(ORDERS)
+        self.boxes_topic = names(BOXES)
+        self.repairs_topic = names(REPAIRS)
+        self.fetcher = Fetcher(settings)
         self.plans_topic = names(PLANS)
         self.jobs_topic = names(LABEL_JOBS)
-        self.rejected = {names(ORDERS): names(ORDERS_REJECTED), names(BOXES): names(BOXES_REJECTED)}
+        self.rejected = {
+            names(ORDERS): names(ORDERS_REJECTED),
+            names(BOXES): names(BOXES_REJECTED),
+            names(REPAIRS): names(ORDERS_REJECTED),  # a request the planner cannot take
+        }
         self.changelog = table.changelog_topic.get_topic_name()
         self.max_input = settings.max_input_bytes
         self.max_output = max_value_bytes(settings)
@@ -235,13 +257,13 @@ class Planner:
         self.orders_read: dict[int, int] = {}  # orders partition -> next offset the join reads
         self.orders_time: dict[int, int] = {}  # orders partition -> newest timestamp read, ms
 
-    def inputs(self, message: Any) -> Inputs:
+    def inputs(self, message: Any, advance: bool = True) -> Inputs:
         """Where the join's reading stands at this event: its timestamp, and the time up
         to which its orders partition is read (all of it, as far as the consumer's last
-        fetch knew)."""
+        fetch knew). A record read back for a repair (``advance`` false) moves nothing."""
         partition = message.partition
         event_ms = round((message.timestamp or 0) * 1000)  # Faust gives seconds
-        if message.topic == self.orders_topic:
+        if advance and message.topic == self.orders_topic:
             self.orders_read[partition] = message.offset + 1
             self.orders_time[partition] = max(self.orders_time.get(partition, 0), event_ms)
         if self.orders_read_all(partition):
@@ -273,9 +295,9 @@ class Batch:
         self.sends: list[Awaitable[Any]] = []
         self.clock = now_ms()
 
-    def step(self, message: Any) -> list[tuple[str, bytes]]:
+    def step(self, message: Any, advance: bool = True) -> list[tuple[str, bytes]]:
         """The records one event makes (topic, value), keyed by its order id; raises
-        Rejected (or TooLarge) with the reason."""
+        Rejected (or TooLarge) with the reason. ``advance``: see ``Planner.inputs``."""
         p = self.planner
         event = (
             read_record(Order, message, p.max_input)
@@ -288,10 +310,55 @@ class Batch:
         state = self.states.get(key)
         if state is None:
             state = restore(event.order_id, p.table.get(key))
-        step = on_event(state, event, self.clock, p.inputs(message))
+        step = on_event(state, event, self.clock, p.inputs(message, advance))
         if step.refusal:
             raise Rejected(step.refusal)
         return self.apply(key, message.partition, state, step)
+
+    async def repair(self, message: Any) -> list[tuple[str, bytes]]:
+        """The records an auditor's repair request makes: the order and box records it
+        names (``workers.planner.repairs``), read and joined again."""
+        p = self.planner
+        request = read_record(RepairRequest, message, p.max_input)
+        if isinstance(request, Refused):
+            raise Rejected(request.reason)
+        if request.partition != message.partition:
+            raise Rejected(
+                f"partition: the request names partition {request.partition} "
+                f"but is in partition {message.partition}"
+            )
+        made: list[tuple[str, bytes]] = []
+        wanted = named_records(request, p.orders_topic, p.boxes_topic)
+        for record in await p.fetcher.read(wanted):
+            if record.key != message.key:
+                log.warning(
+                    "repair_record_refused",
+                    order_id=request.order_id,
+                    topic=record.topic,
+                    offset=record.offset,
+                    reason="keyed by another order",
+                )
+                continue
+            try:
+                made += self.step(record, advance=False)
+            except (Rejected, TooLarge) as exc:  # dead-lettered when first read
+                log.warning(
+                    "repair_record_refused",
+                    order_id=request.order_id,
+                    topic=record.topic,
+                    offset=record.offset,
+                    reason=str(exc)[:300],
+                )
+        REPAIRED.inc()
+        log.info(
+            "order_repaired",
+            order_id=request.order_id,
+            boxes_without_plan=request.boxes,
+            job_missing=request.job_missing,
+            records=len(wanted),
+            made=len(made),
+        )
+        return made
 
     def resume_barriers(self) -> list[tuple[bytes, list[tuple[str, bytes]]]]:
         """Orders held at a barrier whose orders partition is now read past their newest
@@ -376,7 +443,10 @@ async def join_batch(planner: Planner, events: Sequence[EventT[bytes]]) -> async
         message = event.message
         planner.watch.see(message.topic, message.partition, message.offset, batch.clock)
         try:
-            records = batch.step(message)
+            if message.topic == planner.repairs_topic:
+                records = await batch.repair(message)
+            else:
+                records = batch.step(message)
         except (Rejected, TooLarge) as rejected:
             REJECTED.labels("too_large" if isinstance(rejected, TooLarge) else "invalid").inc()
             await batch.dead_letter(event, str(rejected))
@@ -405,7 +475,7 @@ async def join_batch(planner: Planner, events: Sequence[EventT[bytes]]) -> async
             partition=partition,
             first=first,
             last=last,
-            hint="never delivered to the join; the auditor republishes what they held",
+            hint="never delivered to the join; the auditor asks for what they held again",
         )
     return written
 
@@ -491,7 +561,7 @@ def create_app(settings: PlannerSettings, fatal: OnFatal | None = None) -> faust
     names = Topics(settings)
     app = new_app(settings)
 
-    source = app.topic(names(ORDERS), names(BOXES), **RAW)
+    source = app.topic(names(ORDERS), names(BOXES), names(REPAIRS), **RAW)
     table = JoinTable(
         app,
         name="orders",
@@ -527,8 +597,11 @@ def create_app(settings: PlannerSettings, fatal: OnFatal | None = None) -> faust
         """/healthz, /readyz (the join's consumer has partitions) and /metrics."""
         runtime = Runtime(settings, "planner", asyncio.Event())
         runtime.wants_consumer("the join's consumer", app.consumer)
-        async with ops_server(runtime):
-            await runtime.stop.wait()  # until Faust cancels its tasks at the stop
+        try:
+            async with ops_server(runtime):
+                await runtime.stop.wait()  # until Faust cancels its tasks at the stop
+        finally:
+            await planner.fetcher.stop()
 
     @app.task  # type: ignore[untyped-decorator]
     async def quiet_root_logger() -> None:
