@@ -69,6 +69,7 @@ from workers.planner.join import (
     encode_step,
     on_event,
     release_due,
+    republish,
     restore,
     resume,
 )
@@ -128,7 +129,10 @@ BARRIERS = Counter(
 )
 REPAIRED = Counter(
     "parcelflow_planner_repairs",
-    "The auditor's repair requests joined: the records they name, read and joined again.",
+    "The auditor's repair requests, by how they were served: from_state (the state held "
+    "every record named: republished), read_back (records read by offset and joined "
+    "again), not_read_yet (the join had not reached them: joined when it does).",
+    ["source"],
 )
 SKIPPED = Counter(
     "parcelflow_planner_offsets_skipped",
@@ -327,9 +331,28 @@ class Batch:
                 f"partition: the request names partition {request.partition} "
                 f"but is in partition {message.partition}"
             )
+        key = message.key
+        state = self.states.get(key)
+        if state is None:
+            state = restore(request.order_id, p.table.get(key))
+        held = {box.box_id for box in state.boxes.values()}
+        if (
+            state.order is not None
+            and set(request.boxes) <= held
+            and (state.job is not None or not request.job_missing)
+        ):  # the join has every record named: what it made, again (same ids)
+            REPAIRED.labels("from_state").inc()
+            log.info("order_repaired", order_id=request.order_id, source="state")
+            return self.apply(key, message.partition, state, republish(state))
+        # records past what the join has read of their partition since it was assigned
+        # are joined when it reaches them, in order; the others are read back
+        wanted = [
+            (topic, partition, offset)
+            for topic, partition, offset in named_records(request, p.orders_topic, p.boxes_topic)
+            if offset <= p.watch.highest.get((topic, partition), offset)
+        ]
         made: list[tuple[str, bytes]] = []
-        wanted = named_records(request, p.orders_topic, p.boxes_topic)
-        for record in await p.fetcher.read(wanted):
+        for record in await p.fetcher.read(wanted) if wanted else []:
             if record.key != message.key:
                 log.warning(
                     "repair_record_refused",
@@ -349,10 +372,11 @@ class Batch:
                     offset=record.offset,
                     reason=str(exc)[:300],
                 )
-        REPAIRED.inc()
+        REPAIRED.labels("read_back" if wanted else "not_read_yet").inc()
         log.info(
             "order_repaired",
             order_id=request.order_id,
+            source="read_back" if wanted else "not_read_yet",
             boxes_without_plan=request.boxes,
             job_missing=request.job_missing,
             records=len(wanted),

@@ -273,6 +273,12 @@ def _with_box(
     )
 
 
+def republish(state: OrderState) -> Step:
+    """What the state has published (its plans and jobs), published again: a repair of
+    an order whose state holds everything the repair names."""
+    return _republish(state)
+
+
 def _republish(state: OrderState, key: str | None = None) -> Step:
     plans = list(state.plans.values()) if key is None else []
     if key is not None and key in state.plans:
