@@ -26,6 +26,15 @@ class Row:
 
 
 ROWS = [
+    Row("sealing", "seal a recipient (AES-256-GCM)", r"^sealing: seal_us=(\S+)", "(info)", " us"),
+    Row("sealing", "open a recipient", r"^sealing: .*open_us=(\S+)", "(info)", " us"),
+    Row(
+        "sealing",
+        "the address as JSON in clear (baseline)",
+        r"^sealing: .*baseline_us=(\S+)",
+        "(info)",
+        " us",
+    ),
     Row(
         "receiver",
         "receiver / bare aiohttp handler",
@@ -125,7 +134,7 @@ ROWS = [
         "(info)",
     ),
 ]
-BENCHES = ("receiver", "planner", "labeler", "latency", "adaptive", "recovery")
+BENCHES = ("receiver", "planner", "labeler", "latency", "adaptive", "recovery", "sealing")
 
 
 def run(name: str) -> str:

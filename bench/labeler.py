@@ -32,11 +32,12 @@ import psutil
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 
+from bench import sealing
 from devstack.broker.embedded import EmbeddedBroker
 from devstack.simulator.app import Simulator, create_app
 from devstack.stack import terminate as stop
 from schemas.codec import encode
-from schemas.common import Address, Dimensions, Weight
+from schemas.common import Dimensions, Weight
 from schemas.label import LabelJob, Parcel
 from schemas.order import LineItem
 from schemas.topics import LABEL_JOBS, LABELS
@@ -52,7 +53,7 @@ def make_job(n: int, run: str) -> LabelJob:
         event_id=f"job-{order_id}",
         order_id=order_id,
         shop_id="bench",
-        recipient=Address(name="Bench", street1="1 Main St", city="Austin", state="TX"),
+        recipient=sealing.sealed(order_id),  # opened by the labeler, as in production
         parcels=[
             Parcel(
                 box_id=f"{order_id}-B1",
@@ -130,6 +131,7 @@ async def throughput(base: Settings, sim: Simulator, args: argparse.Namespace, t
         }
     )
     await ensure_topics(settings)
+    await sealing.publish_key(settings)
     await fill(settings, args.jobs)
     proc = start_labeler(settings, tmp / "throughput.log")
     try:
@@ -167,6 +169,7 @@ async def peak_rss(
         }
     )
     await ensure_topics(settings)
+    await sealing.publish_key(settings)
     await fill(settings, backlog)
     proc = start_labeler(settings, tmp / f"rss-{backlog}.log")
     peak = 0
@@ -198,6 +201,7 @@ async def bench_stack(
             shipium_api_key="bench-key",
             tiktok_app_key="bench",
             sim_label_render=False,
+            **sealing.SETTINGS,
             **settings,
         )
         sim = Simulator.from_settings(base)

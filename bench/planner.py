@@ -54,11 +54,12 @@ from typing import Any
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bench import sealing
 from devstack.broker.embedded import EmbeddedBroker
 from devstack.stack import terminate as stop
 from schemas.box import BoxClosed, BoxItem
 from schemas.codec import encode
-from schemas.common import Address, Dimensions, Weight
+from schemas.common import Dimensions, Weight
 from schemas.label import LabelJob
 from schemas.order import LineItem, Order, OrderStatus
 from schemas.topics import BOXES, LABEL_JOBS, ORDERS, PLANS
@@ -86,7 +87,7 @@ def events(count: int, run: str, seed: int = 11) -> list[Order | BoxClosed]:
             shop_id="bench",
             status=OrderStatus.AWAITING_SHIPMENT,
             line_items=items,
-            recipient=Address(name="Bench", street1="1 Main St", city="Austin", state="TX"),
+            recipient=sealing.sealed(order_id),
             update_time=1,
         )
         units = [li.seller_sku for li in items]

@@ -35,6 +35,7 @@ import orjson
 import psutil
 from aiohttp import web
 
+from bench import sealing
 from devstack.broker.embedded import EmbeddedBroker, free_port
 from devstack.broker.offsets import high_watermarks
 from devstack.stack import terminate as stop
@@ -198,6 +199,7 @@ async def main(args: argparse.Namespace) -> None:
             tiktok_app_key=APP_KEY,
             tiktok_app_secret=APP_SECRET,
             log_level=args.log_level,
+            **sealing.SETTINGS,
         )
         receiver = await measure(
             "receiver",

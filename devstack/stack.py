@@ -28,6 +28,7 @@ from typing import IO
 from devstack.broker.embedded import EmbeddedBroker, free_port, free_ports, wait_for_port
 from devstack.broker.tls import Certificates, make_certificates
 from devstack.broker.watch import BrokerWatch
+from devstack.hsm import key_settings
 from workers import lifeline
 from workers.settings import Settings
 
@@ -161,9 +162,12 @@ class Stack:
                 "KAFKA_SSL_CERTFILE": str(tls.client_cert),
                 "KAFKA_SSL_KEYFILE": str(tls.client_key),
             }
+        values.update(key_settings(self.run_dir))  # a SoftHSM2 token of the run's own
         values.update(exported())
         values.update(self.overrides)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PARCELFLOW_")}
+        if "SOFTHSM2_CONF" in values:
+            env["SOFTHSM2_CONF"] = values.pop("SOFTHSM2_CONF")
         env.update({f"PARCELFLOW_{k}": v for k, v in values.items()})
         return env
 

@@ -99,3 +99,10 @@ class Dimensions(Model):
     width: float = Field(gt=0)
     height: float = Field(gt=0)
     unit: Literal["in", "cm"] = "in"
+
+
+# A buyer's personal data (an order's recipient), sealed where it enters parcelflow:
+# "pf1.<data key id>.<nonce>.<AES-256-GCM ciphertext and tag>", base64url, bound to its
+# order id. Only the labeler opens it (``workers.buyer``).
+SEALED_PATTERN = r"^pf1\.[0-9a-f]{32}\.[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]{22,8192}$"
+Sealed = Annotated[str, StringConstraints(max_length=8300, pattern=SEALED_PATTERN)]

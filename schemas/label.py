@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.common import MAX_INT, Address, Dimensions, Id, Model, OptionalId, Weight
+from schemas.common import MAX_INT, Dimensions, Id, Model, OptionalId, Sealed, Weight
 from schemas.order import LineItem
 
 
@@ -28,7 +28,9 @@ class LabelJob(Model):
     kind: Literal["create", "cancel"] = "create"
     order_id: Id
     shop_id: Id
-    recipient: Address | None = None
+    recipient: Sealed | None = Field(
+        None, description="The buyer's address, sealed (only the labeler opens it)."
+    )
     parcels: list[Parcel] = Field(default_factory=list)
     unpacked_items: list[LineItem] = Field(
         default_factory=list, description="Units of the order left out of a short shipment."
@@ -62,6 +64,7 @@ class LabelResult(Model):
     event_id: Id = Field(description="label-<job_id>.")
     job_id: Id
     order_id: Id
+    shop_id: OptionalId = Field("", description="The order's shop (erasures find its labels).")
     carrier: str
     service: str
     shipment_id: str
@@ -73,6 +76,19 @@ class LabelResult(Model):
         False, description="Shipium offers no tracking for TikTok Shop shipments."
     )
     labeled_at_ms: int = Field(ge=0, le=MAX_INT)
+
+
+class ErasedLabel(Model):
+    """What the label store keeps of a label whose buyer data was erased (its documents
+    deleted): a fetch answers 410."""
+
+    erased: Literal[True] = True
+    job_id: Id
+    order_id: Id
+    warehouse_ids: list[OptionalId] = Field(
+        default_factory=list, description="Its parcels' warehouses (who may see it was erased)."
+    )
+    erased_at_ms: int = Field(ge=0, le=MAX_INT)
 
 
 class LabelFailure(Model):

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.common import MAX_INT, Address, Id, Model, OptionalId, Text
+from schemas.common import MAX_INT, Address, Id, Model, OptionalId, Sealed, Text
 
 MAX_UNITS = 5_000  # line items (units) of one order
 
@@ -39,13 +39,14 @@ class LineItem(Model):
     product_name: Text = ""
 
 
-class Order(Model):
+class OrderFields(Model):
+    """What an order event says, but for its recipient (``Order``, ``OrderPosted``)."""
+
     event_id: Id = Field(description="Stable per source event (dedupe).")
     order_id: Id
     shop_id: Id
     status: OrderStatus
     line_items: list[LineItem] = Field(default_factory=list, max_length=MAX_UNITS)
-    recipient: Address | None = None
     update_time: int = Field(
         ge=0, description="Unix seconds of the order's last change.", le=MAX_INT
     )
@@ -76,3 +77,23 @@ class Order(Model):
         description="What produced this event, e.g. 'webhook 3 RECIPIENT_ADDRESS_UPDATE' "
         "for the enricher; free text for upstream systems.",
     )
+
+
+class Order(OrderFields):
+    """An order on ``orders.v1``: its recipient sealed where it entered parcelflow."""
+
+    recipient: Sealed | None = Field(
+        None, description="The buyer's address, sealed (only the labeler opens it)."
+    )
+
+
+class OrderPosted(OrderFields):
+    """An order as an upstream system posts it to ``/v1/orders`` (over TLS): the receiver
+    seals its recipient before it is stored."""
+
+    recipient: Address | None = None
+
+    def sealed(self, recipient: str | None) -> Order:
+        return Order(
+            **{name: getattr(self, name) for name in OrderFields.model_fields}, recipient=recipient
+        )

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from schemas.alert import Alert
 from schemas.box import BoxClosed
+from schemas.buyer import DataKey, Erasure
 from schemas.label import LabelAttempt, LabelFailure, LabelJob, LabelResult
 from schemas.limits import LimitReport
 from schemas.order import Order
@@ -125,6 +126,25 @@ REPAIRS = TopicSpec(
     "Orders and boxes the planner should have joined, named by offset by the auditor.",
 )
 
+# The buyer data keys, wrapped: written by the receiver and the enricher (who seal), read
+# by the labeler (who opens). A key's tombstone is an erasure (crypto-shredding).
+BUYER_KEYS = TopicSpec(
+    "buyer.keys.v1",
+    DataKey,
+    "shop id/key id",
+    "Buyer data keys, wrapped by the key-encryption key; compacted, tombstoned on erasure.",
+    retention_ms=-1,
+    cleanup_policy="compact",
+)
+# The audit trail of erasures (who asked, what, when): kept longer than a year.
+ERASURES = TopicSpec(
+    "buyer.erasures.v1",
+    Erasure,
+    "shop id (an order's erasure: order id)",
+    "Erasures of buyer data (orders, shops): who asked, what, when, what was destroyed.",
+    retention_ms=400 * DAY_MS,
+)
+
 WEBHOOKS_REJECTED = _rejected(WEBHOOKS)
 ORDERS_REJECTED = _rejected(ORDERS)
 BOXES_REJECTED = _rejected(BOXES)
@@ -146,6 +166,8 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     SESSIONS,
     REPLAYS,
     REPAIRS,
+    BUYER_KEYS,
+    ERASURES,
     WEBHOOKS_REJECTED,
     ORDERS_REJECTED,
     BOXES_REJECTED,

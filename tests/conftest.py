@@ -83,6 +83,8 @@ FAKE_SECRETS: dict[str, Any] = {
     "tiktok_shop_cipher": "ROW_test",
     "shipium_api_key": "shipium-test-key",
     "tiktok_token_key": "k4iB0sGQZxX0kPnXvFJ7oZ3c8W9dQe4rT2yU6iO1pAs=",
+    "buyer_kek": "local",
+    "buyer_local_key": "0Oq2c5o8v1mQ4sWgqJ3kY7tN9xR6bL2eH5uA8zC1dF4=",
     "principals": {
         "test-everything": {
             "token": "ingest-test-token",

@@ -14,6 +14,8 @@ from schemas.topics import (
     ALERTS,
     BOXES,
     BOXES_REJECTED,
+    BUYER_KEYS,
+    ERASURES,
     LABEL_ATTEMPTS,
     LABEL_FAILURES,
     LABEL_JOBS,
@@ -61,16 +63,20 @@ class Access:
 
 
 WORKERS: dict[str, Access] = {
-    "receiver": Access(writes=(WEBHOOKS, WEBHOOKS_REJECTED, ORDERS, BOXES, ALERTS)),
+    "receiver": Access(
+        # it seals posted orders' recipients under data keys of its own; an operator's
+        # erasure is asked for on ERASURES (the labeler does it)
+        writes=(WEBHOOKS, WEBHOOKS_REJECTED, ORDERS, BOXES, ALERTS, BUYER_KEYS, ERASURES),
+    ),
     "enricher": Access(
         # the shops' TikTok tokens, shared by its replicas: only the enricher reads them
         reads=(WEBHOOKS, WEBHOOKS_PARKED, TOKENS),
-        writes=(ORDERS, WEBHOOKS_PARKED, WEBHOOKS_REJECTED, ALERTS, TOKENS),
+        writes=(ORDERS, WEBHOOKS_PARKED, WEBHOOKS_REJECTED, ALERTS, TOKENS, BUYER_KEYS),
         groups=("parcelflow-enricher", "parcelflow-enricher-parked"),
     ),
     "planner": Access(
         # the auditor's repair requests: records named by offset, read back by the planner
-        reads=(ORDERS, BOXES, REPAIRS),
+        reads=(ORDERS, BOXES, REPAIRS, ERASURES),
         writes=(PLANS, LABEL_JOBS, ORDERS_REJECTED, BOXES_REJECTED),
         changelog=True,
     ),
@@ -78,7 +84,17 @@ WORKERS: dict[str, Access] = {
         # the ledger reads its own records back: a redelivered job is never labeled twice;
         # the replicas share what they learned of the provider through LIMITS
         # an operator's replay: the request read, the job of its own failure record sent
-        reads=(LABEL_JOBS, LABELS, LABEL_ATTEMPTS, LABEL_FAILURES, LIMITS, REPLAYS),
+        # only the labeler unwraps buyer data keys (and reads which were destroyed)
+        reads=(
+            LABEL_JOBS,
+            LABELS,
+            LABEL_ATTEMPTS,
+            LABEL_FAILURES,
+            LIMITS,
+            REPLAYS,
+            BUYER_KEYS,
+            ERASURES,
+        ),
         writes=(
             LABELS,
             LABEL_FAILURES,
@@ -87,8 +103,10 @@ WORKERS: dict[str, Access] = {
             ALERTS,
             LIMITS,
             LABEL_JOBS,
+            BUYER_KEYS,  # an erasure's tombstones
+            ERASURES,  # an erasure done
         ),
-        groups=("parcelflow-labeler", "parcelflow-labeler-replays"),
+        groups=("parcelflow-labeler", "parcelflow-labeler-replays", "parcelflow-labeler-erasures"),
     ),
     "auditor": Access(
         reads=(ORDERS, BOXES, PLANS, LABEL_JOBS, LABELS, LABEL_FAILURES),

@@ -64,8 +64,11 @@ def preflight(name: str, settings: Settings) -> None:
     """The settings a worker cannot start without, checked before it connects to anything:
     ConfigError with what is wrong (never a value)."""
     from workers.auth import Principals
+    from workers.buyer import kek
     from workers.tiktok.tokens import Sealer
 
+    if name in ("receiver", "enricher", "labeler"):  # they seal or open buyer data
+        kek.check(settings)
     if name == "receiver":
         from workers.receiver.app import check_settings
 
@@ -350,7 +353,18 @@ def parser() -> argparse.ArgumentParser:
         sub.add_parser(
             name, help=f"run the {name}", epilog=f"example: parcelflow {name}  (PARCELFLOW_* set)"
         ).set_defaults(func=worker(name))
-    for add in (add_failures, add_tokens, add_topics, add_principals, add_labels, add_health):
+    from workers.buyer.commands import add_erase, add_keys
+
+    for add in (
+        add_failures,
+        add_tokens,
+        add_topics,
+        add_principals,
+        add_labels,
+        add_health,
+        add_keys,
+        add_erase,
+    ):
         add(sub)
     for add_commands in hooks("add_commands"):  # the devstack's run, up, chaos, send...
         add_commands(sub)

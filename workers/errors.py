@@ -62,3 +62,11 @@ def retry_after_seconds(header: str | None) -> float | None:
         return max(0.0, float(header))
     except ValueError:
         return None
+
+
+def problem_of(exc: BaseException) -> str:
+    """What went wrong, without the values it went wrong on: a buyer's name or street may
+    be one (``int('Jane')`` says so in its message). A missing key names the key."""
+    if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], str):
+        return f"KeyError: missing {exc.args[0][:64]!r}"
+    return type(exc).__name__

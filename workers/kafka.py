@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
@@ -294,3 +295,15 @@ async def behind(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) ->
         if await consumer.position(tp) < end:
             return True
     return False
+
+
+async def started(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> bool:
+    """Start the consumer (its group join can take seconds), unless ``stop`` comes first."""
+    starting = asyncio.create_task(consumer.start())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not starting.done():
+        starting.cancel()
+    await asyncio.gather(starting, stopping, return_exceptions=True)
+    return starting.done() and not starting.cancelled() and starting.exception() is None

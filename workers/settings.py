@@ -439,6 +439,18 @@ class LabelStoreSettings(Section):
 
     label_s3_kms_key_id: str = Field("", description="KMS key for aws:kms encryption.")
 
+    label_retention_days: float = Field(
+        30.0,
+        gt=0,
+        description="Label documents, label records and box claims are deleted this long "
+        "after they were written, by the labeler (both stores): labels carry the buyer's "
+        "address. TikTok masks a US order's recipient 30 days after it completes.",
+    )
+
+    label_sweep_every_s: float = Field(
+        3600.0, gt=0, description="How often each labeler deletes what is past retention."
+    )
+
     label_formats: list[LabelFormat] = Field(
         default_factory=lambda: list[LabelFormat](["pdf"]),
         min_length=1,
@@ -447,7 +459,59 @@ class LabelStoreSettings(Section):
     )
 
 
-class ReceiverSettings(WorkerSettings, AuthSettings, TikTokSettings, LabelStoreSettings):
+class BuyerDataSettings(Section):
+    """Buyer data: how recipients are sealed, by whom the keys are held, how long kept."""
+
+    buyer_kek: Literal["", "pkcs11", "kms", "local"] = Field(
+        "",
+        description="The key service of the key-encryption key that wraps the buyer data "
+        "keys: pkcs11 (an HSM, or SoftHSM2), kms (AWS KMS), or local (a key in "
+        "PARCELFLOW_BUYER_LOCAL_KEY, for development only). The receiver, the enricher and "
+        "the labeler refuse to start without one.",
+    )
+
+    buyer_local_key: SecretStr = Field(
+        SecretStr(""),
+        description="The local key-encryption key, 32 bytes base64-encoded (`parcelflow "
+        "keys local` makes one); only with PARCELFLOW_BUYER_KEK=local.",
+    )
+
+    buyer_pkcs11_library: Path = Field(
+        Path("/usr/lib/softhsm/libsofthsm2.so"), description="The PKCS#11 module to load."
+    )
+
+    buyer_pkcs11_token: str = Field("parcelflow", description="The PKCS#11 token's label.")
+
+    buyer_pkcs11_pin: SecretStr = Field(SecretStr(""), description="The PKCS#11 user PIN.")
+
+    buyer_pkcs11_key_label: str = Field(
+        "parcelflow-kek-1",
+        min_length=1,
+        max_length=64,
+        description="The label of the AES key in the token that wraps new data keys. To "
+        "rotate it, create a new key and name it here: keys wrapped by the old label still "
+        "unwrap while the token keeps it.",
+    )
+
+    buyer_kms_key_id: str = Field(
+        "", description="The KMS key (id, ARN or alias) that wraps new data keys."
+    )
+
+    buyer_kms_region: str = Field("", description="The KMS region (empty: the AWS default).")
+
+    buyer_kms_endpoint: str = Field("", description="A KMS endpoint URL (empty: AWS).")
+
+    buyer_key_rotate_s: float = Field(
+        86_400.0,
+        gt=0,
+        description="A writer seals each shop's recipients under a data key of its own for "
+        "at most this long, then under a new one (older ones stay readable).",
+    )
+
+
+class ReceiverSettings(
+    WorkerSettings, AuthSettings, TikTokSettings, LabelStoreSettings, BuyerDataSettings
+):
     """The receiver."""
 
     receiver_host: str = Field("127.0.0.1", description="Address the receiver listens on.")
@@ -559,7 +623,7 @@ class TikTokWorkerSettings(WorkerSettings, TikTokSettings, ProviderSettings):
     labeler for shops whose labels come from TikTok Shipping."""
 
 
-class EnricherSettings(TikTokWorkerSettings):
+class EnricherSettings(TikTokWorkerSettings, BuyerDataSettings):
     """The enricher."""
 
     remorse_hold_s: int = Field(
@@ -655,7 +719,7 @@ class AuditorSettings(PlannerSettings):
     )
 
 
-class LabelerSettings(TikTokWorkerSettings, LabelStoreSettings):
+class LabelerSettings(TikTokWorkerSettings, LabelStoreSettings, BuyerDataSettings):
     """The labeler: the label providers, flow control, retries, the warehouses it ships
     from."""
 
@@ -995,6 +1059,7 @@ SECTIONS: tuple[type[Section], ...] = (
     AuditorSettings,
     LabelerSettings,
     LabelStoreSettings,
+    BuyerDataSettings,
     DashboardSettings,
     DevstackSettings,
 )

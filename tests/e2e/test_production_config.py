@@ -18,6 +18,7 @@ What one machine and the embedded broker cannot be is rewritten, and only that:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -84,6 +85,8 @@ def generated_secrets() -> tuple[dict[str, str], str]:
         "PARCELFLOW_DASHBOARD_SESSION_KEY": secrets.token_urlsafe(36),
         "PARCELFLOW_KAFKA_SASL_USERNAME": "parcelflow-workload",
         "PARCELFLOW_KAFKA_SASL_PASSWORD": secrets.token_urlsafe(16),
+        "PARCELFLOW_BUYER_KEK": "local",
+        "PARCELFLOW_BUYER_LOCAL_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
     }
     return values, operator
 

@@ -15,12 +15,13 @@ from devstack.demo_data import make_demo
 from devstack.simulator.app import Simulator
 from devstack.simulator.faults import Fault
 from schemas.alert import Alert
+from schemas.codec import encode
 from schemas.order import Order, OrderStatus
 from schemas.rejected import RejectedRecord
 from schemas.tokens import SealedTokens
 from schemas.topics import ALERTS, ORDERS, TOKENS, WEBHOOKS, WEBHOOKS_PARKED, WEBHOOKS_REJECTED
 from schemas.webhook import ParkedWebhook
-from tests.integration.kafka_helpers import consume, models, produce, provisioned
+from tests.integration.kafka_helpers import consume, models, open_recipient, produce, provisioned
 from tests.integration.processes import in_process
 from tests.integration.sim import start_simulator
 from tests.unit.factories import webhook_record as record
@@ -88,6 +89,9 @@ async def test_awaiting_shipment_is_enriched_with_one_item_per_unit(
         assert got.status is OrderStatus.AWAITING_SHIPMENT
         assert [i.item_id for i in got.line_items] == [li["id"] for li in raw["line_items"]]
         assert got.source == "tiktok" and got.recipient is not None
+        recipient = await open_recipient(settings, got.order_id, got.recipient)
+        assert recipient.street1 == raw["recipient_address"]["address_line1"]
+        assert raw["recipient_address"]["address_line1"].encode() not in encode(got)  # sealed
     assert sim.tiktok.rejected_signatures == 0
 
 
@@ -161,7 +165,8 @@ async def test_an_address_update_publishes_the_updated_order_and_says_why(
     sim.tiktok.orders[demo[0]["id"]] = changed
     await produce(settings, WEBHOOKS, "7495", record(demo[0]["id"], "", 3, type=3))
     orders = models(Order, await consume(settings, ORDERS, lambda v: len(v) >= 1))
-    assert orders[0].recipient is not None and orders[0].recipient.postal_code == "10001"
+    recipient = await open_recipient(settings, orders[0].order_id, orders[0].recipient)
+    assert recipient.postal_code == "10001"
     assert orders[0].cause == f"webhook 3 RECIPIENT_ADDRESS_UPDATE ntf-{demo[0]['id']}-3"
 
 

@@ -30,7 +30,7 @@ from schemas.topics import (
 )
 from tests.integration.kafka_helpers import consume, models, produce
 from tests.integration.processes import worker_process
-from tests.unit.factories import box, order
+from tests.unit.factories import box, opened, order, sealed
 from workers.kafka import Topics
 from workers.settings import Settings
 
@@ -227,12 +227,11 @@ async def test_an_address_change_read_late_still_reaches_the_label_job(
     await ensure_topics(settings)
     names = Topics(settings)
     first = order("R1", skus={"A": 1})
-    assert first.recipient is not None
     moved = first.model_copy(
         update={
             "event_id": "ev-R1-moved",
             "update_time": first.update_time + 10,
-            "recipient": first.recipient.model_copy(update={"city": "Boise"}),
+            "recipient": sealed("R1", city="Boise"),
         }
     )
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=20)
@@ -253,7 +252,7 @@ async def test_an_address_change_read_late_still_reaches_the_label_job(
             settings, LABEL_JOBS, lambda v: bool(jobs_for(v, "R1")), timeout_s=90
         )
     [job] = jobs_for(values, "R1")
-    assert job.recipient is not None and job.recipient.city == "Boise"
+    assert opened("R1", job.recipient).city == "Boise"
 
 
 async def test_a_box_id_squatted_by_another_warehouse_changes_nothing(planner: Settings) -> None:

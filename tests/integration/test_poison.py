@@ -39,14 +39,13 @@ from schemas.topics import (
     TopicSpec,
 )
 from tests.conftest import FAKE_SECRETS, Broker
-from tests.integration.kafka_helpers import consume, models
+from tests.integration.kafka_helpers import consume, models, provisioned
 from tests.integration.processes import worker_process
 from tests.unit.factories import box, job, order
 from workers.auditor.worker import run as run_auditor
 from workers.kafka import Topics
 from workers.labeler.worker import run as run_labeler
 from workers.settings import Settings
-from workers.topics import ensure_topics
 
 pytestmark = pytest.mark.slow
 
@@ -83,7 +82,7 @@ async def pipeline(
     await site.start()
     url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     settings = base.model_copy(update={"shipium_base_url": url, "auditor_repair_after_s": 3600.0})
-    await ensure_topics(settings)
+    await provisioned(settings)  # its topics, and the factories' data key
     stop = asyncio.Event()
     labeler = asyncio.create_task(run_labeler(settings, stop))
     auditor = asyncio.create_task(run_auditor(settings, stop))

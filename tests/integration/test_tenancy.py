@@ -19,8 +19,8 @@ from schemas.box import BoxClosed
 from schemas.codec import encode
 from schemas.order import Order
 from schemas.topics import BOXES, ORDERS
-from tests.integration.kafka_helpers import consume, models
-from tests.unit.factories import box, label_result, order
+from tests.integration.kafka_helpers import consume, models, open_recipient
+from tests.unit.factories import BUYER, box, label_result, posted
 from workers.labels import claims
 from workers.labels.store import FolderStore, manifest_name, put_document
 from workers.receiver.app import create_app
@@ -246,7 +246,7 @@ async def test_orders_keep_to_the_principals_warehouses_and_come_from_upstream(
     """An upstream system posts orders of its warehouses only, and can never pass one off
     as TikTok's: the receiver sets the source."""
     url, settings, _ = receiver
-    spoof = orjson.loads(encode(order("T1")))
+    spoof = posted("T1")
     body = {**spoof, "source": "tiktok", "warehouse_id": "B"}
     status, answer = await call("POST", f"{url}/v1/orders", json=body, headers=auth("oms-a"))
     assert (status, answer["error"]) == (403, "forbidden")
@@ -262,3 +262,6 @@ async def test_orders_keep_to_the_principals_warehouses_and_come_from_upstream(
     assert status == 202
     stored = models(Order, await consume(settings, ORDERS, lambda v: len(v) >= 2))
     assert [(o.warehouse_id, o.source) for o in stored] == [("A", "upstream"), ("B", "upstream")]
+    # stored sealed: the buyer's street is nowhere in the record, and it opens for its order
+    assert all(BUYER.street1.encode() not in encode(o) for o in stored)
+    assert await open_recipient(settings, "T1", stored[0].recipient) == BUYER

@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
+
 from devstack.simulator.render import Label
 from schemas.box import BoxClosed, BoxItem
+from schemas.codec import encode
 from schemas.common import Address, Dimensions, Weight, now_ms
 from schemas.label import LabelDocument, LabelJob, LabelResult, Parcel, ParcelLabel
 from schemas.order import LineItem, Order, OrderStatus
 from schemas.webhook import TikTokWebhook, WebhookRecord
+from workers.buyer.keys import open_with, parts_of, seal_with
+
+# The tests' buyer data key (tests/integration/kafka_helpers.py publishes it wrapped by the
+# test settings' local KEK, so that a labeler opens what the factories seal).
+TEST_SHOP = "shop-1"
+TEST_KEY_ID = "7e57" * 8
+TEST_KEY = bytes(range(32))
+BUYER = Address(name="Buyer", street1="1 Main St", city="Austin", state="TX")
+
+
+def sealed(order_id: str = "O1", **changes: str) -> str:
+    """A recipient sealed for ``order_id`` under the tests' data key."""
+    return seal_with(TEST_KEY_ID, TEST_KEY, order_id, BUYER.model_copy(update=changes))
+
+
+def opened(order_id: str, recipient: str | None) -> Address:
+    """A recipient sealed under the tests' data key, opened."""
+    assert recipient is not None
+    return open_with(parts_of(recipient), TEST_KEY, order_id)
 
 
 def line_items(order_id: str, skus: dict[str, int]) -> list[LineItem]:
@@ -39,10 +63,16 @@ def order(
         shop_id="shop-1",
         status=status,
         line_items=line_items(order_id, skus or {"A": 2, "B": 1}),
-        recipient=Address(name="Buyer", street1="1 Main St", city="Austin", state="TX"),
+        recipient=sealed(order_id),
         update_time=update_time,
         source="upstream",
     )
+
+
+def posted(order_id: str = "O1", **given: Any) -> dict[str, Any]:
+    """An order as an upstream system posts it to /v1/orders: its recipient in clear."""
+    fields = orjson.loads(encode(order(order_id, **given)))
+    return fields | {"recipient": BUYER.model_dump()}
 
 
 def box(
@@ -71,7 +101,7 @@ def job(order_id: str = "O1", parcels: int = 1) -> LabelJob:
         event_id=f"job-{order_id}",
         order_id=order_id,
         shop_id="shop-1",
-        recipient=Address(name="Buyer", street1="1 Main St", city="Austin", state="TX"),
+        recipient=sealed(order_id),
         parcels=[
             Parcel(
                 box_id=f"{order_id}-B{n}",

@@ -100,7 +100,7 @@ def test_any_valid_ids_join_into_plans_and_a_job_that_fit(
     # the auditor's replay agrees that every box should have a plan now
     assert {b for (_, b), w in audit.waiting.items() if w.due_since_ms is not None} == set(box_ids)
     # the labeler's records and request for that job
-    body = orjson.dumps(build_label_request(job, SHIP_FROM))
+    body = orjson.dumps(build_label_request(job, None, SHIP_FROM))
     assert orjson.loads(body)["shipmentParameters"]["partnerShipmentId"] == job.job_id
     for record in (decide.attempt(job, 1), decide.cancellation(job, True, 1)):
         assert len(record.event_id) <= ID_MAX

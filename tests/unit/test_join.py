@@ -11,7 +11,7 @@ from schemas.box import BoxClosed
 from schemas.label import LabelJob
 from schemas.order import Order, OrderStatus
 from schemas.plan import ParcelPlan
-from tests.unit.factories import box, order
+from tests.unit.factories import box, opened, order, sealed
 from workers.planner.join import (
     BARRIER_WAIT_MS,
     Inputs,
@@ -50,7 +50,7 @@ def test_order_then_boxes_releases_one_job_with_every_item_once() -> None:
     assert [i.item_id for i in job.parcels[1].items] == ["O1-002", "O1-003"]
     assert job.unpacked_items == []
     assert {p.box_id: p.status for p in plans} == {"B1": "planned", "B2": "planned"}
-    assert job.recipient is not None and job.recipient.city == "Austin"
+    assert opened("O1", job.recipient).city == "Austin"
 
 
 def test_boxes_before_order_wait_then_release() -> None:
@@ -142,16 +142,11 @@ def test_cancel_after_release_emits_one_cancel_job() -> None:
 
 
 def test_address_change_before_release_is_in_the_job() -> None:
-    base = order()
-    assert base.recipient is not None
     moved = order(update_time=150).model_copy(
-        update={
-            "event_id": "moved",
-            "recipient": base.recipient.model_copy(update={"city": "Reno"}),
-        }
+        update={"event_id": "moved", "recipient": sealed("O1", city="Reno")}
     )
     _, _, jobs = play([order(), box("B1", {"A": 2}), moved, box("B2", {"B": 1})])
-    assert jobs[0].recipient is not None and jobs[0].recipient.city == "Reno"
+    assert opened("O1", jobs[0].recipient).city == "Reno"
 
 
 def test_older_order_update_arriving_late_is_ignored() -> None:
@@ -337,15 +332,13 @@ def test_a_box_read_before_the_orders_topic_caught_up_waits_for_it() -> None:
     held = step.state
     assert held.hold is not None and held.hold.barrier and held.latest_box_ms == 1_000
     assert release_due(held, 10 + BARRIER_WAIT_MS) is not None  # the clock's fallback
-    assert resume(held, 20).jobs[0].recipient == order().recipient
-    moved = order(update_time=150).model_copy(
-        update={"recipient": order().recipient.model_copy(update={"city": "Boise"})}  # type: ignore[union-attr]
-    )
+    assert opened("O1", resume(held, 20).jobs[0].recipient) == opened("O1", order().recipient)
+    moved = order(update_time=150).model_copy(update={"recipient": sealed("O1", city="Boise")})
     read = on_event(held, moved, 20, Inputs(event_ms=950, orders_read_ms=950))
     assert read.jobs == []  # older than the box: order records up to the box may be unread
-    assert [j.recipient.city for j in resume(read.state, 21).jobs if j.recipient] == ["Boise"]
+    assert [opened("O1", j.recipient).city for j in resume(read.state, 21).jobs] == ["Boise"]
     past = on_event(held, moved, 21, Inputs(event_ms=1_100, orders_read_ms=1_100))
-    assert [j.recipient.city for j in past.jobs if j.recipient] == ["Boise"]
+    assert [opened("O1", j.recipient).city for j in past.jobs] == ["Boise"]
 
 
 def test_a_release_event_read_back_releases_the_order_as_held_now() -> None:
@@ -355,13 +348,11 @@ def test_a_release_event_read_back_releases_the_order_as_held_now() -> None:
     held = on_event(state, box("B2", {"B": 1}), 10, Inputs(event_ms=1_000, orders_read_ms=0))
     release = release_due(held.state, 10 + BARRIER_WAIT_MS)
     assert release is not None
-    moved = order(update_time=150).model_copy(
-        update={"recipient": order().recipient.model_copy(update={"city": "Boise"})}  # type: ignore[union-attr]
-    )
+    moved = order(update_time=150).model_copy(update={"recipient": sealed("O1", city="Boise")})
     newer = on_event(held.state, moved, 11, Inputs(event_ms=900, orders_read_ms=900))
     assert newer.jobs == []
     back = on_event(newer.state, release, 12, Inputs(1_001, 1_001))
-    assert [j.recipient.city for j in back.jobs if j.recipient] == ["Boise"]
+    assert [opened("O1", j.recipient).city for j in back.jobs] == ["Boise"]
 
 
 def test_an_order_read_before_its_boxes_time_waits_for_the_orders_read_past_them() -> None:

@@ -15,7 +15,7 @@ from pypdf import PdfReader
 from devstack.simulator.render import Label, address_lines, pdf, png, zpl
 from devstack.simulator.shipium import package_label
 from schemas.common import Address
-from tests.unit.factories import LABEL, job
+from tests.unit.factories import BUYER, LABEL, job
 from workers.labeler import decide
 from workers.labeler.codes import DECISIONS, FailureCode
 from workers.labeler.shipium.request import (
@@ -73,7 +73,9 @@ def test_png_and_zpl_are_what_thermal_printers_take() -> None:
 
 
 def test_the_simulator_answers_every_format_asked_and_the_labeler_reads_them() -> None:
-    body = build_label_request(job("O7", parcels=2), RENO, label_formats=["pdf", "zpl", "png"])
+    body = build_label_request(
+        job("O7", parcels=2), BUYER, RENO, label_formats=["pdf", "zpl", "png"]
+    )
     shipment = body["shipmentParameters"]
     packages = shipment["multiParcelShipmentParameters"]
     answer = {
@@ -100,7 +102,7 @@ def test_a_seller_shipped_order_never_gets_a_tiktok_shop_request() -> None:
 
     ordinary = Settings(seller_shipped="carrier-selection")
     assert decide.routing_failure(seller, ordinary, 1) is None
-    shipment = build_label_request(seller, RENO, tiktok=False)["shipmentParameters"]
+    shipment = build_label_request(seller, None, RENO, tiktok=False)["shipmentParameters"]
     assert TIKTOK_ORDER_ID_FIELD not in shipment
     assert all(ITEM_REFERENCE_FIELD not in q for q in shipment["orderItemQuantities"])
 

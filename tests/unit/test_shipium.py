@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from schemas.common import Address
-from tests.unit.factories import job
+from tests.unit.factories import BUYER, job
 from workers.labeler.shipium.request import (
     ITEM_REFERENCE_FIELD,
     LABEL_PATH,
@@ -29,7 +29,7 @@ def test_url_and_method() -> None:
 
 
 def test_single_parcel_request_carries_item_references() -> None:
-    body = build_label_request(job("O9", parcels=1), SHIP_FROM)
+    body = build_label_request(job("O9", parcels=1), BUYER, SHIP_FROM)
     shipment = body["shipmentParameters"]
     assert body["generateLabel"] is True
     assert body["labelParameters"]["labelFormats"] == ["pdf"]
@@ -51,7 +51,7 @@ def test_single_parcel_request_carries_item_references() -> None:
 
 
 def test_multi_parcel_request_has_one_entry_per_box_with_its_own_items() -> None:
-    body = build_label_request(job("O9", parcels=3), SHIP_FROM)
+    body = build_label_request(job("O9", parcels=3), BUYER, SHIP_FROM)
     packages = body["shipmentParameters"]["multiParcelShipmentParameters"]
     assert [p["partnerPackageId"] for p in packages] == ["O9-B0", "O9-B1", "O9-B2"]
     refs = [[q[ITEM_REFERENCE_FIELD] for q in p["orderItemQuantities"]] for p in packages]

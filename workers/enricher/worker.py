@@ -32,7 +32,10 @@ from schemas.common import derived_id, now_ms
 from schemas.order import Order
 from schemas.topics import ALERTS, ORDERS, WEBHOOKS, WEBHOOKS_PARKED, WEBHOOKS_REJECTED
 from schemas.webhook import ParkedWebhook, WebhookRecord
+from workers.buyer.kek import key_service
+from workers.buyer.keys import Sealer
 from workers.enricher.decide import Action, cancellation, cause, decide
+from workers.errors import problem_of
 from workers.kafka import (
     Refused,
     Topics,
@@ -55,7 +58,7 @@ from workers.tiktok.tokens import (
     import_missing,
     read_token_file,
 )
-from workers.tiktok.wire import parse_order
+from workers.tiktok.wire import parse_address, parse_order
 
 log = structlog.get_logger(__name__)
 
@@ -83,11 +86,16 @@ class Pending:
 
 class Enricher:
     def __init__(
-        self, settings: EnricherSettings, producer: AIOKafkaProducer, tiktok: TikTokClient
+        self,
+        settings: EnricherSettings,
+        producer: AIOKafkaProducer,
+        tiktok: TikTokClient,
+        sealer: Sealer,
     ) -> None:
         self.settings = settings
         self.producer = producer
         self.tiktok = tiktok
+        self.sealer = sealer
         names = Topics(settings)
         self.orders_topic = names(ORDERS)
         self.rejected_topic = names(WEBHOOKS_REJECTED)
@@ -181,9 +189,13 @@ class Enricher:
             order = parse_order(
                 raw, shop_id, event_id, cause(item.record), self.settings.remorse_hold_s
             )
+            recipient = parse_address(raw.get("recipient_address"))
         except (KeyError, ValueError, TypeError) as exc:
-            await self.reject(item.message, f"unreadable order detail: {type(exc).__name__}: {exc}")
+            # the reason names the problem, never a value (a buyer's data may be in it)
+            await self.reject(item.message, f"unreadable order detail: {problem_of(exc)}")
             return None
+        sealed = await self.sealer.seal(shop_id, order.order_id, recipient)
+        order = order.model_copy(update={"recipient": sealed})
         log.info("order_enriched", order_id=order_id, status=order.status, cause=order.cause)
         return order
 
@@ -281,10 +293,12 @@ async def enrich(settings: EnricherSettings, runtime: Runtime[EnricherSettings])
     runtime.wants_consumer("the webhooks consumer", consumer)
     store = TokenStore()
     tokens = TokenTopic(settings, store, writer_name("enricher"))
+    kek = key_service(settings)
     async with aiohttp.ClientSession() as http:
         owner = Ownership(consumer, names(WEBHOOKS))
         tiktok = TikTokClient(http, settings, store, owner.owns)
-        enricher = Enricher(settings, producer, tiktok)
+        sealer = Sealer(settings, settings, kek, producer, writer_name("enricher"))
+        enricher = Enricher(settings, producer, tiktok, sealer)
         try:
             await producer.start()
             await tokens.start(producer)
@@ -309,6 +323,7 @@ async def enrich(settings: EnricherSettings, runtime: Runtime[EnricherSettings])
             await consumer.stop()
             await tokens.stop()
             await producer.stop()
+            await kek.close()
 
 
 class Ownership:

@@ -17,7 +17,7 @@ import structlog
 from prometheus_client import Counter, Gauge
 
 from schemas.alert import Alert
-from schemas.common import now_ms
+from schemas.common import Address, now_ms
 from schemas.label import LabelJob
 from workers.errors import ApiError, http_code
 from workers.labeler import decide
@@ -151,7 +151,9 @@ class Caller:
         await asyncio.sleep(self.settings.labeler_auth_retry_s)
 
 
-def creating(provider: LabelProvider) -> Callable[[LabelJob], Awaitable[LabelResponse]]:
+def creating(
+    provider: LabelProvider, recipient: Address | None
+) -> Callable[[LabelJob], Awaitable[LabelResponse]]:
     """A create call for one job that, after an answer that leaves the outcome unknown
     (a timeout, a dropped connection, 502/503/504), looks the shipment up by its
     partnerShipmentId before it creates again: a label made but not answered is taken,
@@ -168,7 +170,7 @@ def creating(provider: LabelProvider) -> Callable[[LabelJob], Awaitable[LabelRes
                 )
                 return found
         try:
-            return await provider.create_label(job)
+            return await provider.create_label(job, recipient)
         except ApiError as err:
             unsure = unsure or err.code in AMBIGUOUS
             raise

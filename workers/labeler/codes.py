@@ -32,13 +32,21 @@ class FailureCode(StrEnum):
     NO_SHIPPING_SERVICE = "no_shipping_service"  # no service fits the box: nothing bought
     DOCUMENT_GONE = "document_gone"  # picked up or cancelled: the stored label stands
     HANDOVER_SLOT = "handover_slot"  # Ship Package needs a pick-up time slot
+    # Buyer data
+    ERASED = "erased"  # the order's or shop's buyer data was erased: no label, ever
+    RECIPIENT_UNREADABLE = "recipient_unreadable"  # the sealed recipient does not open
 
 
 # Shipium refused our key: not the job's fault, it waits until the key works again.
 CREDENTIALS = frozenset({FailureCode.UNAUTHORIZED, FailureCode.FORBIDDEN})
 # Decisions, not errors: replaying them would be wrong, and they outlive a restart.
 DECISIONS = frozenset(
-    {FailureCode.CANCELLED, FailureCode.VOID_REQUIRED, FailureCode.SELLER_SHIPPED}
+    {
+        FailureCode.CANCELLED,
+        FailureCode.VOID_REQUIRED,
+        FailureCode.SELLER_SHIPPED,
+        FailureCode.ERASED,
+    }
 )
 
 # Answers after which the label may exist all the same (the call may have done its work):

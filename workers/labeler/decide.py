@@ -143,6 +143,7 @@ def result(
         event_id=derived_id("label", job.job_id),
         job_id=job.job_id,
         order_id=job.order_id,
+        shop_id=job.shop_id,
         carrier=response.carrier,
         service=response.service,
         shipment_id=response.shipment_id,

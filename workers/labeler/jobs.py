@@ -9,10 +9,12 @@ from collections.abc import Mapping
 
 import structlog
 
-from schemas.common import now_ms
+from schemas.common import Address, now_ms
 from schemas.label import LabelFailure, LabelJob
+from workers.buyer.keys import Erased, Opener, Unreadable
 from workers.labeler import decide
 from workers.labeler.calls import Caller, creating
+from workers.labeler.codes import FailureCode
 from workers.labeler.decide import Action
 from workers.labeler.filing import Filing
 from workers.labeler.ledger import Ledger
@@ -45,8 +47,10 @@ class JobRunner:
         writer: Writer,
         providers: Mapping[str, LabelProvider],
         max_in_flight: int,
+        opener: Opener,
     ) -> None:
         self.settings = settings
+        self.opener = opener
         self.providers = providers
         self.writer = writer
         # one adaptive limit per provider: each finds its own capacity
@@ -75,6 +79,9 @@ class JobRunner:
             if action is Action.RECOVER
             else decide.routing_failure(job, self.settings, now_ms())
         )
+        opened = await self.recipient(job)
+        if isinstance(opened, LabelFailure):
+            return await self.refuse(job, opened)
         refused = routing or await self.filing.claim_boxes(job)
         if refused is not None:
             return await self.refuse(job, refused)
@@ -88,7 +95,20 @@ class JobRunner:
                 return await self.finish(job, Answered(found.response, 1, found.call_ms))
         await self.writer.publish(self.writer.attempts, job.order_id, decide.attempt(job, now_ms()))
         self.ledger.attempted.add(job.job_id)
-        return await self.finish(job, await calls.with_retries(job, creating(provider)))
+        return await self.finish(job, await calls.with_retries(job, creating(provider, opened)))
+
+    async def recipient(self, job: LabelJob) -> Address | LabelFailure | None:
+        """The job's recipient, opened (``workers.buyer``); or why there is no label to
+        make: the buyer data was erased, or the sealed recipient does not open."""
+        try:
+            opened = await self.opener.open(job.order_id, job.recipient)
+        except Unreadable as exc:
+            return decide.failure(
+                job, FailureCode.RECIPIENT_UNREADABLE, str(exc), False, 0, now_ms()
+            )
+        if isinstance(opened, Erased):
+            return decide.failure(job, FailureCode.ERASED, opened.reason, False, 0, now_ms())
+        return opened
 
     async def cancel(self, job: LabelJob) -> Ended:
         """A cancel job: the cancellation failure (or, once labeled, the void one)."""

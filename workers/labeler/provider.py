@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from schemas.common import Address
 from schemas.label import LabelJob
 
 
@@ -43,9 +44,10 @@ class LabelProvider(Protocol):
     # the order's packages first): no look-up is needed before creating again.
     looks_before_create: bool
 
-    async def create_label(self, job: LabelJob) -> LabelResponse:
-        """One label per parcel of the job, in parcel order; raises ApiError (with a typed
-        code and whether a retry may help) when the provider answers otherwise."""
+    async def create_label(self, job: LabelJob, recipient: Address | None) -> LabelResponse:
+        """One label per parcel of the job, in parcel order, to the job's recipient
+        (opened from its sealed form by the labeler); raises ApiError (with a typed code
+        and whether a retry may help) when the provider answers otherwise."""
         ...
 
     async def find_label(self, job: LabelJob) -> LabelResponse | None:

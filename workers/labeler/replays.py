@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from schemas.codec import decode, encode
 from schemas.label import LabelFailure
 from schemas.replay import ReplayRequest
 from schemas.topics import LABEL_JOBS, REPLAYS
-from workers.kafka import Topics, make_consumer
+from workers.kafka import Topics, make_consumer, started
 from workers.labeler.codes import DECISIONS
 from workers.labeler.operations import failures
 from workers.settings import LabelerSettings
@@ -31,18 +31,6 @@ def replayable(request: ReplayRequest, known: dict[str, LabelFailure]) -> LabelF
     if failure is None or failure.order_id != request.order_id:
         return None
     return None if failure.error_code in DECISIONS else failure
-
-
-async def started(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> bool:
-    """Start the consumer (its group join can take seconds), unless ``stop`` comes first."""
-    starting = asyncio.create_task(consumer.start())
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
-    if not starting.done():
-        starting.cancel()
-    await asyncio.gather(starting, stopping, return_exceptions=True)
-    return starting.done() and not starting.cancelled() and starting.exception() is None
 
 
 async def serve_replays(

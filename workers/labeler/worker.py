@@ -29,6 +29,9 @@ from prometheus_client import Counter
 from schemas.common import now_ms
 from schemas.label import LabelJob
 from schemas.topics import LABEL_JOBS, LABEL_JOBS_REJECTED
+from workers.buyer.erase import serve_erasures
+from workers.buyer.kek import key_service
+from workers.buyer.keys import Opener
 from workers.kafka import (
     Refused,
     Topics,
@@ -48,6 +51,7 @@ from workers.labeler.shares import WarmStart
 from workers.labeler.shipium.client import ShipiumClient
 from workers.labeler.tiktok_shipping.client import TikTokShipping
 from workers.labeler.writer import CannotWrite, Writer
+from workers.labels.retention import keep_sweeping
 from workers.logs import dump_tasks
 from workers.runtime import Runtime, worker_runtime
 from workers.settings import LabelerSettings
@@ -318,6 +322,8 @@ async def label(settings: LabelerSettings, runtime: Runtime[LabelerSettings]) ->
         tiktok: TikTokClient | None = None
         budget: asyncio.Task[None] | None = None
         replays: asyncio.Task[None] | None = None
+        erasures: asyncio.Task[None] | None = None
+        sweeping: asyncio.Task[None] | None = None
         replays_stop = asyncio.Event()
         if "tiktok" in settings.providers_in_use():
             tokens = TokenTopic(settings, store, writer_name("labeler"))
@@ -325,11 +331,13 @@ async def label(settings: LabelerSettings, runtime: Runtime[LabelerSettings]) ->
             # does (a refresh token works once), and the labeler reads it from the topic
             tiktok = TikTokClient(http, settings, store, owns=lambda key: False)
             providers["tiktok"] = TikTokShipping(http, settings, tiktok, package_log(writer))
-        jobs = JobRunner(settings, writer, providers, settings.labeler_max_in_flight)
+        opener = Opener(settings, key_service(settings))
+        jobs = JobRunner(settings, writer, providers, settings.labeler_max_in_flight, opener)
         labeler = Labeler(settings, consumer, producer, jobs)
         listener.labeler = labeler
         try:
             await producer.start()
+            await opener.start()
             if tokens is not None:
                 await tokens.start(producer)
                 await import_missing(store, defaults_of(settings), "settings")
@@ -348,6 +356,13 @@ async def label(settings: LabelerSettings, runtime: Runtime[LabelerSettings]) ->
             replays = asyncio.create_task(
                 serve_replays(settings, producer, replays_stop), name="replays"
             )
+            erasures = asyncio.create_task(
+                serve_erasures(settings, jobs.filing.documents, producer, replays_stop),
+                name="erasures",
+            )
+            sweeping = asyncio.create_task(
+                keep_sweeping(settings, jobs.filing.documents, replays_stop), name="retention"
+            )
             await labeler.run(runtime.stop)
             if labeler.fatal is not None:
                 raise SystemExit(f"labeler stopped: {labeler.fatal}")
@@ -361,9 +376,11 @@ async def label(settings: LabelerSettings, runtime: Runtime[LabelerSettings]) ->
                 await labeler.warm.stop()
             if tokens is not None:
                 await tokens.stop()
-            if replays is not None:
-                done, _ = await asyncio.wait({replays}, timeout=5)
-                if not done:
-                    replays.cancel()
-                await asyncio.gather(replays, return_exceptions=True)
+            for task in (replays, erasures, sweeping):
+                if task is not None:
+                    done, _ = await asyncio.wait({task}, timeout=5)
+                    if not done:
+                        task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+            await opener.stop()
             await producer.stop()

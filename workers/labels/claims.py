@@ -26,7 +26,7 @@ from pydantic import Field, ValidationError
 
 from schemas.codec import decode
 from schemas.common import MAX_INT, Id, Model, OptionalId
-from schemas.label import LabelResult
+from schemas.label import ErasedLabel, LabelResult
 from workers.labels.store import LabelStore, claim_name, manifest_name
 
 MAX_CONTESTED = 16  # orders remembered as refused per claim
@@ -108,9 +108,16 @@ class Ambiguous:
     orders: list[str]
 
 
+@dataclass(frozen=True)
+class Gone:
+    """The box's label was erased with its buyer data."""
+
+    erased: ErasedLabel
+
+
 async def resolve(
     store: LabelStore, warehouse_id: str, box_id: str, order_id: str | None
-) -> Found | Ambiguous | None:
+) -> Found | Ambiguous | Gone | None:
     """The job whose label is the box's: Found, Ambiguous (two orders used the box id:
     the caller must name its order), or None (no such box, or not that order's)."""
     found = await store.get(claim_name(warehouse_id, box_id))
@@ -125,7 +132,8 @@ async def resolve(
     manifest = await store.get(manifest_name(held.job_id))
     label = decode(LabelResult, manifest) if manifest is not None else None
     if not isinstance(label, LabelResult):
-        return None  # claimed, not labeled yet
+        erased = decode(ErasedLabel, manifest) if manifest is not None else None
+        return Gone(erased) if isinstance(erased, ErasedLabel) else None  # or not labeled yet
     mine = any(p.box_id == box_id and p.warehouse_id == warehouse_id for p in label.parcels)
     if label.order_id != held.order_id or not mine:
         return Ambiguous(sorted({*orders, label.order_id}))  # never another box's label

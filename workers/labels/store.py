@@ -25,6 +25,7 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -83,6 +84,15 @@ class LabelStore(Protocol):
     async def put_if(self, name: str, data: bytes, tag: str | None) -> bool:
         """Write ``name`` only if it is absent (``tag`` None) or still has ``tag``; False
         when another writer came first."""
+        ...
+
+    async def delete(self, name: str) -> bool:
+        """Delete ``name``; False if it was not there."""
+        ...
+
+    def older_than(self, cutoff_s: float) -> AsyncIterator[str]:
+        """The names of documents and records last written before ``cutoff_s`` (Unix
+        seconds): what the retention sweep deletes."""
         ...
 
     async def close(self) -> None: ...
@@ -152,6 +162,30 @@ class FolderStore:
 
     async def put_if(self, name: str, data: bytes, tag: str | None) -> bool:
         return await asyncio.to_thread(self._put_if, name, data, tag)
+
+    def _delete(self, name: str) -> bool:
+        try:
+            self.path(name).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    async def delete(self, name: str) -> bool:
+        return await asyncio.to_thread(self._delete, name)
+
+    async def older_than(self, cutoff_s: float) -> AsyncIterator[str]:
+        def old() -> list[str]:
+            if not self.root.exists():
+                return []
+            found = []
+            for path in self.root.rglob("*"):
+                name = path.relative_to(self.root).as_posix()
+                if NAME.fullmatch(name) and path.stat().st_mtime < cutoff_s:
+                    found.append(name)
+            return found
+
+        for name in await asyncio.to_thread(old):
+            yield name
 
     async def close(self) -> None:
         return None
@@ -232,6 +266,26 @@ class S3Store:
                 return False
             raise
         return True
+
+    async def delete(self, name: str) -> bool:
+        client = await self.client()
+        key = self.key(name)
+        try:
+            await client.head_object(Bucket=self.bucket, Key=key)
+        except client.exceptions.ClientError:
+            return False
+        await client.delete_object(Bucket=self.bucket, Key=key)
+        return True
+
+    async def older_than(self, cutoff_s: float) -> AsyncIterator[str]:
+        client = await self.client()
+        start = f"{self.prefix}/" if self.prefix else ""
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start)
+        async for page in pages:
+            for item in page.get("Contents", []):
+                name = item["Key"].removeprefix(start)
+                if NAME.fullmatch(name) and item["LastModified"].timestamp() < cutoff_s:
+                    yield name
 
     async def close(self) -> None:
         if self._context is not None:

@@ -21,25 +21,38 @@ from pydantic import BaseModel
 
 from schemas.alert import Alert
 from schemas.box import BoxClosed
+from schemas.buyer import ErasureRequest
 from schemas.codec import encode
 from schemas.common import derived_id, now_ms
-from schemas.order import Order
-from schemas.topics import ALERTS, BOXES, ORDERS, WEBHOOKS, WEBHOOKS_REJECTED
+from schemas.order import Order, OrderPosted
+from schemas.topics import ALERTS, BOXES, ERASURES, ORDERS, WEBHOOKS, WEBHOOKS_REJECTED
 from schemas.webhook import TikTokWebhook, WebhookRecord, WebhookType
 from workers import auth
 from workers.auth import PRINCIPAL, Principal, Principals, protect
+from workers.buyer.erase import Target, requested
+from workers.buyer.kek import key_service
+from workers.buyer.keys import Sealer
 from workers.errors import ConfigError
 from workers.kafka import (
     Topics,
     make_producer,
     max_value_bytes,
     rejected_record,
+    writer_name,
 )
 from workers.labeler.operations import VOID_REFUSAL
 from workers.loop import hard_stop_after, new_event_loop
 from workers.receiver import labels
 from workers.receiver.dedupe import Dedupe
-from workers.receiver.keys import APPS, DEDUPE, METRICS, PRINCIPALS, PRODUCER, SETTINGS
+from workers.receiver.keys import (
+    APPS,
+    DEDUPE,
+    METRICS,
+    PRINCIPALS,
+    PRODUCER,
+    SEALER,
+    SETTINGS,
+)
 from workers.receiver.metrics import ReceiverMetrics
 from workers.receiver.openapi import document
 from workers.receiver.validate import Invalid, validate
@@ -203,14 +216,14 @@ async def tiktok_webhook(request: web.Request) -> web.Response:
 
 
 def warehouse_problem(
-    principal: Principal, event: BoxClosed | Order
-) -> tuple[int, Invalid] | BoxClosed | Order:
+    principal: Principal, event: BoxClosed | OrderPosted
+) -> tuple[int, Invalid] | BoxClosed | OrderPosted:
     """The box or order with its warehouse (filled in for a principal of one warehouse),
     or why the principal may not post it: 403 for a foreign warehouse, 400 when it must
     say. An order is always from an upstream system (never "tiktok": TikTok's orders come
     from the enricher)."""
     kind = "boxes" if isinstance(event, BoxClosed) else "orders"
-    if isinstance(event, Order):
+    if isinstance(event, OrderPosted):
         event = event.model_copy(update={"source": "upstream"})
     if event.warehouse_id:
         if principal.in_warehouse(event.warehouse_id):
@@ -226,8 +239,20 @@ def warehouse_problem(
     return 400, Invalid(f"invalid {name}", [{"field": "warehouse_id", "problem": problem}])
 
 
+async def sealed(app: web.Application, event: BoxClosed | OrderPosted) -> BoxClosed | Order:
+    """What is stored of an event: an order's recipient sealed (``workers.buyer``)."""
+    if isinstance(event, BoxClosed):
+        return event
+    try:
+        async with asyncio.timeout(app[SETTINGS].receiver_ack_timeout_s):
+            recipient = await app[SEALER].seal(event.shop_id, event.order_id, event.recipient)
+    except (TimeoutError, KafkaError) as exc:  # its new data key could not be stored
+        raise Unavailable(type(exc).__name__) from exc
+    return event.sealed(recipient)
+
+
 def ingest(
-    model: type[Order] | type[BoxClosed], topic_of: Callable[[Topics], str]
+    model: type[OrderPosted] | type[BoxClosed], topic_of: Callable[[Topics], str]
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handler(request: web.Request) -> web.Response:
         principal = request[PRINCIPAL]
@@ -235,7 +260,7 @@ def ingest(
         if isinstance(event, Invalid):
             request.app[METRICS].rejected.labels(request.path, event.error).inc()
             return error(400, event)
-        assert isinstance(event, Order | BoxClosed)  # noqa: S101 (narrowing for mypy)
+        assert isinstance(event, OrderPosted | BoxClosed)  # noqa: S101 (narrowing for mypy)
         checked = warehouse_problem(principal, event)
         if isinstance(checked, tuple):
             status, invalid = checked
@@ -243,12 +268,13 @@ def ingest(
             kind = "box" if isinstance(event, BoxClosed) else "order"
             log.warning(f"{kind}_refused", principal=principal.name, status=status)
             return error(status, invalid)
-        event = checked
         topic = topic_of(Topics(request.app[SETTINGS]))
         try:
-            await durable_send(request.app, [(topic, event.order_id, encode(event))])
+            stored = await sealed(request.app, checked)
+            await durable_send(request.app, [(topic, stored.order_id, encode(stored))])
         except Unavailable:
             return unavailable()
+        event = checked
         log.debug(
             "event_stored",
             topic=topic,
@@ -272,6 +298,35 @@ async def void_label(request: web.Request) -> web.Response:
         },
         status=409,
     )
+
+
+async def erasure(request: web.Request) -> web.Response:
+    """``POST /v1/erasures`` (operator): erase an order's or a shop's buyer data
+    (``workers.buyer.erase``); the erasure record."""
+    asked = validate(ErasureRequest, await read_body(request))
+    if isinstance(asked, Invalid):
+        return error(400, asked)
+    order_id, shop_id, reason = asked.order_id or None, asked.shop_id or None, asked.reason
+    if (order_id is None) == (shop_id is None):
+        problem = "give exactly one of order_id and shop_id"
+        return error(
+            400, Invalid("invalid ErasureRequest", [{"field": "order_id", "problem": problem}])
+        )
+    target = Target("order", order_id) if order_id else Target("shop", shop_id or "")
+    erasure = requested(target, request[PRINCIPAL].name, reason)
+    topic = Topics(request.app[SETTINGS])(ERASURES)
+    try:
+        await durable_send(request.app, [(topic, target.ident, encode(erasure))])
+    except Unavailable:
+        return unavailable()
+    log.warning(
+        "buyer_data_erasure_requested",
+        scope=target.scope,
+        target=target.ident,
+        principal=erasure.principal,
+        request_id=erasure.request_id,
+    )
+    return web.json_response(erasure.model_dump(), status=202)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -354,8 +409,11 @@ async def kafka_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     await producer.start()
     app[PRODUCER] = producer
+    kek = key_service(settings)
+    app[SEALER] = Sealer(settings, settings, kek, producer, writer_name("receiver"))
     yield
     await producer.stop()
+    await kek.close()
 
 
 def tiktok_apps(settings: ReceiverSettings) -> dict[str, str]:
@@ -400,9 +458,11 @@ def create_app(settings: ReceiverSettings) -> web.Application:
     app[DEDUPE] = Dedupe(settings.receiver_dedupe_window_s, settings.receiver_dedupe_max_ids)
     app.cleanup_ctx.append(kafka_ctx)
     app.router.add_post("/webhooks/tiktok", tiktok_webhook)  # signed: no principal
-    protect(app, app.router.add_post("/v1/orders", ingest(Order, lambda n: n(ORDERS))), "orders")
+    orders = ingest(OrderPosted, lambda n: n(ORDERS))
+    protect(app, app.router.add_post("/v1/orders", orders), "orders")
     protect(app, app.router.add_post("/v1/boxes", ingest(BoxClosed, lambda n: n(BOXES))), "boxes")
     protect(app, app.router.add_post("/v1/labels/{job_id}/void", void_label), "operator")
+    protect(app, app.router.add_post("/v1/erasures", erasure), "operator")
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)

@@ -8,6 +8,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from workers.auth import Principals
+from workers.buyer.keys import Sealer
 from workers.labels.store import LabelStore
 from workers.receiver.dedupe import Dedupe
 from workers.receiver.metrics import ReceiverMetrics
@@ -20,3 +21,4 @@ DEDUPE = web.AppKey("dedupe", Dedupe)
 APPS = web.AppKey("tiktok_apps", Mapping[str, str])  # app_key -> app_secret
 PRINCIPALS = web.AppKey("principals", Principals)
 STORE = web.AppKey("label_store", LabelStore)
+SEALER = web.AppKey("sealer", Sealer)  # seals posted orders' recipients

@@ -17,14 +17,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import orjson
+import structlog
 from aiohttp import web
 
 from schemas.codec import decode
-from schemas.label import LabelResult, ParcelLabel
+from schemas.label import ErasedLabel, LabelResult, ParcelLabel
 from workers.auth import PRINCIPAL, protect
 from workers.labels import claims
 from workers.labels.store import CONTENT_TYPES, document_name, manifest_name, open_store
 from workers.receiver.keys import SETTINGS, STORE
+
+log = structlog.get_logger(__name__)
 
 
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -42,16 +45,31 @@ def bad_request(field: str, problem: str) -> web.Response:
     return web.json_response(body | {"detail": f"{field}: {problem}"}, status=400)
 
 
-async def readable_label(request: web.Request, job_id: str) -> LabelResult | None:
-    """The job's label if the principal may read at least one of its parcels."""
+def gone(erased: ErasedLabel) -> web.Response:
+    body = {
+        "error": "erased",
+        "job_id": erased.job_id,
+        "detail": "this label was deleted with its order's buyer data (an erasure)",
+    }
+    return web.json_response(body, status=410)
+
+
+async def readable_label(request: web.Request, job_id: str) -> LabelResult | ErasedLabel | None:
+    """The job's label (or what is left of an erased one) if the principal may read at
+    least one of its parcels."""
     raw = await request.app[STORE].get(manifest_name(job_id))
-    label = decode(LabelResult, raw) if raw is not None else None
-    if not isinstance(label, LabelResult):
+    if raw is None:
         return None
     principal = request[PRINCIPAL]
-    if not any(principal.in_warehouse(p.warehouse_id) for p in label.parcels):
-        return None
-    return label
+    label = decode(LabelResult, raw)
+    if isinstance(label, LabelResult):
+        mine = any(principal.in_warehouse(p.warehouse_id) for p in label.parcels)
+        return label if mine else None
+    erased = decode(ErasedLabel, raw)
+    if isinstance(erased, ErasedLabel) and any(map(principal.in_warehouse, erased.warehouse_ids)):
+        log.info("label_fetch_erased", job_id=job_id, principal=principal.name)
+        return erased
+    return None
 
 
 def readable_parcel(request: web.Request, label: LabelResult, box_id: str) -> ParcelLabel | None:
@@ -66,6 +84,8 @@ async def label_record(request: web.Request) -> web.Response:
     label = await readable_label(request, request.match_info["job_id"])
     if label is None:
         return not_found("no label for this job (yet)")
+    if isinstance(label, ErasedLabel):
+        return gone(label)
     principal = request[PRINCIPAL]
     body = {
         "job_id": label.job_id,
@@ -97,6 +117,13 @@ async def document(request: web.Request, label: LabelResult, box_id: str) -> web
     data = await request.app[STORE].get(document_name(label.job_id, box_id, fmt))
     if data is None:
         return not_found(f"no {fmt} label for this box (formats stored: PARCELFLOW_LABEL_FORMATS)")
+    log.info(
+        "label_fetched",
+        job_id=label.job_id,
+        box_id=box_id,
+        format=fmt,
+        principal=request[PRINCIPAL].name,
+    )
     return web.Response(
         body=data,
         content_type=CONTENT_TYPES[fmt],
@@ -108,6 +135,8 @@ async def parcel_document(request: web.Request) -> web.Response:
     label = await readable_label(request, request.match_info["job_id"])
     if label is None:
         return not_found("no label for this box (yet)")
+    if isinstance(label, ErasedLabel):
+        return gone(label)
     return await document(request, label, request.match_info["box_id"])
 
 
@@ -134,6 +163,8 @@ async def box_document(request: web.Request) -> web.Response:
         )
     if found is None:
         return not_found("no label for this box (yet)")
+    if isinstance(found, claims.Gone):
+        return gone(found.erased)
     return await document(request, found.label, box_id)
 
 

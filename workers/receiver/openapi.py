@@ -7,7 +7,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from schemas.box import BoxClosed
-from schemas.order import Order
+from schemas.buyer import ErasureRequest
+from schemas.order import OrderPosted
 from schemas.webhook import TikTokWebhook
 
 REF = "#/components/schemas/{model}"
@@ -118,7 +119,7 @@ def intake_paths(components: dict[str, Any]) -> dict[str, Any]:
             "post": {
                 "summary": "An order event that already carries TikTok item ids.",
                 "security": [{"bearer": []}],
-                "requestBody": json_body(Order, components),
+                "requestBody": json_body(OrderPosted, components),
                 "responses": ingest_responses,
             }
         },
@@ -128,6 +129,23 @@ def intake_paths(components: dict[str, Any]) -> dict[str, Any]:
                 "security": [{"bearer": []}],
                 "requestBody": json_body(BoxClosed, components),
                 "responses": ingest_responses,
+            }
+        },
+        "/v1/erasures": {
+            "post": {
+                "summary": "Ask for the erasure of an order's or a shop's buyer data (the "
+                "operator role): the request is on buyer.erasures.v1 when this answers; a "
+                "labeler destroys the data keys and deletes the labels, the planner "
+                "tombstones the join state.",
+                "security": [{"bearer": []}],
+                "requestBody": json_body(ErasureRequest, components),
+                "responses": {
+                    "202": _ok(),
+                    "400": error("Not exactly one of order_id and shop_id, or invalid."),
+                    "401": BEARER_401,
+                    "403": error("The principal lacks the operator role."),
+                    "503": UNAVAILABLE,
+                },
             }
         },
     }
@@ -155,6 +173,7 @@ def label_paths() -> dict[str, Any]:
                     "200": _ok(),
                     "401": BEARER_401,
                     "404": error("No label for this job (yet)."),
+                    "410": error("The label was erased with its buyer data."),
                 },
             }
         },
@@ -223,6 +242,8 @@ def _document_responses() -> dict[str, Any]:
         "400": error("Not a known format."),
         "401": BEARER_401,
         "404": error("No label (in this format) for this box (yet)."),
+        "409": error("Two orders used this box id: ask again with ?order_id=."),
+        "410": error("The label was erased with its buyer data."),
     }
 
 

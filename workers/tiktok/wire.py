@@ -101,7 +101,6 @@ def parse_order(
         shop_id=shop_id,
         status=status,
         line_items=items,
-        recipient=parse_address(raw.get("recipient_address")),
         update_time=int(raw.get("update_time") or 0),
         source="tiktok",
         cause=cause,

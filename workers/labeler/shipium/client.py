@@ -42,21 +42,22 @@ class ShipiumClient:
         self.formats = list(settings.label_formats)
         self.warehouses = settings.warehouses
 
-    def request(self, job: LabelJob) -> dict[str, Any]:
+    def request(self, job: LabelJob, recipient: Address | None = None) -> dict[str, Any]:
         """The request for this job: the ship-from address and fulfillment context of its
         warehouse (routing checked the warehouse is known), the TikTok Shop carrier unless
         the seller ships the order."""
         warehouse = self.warehouses.get(job.warehouse_id)
         return build_label_request(
             job,
+            recipient,
             warehouse.ship_from if warehouse is not None else self.ship_from,
             label_formats=self.formats,
             fulfillment_context=warehouse.fulfillment_context if warehouse is not None else None,
             tiktok=job.shipping_type != "SELLER",
         )
 
-    async def create_label(self, job: LabelJob) -> LabelResponse:
-        body = orjson.dumps(self.request(job))
+    async def create_label(self, job: LabelJob, recipient: Address | None) -> LabelResponse:
+        body = orjson.dumps(self.request(job, recipient))
         status, payload, retry_after = await self._call(METHOD, LABEL_PATH, body)
         if status >= 400:
             raise parse_error(status, payload, retry_after)

@@ -86,6 +86,7 @@ def package(parcel: Parcel, tiktok: bool = True) -> dict[str, Any]:
 
 def build_label_request(
     job: LabelJob,
+    recipient: Address | None,
     ship_from: Address,
     *,
     label_formats: Sequence[str] = ("pdf",),
@@ -102,7 +103,7 @@ def build_label_request(
         "partnerShipmentId": job.job_id,
         "orderedDateTime": datetime.fromtimestamp(job.created_at_ms / 1000, UTC).isoformat(),
         "shipFromAddress": address(ship_from),
-        "destinationAddress": address(job.recipient),
+        "destinationAddress": address(recipient),
         "fulfillmentContext": fulfillment_context or {"channel": "TikTok Shop"},
     }
     if tiktok:

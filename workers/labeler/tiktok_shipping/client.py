@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import aiohttp
 import orjson
 
+from schemas.common import Address
 from schemas.label import LabelJob, Parcel
 from workers.errors import ApiError, http_code
 from workers.labeler.codes import FailureCode
@@ -94,7 +95,8 @@ class TikTokShipping:
         self.record = record
         self.timeout = aiohttp.ClientTimeout(total=settings.tiktok_timeout_s)
 
-    async def create_label(self, job: LabelJob) -> LabelResponse:
+    async def create_label(self, job: LabelJob, recipient: Address | None) -> LabelResponse:
+        # TikTok has the recipient: the packages TikTok ships go where the order says
         packed = await self.packed(job)
         labels, packages, services = [], [], []
         for parcel in job.parcels:

@@ -1,0 +1,1 @@
+"""Buyer data protection: sealing recipients, the key services, erasure."""
