@@ -35,7 +35,6 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import sealing
 from bench.labeler import bench_stack, fill, start_labeler
 from devstack.broker.embedded import free_port
 from devstack.simulator.app import Simulator
@@ -99,7 +98,6 @@ async def one(
         }
     )
     await ensure_topics(settings)
-    await sealing.publish_key(settings)
     total = int(sum(c / args.latency for c in CAPACITIES) * args.phase_s * 1.3) + 200
     await fill(settings, total)
     state = sim.shipium
@@ -178,7 +176,6 @@ async def starts(
         }
     )
     await ensure_topics(settings)
-    await sealing.publish_key(settings)
     capacity = CAPACITIES[-1]
     await fill(settings, int(capacity / args.latency * (args.learn_s + 3 * args.measure_s) * 1.3))
     state = sim.shipium

@@ -69,6 +69,9 @@ def make_job(n: int, run: str) -> LabelJob:
 
 
 async def fill(settings: Settings, count: int) -> None:
+    """``count`` label jobs on label-jobs.v1, their recipients sealed under the benchmarks'
+    data key (published first: the labeler opens them)."""
+    await sealing.publish_key(settings)
     producer = make_producer(settings, linger_ms=20)  # default 16 KiB batches, as Faust writes
     await producer.start()
     try:
@@ -131,7 +134,6 @@ async def throughput(base: Settings, sim: Simulator, args: argparse.Namespace, t
         }
     )
     await ensure_topics(settings)
-    await sealing.publish_key(settings)
     await fill(settings, args.jobs)
     proc = start_labeler(settings, tmp / "throughput.log")
     try:
@@ -169,7 +171,6 @@ async def peak_rss(
         }
     )
     await ensure_topics(settings)
-    await sealing.publish_key(settings)
     await fill(settings, backlog)
     proc = start_labeler(settings, tmp / f"rss-{backlog}.log")
     peak = 0

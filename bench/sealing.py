@@ -22,12 +22,12 @@ from typing import Any
 
 import orjson
 
-from schemas.buyer import DataKey
 from schemas.codec import encode
-from schemas.common import Address, now_ms
+from schemas.common import Address
 from schemas.topics import BUYER_KEYS
+from workers.buyer import keys
 from workers.buyer.kek import LocalKek, key_service
-from workers.buyer.keys import open_with, parts_of, record_key, seal_with, wrap_context
+from workers.buyer.keys import open_with, parts_of, seal_with
 from workers.kafka import Topics, make_producer
 from workers.settings import Settings
 
@@ -51,23 +51,14 @@ def sealed(order_id: str) -> str:
 async def publish_key(settings: Settings) -> None:
     """The benchmarks' data key on buyer.keys.v1, wrapped by the settings' KEK."""
     kek = key_service(settings)
-    wrapped = await kek.wrap(KEY, wrap_context(SHOP, KEY_ID))
-    await kek.close()
-    record = DataKey(
-        key_id=KEY_ID,
-        shop_id=SHOP,
-        kek_id=wrapped.kek_id,
-        wrapped=base64.b64encode(wrapped.blob).decode(),
-        created_at_ms=now_ms(),
-        writer="bench",
-    )
     producer = make_producer(settings)
     await producer.start()
     try:
         topic = Topics(settings)(BUYER_KEYS)
-        await producer.send_and_wait(topic, encode(record), key=record_key(SHOP, KEY_ID))
+        await keys.publish_key(producer, topic, kek, SHOP, KEY_ID, KEY, "bench")
     finally:
         await producer.stop()
+        await kek.close()
 
 
 def per_call_us(fn: Any, rounds: int) -> float:

@@ -266,6 +266,7 @@ class Stack:
             "PARCELFLOW_LABEL_STORE": f"s3://{bucket}/labels",
             "PARCELFLOW_LABEL_S3_ENDPOINT": endpoint,
             "PARCELFLOW_LABEL_S3_REGION": "us-east-1",
+            "PARCELFLOW_LABEL_S3_SSE": "AES256",  # labels carry addresses: encrypted at rest
             "AWS_ACCESS_KEY_ID": "parcelflow-devstack",
             "AWS_SECRET_ACCESS_KEY": secrets.token_hex(16),
         }

@@ -69,6 +69,10 @@ def preflight(name: str, settings: Settings) -> None:
 
     if name in ("receiver", "enricher", "labeler"):  # they seal or open buyer data
         kek.check(settings)
+    if name in ("receiver", "labeler"):  # they read or write the label store
+        from workers.labels.store import check as check_store
+
+        check_store(settings)
     if name == "receiver":
         from workers.receiver.app import check_settings
 

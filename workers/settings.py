@@ -439,6 +439,12 @@ class LabelStoreSettings(Section):
 
     label_s3_kms_key_id: str = Field("", description="KMS key for aws:kms encryption.")
 
+    label_s3_allow_unencrypted: bool = Field(
+        False,
+        description="Allow an S3 label store without PARCELFLOW_LABEL_S3_SSE (labels carry "
+        "buyers' addresses): only where the bucket encrypts by a default you have checked.",
+    )
+
     label_retention_days: float = Field(
         30.0,
         gt=0,
@@ -665,6 +671,27 @@ class PlannerSettings(WorkerSettings):
         "acknowledged, at most: the next batch is joined while earlier ones are written "
         "(1: each batch waits for the one before). Each batch's events are committed once "
         "its records and every earlier batch's are acknowledged.",
+    )
+
+    planner_forget_recipient_s: float = Field(
+        600.0,
+        gt=0,
+        description="How long after an order's label job was made its planner state keeps "
+        "the (sealed) recipient: then the state drops it (the job is on label-jobs.v1).",
+    )
+
+    planner_state_retention_s: float = Field(
+        14 * 86_400.0,
+        gt=0,
+        description="How long after an order's label job was made its planner state is "
+        "kept: then it is tombstoned in the table and its changelog.",
+    )
+
+    planner_tidy_every_s: float = Field(
+        30.0,
+        gt=0,
+        description="How often each planner applies erasures and the two settings above to "
+        "the states it holds.",
     )
 
     planner_hold_check_s: float = Field(

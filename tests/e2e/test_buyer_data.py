@@ -12,10 +12,13 @@ import asyncio
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 import pytest
+from pydantic import BaseModel
 
 from devstack.demo import Progress, send, watch
 from devstack.demo_data import DemoOrder, make_demo
@@ -23,12 +26,20 @@ from devstack.stack import Stack
 from schemas.buyer import Erasure
 from schemas.codec import decode, encode
 from schemas.label import LabelFailure, LabelJob
-from schemas.topics import ALL_TOPICS, BUYER_KEYS, ERASURES, LABEL_FAILURES, LABEL_JOBS
+from schemas.topics import (
+    ALL_TOPICS,
+    BUYER_KEYS,
+    ERASURES,
+    LABEL_FAILURES,
+    LABEL_JOBS,
+    TopicSpec,
+)
 from workers.kafka import Topics, make_producer, read_to_end
 from workers.plugins import adapt_kafka_clients
 from workers.settings import Settings
 
 pytestmark = pytest.mark.slow
+M = TypeVar("M", bound=BaseModel)
 
 
 def call(method: str, url: str, token: str, body: object = None) -> tuple[int, bytes]:
@@ -88,35 +99,30 @@ def box_label(stack: Stack, order: DemoOrder) -> int:
     return call("GET", url, stack.token)[0]
 
 
-async def job_of(settings: Settings, order_id: str) -> LabelJob:
-    for record in await read_to_end(settings, Topics(settings)(LABEL_JOBS)):
-        job = decode(LabelJob, record.value)
-        if isinstance(job, LabelJob) and job.order_id == order_id:
-            return job
-    raise AssertionError(f"no job of {order_id}")
-
-
-async def failure_of(settings: Settings, job_id: str, timeout_s: float = 60) -> LabelFailure:
+async def first(
+    settings: Settings,
+    spec: TopicSpec,
+    model: type[M],
+    wanted: Callable[[M], bool],
+    timeout_s: float = 60,
+) -> M:
+    """The first record of ``spec`` that is a ``model`` and ``wanted``, waited for."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for record in await read_to_end(settings, Topics(settings)(LABEL_FAILURES)):
-            found = decode(LabelFailure, record.value)
-            if isinstance(found, LabelFailure) and found.job_id == job_id:
+    while True:
+        for record in await read_to_end(settings, Topics(settings)(spec)):
+            found = decode(model, record.value)
+            if isinstance(found, model) and wanted(found):
                 return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no such record on {spec.name} within {timeout_s} s")
         await asyncio.sleep(0.5)
-    raise AssertionError(f"no failure of {job_id}")
 
 
-async def erased(settings: Settings, request_id: str, timeout_s: float = 60) -> Erasure:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for record in await read_to_end(settings, Topics(settings)(ERASURES)):
-            done = decode(Erasure, record.value)
-            if isinstance(done, Erasure) and done.status == "done":
-                if done.request_id == request_id:
-                    return done
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"erasure {request_id} not done within {timeout_s} s")
+async def erased(settings: Settings, request_id: str) -> Erasure:
+    def done(e: Erasure) -> bool:
+        return e.status == "done" and e.request_id == request_id
+
+    return await first(settings, ERASURES, Erasure, done)
 
 
 async def send_job(settings: Settings, job: LabelJob) -> None:
@@ -179,11 +185,14 @@ def test_no_buyer_data_in_clear_and_erasures_of_an_order_and_a_shop(tmp_path: Pa
         # a job of the erased order (sent again, as a replay would): it ends "erased",
         # and no label is bought
         calls_before = len(orjson.loads(requests))
-        again = asyncio.run(job_of(settings, order.order_id)).model_copy(
+        original = first(settings, LABEL_JOBS, LabelJob, lambda j: j.order_id == order.order_id)
+        again = asyncio.run(original).model_copy(
             update={"job_id": "job-after-erasure", "event_id": "job-after-erasure"}
         )
         asyncio.run(send_job(settings, again))
-        failure = asyncio.run(failure_of(settings, again.job_id))
+        failure = asyncio.run(
+            first(settings, LABEL_FAILURES, LabelFailure, lambda f: f.job_id == again.job_id)
+        )
         calls_after = len(
             orjson.loads(
                 urllib.request.urlopen(  # noqa: S310 (local)

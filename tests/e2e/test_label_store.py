@@ -141,6 +141,7 @@ def test_labels_go_to_the_object_store_and_a_station_fetches_its_box(stack: Stac
                 assert hashlib.sha256(body).hexdigest() == document.sha256
                 assert len(body) == document.size
                 assert obj["ContentType"] in {"application/pdf", "application/x-zpl"}
+                assert obj.get("ServerSideEncryption") == "AES256"  # labels carry addresses
                 fetched[(label.job_id, parcel.box_id, document.format)] = body
     label = next(iter(progress.labels.values()))
     box = label.parcels[0].box_id

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import Callable
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import BaseModel
 
-from schemas.buyer import DataKey
 from schemas.codec import encode
-from schemas.common import Address, now_ms
+from schemas.common import Address
 from schemas.topics import BUYER_KEYS, TopicSpec
 from tests.unit.factories import TEST_KEY, TEST_KEY_ID, TEST_SHOP
 from workers.buyer.kek import key_service
-from workers.buyer.keys import Opener, record_key, wrap_context
+from workers.buyer.keys import Opener, publish_key
 from workers.kafka import Topics
 from workers.settings import Settings
 from workers.topics import ensure_topics
@@ -42,23 +40,14 @@ async def publish_test_key(settings: Settings) -> None:
     """The factories' data key (``tests.unit.factories.sealed``) on ``buyer.keys.v1``,
     wrapped by the settings' KEK: a labeler opens what the factories seal."""
     kek = key_service(settings)
-    wrapped = await kek.wrap(TEST_KEY, wrap_context(TEST_SHOP, TEST_KEY_ID))
-    record = DataKey(
-        key_id=TEST_KEY_ID,
-        shop_id=TEST_SHOP,
-        kek_id=wrapped.kek_id,
-        wrapped=base64.b64encode(wrapped.blob).decode(),
-        created_at_ms=now_ms(),
-        writer="tests",
-    )
-    await kek.close()
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()
     try:
         topic = Topics(settings)(BUYER_KEYS)
-        await producer.send_and_wait(topic, encode(record), key=record_key(TEST_SHOP, TEST_KEY_ID))
+        await publish_key(producer, topic, kek, TEST_SHOP, TEST_KEY_ID, TEST_KEY, "tests")
     finally:
         await producer.stop()
+        await kek.close()
 
 
 async def produce(

@@ -15,6 +15,7 @@ from aiohttp.test_utils import make_mocked_request
 from schemas.codec import encode
 from schemas.label import LabelFailure
 from tests.conftest import FAKE_SECRETS
+from tests.integration.kafka_helpers import provisioned
 from tests.unit.factories import job, order
 from workers.auth import Principals
 from workers.dashboard.access import COOKIE, Access, token_print
@@ -214,10 +215,9 @@ async def test_a_logout_ends_the_session_on_every_replica(
     """Two dashboard replicas on one broker: a session signed in on either works on both,
     and a logout on one is refused by the other within moments (dashboard.sessions.v1)."""
     from workers.dashboard.app import follow_sessions
-    from workers.topics import ensure_topics
 
     settings = make_settings(dashboard_session_key="k" * 32, dashboard_cookie_secure=False)
-    await ensure_topics(settings)
+    await provisioned(settings)
     replicas = [Access(settings, Principals.from_settings(settings)) for _ in range(2)]
     stop = asyncio.Event()
     tasks = [asyncio.create_task(follow_sessions(settings, a, stop)) for a in replicas]

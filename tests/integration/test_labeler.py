@@ -28,7 +28,7 @@ from schemas.topics import (
     REPLAYS,
     TopicSpec,
 )
-from tests.integration.kafka_helpers import consume, models, produce
+from tests.integration.kafka_helpers import consume, models, produce, provisioned
 from tests.integration.processes import in_process
 from tests.integration.sim import start_simulator
 from tests.unit.factories import job
@@ -37,7 +37,6 @@ from workers.labeler.operations import replay
 from workers.labeler.shipium.request import ITEM_REFERENCE_FIELD
 from workers.labeler.worker import run
 from workers.settings import Settings
-from workers.topics import ensure_topics
 
 MAX_IN_FLIGHT = 4
 WRITE_RETRIES = "parcelflow_labeler_write_retries_total"
@@ -55,7 +54,7 @@ async def labeler(
         labeler_backoff_base_s=0.05,
         labeler_max_attempts=3,
     )
-    await ensure_topics(settings)  # before any test produces: co-partitioned topics
+    await provisioned(settings)  # before any test produces: co-partitioned topics
     async with in_process(run, settings):
         yield settings, sim
 
@@ -138,7 +137,7 @@ async def test_rejected_credentials_pause_alert_and_resume_by_themselves(
     url, sim = await start_simulator(serve, base)
     settings = make_settings(shipium_base_url=url, labeler_auth_retry_s=0.3)
     sim.faults.push("shipium", [Fault(status=401), Fault(status=403)])
-    await ensure_topics(settings)
+    await provisioned(settings)
     async with in_process(run, settings):
         await produce(settings, LABEL_JOBS, "A1", job("A1"))
         labels = models(LabelResult, await consume(settings, LABELS, lambda v: len(v) >= 1))
@@ -155,7 +154,7 @@ async def test_a_restarted_labeler_never_calls_twice_for_a_labeled_job(
     url, sim = await start_simulator(serve, base)
     settings = make_settings(shipium_base_url=url)
     jobs = [job(f"D{n}") for n in range(6)]
-    await ensure_topics(settings)  # before producing: topics made by the broker differ
+    await provisioned(settings)  # before producing: topics made by the broker differ
 
     async def run_until(count: int) -> list[LabelResult]:
         async with in_process(run, settings):
@@ -180,7 +179,7 @@ async def test_a_job_past_its_max_age_is_not_retried(
     settings = make_settings(shipium_base_url=url, labeler_max_age_s=60)
     sim.faults.push("shipium", [Fault(status=503)])
     old = job("OLD").model_copy(update={"created_at_ms": 1})  # made long ago
-    await ensure_topics(settings)
+    await provisioned(settings)
     async with in_process(run, settings):
         await produce(settings, LABEL_JOBS, "OLD", old)
         failures = models(
@@ -197,7 +196,7 @@ async def test_cancellations_drop_unlabeled_jobs_and_say_to_void_labeled_ones(
     base = make_settings(sim_label_latency_median_s=0.0)
     url, sim = await start_simulator(serve, base)
     settings = make_settings(shipium_base_url=url)
-    await ensure_topics(settings)
+    await provisioned(settings)
     labeled, unlabeled = job("V1"), job("V2")
 
     async def run_once(spec: TopicSpec, until: Callable[[list[bytes]], bool]) -> list[bytes]:
@@ -238,7 +237,7 @@ async def test_slow_calls_cause_no_rebalance(
         kafka_max_poll_interval_s=1.5,
         kafka_session_timeout_s=6,  # Kafka's least (group.min.session.timeout.ms)
     )
-    await ensure_topics(settings)
+    await provisioned(settings)
     before = REGISTRY.get_sample_value("parcelflow_labeler_partition_assignments_total") or 0
     async with in_process(run, settings):
         for n in range(6):
@@ -260,7 +259,7 @@ async def test_a_label_that_cannot_be_stored_ends_its_job_with_the_reason(
     not_a_folder = tmp_path / "labels-file"
     not_a_folder.write_bytes(b"a file where the label folder should be")
     settings = make_settings(shipium_base_url=url, label_dir=not_a_folder)
-    await ensure_topics(settings)
+    await provisioned(settings)
     stop = asyncio.Event()
     task = asyncio.create_task(run(settings, stop))
     try:
@@ -303,7 +302,7 @@ async def test_writes_during_a_broker_pause_are_retried_and_every_job_ends(
             labeler_publish_timeout_s=60.0,
             labeler_max_in_flight=4,
         )
-        await ensure_topics(settings)
+        await provisioned(settings)
         stop = asyncio.Event()
         task = asyncio.create_task(run(settings, stop))
         jobs = [job(f"BP{n}") for n in range(24)]
@@ -374,7 +373,7 @@ async def test_the_adaptive_limit_finds_the_providers_capacity(
         labeler_initial_in_flight=16,
         labeler_backoff_base_s=0.05,
     )
-    await ensure_topics(settings)
+    await provisioned(settings)
     count = 240
     for n in range(count):
         await produce(settings, LABEL_JOBS, f"C{n}", job(f"C{n}"))
@@ -415,7 +414,7 @@ async def test_lookups_do_not_teach_the_limiter_its_baseline(
     )
     url, _ = await start_simulator(serve, base)
     settings = make_settings(shipium_base_url=url, labeler_max_in_flight=16)
-    await ensure_topics(settings)
+    await provisioned(settings)
     count = 24
     for n in range(count):
         started = job(f"R{n}")

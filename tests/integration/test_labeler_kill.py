@@ -15,13 +15,12 @@ import pytest
 from devstack.broker.embedded import free_port
 from schemas.label import LabelResult
 from schemas.topics import LABEL_JOBS, LABELS
-from tests.integration.kafka_helpers import consume, models, produce
+from tests.integration.kafka_helpers import consume, models, produce, provisioned
 from tests.integration.processes import settings_env
 from tests.integration.sim import get_json, simulator_process
 from tests.unit.factories import job
 from workers.labeler.worker import run
 from workers.settings import Settings
-from workers.topics import ensure_topics
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +54,7 @@ async def test_sigkill_mid_run_then_restart_labels_every_job_exactly_once(
         labeler_max_in_flight=16,
     )
     async with simulator_process(settings, tmp_path / "simulator.log") as url:
-        await ensure_topics(settings)
+        await provisioned(settings)
         jobs = [job(f"K{n:03d}", parcels=1 + n % 2) for n in range(120)]
         for j in jobs:
             await produce(settings, LABEL_JOBS, j.order_id, j)
@@ -108,7 +107,7 @@ async def test_a_rebalance_during_slow_calls_loses_nothing_and_calls_nothing_twi
         labeler_max_in_flight=8,
     )
     async with simulator_process(settings, tmp_path / "simulator.log") as url:
-        await ensure_topics(settings)
+        await provisioned(settings)
         jobs = [job(f"R{n:03d}") for n in range(40)]
         for j in jobs:
             await produce(settings, LABEL_JOBS, j.order_id, j)

@@ -18,12 +18,12 @@ from bench.adaptive import limit_of
 from devstack.broker.embedded import free_port
 from schemas.codec import encode
 from schemas.topics import LABEL_JOBS
+from tests.integration.kafka_helpers import provisioned
 from tests.integration.processes import worker_process
 from tests.integration.sim import start_simulator
 from tests.unit.factories import job
 from workers.kafka import Topics, make_producer
 from workers.settings import Settings
-from workers.topics import ensure_topics
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,7 @@ async def test_a_new_replica_starts_at_its_share_of_the_groups_limit(
         labeler_limit_report_s=1.0,
         labeler_backoff_base_s=0.05,
     )
-    await ensure_topics(settings)
+    await provisioned(settings)
     await fill(settings, 4000)  # a backlog that outlasts the test
     ports = [free_port(), free_port()]
     with ExitStack() as running:

@@ -12,6 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
+from schemas.buyer import Erasure
 from schemas.codec import decode, encode
 from schemas.common import now_ms
 from schemas.label import LabelJob
@@ -22,6 +23,7 @@ from schemas.repair import RepairRequest
 from schemas.topics import (
     BOXES,
     BOXES_REJECTED,
+    ERASURES,
     LABEL_JOBS,
     ORDERS,
     ORDERS_REJECTED,
@@ -31,7 +33,8 @@ from schemas.topics import (
 from tests.integration.kafka_helpers import consume, models, produce
 from tests.integration.processes import worker_process
 from tests.unit.factories import box, opened, order, sealed
-from workers.kafka import Topics
+from workers.kafka import Topics, read_to_end
+from workers.planner.join import OrderState
 from workers.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -329,3 +332,60 @@ async def test_a_repair_request_is_read_back_by_offset_and_joined_again(
     values = await consume(planner, LABEL_JOBS, lambda v: False, timeout_s=1)
     assert len(jobs_for(values, "RP1")) == jobs_made and not jobs_for(values, other)
     assert len(plans_for(await consume(planner, PLANS, lambda v: False, 1), "RP1")) == plans_made
+
+
+async def test_a_finished_state_forgets_its_recipient_and_an_erasure_tombstones_it(
+    broker: object, tmp_path: Path
+) -> None:
+    """Kept only while needed: a few seconds after its job, the order's state in the
+    changelog holds no recipient, not even sealed; an erasure of its shop tombstones it,
+    and a later box of the erased order is not joined."""
+    settings = planner_settings(broker, tmp_path / "data").model_copy(
+        update={"planner_forget_recipient_s": 1.0, "planner_tidy_every_s": 0.5}
+    )
+    changelog = f"{settings.topic_namespace}{settings.planner_app_id}-orders-changelog"
+    with worker_process("planner", settings, tmp_path / "planner.log", b"Worker]: Ready"):
+        await produce(settings, ORDERS, "E1", order("E1", skus={"A": 1}))
+        await produce(settings, BOXES, "E1", box("E1-B1", {"A": 1}, order_id="E1"))
+        [job] = jobs_for(
+            await consume(settings, LABEL_JOBS, lambda v: bool(jobs_for(v, "E1"))), "E1"
+        )
+        assert job.recipient is not None  # the job carries it, sealed
+
+        async def latest() -> tuple[int, bytes | None]:
+            records = [r for r in await read_to_end(settings, changelog) if r.key == b"E1"]
+            return len(records), records[-1].value if records else None
+
+        deadline = time.monotonic() + 30
+        while b'"recipient":"pf1.' in ((await latest())[1] or b'"recipient":"pf1.'):
+            assert time.monotonic() < deadline, "the state still keeps the recipient"
+            await asyncio.sleep(0.5)
+        state = OrderState.model_validate_json((await latest())[1] or b"")
+        assert state.job is not None and state.order is not None
+        assert (state.job.recipient, state.order.recipient) == (None, None)
+        assert state.job.job_id == job.job_id  # the rest is kept
+
+        erasure = Erasure(
+            event_id="erase-shop-1",
+            request_id="erase-shop-1",
+            scope="shop",
+            shop_id="shop-1",
+            principal="test",
+            at_ms=now_ms(),
+        )
+        await produce(settings, ERASURES, "shop-1", erasure)
+        deadline = time.monotonic() + 30
+        while (await latest())[1] is not None:
+            assert time.monotonic() < deadline, "the erased order's state was not tombstoned"
+            await asyncio.sleep(0.5)
+        await produce(settings, BOXES, "E1", box("E1-B2", {"A": 1}, order_id="E1"))
+        await produce(
+            settings,
+            ORDERS,
+            "E2",
+            order("E2", skus={"A": 1}).model_copy(update={"shop_id": "shop-2"}),
+        )
+        await produce(settings, BOXES, "E2", box("E2-B1", {"A": 1}, order_id="E2"))
+        await consume(settings, LABEL_JOBS, lambda v: bool(jobs_for(v, "E2")))
+    plans = plans_for(await consume(settings, PLANS, lambda v: False, timeout_s=1), "E1")
+    assert [p.box_id for p in plans] == ["E1-B1"]  # nothing for the box after the erasure

@@ -16,7 +16,7 @@ from devstack.simulator.app import Simulator
 from devstack.simulator.faults import Fault
 from schemas.label import LabelAttempt, LabelFailure, LabelJob, LabelResult
 from schemas.topics import LABEL_ATTEMPTS, LABEL_FAILURES, LABEL_JOBS, LABELS
-from tests.integration.kafka_helpers import consume, models, produce
+from tests.integration.kafka_helpers import consume, models, produce, provisioned
 from tests.integration.processes import in_process
 from tests.integration.sim import start_simulator
 from tests.unit.factories import job
@@ -26,7 +26,6 @@ from workers.settings import Settings
 from workers.tiktok.codes import CODES, RETRIABLE, Verdict
 from workers.tiktok.codes import CREATE as CREATE_PAGE
 from workers.tiktok.tokens import ANY_SHOP, ShopAuth, shared_tokens
-from workers.topics import ensure_topics
 
 
 def sim_order(j: LabelJob, on_hold: bool = False) -> dict[str, Any]:
@@ -60,7 +59,7 @@ async def tiktok_labeler(
         tiktok_refresh_race_wait_s=0.5,
         tiktok_timeout_s=2.0,
     )
-    await ensure_topics(settings)
+    await provisioned(settings)
     async with in_process(run, settings):
         yield settings, sim
 
@@ -207,7 +206,7 @@ async def test_a_warehouse_with_a_handover_method_ships_each_package_once(
             "WH-U": dock,
         },
     )
-    await ensure_topics(settings)
+    await provisioned(settings)
     jobs = [
         job("786", parcels=2).model_copy(update={"warehouse_id": "WH-D"}),
         job("787").model_copy(update={"warehouse_id": "WH-U"}),

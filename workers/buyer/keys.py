@@ -169,23 +169,34 @@ class Sealer:
 
     async def _make(self, shop_id: str) -> _Current:
         """A new data key, published wrapped (and acknowledged) before its first use."""
-        key = AESGCM.generate_key(256)
-        key_id = uuid.uuid4().hex
-        wrapped = await self.kek.wrap(key, wrap_context(shop_id, key_id))
-        record = DataKey(
-            key_id=key_id,
-            shop_id=shop_id,
-            kek_id=wrapped.kek_id,
-            wrapped=base64.b64encode(wrapped.blob).decode(),
-            created_at_ms=now_ms(),
-            writer=self.writer,
-        )
-        await self.producer.send_and_wait(
-            self.topic, encode(record), key=record_key(shop_id, key_id)
-        )
+        key, key_id = AESGCM.generate_key(256), uuid.uuid4().hex
+        await publish_key(self.producer, self.topic, self.kek, shop_id, key_id, key, self.writer)
         KEYS_MADE.inc()
-        log.info("buyer_key_made", shop_id=shop_id, key_id=key_id, kek_id=wrapped.kek_id)
         return _Current(key_id, key, time.monotonic())
+
+
+async def publish_key(
+    producer: AIOKafkaProducer,
+    topic: str,
+    kek: KeyService,
+    shop_id: str,
+    key_id: str,
+    key: bytes,
+    writer: str,
+) -> DataKey:
+    """Wrap a data key and write it to ``buyer.keys.v1`` (acknowledged); its record."""
+    wrapped = await kek.wrap(key, wrap_context(shop_id, key_id))
+    record = DataKey(
+        key_id=key_id,
+        shop_id=shop_id,
+        kek_id=wrapped.kek_id,
+        wrapped=base64.b64encode(wrapped.blob).decode(),
+        created_at_ms=now_ms(),
+        writer=writer,
+    )
+    await producer.send_and_wait(topic, encode(record), key=record_key(shop_id, key_id))
+    log.info("buyer_key_made", shop_id=shop_id, key_id=key_id, kek_id=wrapped.kek_id)
+    return record
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from workers.errors import ConfigError
 from workers.settings import LabelStoreSettings
 
 # Every name this module or documents.py makes, and nothing else: no id reaches a path.
@@ -291,6 +292,22 @@ class S3Store:
         if self._context is not None:
             await self._context.__aexit__(None, None, None)
             self._client = self._context = None
+
+
+def check(settings: LabelStoreSettings) -> None:
+    """ConfigError for a store that would keep labels (buyers' addresses) unencrypted."""
+    if (
+        settings.label_store.startswith("s3://")
+        and not settings.label_s3_sse
+        and not settings.label_s3_allow_unencrypted
+    ):
+        raise ConfigError(
+            "PARCELFLOW_LABEL_S3_SSE must be AES256 or aws:kms: labels carry buyers' "
+            "addresses (PARCELFLOW_LABEL_S3_ALLOW_UNENCRYPTED=true only where the bucket's "
+            "default encryption is checked)"
+        )
+    if settings.label_s3_kms_key_id and settings.label_s3_sse != "aws:kms":
+        raise ConfigError("PARCELFLOW_LABEL_S3_KMS_KEY_ID needs PARCELFLOW_LABEL_S3_SSE=aws:kms")
 
 
 def open_store(settings: LabelStoreSettings) -> LabelStore:

@@ -74,6 +74,14 @@ from workers.planner.join import (
     resume,
 )
 from workers.planner.repairs import Fetcher, named_records
+from workers.planner.retention import (
+    FORGOTTEN,
+    TOMBSTONED,
+    Erased,
+    Finished,
+    follow_erasures,
+    without_recipient,
+)
 from workers.planner.skips import SkipWatch
 from workers.plugins import adapt_kafka_clients
 from workers.runtime import Runtime, ops_server
@@ -171,6 +179,15 @@ class JoinTable(faust.Table[bytes, bytes]):
         if isinstance(store, MemoryStore):  # which keys a rebalance drops, as Faust does
             store._key_partition[key] = partition
 
+    def forget(self, key: bytes) -> None:
+        """Drop ``key`` from memory (the caller writes its tombstone to the changelog)."""
+        store = self.data
+        if isinstance(store, MemoryStore):
+            store.data.pop(key, None)
+            store._key_partition.pop(key, None)
+        else:
+            store.pop(key, None)
+
     def partition_of(self, key: bytes) -> int | None:
         store = self.data
         return store._key_partition.get(key) if isinstance(store, MemoryStore) else None
@@ -258,6 +275,8 @@ class Planner:
         self.max_output = max_value_bytes(settings)
         self.watch = SkipWatch()
         self.holds = Holds()
+        self.finished = Finished()
+        self.erased = Erased()
         self.orders_read: dict[int, int] = {}  # orders partition -> next offset the join reads
         self.orders_time: dict[int, int] = {}  # orders partition -> newest timestamp read, ms
 
@@ -288,6 +307,10 @@ class Rejected(Exception):
     """An event the join cannot take; its message is the dead letter's reason."""
 
 
+class ErasedOrder(Exception):
+    """An event of an order (or shop) whose buyer data was erased: not joined, not kept."""
+
+
 class Batch:
     """One batch's order states, read once from the table and written once back."""
 
@@ -314,6 +337,9 @@ class Batch:
         state = self.states.get(key)
         if state is None:
             state = restore(event.order_id, p.table.get(key))
+        owner = event if isinstance(event, Order) else state.order
+        if p.erased.covers(event.order_id, owner.shop_id if owner is not None else ""):
+            raise ErasedOrder(event.order_id)
         step = on_event(state, event, self.clock, p.inputs(message, advance))
         if step.refusal:
             raise Rejected(step.refusal)
@@ -424,6 +450,7 @@ class Batch:
             self.partitions[key] = partition
             self.encoded[key] = encoded.state
             p.holds.note(key, encoded.step.state, partition)
+            p.finished.note(key, encoded.step.state)
         return [(p.plans_topic, plan) for plan in encoded.plans] + [
             (p.jobs_topic, job) for job in encoded.jobs
         ]
@@ -471,6 +498,10 @@ async def join_batch(planner: Planner, events: Sequence[EventT[bytes]]) -> async
                 records = await batch.repair(message)
             else:
                 records = batch.step(message)
+        except ErasedOrder as erased:
+            REJECTED.labels("erased").inc()
+            log.info("event_of_erased_order_dropped", order_id=str(erased)[:128])
+            continue
         except (Rejected, TooLarge) as rejected:
             REJECTED.labels("too_large" if isinstance(rejected, TooLarge) else "invalid").inc()
             await batch.dead_letter(event, str(rejected))
@@ -536,6 +567,52 @@ async def release_ended_holds(planner: Planner) -> int:
         )
     RELEASES.inc(written)
     return written
+
+
+async def tidy_states(planner: Planner) -> tuple[int, int]:
+    """Apply erasures and ``workers.planner.retention`` to the states this worker holds:
+    (recipients forgotten, states tombstoned)."""
+    settings, table, clock = planner.settings, planner.table, now_ms()
+    erased = planner.erased
+    by_erasure = erased.matching(table, erased.new) if erased.new else []
+    erased.new.clear()
+    forget, drop = planner.finished.due(
+        clock,
+        int(settings.planner_forget_recipient_s * 1000),
+        int(settings.planner_state_retention_s * 1000),
+    )
+    producer = planner.app.producer
+    gone = 0
+    for keys, why in ((by_erasure, "erasure"), (drop, "retention")):
+        for key in keys:
+            partition = table.partition_of(key)
+            table.forget(key)
+            planner.holds.forget(key)
+            planner.finished.done.pop(key, None)
+            if partition is not None:
+                await producer.send(
+                    planner.changelog, key, None, partition=partition, timestamp=None, headers=None
+                )
+                TOMBSTONED.labels(why).inc()
+                gone += 1
+    forgotten = 0
+    for key in forget:
+        stored, partition = table.get(key), table.partition_of(key)
+        if stored is None or partition is None:
+            planner.finished.done.pop(key, None)
+            continue
+        state = without_recipient(OrderState.model_validate_json(stored))
+        value = state.model_dump_json().encode()
+        table.remember(key, value, partition)
+        await producer.send(
+            planner.changelog, key, value, partition=partition, timestamp=None, headers=None
+        )
+        planner.finished.note(key, state)
+        forgotten += 1
+    FORGOTTEN.inc(forgotten)
+    if forgotten or gone:
+        log.info("planner_states_tidied", recipients_forgotten=forgotten, tombstoned=gone)
+    return forgotten, gone
 
 
 # on the release events the planner writes to the orders topic (for whoever reads them)
@@ -611,6 +688,17 @@ def create_app(settings: PlannerSettings, fatal: OnFatal | None = None) -> faust
     @table.on_recover
     async def index_holds() -> None:
         planner.holds.rebuild(table)
+        planner.finished.rebuild(table)
+        planner.erased.new = list(planner.erased.seen)  # a recovered state may be erased
+
+    @app.timer(settings.planner_tidy_every_s)  # type: ignore[untyped-decorator]
+    async def tidy() -> None:
+        await tidy_states(planner)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def erasures() -> None:
+        """Follow buyer.erasures.v1 (until Faust cancels its tasks at the stop)."""
+        await follow_erasures(settings, planner.erased, asyncio.Event())
 
     @app.timer(settings.planner_hold_check_s)  # type: ignore[untyped-decorator]
     async def release_holds() -> None:
