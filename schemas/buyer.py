@@ -28,7 +28,7 @@ class Erasure(Model):
     (what was destroyed, when). The audit trail an auditor reads (kept 400 days)."""
 
     event_id: Id
-    status: Literal["requested", "done"] = "requested"
+    status: Literal["requested", "done", "cancelled"] = "requested"
     request_id: Id = Field(description="The request's event id (its own, when requested).")
     scope: Literal["order", "shop"]
     shop_id: OptionalId = ""
@@ -40,6 +40,13 @@ class Erasure(Model):
     keys_destroyed: int = Field(0, ge=0, le=MAX_INT)
     labels_deleted: int = Field(0, ge=0, le=MAX_INT)
     at_ms: int = Field(ge=0, le=MAX_INT)
+    not_before_ms: int = Field(
+        0,
+        ge=0,
+        le=MAX_INT,
+        description="When the erasure takes effect (0: at once; a de-authorization's: "
+        "after PARCELFLOW_DEAUTHORIZED_ERASE_AFTER_S, unless cancelled first).",
+    )
 
 
 class ErasureRequest(Model):

@@ -520,6 +520,14 @@ class ReceiverSettings(
 ):
     """The receiver."""
 
+    deauthorized_erase_after_s: float = Field(
+        7 * 86_400.0,
+        ge=0,
+        description="When a seller de-authorizes the app (TikTok webhook type 6), the shop's "
+        "buyer data is erased this long after (`parcelflow erase --cancel REQUEST_ID` "
+        "before then keeps it, e.g. when the seller authorizes the app again).",
+    )
+
     receiver_host: str = Field("127.0.0.1", description="Address the receiver listens on.")
 
     receiver_port: int = Field(8080, ge=0, description="Port the receiver listens on.")

@@ -13,9 +13,11 @@ import pytest
 
 from schemas.alert import Alert
 from schemas.box import BoxClosed
+from schemas.buyer import Erasure
 from schemas.codec import encode
+from schemas.common import now_ms
 from schemas.rejected import RejectedRecord
-from schemas.topics import ALERTS, BOXES, WEBHOOKS, WEBHOOKS_REJECTED
+from schemas.topics import ALERTS, BOXES, ERASURES, WEBHOOKS, WEBHOOKS_REJECTED
 from schemas.webhook import WebhookRecord
 from tests.integration.kafka_helpers import consume, models
 from tests.unit.factories import box
@@ -230,6 +232,15 @@ async def test_every_type_is_kept_and_authorization_webhooks_raise_alerts(
         ("authorization_expiring", "7495"),
         ("seller_deauthorized", "7495"),
     ]
+    # the de-authorization also asks for the shop's erasure, in effect after the grace
+    [erasure] = models(Erasure, await consume(settings, ERASURES, lambda v: len(v) >= 1))
+    assert (erasure.scope, erasure.shop_id, erasure.principal) == (
+        "shop",
+        "7495",
+        "tiktok:deauthorization",
+    )
+    grace_ms = int(settings.deauthorized_erase_after_s * 1000)
+    assert erasure.not_before_ms == erasure.at_ms + grace_ms > now_ms()
     metrics = await get_text(url, "/metrics")
     assert 'parcelflow_receiver_webhooks_total{type="99"} 1.0' in metrics
     assert (

@@ -84,3 +84,32 @@ def test_an_error_names_its_kind_never_the_value_it_failed_on() -> None:
     except ValueError as exc:
         assert problem_of(exc) == "ValueError"
     assert problem_of(KeyError("status")) == "KeyError: missing 'status'"
+
+
+def test_an_erasure_takes_effect_at_its_time_unless_cancelled_first() -> None:
+    from schemas.buyer import Erasure
+    from workers.buyer.registry import Erasures
+
+    def request(rid: str, shop: str, not_before: int) -> Erasure:
+        return Erasure(
+            event_id=rid,
+            request_id=rid,
+            scope="shop",
+            shop_id=shop,
+            principal="t",
+            at_ms=0,
+            not_before_ms=not_before,
+        )
+
+    known = Erasures()
+    known.take(request("now", "S1", 0))
+    known.take(request("later", "S2", 1_000))
+    known.take(request("cancelled", "S3", 1_000))
+    known.take(request("cancelled", "S3", 1_000).model_copy(update={"status": "cancelled"}))
+    assert known.covers("any", "S1", 0) and not known.covers("any", "S2", 999)
+    assert known.covers("any", "S2", 1_000) and not known.covers("any", "S3", 5_000)
+    assert [r.request_id for r in known.due(1_000)] == ["now", "later"]
+    known.take(
+        Erasure(event_id="o", request_id="o", scope="order", order_id="O9", principal="t", at_ms=0)
+    )
+    assert known.covers("O9", "", 0) and not known.covers("O8", "", 0)

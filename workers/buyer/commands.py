@@ -35,6 +35,12 @@ def add_erase(sub: Any) -> None:
     which = erase.add_mutually_exclusive_group(required=True)
     which.add_argument("--order", help="the TikTok order id")
     which.add_argument("--shop", help="the TikTok shop id")
+    which.add_argument(
+        "--cancel",
+        metavar="REQUEST_ID",
+        help="cancel an erasure not yet in effect (a de-authorization's, within its grace "
+        "period): its request id, as `parcelflow topics tail buyer.erasures.v1` shows it",
+    )
     erase.add_argument("--reason", default="", help="why (kept in the audit record)")
     erase.add_argument(
         "--wait-s", type=float, default=120.0, help="how long to wait for a labeler to do it"
@@ -86,6 +92,10 @@ def erase_command(settings: Settings, args: argparse.Namespace) -> int:
     from workers.buyer.erase import Target
     from workers.plugins import adapt_kafka_clients
 
+    if args.cancel:
+        adapt_kafka_clients(settings)
+        return asyncio.run(cancel(settings, args.cancel, args.reason))
+
     target = Target("order", args.order) if args.order else Target("shop", args.shop)
     if not target.ident.strip() or len(target.ident) > 128:
         raise SystemExit("parcelflow erase: an id is 1 to 128 characters")
@@ -100,6 +110,46 @@ def erase_command(settings: Settings, args: argparse.Namespace) -> int:
         )
         return 1
     print(json.dumps(done))
+    return 0
+
+
+async def cancel(settings: Settings, request_id: str, reason: str) -> int:
+    """Cancel a request not yet in effect; 1 if there is none such."""
+    from schemas.buyer import Erasure
+    from schemas.codec import decode
+    from schemas.common import derived_id, now_ms
+    from schemas.topics import ERASURES
+    from workers.buyer.erase import ask
+    from workers.kafka import Topics, make_producer, read_to_end
+
+    found = None
+    for record in await read_to_end(settings, Topics(settings)(ERASURES)):
+        erasure = decode(Erasure, record.value)
+        if isinstance(erasure, Erasure) and erasure.request_id == request_id:
+            found = erasure if erasure.status == "requested" else None
+    if found is None or found.not_before_ms <= now_ms():
+        print(
+            "parcelflow erase --cancel: no such request still to come (done, cancelled, or "
+            "already in effect)",
+            file=sys.stderr,
+        )
+        return 1
+    cancelled = found.model_copy(
+        update={
+            "event_id": derived_id("cancelled", request_id),
+            "status": "cancelled",
+            "principal": f"cli:{os.environ.get('USER', 'unknown')}"[:64],
+            "reason": reason[:512],
+            "at_ms": now_ms(),
+        }
+    )
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        await ask(producer, settings, cancelled)
+    finally:
+        await producer.stop()
+    print(json.dumps(cancelled.model_dump()))
     return 0
 
 

@@ -21,6 +21,7 @@ CLI only ask.
 from __future__ import annotations
 
 import asyncio
+import random
 from dataclasses import dataclass
 from typing import Literal
 
@@ -125,11 +126,11 @@ def target_of(erasure: Erasure) -> Target:
 
 
 async def ask(producer: AIOKafkaProducer, settings: KafkaSettings, erasure: Erasure) -> None:
-    """Write a request (acknowledged): the erasure is under way."""
+    """Write a request, or its cancellation (acknowledged)."""
     key = target_of(erasure).ident.encode()
     await producer.send_and_wait(Topics(settings)(ERASURES), encode(erasure), key=key)
     log.warning(
-        "buyer_data_erasure_requested",
+        f"buyer_data_erasure_{erasure.status}",
         scope=erasure.scope,
         target=target_of(erasure).ident,
         principal=erasure.principal,
@@ -176,6 +177,45 @@ async def erase(
     return done
 
 
+async def outstanding(settings: KafkaSettings, now_ms: int) -> list[Erasure]:
+    """Deferred requests in effect by now, neither done nor cancelled."""
+    requests: dict[str, Erasure] = {}
+    ended: set[str] = set()
+    for record in await read_to_end(settings, Topics(settings)(ERASURES)):
+        erasure = decode(Erasure, record.value)
+        if not isinstance(erasure, Erasure):
+            continue
+        if erasure.status == "requested" and erasure.not_before_ms:
+            requests[erasure.request_id] = erasure
+        elif erasure.status in ("done", "cancelled"):
+            ended.add(erasure.request_id)
+    return [r for r in requests.values() if r.request_id not in ended and r.not_before_ms <= now_ms]
+
+
+async def serve_deferred(
+    settings: KafkaSettings,
+    store: LabelStore,
+    producer: AIOKafkaProducer,
+    stop: asyncio.Event,
+    every_s: float,
+) -> None:
+    """Do deferred requests (a de-authorization's, after its grace period) once in effect:
+    every replica looks every ``every_s`` (jittered), and reads the topic again just
+    before doing one, so that one done by another replica meanwhile is not done twice."""
+    while not stop.is_set():
+        try:
+            for request in await outstanding(settings, now_ms()):
+                still = {r.request_id for r in await outstanding(settings, now_ms())}
+                if request.request_id in still:
+                    await erase(settings, store, producer, request)
+        except Exception as exc:  # noqa: BLE001 (the broker or the store away: next round)
+            log.warning("deferred_erasures_failed", error=type(exc).__name__)
+        try:
+            await asyncio.wait_for(stop.wait(), every_s * random.uniform(0.8, 1.2))  # noqa: S311
+        except TimeoutError:
+            pass
+
+
 async def serve_erasures(
     settings: KafkaSettings, store: LabelStore, producer: AIOKafkaProducer, stop: asyncio.Event
 ) -> None:
@@ -192,7 +232,11 @@ async def serve_erasures(
             for messages in batches.values():
                 for message in messages:
                     request = decode(Erasure, message.value)
-                    if isinstance(request, Erasure) and request.status == "requested":
+                    if (
+                        isinstance(request, Erasure)
+                        and request.status == "requested"
+                        and not request.not_before_ms  # deferred ones: serve_deferred
+                    ):
                         await erase(settings, store, producer, request)
             if batches:
                 await consumer.commit()

@@ -40,6 +40,7 @@ from schemas.codec import decode, encode
 from schemas.common import Address, now_ms
 from schemas.topics import BUYER_KEYS, ERASURES
 from workers.buyer.kek import KeyService, UnwrapFailed, Wrapped
+from workers.buyer.registry import Erasures
 from workers.kafka import Topics, groupless_consumer
 from workers.settings import BuyerDataSettings, KafkaSettings
 
@@ -218,8 +219,7 @@ class Opener:
         self.consumer: AIOKafkaConsumer = groupless_consumer(settings)
         self.wrapped: dict[str, DataKey] = {}  # key id -> its record
         self.destroyed: set[str] = set()  # key ids tombstoned
-        self.erased_orders: set[str] = set()
-        self.erased_shops: set[str] = set()
+        self.erasures = Erasures()
         self.unwrapped: OrderedDict[str, bytes] = OrderedDict()
         self.follower: asyncio.Task[None] | None = None
 
@@ -281,14 +281,14 @@ class Opener:
                         self.wrapped[record.key_id] = record
                 else:
                     erasure = decode(Erasure, value)
-                    if isinstance(erasure, Erasure) and erasure.scope == "order":
-                        self.erased_orders.add(erasure.order_id)
-                    elif isinstance(erasure, Erasure):
-                        self.erased_shops.add(erasure.shop_id)
+                    if isinstance(erasure, Erasure):
+                        self.erasures.take(erasure)
 
-    async def open(self, order_id: str, sealed: str | None) -> Address | Erased | None:
+    async def open(
+        self, order_id: str, sealed: str | None, shop_id: str = ""
+    ) -> Address | Erased | None:
         """The recipient, None if there is none, or Erased; raises Unreadable."""
-        if order_id in self.erased_orders:
+        if self.erasures.covers(order_id, shop_id, now_ms()):
             OPENED.labels("erased").inc()
             return Erased("the order's buyer data was erased")
         if sealed is None:
@@ -311,7 +311,7 @@ class Opener:
         record = self.wrapped.get(key_id)
         if record is None:
             return Erased("the data key it was sealed under is destroyed (erasure)")
-        if record.shop_id in self.erased_shops:
+        if self.erasures.covers("", record.shop_id, now_ms()):
             return Erased("the shop's buyer data was erased")
         started = time.perf_counter()
         try:

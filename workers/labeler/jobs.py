@@ -101,7 +101,7 @@ class JobRunner:
         """The job's recipient, opened (``workers.buyer``); or why there is no label to
         make: the buyer data was erased, or the sealed recipient does not open."""
         try:
-            opened = await self.opener.open(job.order_id, job.recipient)
+            opened = await self.opener.open(job.order_id, job.recipient, job.shop_id)
         except Unreadable as exc:
             return decide.failure(
                 job, FailureCode.RECIPIENT_UNREADABLE, str(exc), False, 0, now_ms()

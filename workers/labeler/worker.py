@@ -29,7 +29,7 @@ from prometheus_client import Counter
 from schemas.common import now_ms
 from schemas.label import LabelJob
 from schemas.topics import LABEL_JOBS, LABEL_JOBS_REJECTED
-from workers.buyer.erase import serve_erasures
+from workers.buyer.erase import serve_deferred, serve_erasures
 from workers.buyer.kek import key_service
 from workers.buyer.keys import Opener
 from workers.kafka import (
@@ -324,6 +324,7 @@ async def label(settings: LabelerSettings, runtime: Runtime[LabelerSettings]) ->
         replays: asyncio.Task[None] | None = None
         erasures: asyncio.Task[None] | None = None
         sweeping: asyncio.Task[None] | None = None
+        deferred: asyncio.Task[None] | None = None
         replays_stop = asyncio.Event()
         if "tiktok" in settings.providers_in_use():
             tokens = TokenTopic(settings, store, writer_name("labeler"))
@@ -363,6 +364,16 @@ async def label(settings: LabelerSettings, runtime: Runtime[LabelerSettings]) ->
             sweeping = asyncio.create_task(
                 keep_sweeping(settings, jobs.filing.documents, replays_stop), name="retention"
             )
+            deferred = asyncio.create_task(
+                serve_deferred(
+                    settings,
+                    jobs.filing.documents,
+                    producer,
+                    replays_stop,
+                    settings.label_sweep_every_s,
+                ),
+                name="deferred-erasures",
+            )
             await labeler.run(runtime.stop)
             if labeler.fatal is not None:
                 raise SystemExit(f"labeler stopped: {labeler.fatal}")
@@ -376,7 +387,7 @@ async def label(settings: LabelerSettings, runtime: Runtime[LabelerSettings]) ->
                 await labeler.warm.stop()
             if tokens is not None:
                 await tokens.stop()
-            for task in (replays, erasures, sweeping):
+            for task in (replays, erasures, sweeping, deferred):
                 if task is not None:
                     done, _ = await asyncio.wait({task}, timeout=5)
                     if not done:

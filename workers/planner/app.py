@@ -338,7 +338,8 @@ class Batch:
         if state is None:
             state = restore(event.order_id, p.table.get(key))
         owner = event if isinstance(event, Order) else state.order
-        if p.erased.covers(event.order_id, owner.shop_id if owner is not None else ""):
+        shop = owner.shop_id if owner is not None else ""
+        if p.erased.covers(event.order_id, shop, self.clock):
             raise ErasedOrder(event.order_id)
         step = on_event(state, event, self.clock, p.inputs(message, advance))
         if step.refusal:
@@ -574,8 +575,8 @@ async def tidy_states(planner: Planner) -> tuple[int, int]:
     (recipients forgotten, states tombstoned)."""
     settings, table, clock = planner.settings, planner.table, now_ms()
     erased = planner.erased
-    by_erasure = erased.matching(table, erased.new) if erased.new else []
-    erased.new.clear()
+    new = erased.unapplied(clock)
+    by_erasure = erased.matching(table, new) if new else []
     forget, drop = planner.finished.due(
         clock,
         int(settings.planner_forget_recipient_s * 1000),
@@ -689,7 +690,7 @@ def create_app(settings: PlannerSettings, fatal: OnFatal | None = None) -> faust
     async def index_holds() -> None:
         planner.holds.rebuild(table)
         planner.finished.rebuild(table)
-        planner.erased.new = list(planner.erased.seen)  # a recovered state may be erased
+        planner.erased.applied.clear()  # a recovered state may be erased: all again
 
     @app.timer(settings.planner_tidy_every_s)  # type: ignore[untyped-decorator]
     async def tidy() -> None:

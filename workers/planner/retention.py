@@ -28,6 +28,7 @@ from prometheus_client import Counter
 from schemas.buyer import Erasure
 from schemas.codec import decode
 from schemas.topics import ERASURES
+from workers.buyer.registry import Erasures
 from workers.kafka import Topics, groupless_consumer, start_on_all
 from workers.planner.join import OrderState
 from workers.settings import PlannerSettings
@@ -97,26 +98,17 @@ def without_recipient(state: OrderState) -> OrderState:
 
 
 @dataclass
-class Erased:
-    """The erasures this worker knows of (read whole at start, then followed)."""
+class Erased(Erasures):
+    """The erasures this worker knows of (read whole at start, then followed), and which
+    of those in effect it has applied to its table (all again after a recovery)."""
 
-    orders: set[str] = field(default_factory=set)
-    shops: set[str] = field(default_factory=set)
-    new: list[Erasure] = field(default_factory=list)  # not yet applied to the table
-    seen: list[Erasure] = field(default_factory=list)  # all, applied again after a recovery
+    applied: set[str] = field(default_factory=set)  # request ids
 
-    def take(self, erasure: Erasure) -> None:
-        if erasure.status != "requested":
-            return
-        if erasure.scope == "order":
-            self.orders.add(erasure.order_id)
-        else:
-            self.shops.add(erasure.shop_id)
-        self.new.append(erasure)
-        self.seen.append(erasure)
-
-    def covers(self, order_id: str, shop_id: str) -> bool:
-        return order_id in self.orders or shop_id in self.shops
+    def unapplied(self, now_ms: int) -> list[Erasure]:
+        """The requests in effect by now that the table has not had yet; noted as had."""
+        new = [r for r in self.due(now_ms) if r.request_id not in self.applied]
+        self.applied.update(r.request_id for r in new)
+        return new
 
     def matching(self, table: Table, erasures: list[Erasure]) -> list[bytes]:
         """The keys of ``table`` these erasures name (a shop's: read from each state)."""

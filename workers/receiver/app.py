@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from schemas.alert import Alert
 from schemas.box import BoxClosed
-from schemas.buyer import ErasureRequest
+from schemas.buyer import Erasure, ErasureRequest
 from schemas.codec import encode
 from schemas.common import derived_id, now_ms
 from schemas.order import Order, OrderPosted
@@ -158,6 +158,21 @@ def authorization_alert(record: WebhookRecord) -> Alert | None:
     )
 
 
+def deauthorization_erasure(record: WebhookRecord, after_s: float) -> Erasure:
+    """A de-authorization's erasure of the shop's buyer data, in effect ``after_s`` later."""
+    request_id = derived_id("deauthorization", record.event_id)
+    return Erasure(
+        event_id=request_id,
+        request_id=request_id,
+        scope="shop",
+        shop_id=record.webhook.shop_id,
+        principal="tiktok:deauthorization",
+        reason="the seller de-authorized the app (TikTok webhook type 6)",
+        at_ms=record.received_at_ms,
+        not_before_ms=record.received_at_ms + int(after_s * 1000),
+    )
+
+
 async def tiktok_webhook(request: web.Request) -> web.Response:
     app = request.app
     settings, metrics = app[SETTINGS], app[METRICS]
@@ -193,6 +208,9 @@ async def tiktok_webhook(request: web.Request) -> web.Response:
         alert = authorization_alert(stored)
         if alert is not None:
             writes.append((names(ALERTS), alert.shop_id, encode(alert)))
+        if webhook.type == WebhookType.SELLER_DEAUTHORIZATION and webhook.shop_id:
+            erasure = deauthorization_erasure(stored, settings.deauthorized_erase_after_s)
+            writes.append((names(ERASURES), webhook.shop_id, encode(erasure)))
         wrote = await app[DEDUPE].once(stored.event_id, lambda: durable_send(app, writes))
     except Unavailable:
         return unavailable()
