@@ -5,12 +5,43 @@ from __future__ import annotations
 import logging
 import logging.config
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
 import structlog
 
 GROUP_LOGGER = "aiokafka.consumer.group_coordinator"
+# Fields that name a buyer's personal data: never logged, whatever a call site passes
+# (a backstop: no call site logs them; buyer data is sealed where it enters).
+BUYER_FIELDS = frozenset(
+    {
+        "recipient",
+        "recipient_address",
+        "address",
+        "name",
+        "phone",
+        "phone_number",
+        "street1",
+        "street2",
+        "address_line1",
+        "address_line2",
+        "postal_code",
+        "buyer_email",
+        "buyer_message",
+    }
+)
+REDACTED = "[redacted: buyer data]"
+
+
+def redact_buyer_data(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A structlog processor: buyer data fields (also one level down) replaced."""
+    for key, value in event.items():
+        if key in BUYER_FIELDS:
+            event[key] = REDACTED
+        elif isinstance(value, dict) and BUYER_FIELDS.intersection(value):
+            event[key] = {k: REDACTED if k in BUYER_FIELDS else v for k, v in value.items()}
+    return event
 
 
 def configure(level: str = "info", *, json: bool = True) -> None:
@@ -32,6 +63,7 @@ def configure(level: str = "info", *, json: bool = True) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            redact_buyer_data,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
@@ -65,6 +97,7 @@ def stdlib_config(
                 "processors": [
                     structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                     structlog.processors.format_exc_info,
+                    redact_buyer_data,
                     renderer,
                 ],
                 "foreign_pre_chain": [

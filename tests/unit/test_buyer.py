@@ -113,3 +113,19 @@ def test_an_erasure_takes_effect_at_its_time_unless_cancelled_first() -> None:
         Erasure(event_id="o", request_id="o", scope="order", order_id="O9", principal="t", at_ms=0)
     )
     assert known.covers("O9", "", 0) and not known.covers("O8", "", 0)
+
+
+def test_logs_and_failure_messages_carry_no_buyer_data() -> None:
+    from workers.labeler.jobs import scrubbed
+    from workers.logs import REDACTED, redact_buyer_data
+
+    event = {"event": "x", "name": "Jane", "details": {"street1": "1 Main St", "order": "O1"}}
+    assert redact_buyer_data(None, "info", event) == {
+        "event": "x",
+        "name": REDACTED,
+        "details": {"street1": REDACTED, "order": "O1"},
+    }
+    message = "HTTP 400: destinationAddress '1 Main St, Austin' has no postal code"
+    assert scrubbed(message, BUYER) == (
+        "HTTP 400: destinationAddress '[buyer data], [buyer data]' has no postal code"
+    )

@@ -36,6 +36,7 @@ from schemas.topics import (
     REPAIRS as REPAIRS_TOPIC,
 )
 from workers.auditor.audit import ORDER_NEVER_ARRIVED, Audit, Expire, Ref, Repair, Unlabeled
+from workers.errors import problem_of
 from workers.kafka import (
     Refused,
     Topics,
@@ -85,7 +86,7 @@ class Auditor:
         try:
             problem = self.take(message)
         except Exception as exc:  # noqa: BLE001 (no record in retention may stop the net)
-            problem = f"auditor error: {type(exc).__name__}: {exc}"
+            problem = f"auditor error: {problem_of(exc)}"
         if problem is not None:
             SKIPPED.labels(message.topic).inc()
             log.warning(

@@ -27,6 +27,15 @@ from workers.settings import LabelerSettings
 log = structlog.get_logger(__name__)
 
 
+def scrubbed(message: str, recipient: Address) -> str:
+    """A provider's error message without the recipient's values: a vendor may quote the
+    address it refused ("no such postal code 73301"), and failure records are kept."""
+    for value in recipient.model_dump().values():
+        if isinstance(value, str) and len(value.strip()) >= 3:
+            message = message.replace(value, "[buyer data]")
+    return message
+
+
 def package_log(writer: Writer) -> PackageLog:
     """Records a box's package on label-attempts.v1 the moment the provider names it."""
 
@@ -95,7 +104,10 @@ class JobRunner:
                 return await self.finish(job, Answered(found.response, 1, found.call_ms))
         await self.writer.publish(self.writer.attempts, job.order_id, decide.attempt(job, now_ms()))
         self.ledger.attempted.add(job.job_id)
-        return await self.finish(job, await calls.with_retries(job, creating(provider, opened)))
+        called = await calls.with_retries(job, creating(provider, opened))
+        if isinstance(called, LabelFailure) and opened is not None:
+            called = called.model_copy(update={"message": scrubbed(called.message, opened)})
+        return await self.finish(job, called)
 
     async def recipient(self, job: LabelJob) -> Address | LabelFailure | None:
         """The job's recipient, opened (``workers.buyer``); or why there is no label to

@@ -48,6 +48,7 @@ from schemas.topics import (
     REPAIRS,
 )
 from workers import logs
+from workers.errors import problem_of
 from workers.kafka import (
     Refused,
     Topics,
@@ -507,9 +508,10 @@ async def join_batch(planner: Planner, events: Sequence[EventT[bytes]]) -> async
             REJECTED.labels("too_large" if isinstance(rejected, TooLarge) else "invalid").inc()
             await batch.dead_letter(event, str(rejected))
             continue
-        except Exception as exc:  # noqa: BLE001 (one bad event must not stop the join)
+        except Exception as exc:
             REJECTED.labels("error").inc()
-            await batch.dead_letter(event, f"planner error: {type(exc).__name__}: {exc}")
+            await batch.dead_letter(event, f"planner error: {problem_of(exc)}")
+            log.exception("planner_error", order_id=str(event.message.key or b"")[:128])
             continue
         for topic, value in records:
             made[topic] += 1
