@@ -52,6 +52,24 @@ def channel(spec: TopicSpec) -> dict[str, Any]:
     }
 
 
+# The label events stream of the receiver's HTTP API (Server-Sent Events), beside the topics.
+LABEL_EVENTS = "label-events"
+LABEL_EVENTS_CHANNEL = {
+    "address": "/v1/labels/events",
+    "description": "Server-Sent Events of the receiver (GET, a bearer token with the labels "
+    "role): event: label per label made for the caller's warehouses, resumable with "
+    "Last-Event-ID (docs/http-api.md).",
+    "servers": [{"$ref": "#/servers/receiver"}],
+    "messages": {LABEL_EVENTS: {"$ref": f"#/components/messages/{LABEL_EVENTS}"}},
+}
+LABEL_EVENTS_MESSAGE = {
+    "name": "LabelEvent",
+    "title": "A label made (event: label).",
+    "contentType": "application/json",
+    "payload": {"$ref": f"json/{LABEL_EVENTS}.json"},
+}
+
+
 def document(version: str = "0.1.0") -> dict[str, Any]:
     return {
         "asyncapi": "3.0.0",
@@ -65,6 +83,24 @@ def document(version: str = "0.1.0") -> dict[str, Any]:
             "set, every address carries that prefix.",
         },
         "defaultContentType": "application/json",
-        "channels": {channel_id(spec): channel(spec) for spec in ALL_TOPICS},
-        "components": {"messages": {channel_id(spec): message(spec) for spec in ALL_TOPICS}},
+        "servers": {
+            "receiver": {
+                "host": "parcelflow-receiver:8080",
+                "protocol": "http",
+                "description": "The receiver's HTTP API (behind HTTPS at the ingress).",
+            }
+        },
+        "channels": {channel_id(spec): channel(spec) for spec in ALL_TOPICS}
+        | {LABEL_EVENTS: LABEL_EVENTS_CHANNEL},
+        "operations": {
+            "receiveLabelEvents": {
+                "action": "receive",
+                "channel": {"$ref": f"#/channels/{LABEL_EVENTS}"},
+                "summary": "A packing station's print agent follows its labels.",
+            }
+        },
+        "components": {
+            "messages": {channel_id(spec): message(spec) for spec in ALL_TOPICS}
+            | {LABEL_EVENTS: LABEL_EVENTS_MESSAGE}
+        },
     }

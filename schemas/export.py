@@ -10,7 +10,8 @@ from pathlib import Path
 
 import orjson
 
-from schemas.asyncapi import document
+from schemas.asyncapi import LABEL_EVENTS, document
+from schemas.label import LabelEvent
 from schemas.topics import ALL_TOPICS
 
 JSON_DIR = Path(__file__).parent / "json"
@@ -26,6 +27,11 @@ def render() -> dict[str, bytes]:
         files[f"{spec.name}.json"] = (
             orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
         )
+    events = LabelEvent.model_json_schema(mode="serialization")
+    events = {"$id": f"parcelflow/{LABEL_EVENTS}", "description": LabelEvent.__doc__, **events}
+    files[f"{LABEL_EVENTS}.json"] = (
+        orjson.dumps(events, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+    )
     return files
 
 

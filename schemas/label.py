@@ -15,6 +15,7 @@ class Parcel(Model):
     warehouse_id: OptionalId = Field(
         "", description="The box's warehouse: a box is (warehouse, box id)."
     )
+    station_id: OptionalId = Field("", description="The packing station that closed the box.")
     items: list[LineItem] = Field(min_length=1)
     weight: Weight
     dimensions: Dimensions
@@ -52,6 +53,7 @@ class LabelDocument(Model):
 class ParcelLabel(Model):
     box_id: Id
     warehouse_id: OptionalId = Field("", description="The box's warehouse.")
+    station_id: OptionalId = Field("", description="The packing station that closed the box.")
     tracking_id: str
     documents: list[LabelDocument] = Field(
         default_factory=list, description="The label in each format stored."
@@ -76,6 +78,25 @@ class LabelResult(Model):
         False, description="Shipium offers no tracking for TikTok Shop shipments."
     )
     labeled_at_ms: int = Field(ge=0, le=MAX_INT)
+
+
+class LabelEventParcel(Model):
+    box_id: Id
+    warehouse_id: OptionalId = ""
+    station_id: OptionalId = ""
+    tracking_id: str
+    formats: list[str]
+    document: str = Field(description="The path of its document: GET it with ?format=.")
+
+
+class LabelEvent(Model):
+    """``event: label`` of ``GET /v1/labels/events``: a label made, with the parcels of it
+    the caller may see."""
+
+    job_id: Id
+    order_id: Id
+    labeled_at_ms: int = Field(ge=0, le=MAX_INT)
+    parcels: list[LabelEventParcel] = Field(min_length=1)
 
 
 class ErasedLabel(Model):

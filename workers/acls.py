@@ -64,6 +64,8 @@ class Access:
 
 WORKERS: dict[str, Access] = {
     "receiver": Access(
+        # label events for the stations (GET /v1/labels/events): the labels, read only
+        reads=(LABELS,),
         # it seals posted orders' recipients under data keys of its own; an operator's
         # erasure is asked for on ERASURES (the labeler does it)
         writes=(WEBHOOKS, WEBHOOKS_REJECTED, ORDERS, BOXES, ALERTS, BUYER_KEYS, ERASURES),

@@ -520,6 +520,14 @@ class ReceiverSettings(
 ):
     """The receiver."""
 
+    label_events_per_principal: int = Field(
+        4, ge=1, description="Label event streams (GET /v1/labels/events) open per principal."
+    )
+
+    label_events_ping_s: float = Field(
+        15.0, gt=0, description="A label event stream's heartbeat (an SSE comment) interval."
+    )
+
     deauthorized_erase_after_s: float = Field(
         7 * 86_400.0,
         ge=0,

@@ -105,9 +105,13 @@ def test_each_worker_principal_gets_only_what_it_does_on_kafka() -> None:
     assert allowed("labeler", "group", "prod.parcelflow-labeler", "Read")
     assert not allowed("labeler", "topic", "prod.orders.v1", "Write")
     assert allowed("receiver", "topic", "prod.tiktok.webhooks.v1", "Write")
-    assert not any(
-        a.principal == "User:parcelflow-receiver" and a.operation == "Read" for a in rows
-    )
+    # the receiver reads only the labels (for the stations' label events), no group
+    receiver_reads = {
+        (a.resource, a.name)
+        for a in rows
+        if a.principal == "User:parcelflow-receiver" and a.operation == "Read"
+    }
+    assert receiver_reads == {("topic", "prod.labels.v1")}
     assert allowed("planner", "topic", "prod.parcelflow-planner-orders-changelog", "Write")
     assert allowed("planner", "group", "prod.parcelflow-planner", "Read")
     assert allowed("dashboard", "group", "prod.parcelflow-labeler", "Describe")

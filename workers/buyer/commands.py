@@ -89,8 +89,11 @@ async def list_keys(settings: Settings) -> int:
 
 
 def erase_command(settings: Settings, args: argparse.Namespace) -> int:
+    from workers import logs
     from workers.buyer.erase import Target
     from workers.plugins import adapt_kafka_clients
+
+    logs.configure(settings.log_level)  # log lines to stderr: stdout is the record
 
     if args.cancel:
         adapt_kafka_clients(settings)

@@ -34,6 +34,7 @@ from schemas.common import derived_id, now_ms
 from schemas.label import ErasedLabel, LabelJob, LabelResult
 from schemas.topics import BUYER_KEYS, ERASURES, LABEL_JOBS, LABELS
 from workers.kafka import Topics, make_consumer, read_to_end, started
+from workers.labels.retention import stopped
 from workers.labels.store import FORMATS, LabelStore, document_name, manifest_name
 from workers.settings import KafkaSettings
 
@@ -202,7 +203,8 @@ async def serve_deferred(
     """Do deferred requests (a de-authorization's, after its grace period) once in effect:
     every replica looks every ``every_s`` (jittered), and reads the topic again just
     before doing one, so that one done by another replica meanwhile is not done twice."""
-    while not stop.is_set():
+    wait_s = every_s * random.uniform(0.1, 1.0)  # noqa: S311 (replicas started together)
+    while not await stopped(stop, wait_s):
         try:
             for request in await outstanding(settings, now_ms()):
                 still = {r.request_id for r in await outstanding(settings, now_ms())}
@@ -210,10 +212,7 @@ async def serve_deferred(
                     await erase(settings, store, producer, request)
         except Exception as exc:  # noqa: BLE001 (the broker or the store away: next round)
             log.warning("deferred_erasures_failed", error=type(exc).__name__)
-        try:
-            await asyncio.wait_for(stop.wait(), every_s * random.uniform(0.8, 1.2))  # noqa: S311
-        except TimeoutError:
-            pass
+        wait_s = every_s * random.uniform(0.8, 1.2)  # noqa: S311
 
 
 async def serve_erasures(

@@ -31,6 +31,7 @@ import aiohttp
 import orjson
 import structlog
 from aiohttp import web
+from aiohttp_sse import sse_response
 
 from schemas.codec import decode, encode
 from schemas.common import derived_id, now_ms
@@ -206,21 +207,18 @@ async def events(request: web.Request) -> web.StreamResponse:
             status=503,
             headers={"Retry-After": "10"},
         )
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
     scope = scope_of(request)
     pushes.clients += 1
     try:
-        await response.prepare(request)
-        with contextlib.suppress(ConnectionResetError):
-            while not closing.is_set():
-                await response.write(b"data: " + pushes.latest(scope) + b"\n\n")
-                async with pushes.fresh:
-                    await pushes.fresh.wait()
+        async with sse_response(request) as stream:  # aiohttp-sse: framing, heartbeats
+            with contextlib.suppress(ConnectionResetError):
+                while not closing.is_set() and stream.is_connected():
+                    await stream.send(pushes.latest(scope).decode())
+                    async with pushes.fresh:
+                        await pushes.fresh.wait()
     finally:
         pushes.clients -= 1
-    return response
+    return stream
 
 
 async def replay(request: web.Request) -> web.Response:

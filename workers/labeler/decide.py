@@ -132,6 +132,7 @@ def result(
         ParcelLabel(
             box_id=parcel.box_id,
             warehouse_id=parcel.warehouse_id,
+            station_id=parcel.station_id,
             tracking_id=package.tracking_id,
             documents=list(docs),
             document_path=docs[0].uri if docs and not docs[0].uri.startswith("s3://") else "",

@@ -39,14 +39,22 @@ async def sweep(store: LabelStore, retention_days: float, now_s: float | None = 
 async def keep_sweeping(
     settings: LabelStoreSettings, store: LabelStore, stop: asyncio.Event
 ) -> None:
-    """Sweep now and then every ``label_sweep_every_s`` (jittered) until ``stop``."""
+    """Sweep every ``label_sweep_every_s`` (jittered; the first a random part of it after
+    the start, so that replicas started together do not sweep together) until ``stop``."""
     every = settings.label_sweep_every_s
-    while not stop.is_set():
+    wait_s = every * random.uniform(0.1, 1.0)  # noqa: S311 (spreading, not security)
+    while not await stopped(stop, wait_s):
         try:
             await sweep(store, settings.label_retention_days)
         except Exception as exc:  # noqa: BLE001 (a store away: the next sweep tries again)
             log.warning("labels_sweep_failed", error=type(exc).__name__)
-        try:
-            await asyncio.wait_for(stop.wait(), every * random.uniform(0.9, 1.1))  # noqa: S311
-        except TimeoutError:
-            pass
+        wait_s = every * random.uniform(0.9, 1.1)  # noqa: S311
+
+
+async def stopped(stop: asyncio.Event, within_s: float) -> bool:
+    """Wait up to ``within_s``; whether ``stop`` was set meanwhile."""
+    try:
+        await asyncio.wait_for(stop.wait(), within_s)
+    except TimeoutError:
+        return False
+    return True

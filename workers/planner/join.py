@@ -450,6 +450,7 @@ def _release(
             parcel = Parcel(
                 box_id=box.box_id,
                 warehouse_id=box.warehouse_id or state.owner(),
+                station_id=box.station_id,
                 items=allocation.assigned[box.box_id],
                 weight=box.weight,
                 dimensions=box.dimensions,

@@ -14,6 +14,7 @@ Without ``format``, the first of ``PARCELFLOW_LABEL_FORMATS``.
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from collections.abc import AsyncIterator
 
 import orjson
@@ -25,6 +26,7 @@ from schemas.label import ErasedLabel, LabelResult, ParcelLabel
 from workers.auth import PRINCIPAL, protect
 from workers.labels import claims
 from workers.labels.store import CONTENT_TYPES, document_name, manifest_name, open_store
+from workers.receiver.events import STREAMS_BY, label_stream
 from workers.receiver.keys import SETTINGS, STORE
 
 log = structlog.get_logger(__name__)
@@ -169,6 +171,8 @@ async def box_document(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    app[STREAMS_BY] = Tally()
+    protect(app, app.router.add_get("/v1/labels/events", label_stream), "labels")
     app.cleanup_ctx.append(store_ctx)
     for path, handler in (
         ("/v1/labels/{job_id}", label_record),

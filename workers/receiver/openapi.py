@@ -164,6 +164,45 @@ def label_paths() -> dict[str, Any]:
                 "responses": {"401": BEARER_401, "409": error("Voiding is not possible here.")},
             }
         },
+        "/v1/labels/events": {
+            "get": {
+                "summary": "Server-Sent Events: the labels of the caller's warehouses as they "
+                "are made (event: label), after one event: ready. Resumable with "
+                "Last-Event-ID; a heartbeat comment every PARCELFLOW_LABEL_EVENTS_PING_S.",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {
+                        "name": "station",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "maxLength": 128},
+                    },
+                    {
+                        "name": "from",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["start"]},
+                    },
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The stream; each label event's data is JSON: job_id, "
+                        "order_id, labeled_at_ms and parcels (box_id, warehouse_id, "
+                        "station_id, tracking_id, formats, document).",
+                        "content": {"text/event-stream": {}},
+                    },
+                    "400": error("station too long."),
+                    "401": BEARER_401,
+                    "429": error("PARCELFLOW_LABEL_EVENTS_PER_PRINCIPAL streams open already."),
+                },
+            }
+        },
         "/v1/labels/{job_id}": {
             "get": {
                 "summary": "A label job's label: parcels, tracking ids, formats.",
