@@ -601,6 +601,14 @@ def load_settings() -> Settings:
 
 
 def main(argv: list[str] | None = None) -> None:
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["station"]:  # the print agent: a package of its own (station/)
+        try:
+            from parcelflow_station.cli import main as station
+        except ImportError:
+            sys.exit("parcelflow station: install the agent: pip install ./station")
+        station(given[1:])
+        return
     args = parser().parse_args(argv)
     # Everything parcelflow writes (labels with addresses, tokens, logs, var/) is for its
     # own user only: files 0600, folders 0700, in every process it starts.

@@ -25,6 +25,7 @@ import contextlib
 import re
 from collections import Counter as Tally
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 import structlog
@@ -65,7 +66,7 @@ def label_event(label: LabelResult, principal: Principal, station: str | None) -
             station_id=parcel.station_id,
             tracking_id=parcel.tracking_id,
             formats=[d.format for d in parcel.documents],
-            document=f"/v1/labels/{label.job_id}/{parcel.box_id}",
+            document=f"/v1/labels/{quote(label.job_id, safe='')}/{quote(parcel.box_id, safe='')}",
         )
         for parcel in label.parcels
         if principal.in_warehouse(parcel.warehouse_id)

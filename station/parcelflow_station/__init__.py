@@ -1,0 +1,1 @@
+"""parcelflow's print agent for one packing station (``parcelflow station``)."""
