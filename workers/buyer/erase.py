@@ -130,12 +130,18 @@ async def ask(producer: AIOKafkaProducer, settings: KafkaSettings, erasure: Eras
     """Write a request, or its cancellation (acknowledged)."""
     key = target_of(erasure).ident.encode()
     await producer.send_and_wait(Topics(settings)(ERASURES), encode(erasure), key=key)
+    logged(erasure)
+
+
+def logged(erasure: Erasure) -> None:
+    """The log line of a request or cancellation written: who, what (the access log)."""
     log.warning(
         f"buyer_data_erasure_{erasure.status}",
         scope=erasure.scope,
         target=target_of(erasure).ident,
         principal=erasure.principal,
         request_id=erasure.request_id,
+        not_before_ms=erasure.not_before_ms,
     )
 
 

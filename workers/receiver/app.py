@@ -29,7 +29,7 @@ from schemas.topics import ALERTS, BOXES, ERASURES, ORDERS, WEBHOOKS, WEBHOOKS_R
 from schemas.webhook import TikTokWebhook, WebhookRecord, WebhookType
 from workers import auth
 from workers.auth import PRINCIPAL, Principal, Principals, protect
-from workers.buyer.erase import Target, requested
+from workers.buyer.erase import Target, logged, requested
 from workers.buyer.kek import key_service
 from workers.buyer.keys import Sealer
 from workers.errors import ConfigError
@@ -337,13 +337,7 @@ async def erasure(request: web.Request) -> web.Response:
         await durable_send(request.app, [(topic, target.ident, encode(erasure))])
     except Unavailable:
         return unavailable()
-    log.warning(
-        "buyer_data_erasure_requested",
-        scope=target.scope,
-        target=target.ident,
-        principal=erasure.principal,
-        request_id=erasure.request_id,
-    )
+    logged(erasure)
     return web.json_response(erasure.model_dump(), status=202)
 
 
