@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run up chaos scale soak test lint format types unit integration e2e schemas bench bench-labeler bench-receiver bench-planner bench-latency bench-adaptive bench-recovery docs lock clean
+.PHONY: help install run up chaos scale soak test lint format types unit integration e2e schemas bench bench-labeler bench-receiver bench-planner bench-latency bench-adaptive bench-recovery bench-print docs lock clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -83,6 +83,9 @@ bench-recovery: $(STAMP) ## planner: what a scale-up and a restart cost, seconds
 
 bench: $(STAMP) ## every benchmark, then one table of the ratios and latency lines
 	$(BIN)/python -m bench.all
+
+bench-print: $(STAMP) ## station print agents: boxes closed at 20/s -> labels at a printer, an outage and a restart
+	$(BIN)/python -m bench.printing
 
 bench-labeler: $(STAMP) ## labeler: labels/s vs Little's law, and peak RSS vs backlog
 	$(BIN)/python -m bench.labeler

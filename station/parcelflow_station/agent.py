@@ -35,7 +35,7 @@ from parcelflow_station.state import Pending, State
 class Config:
     receiver_url: str
     token: str
-    station: str
+    station: str  # "" : every station of the token's warehouses (an agent per warehouse)
     fmt: str = "zpl"
     state_file: Path = Path("station-state.json")
     retry_s: float = 2.0  # a printer away, a dropped stream: the wait before trying again
@@ -106,7 +106,7 @@ class Agent:
 
     async def follow(self, http: aiohttp.ClientSession, stop: asyncio.Event) -> None:
         url = f"{self.config.receiver_url}/v1/labels/events"
-        params = {"station": self.config.station}
+        params = {"station": self.config.station} if self.config.station else {}
         while not stop.is_set():
             headers = dict(self.headers)
             if self.state.last_event_id:
@@ -133,7 +133,7 @@ class Agent:
         if kind == "label":
             event = json.loads(data)
             for parcel in event["parcels"]:
-                if parcel.get("station_id") != self.config.station:
+                if self.config.station and parcel.get("station_id") != self.config.station:
                     continue
                 if not self.state.knows(event["job_id"], parcel["box_id"]):
                     self.state.queue.append(

@@ -54,7 +54,11 @@ def parser() -> argparse.ArgumentParser:
             choices=["zpl", "pdf", "png"],
         )
         if name == "run":
-            p.add_argument("--station", default=os.environ.get("PARCELFLOW_STATION_ID", ""))
+            p.add_argument(
+                "--station",
+                default=os.environ.get("PARCELFLOW_STATION_ID", ""),
+                help="its boxes only (default: every station of the token's warehouses)",
+            )
             p.add_argument("--status-every", type=float, default=30.0)
         else:
             p.add_argument("--box", required=True)
@@ -86,8 +90,6 @@ def main(argv: list[str] | None = None) -> None:
         )
         if not v
     ]
-    if args.action == "run" and not args.station:
-        missing.append("--station")
     if missing:
         sys.exit(f"parcelflow station: set {', '.join(missing)}")
     try:
