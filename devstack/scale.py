@@ -95,6 +95,7 @@ class Scaler(threading.Thread):
         self.rng = random.Random(seed)
         self.done: list[str] = []
         self.problems: list[str] = []
+        self.killed: dict[str, float] = {}  # worker -> when the kill step last killed one
         self.peak: dict[str, int] = {w: 1 for w in SCALED}  # most processes seen at once
         self._halt = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=len(SCALED) * 2, thread_name_prefix="scale")
@@ -108,9 +109,15 @@ class Scaler(threading.Thread):
         self._pool.shutdown(wait=True)
 
     def take(self, step: Step) -> None:
+        started = time.monotonic()
         try:
             self.report(f"{step} {getattr(self, step.kind)(step.worker)}")
         except StackError as exc:
+            killed = self.killed.get(step.worker, 0.0) >= started
+            if step.kind == "up" and killed and "exited with code -9" in str(exc):
+                # the schedule's own kill step took the replica while it was starting
+                self.report(f"{step}: killed while starting by the kill step")
+                return
             self.problems.append(f"{step}: {exc}")
             self.report(f"{step}: failed: {exc}")
 
@@ -129,6 +136,7 @@ class Scaler(threading.Thread):
         if not alive:
             return "skipped: none running"
         process = self.rng.choice(alive)
+        self.killed[worker] = time.monotonic()
         signal_pid(process.proc.pid, signal.SIGKILL)
         return f"{process.label} (pid {process.proc.pid})"
 

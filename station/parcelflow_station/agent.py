@@ -92,16 +92,17 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         """Follow and print until ``stop``."""
         async with aiohttp.ClientSession() as http:
-            loops = [
-                asyncio.create_task(self.follow(http, stop)),
-                asyncio.create_task(self.print_queue(http, stop)),
-            ]
+            following = asyncio.create_task(self.follow(http, stop))
+            printing = asyncio.create_task(self.print_queue(http, stop))
             try:
                 await stop.wait()
             finally:
-                for task in loops:
-                    task.cancel()
-                await asyncio.gather(*loops, return_exceptions=True)
+                following.cancel()
+                self.wake.set()  # the printing loop ends after the label it is printing
+                done, _ = await asyncio.wait({printing}, timeout=30)
+                if not done:
+                    printing.cancel()
+                await asyncio.gather(following, printing, return_exceptions=True)
                 self.state.save()
 
     async def follow(self, http: aiohttp.ClientSession, stop: asyncio.Event) -> None:
@@ -155,7 +156,7 @@ class Agent:
             if not self.state.queue:
                 self.wake.clear()
                 await self.wake.wait()
-                continue
+                continue  # woken by a label, or by the stop
             pending = self.state.queue[0]
             try:
                 await self.print_one(http, pending)
