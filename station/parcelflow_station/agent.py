@@ -27,6 +27,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from parcelflow_station import metrics
 from parcelflow_station.printers import Printer, PrinterAway
 from parcelflow_station.state import Pending, State
 
@@ -121,11 +122,13 @@ class Agent:
                             answer.request_info, (), status=answer.status
                         )
                     self.connected = True
+                    metrics.FOLLOWING.set(1)
                     async for kind, ident, data in sse(answer):
                         self.take(kind, ident, data)
             except (aiohttp.ClientError, OSError, TimeoutError):
                 pass
             self.connected = False
+            metrics.FOLLOWING.set(0)
             params.pop("from", None)
             await asyncio.sleep(self.config.retry_s)
 
@@ -147,6 +150,7 @@ class Agent:
                         )
                     )
                     self.wake.set()
+            metrics.QUEUED.set(len(self.state.queue))
         if ident:
             self.state.last_event_id = ident
             self.state.save()
@@ -162,6 +166,7 @@ class Agent:
                 await self.print_one(http, pending)
             except PrinterAway:
                 self.stats.printer_away += 1
+                metrics.PRINTER_AWAY.inc()
                 await asyncio.sleep(self.config.retry_s)
             except (aiohttp.ClientError, OSError, TimeoutError):
                 await asyncio.sleep(self.config.retry_s)  # the receiver away
@@ -184,6 +189,9 @@ class Agent:
         self.stats.last_print_ms = now_ms()
         self.stats.agent_ms.append(self.stats.last_print_ms - pending.received_at_ms)
         del self.stats.agent_ms[:-1000]
+        metrics.PRINTED.inc()
+        metrics.QUEUED.set(len(self.state.queue))
+        metrics.AGENT_SECONDS.observe(self.stats.agent_ms[-1] / 1000)
 
     def status(self) -> str:
         """One line: connected, queue, printed, printer away count, last print."""

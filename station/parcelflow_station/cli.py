@@ -60,6 +60,12 @@ def parser() -> argparse.ArgumentParser:
                 help="its boxes only (default: every station of the token's warehouses)",
             )
             p.add_argument("--status-every", type=float, default=30.0)
+            p.add_argument(
+                "--metrics-port",
+                type=int,
+                default=0,
+                help="serve Prometheus metrics on this port of 127.0.0.1 (0: none)",
+            )
         else:
             p.add_argument("--box", required=True)
             p.add_argument("--warehouse", default="")
@@ -103,6 +109,10 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(reprint(config, printer, args.box, args.warehouse))
         print(f"reprinted {args.box}")
         return
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, addr="127.0.0.1")
     asyncio.run(run(Agent(config, printer), args.status_every))
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from parcelflow_station.agent import Agent, Config
 from parcelflow_station.printers import IppPrinter, RawPrinter
+from prometheus_client import REGISTRY
 
 from devstack.broker.embedded import BrokerError, free_port, wait_for_port
 from devstack.simulator.render import Label, pdf, zpl
@@ -88,6 +89,7 @@ async def test_each_label_prints_once_across_a_printer_outage_and_a_restart(
     receiver: tuple[str, Settings, FolderStore], tmp_path: Path
 ) -> None:
     url, settings, store = receiver
+    printed_before = REGISTRY.get_sample_value("parcelflow_station_printed_total") or 0.0
     printer = SocketPrinter()
     config = Config(url, TOKEN, "PACK-1", "zpl", tmp_path / "state.json", retry_s=0.2)
     stop = asyncio.Event()
@@ -117,6 +119,11 @@ async def test_each_label_prints_once_across_a_printer_outage_and_a_restart(
     for tracking in [*first, second]:  # each label printed once, with its barcode's number
         assert sum(tracking.encode() in job for job in printed) == 1
     assert not any(b"OTHER" in job for job in printed)  # another station's box
+    # the agent's metrics say the same
+    printed_now = REGISTRY.get_sample_value("parcelflow_station_printed_total") or 0.0
+    assert printed_now - printed_before == 4
+    assert (REGISTRY.get_sample_value("parcelflow_station_printer_away_total") or 0) >= 1
+    assert REGISTRY.get_sample_value("parcelflow_station_queue") == 0
     assert again.stats.agent_ms and max(again.stats.agent_ms) < 30_000
 
 
