@@ -30,36 +30,13 @@ from tempfile import TemporaryDirectory
 from parcelflow_station.agent import Agent, Config
 from parcelflow_station.printers import RawPrinter
 
-from devstack.broker.embedded import free_port
 from devstack.chaos import play
 from devstack.demo_data import DemoOrder, make_demo
+from devstack.printer import SocketPrinter
 from devstack.stack import Stack
 
 WAREHOUSE = "7300000000000000001"  # the demo's warehouse
 BARCODE = re.compile(rb"\^BCN,[^^]*\^FD([^^]+)\^FS")  # a label's tracking barcode, in ZPL
-
-
-class SocketPrinter:
-    """A thermal printer's raw port: when each job's bytes came in, and the bytes."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.jobs: list[tuple[float, bytes]] = []
-        self.server: asyncio.Server | None = None
-
-    async def on(self) -> None:
-        async def take(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            data = await reader.read()
-            self.jobs.append((time.time(), data))
-            writer.close()
-
-        self.server = await asyncio.start_server(take, "127.0.0.1", self.port)
-
-    async def off(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-            self.server = None
 
 
 class Counted:

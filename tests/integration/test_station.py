@@ -20,6 +20,7 @@ from parcelflow_station.printers import IppPrinter, RawPrinter
 from prometheus_client import REGISTRY
 
 from devstack.broker.embedded import BrokerError, free_port, wait_for_port
+from devstack.printer import SocketPrinter
 from devstack.simulator.render import Label, pdf, zpl
 from schemas.codec import encode
 from schemas.topics import LABELS
@@ -32,28 +33,6 @@ from workers.settings import Settings
 TOKEN = "station-pack1-token-0123"
 BARCODE = re.compile(rb"\^BCN,[^^]*\^FD([^^]+)\^FS")  # a ZPL label's Code 128 field
 PRINCIPALS = {"pack-1": {"token": TOKEN, "roles": ["labels"], "warehouses": ["A"]}}
-
-
-class SocketPrinter:
-    """A thermal printer's raw port: what each connection sent, one job per connection."""
-
-    def __init__(self) -> None:
-        self.jobs: list[bytes] = []
-        self.port = free_port()
-        self.server: asyncio.Server | None = None
-
-    async def on(self) -> None:
-        async def take(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self.jobs.append(await reader.read())
-            writer.close()
-
-        self.server = await asyncio.start_server(take, "127.0.0.1", self.port)
-
-    async def off(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-            self.server = None
 
 
 async def labeled(settings: Settings, store: FolderStore, order_id: str, station: str) -> str:
@@ -116,7 +95,7 @@ async def test_each_label_prints_once_across_a_printer_outage_and_a_restart(
     stop.set()
     await running
     await printer.off()
-    printed = printer.jobs
+    printed = [job for _, job in printer.jobs]
     assert len(printed) == 4 and all(job.startswith(b"^XA") for job in printed)
     barcodes = [m.group(1).decode() for job in printed for m in BARCODE.finditer(job)]
     assert sorted(barcodes) == sorted([*first, second])  # each label once, its barcode right
