@@ -271,9 +271,15 @@ def writer_name(role: str) -> str:
     return f"{role}@{os.uname().nodename}:{os.getpid()}"[:128]
 
 
-def groupless_consumer(settings: KafkaSettings) -> AIOKafkaConsumer:
-    """A consumer of no group that commits nothing: for ``start_on_all``."""
-    return AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False)
+def groupless_consumer(settings: KafkaSettings, idle_wait_ms: int = 500) -> AIOKafkaConsumer:
+    """A consumer of no group that commits nothing: for ``start_on_all``. ``idle_wait_ms``:
+    how long a fetch waits for records that are not there (fewer requests on a quiet topic)."""
+    return AIOKafkaConsumer(
+        **client_options(settings),
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=idle_wait_ms,
+    )
 
 
 async def start_on_all(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:

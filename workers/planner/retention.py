@@ -125,12 +125,13 @@ class Erased(Erasures):
 
 async def follow_erasures(settings: PlannerSettings, erased: Erased, stop: asyncio.Event) -> None:
     """Read ``buyer.erasures.v1`` into ``erased`` until ``stop``."""
-    consumer: AIOKafkaConsumer = groupless_consumer(settings)
+    # a quiet topic, read beside the join on the same brokers: few fetch requests
+    consumer: AIOKafkaConsumer = groupless_consumer(settings, idle_wait_ms=5000)
     try:
         tps = await start_on_all(consumer, Topics(settings)(ERASURES))
         await consumer.seek_to_beginning(*tps)
         while not stop.is_set():
-            for messages in (await consumer.getmany(timeout_ms=500)).values():
+            for messages in (await consumer.getmany(timeout_ms=5000)).values():
                 for message in messages:
                     erasure = decode(Erasure, message.value)
                     if isinstance(erasure, Erasure):
